@@ -1,0 +1,187 @@
+"""Settings shared by every service: CLI flags, a TOML file, logging.
+
+Every service command takes ``--config FILE``. The file holds the same keys as the
+command's flags (``node-ttl`` or ``node_ttl``), either at the top level or in a table
+named after the command (``[hub]``), so one file can configure several services. Flags
+given on the command line win over the file; the file wins over built-in defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from smartget.errors import ConfigError
+
+__all__ = [
+    "HOSTPORT",
+    "RATE",
+    "SIZE",
+    "HostPort",
+    "common_options",
+    "load_toml",
+    "parse_hostport",
+    "parse_size",
+    "setup_logging",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def parse_hostport(text: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """``"0.0.0.0:20110"`` -> ``("0.0.0.0", 20110)``; ``":8200"`` and ``"8200"`` use default_host.
+
+    IPv6 addresses go in brackets: ``"[::1]:8200"``.
+    """
+    text = text.strip()
+    if text.isdigit():
+        host, port_text = default_host, text
+    elif text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ConfigError(f"expected [IPv6]:PORT, got {text!r}")
+        host, port_text = text[1:end], text[end + 2 :]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"expected HOST:PORT, got {text!r}")
+        host = host or default_host
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"port must be a number from 0 to 65535, got {port_text!r} in {text!r}")
+    return host, int(port_text)
+
+
+class HostPort(click.ParamType[tuple[str, int], Any]):
+    """A click type for ``HOST:PORT``."""
+
+    name = "host:port"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_hostport(str(value))
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)([bB]?)\s*$")
+_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"`` -> 67108864, ``"10MB"`` -> 10000000, ``"512"`` -> 512 (bytes)."""
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise ConfigError(f"expected a size such as 64MiB, 10MB or 4096, got {text!r}")
+    number, unit, binary, _ = match.groups()
+    base = 1024 if binary or unit == "" else 1000
+    return int(float(number) * base ** _UNITS[unit.lower()])
+
+
+class Size(click.ParamType[int, Any]):
+    """A click type for byte sizes (``64MiB``); rates take ``20MiB/s``."""
+
+    def __init__(self, *, rate: bool = False) -> None:
+        self.rate = rate
+        self.name = "rate" if rate else "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        if self.rate:
+            text = text.removesuffix("/s")
+        try:
+            return parse_size(text)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+HOSTPORT = HostPort()
+SIZE = Size()
+RATE = Size(rate=True)
+
+
+def load_toml(path: Path, section: str | None = None) -> dict[str, Any]:
+    """Read a TOML settings file; return ``[section]`` if present, else the top level."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    if section and isinstance(data.get(section), dict):
+        data = data[section]
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return value
+    command = ctx.command
+    known = {p.name for p in command.params if p.name and p.name != "config"}
+    try:
+        settings = load_toml(Path(value), section=command.name)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    unknown = sorted(set(settings) - known - {command.name or ""})
+    if unknown:
+        raise click.BadParameter(
+            f"unknown key(s) in {value}: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(n for n in known))}",
+            ctx=ctx,
+            param=param,
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return value
+
+
+def common_options(func: F) -> F:
+    """Add ``--config FILE`` and ``--log-level`` to a service command."""
+    func = click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        help="How much to log (to stderr).",
+    )(func)
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=str),
+        is_eager=True,
+        expose_value=False,
+        callback=_load_config,
+        help="TOML file holding any of these options (flags win over the file).",
+    )(func)
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr with timestamps; one call per process."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def is_loopback_or_private(host: str) -> bool:
+    """True for 127/8, ::1, RFC 1918 and other non-global addresses."""
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False

@@ -1,0 +1,163 @@
+"""SmartGet's exceptions, one tree for the whole package.
+
+Catch ``SmartGetError`` to catch anything SmartGet raises on purpose. Errors split, as
+in h11, into "the peer sent garbage" (``ProtocolError``: the object that raised is still
+usable, the reply to send is in ``hint``) and "you asked for something impossible"
+(everything else)::
+
+    SmartGetError
+    ├── ConfigError                 bad flag, bad TOML, unknown key
+    ├── StoreError                  SQLite store could not be opened or written
+    ├── ProtocolError               a peer sent bytes we cannot accept (has .hint)
+    │   ├── TextProtocolError       hub: backtick datahub protocol
+    │   ├── BencodeError            bencoded data (tracker, torrents)
+    │   ├── KRPCError               dht: KRPC message (has .code, BEP 5 201-204)
+    │   └── DatapackError           mesh: MSW Datapack
+    ├── RegistryError               hub: node registry refused an operation
+    │   ├── NodeExistsError         that ip+port is already registered
+    │   ├── NodeNotFoundError       no such node id / ip+port
+    │   └── NotPermittedError       the caller may not touch that node
+    ├── RelayError                  hub: co2 relay registry refused an operation
+    ├── TrackerError                hub: tracker refused an announce or scrape
+    ├── NodeAgentError              node: a task failed
+    │   ├── FetchError              an HTTP fetch failed or was cut short
+    │   ├── TorrentError            libtorrent refused a torrent
+    │   └── UnsafePathError         a path from a request escapes its root
+    ├── DHTError                    dht: a lookup or bootstrap failed
+    ├── MeshError                   mesh: routing, TLS or authorization
+    │   ├── AuthError               a peer failed authentication or authorization
+    │   └── RouteError              no route to the destination
+    └── TranscodeError              transcode: ffmpeg or a worker failed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BencodeError",
+    "ConfigError",
+    "DHTError",
+    "DatapackError",
+    "FetchError",
+    "KRPCError",
+    "MeshError",
+    "NodeAgentError",
+    "NodeExistsError",
+    "NodeNotFoundError",
+    "NotPermittedError",
+    "ProtocolError",
+    "RegistryError",
+    "RelayError",
+    "RouteError",
+    "SmartGetError",
+    "StoreError",
+    "TextProtocolError",
+    "TorrentError",
+    "TrackerError",
+    "TranscodeError",
+    "UnsafePathError",
+]
+
+
+class SmartGetError(Exception):
+    """Base class of every error SmartGet raises on purpose."""
+
+
+class ConfigError(SmartGetError):
+    """A setting is missing, malformed or unknown."""
+
+
+class StoreError(SmartGetError):
+    """The SQLite store could not be opened, read or written."""
+
+
+class ProtocolError(SmartGetError):
+    """A peer sent bytes we cannot accept.
+
+    ``hint`` is the short reason to send back to the peer. The parser that raised stays
+    usable unless its own documentation says it closed.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint if hint is not None else message
+
+
+class TextProtocolError(ProtocolError):
+    """The hub's backtick protocol: a malformed, oversized or unknown command."""
+
+
+class BencodeError(ProtocolError):
+    """Bencoded data that is malformed, too large or of the wrong shape."""
+
+
+class KRPCError(ProtocolError):
+    """A KRPC message we cannot accept; ``code`` is the BEP 5 error code to answer with."""
+
+    def __init__(self, message: str, code: int = 203, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.code = code
+
+
+class DatapackError(ProtocolError):
+    """An MSW Datapack that is malformed or over a limit."""
+
+
+class RegistryError(SmartGetError):
+    """The node registry refused an operation."""
+
+
+class NodeExistsError(RegistryError):
+    """A node with that ip and port is already registered."""
+
+
+class NodeNotFoundError(RegistryError):
+    """No node has that id, or that ip and port."""
+
+
+class NotPermittedError(RegistryError):
+    """The caller may not change that node (only the node's own IP may)."""
+
+
+class RelayError(SmartGetError):
+    """The co2 relay registry refused an operation."""
+
+
+class TrackerError(SmartGetError):
+    """The tracker refused an announce or scrape."""
+
+
+class NodeAgentError(SmartGetError):
+    """A task on the edge node failed."""
+
+
+class FetchError(NodeAgentError):
+    """An HTTP fetch failed, or delivered fewer or more bytes than announced."""
+
+
+class TorrentError(NodeAgentError):
+    """libtorrent refused a torrent or a file."""
+
+
+class UnsafePathError(NodeAgentError):
+    """A path taken from a request escapes the root it must stay inside."""
+
+
+class DHTError(SmartGetError):
+    """A DHT operation (bootstrap, lookup, announce) failed."""
+
+
+class MeshError(SmartGetError):
+    """The mesh could not deliver, connect or authorize."""
+
+
+class AuthError(MeshError):
+    """A peer failed authentication (certificate) or authorization (per-app rules)."""
+
+
+class RouteError(MeshError):
+    """No route to the destination node."""
+
+
+class TranscodeError(SmartGetError):
+    """ffmpeg or a transcoding worker failed."""

@@ -1,0 +1,102 @@
+"""``smartget hub``: run the central server in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from smartget.config import HOSTPORT, common_options, setup_logging
+from smartget.errors import SmartGetError
+
+log = logging.getLogger("smartget.hub")
+
+
+@click.command()
+@click.option(
+    "--listen",
+    type=HOSTPORT,
+    default="0.0.0.0:20110",
+    show_default=True,
+    help="Address of the backtick text protocol (seed 000).",
+)
+@click.option(
+    "--http",
+    type=HOSTPORT,
+    default="0.0.0.0:8200",
+    show_default=True,
+    help="Address of the HTTP API, metrics and docs.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the SQLite store and the generated API token live.",
+)
+@click.option(
+    "--node-ttl",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds without setstatus before a node becomes a zombie.",
+)
+@click.option(
+    "--zombie-grace",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Further seconds before a zombie is removed.",
+)
+@click.option(
+    "--token",
+    envvar="SMARTGET_HUB_TOKEN",
+    default=None,
+    help="Bearer token of the JSON API [env SMARTGET_HUB_TOKEN; default: "
+    "generated in DATA_DIR/hub.token].",
+)
+@common_options
+def hub(
+    listen: tuple[str, int],
+    http: tuple[str, int],
+    data_dir: Path,
+    node_ttl: float,
+    zombie_grace: float,
+    token: str | None,
+    log_level: str,
+) -> None:
+    """Run the hub in the foreground until SIGINT or SIGTERM.
+
+    Nodes register and heartbeat over the text protocol (`register PORT, `setstatus ID N,
+    ...) or the JSON API (/api/nodes); controllers ask for free nodes with
+    `requestnodes N or POST /api/nodes/request. State is kept in DATA_DIR/hub.sqlite3.
+    """
+    from smartget.hub.service import HubSettings
+
+    setup_logging(log_level)
+    settings = HubSettings(
+        data_dir=data_dir,
+        listen=listen,
+        http=http,
+        node_ttl=node_ttl,
+        zombie_grace=zombie_grace,
+        token=token,
+    )
+    try:
+        asyncio.run(_serve(settings))
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _serve(settings: object) -> None:
+    from smartget.hub.service import HubSettings, running
+
+    assert isinstance(settings, HubSettings)
+    async with running(settings) as hub:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, hub.stop)
+        log.info("hub ready; stop with Ctrl-C")
+        await hub.wait_stopped()

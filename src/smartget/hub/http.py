@@ -1,0 +1,224 @@
+"""The hub's HTTP face: a JSON API over the registry, health, metrics, OpenAPI docs.
+
+Every ``/api`` route needs ``Authorization: Bearer <token>`` (the hub's ``--token``, or
+the one generated in DATA_DIR/hub.token). ``/healthz``, ``/metrics`` and ``/docs`` are
+open. Changes are durable before the response leaves, as on the text protocol.
+"""
+
+from __future__ import annotations
+
+import hmac
+import socket
+from typing import TYPE_CHECKING, Annotated, Any
+
+import prometheus_client as prom
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from smartget import __version__
+from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
+from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.hub.registry import MAX_STATUS, Node
+
+if TYPE_CHECKING:
+    from smartget.hub.service import Hub
+
+__all__ = ["create_app", "start_http"]
+
+MAX_BODY = 1 << 20
+_bearer = HTTPBearer(auto_error=False)
+
+
+class NodeIn(BaseModel):
+    """A node registering itself (or registered by a controller holding the token)."""
+
+    port: int = Field(ge=1, le=65535, description="the node's service port (its key with ip)")
+    ip: str | None = Field(
+        None, max_length=64, description="the address to advertise; default: the caller's"
+    )
+    name: str = Field("", max_length=128)
+    zone: str = Field("", max_length=64)
+    bt_port: int = Field(0, ge=0, le=65535, description="BitTorrent listen port")
+    api_url: str = Field("", max_length=512, description="the node's task API")
+    files_url: str = Field("", max_length=512, description="the node's file server")
+    status: int = Field(0, ge=0, le=MAX_STATUS, description="free connections now")
+
+
+class NodeUpdate(BaseModel):
+    name: str | None = Field(None, max_length=128)
+    zone: str | None = Field(None, max_length=64)
+    bt_port: int | None = Field(None, ge=0, le=65535)
+    api_url: str | None = Field(None, max_length=512)
+    files_url: str | None = Field(None, max_length=512)
+
+
+class StatusIn(BaseModel):
+    status: int = Field(ge=0, le=MAX_STATUS, description="free connections; also a heartbeat")
+
+
+class NodesRequest(BaseModel):
+    n: int = Field(ge=1, le=1000, description="how many nodes")
+    zone: str | None = Field(None, max_length=64, description="prefer nodes in this zone")
+    exclude: list[int] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="node ids never to hand out (the requester)",
+    )
+
+
+class NodeOut(BaseModel):
+    id: int
+    ip: str
+    port: int
+    name: str
+    status: int
+    zone: str
+    bt_port: int
+    api_url: str
+    files_url: str
+
+
+def _out(node: Node) -> NodeOut:
+    return NodeOut.model_validate(node.as_dict())
+
+
+def create_app(hub: Hub) -> FastAPI:
+    app = FastAPI(
+        title="SmartGet hub",
+        version=__version__,
+        description="The fleet's node registry (and, in later parts, tracker and relay).",
+    )
+
+    async def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if credentials is None or not hmac.compare_digest(
+            credentials.credentials.encode(), hub.token.encode()
+        ):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong token: send 'Authorization: Bearer <token>' "
+                "(the hub's --token, or the one in DATA_DIR/hub.token)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], tags=["registry"])
+
+    def get_node(node_id: int) -> Node:
+        node = hub.registry.get_node_by_id(node_id)
+        if node is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node has id {node_id}")
+        return node
+
+    @api.get("/nodes", response_model=list[NodeOut])
+    async def list_nodes(
+        zone: str | None = None,
+        node_status: Annotated[int | None, Query(alias="status")] = None,
+        available: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[NodeOut]:
+        """Registered nodes, by id; filter by zone, exact status or availability."""
+        registry = hub.registry
+        if node_status is not None:
+            ids = registry.get_node_ids_by_status(node_status)
+        elif available:
+            ids = registry.get_available_node_ids()
+        else:
+            ids = list(registry.get_nodes())
+        nodes = (registry.get_node_by_id(i) for i in ids)
+        picked = [
+            n
+            for n in nodes
+            if n is not None
+            and (zone is None or n.zone == zone)
+            and (available is None or (n.status > 0) == available)
+        ]
+        return [_out(n) for n in picked[offset : offset + limit]]
+
+    @api.post("/nodes", status_code=status.HTTP_201_CREATED, response_model=NodeOut)
+    async def register(body: NodeIn, request: Request) -> Any:
+        """Register a node; 409 (with the existing id) if its ip and port are taken."""
+        ip = body.ip or (request.client.host if request.client else "")
+        info = body.model_dump(exclude={"ip", "port", "status"})
+        try:
+            node = hub.registry.register(ip, body.port, hub.now(), **info)
+        except NodeExistsError as exc:
+            existing = hub.registry.get_node_ids_by_addr_port(ip, body.port)
+            return JSONResponse({"detail": str(exc), "id": existing[0]}, status_code=409)
+        if body.status:
+            hub.registry.set_node_status(node.node_id, body.status, hub.now())
+        await hub.save()
+        return _out(node)
+
+    @api.get("/nodes/{node_id}", response_model=NodeOut)
+    async def one_node(node_id: int) -> NodeOut:
+        return _out(get_node(node_id))
+
+    @api.patch("/nodes/{node_id}", response_model=NodeOut)
+    async def update(node_id: int, body: NodeUpdate) -> NodeOut:
+        """Change a node's zone, name, ports or URLs."""
+        get_node(node_id)
+        node = hub.registry.update_info(node_id, **body.model_dump(exclude_none=True))
+        await hub.save()
+        return _out(node)
+
+    @api.put("/nodes/{node_id}/status", response_model=NodeOut)
+    async def set_status(node_id: int, body: StatusIn) -> NodeOut:
+        """The heartbeat: a node's free capacity. A zombie that calls this is back."""
+        get_node(node_id)
+        node = hub.registry.set_node_status(node_id, body.status, hub.now())
+        await hub.save()
+        return _out(node)
+
+    @api.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
+    async def deregister(node_id: int) -> Response:
+        try:
+            hub.registry.rm_node(node_id)
+        except NodeNotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        await hub.save()
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @api.post("/nodes/request", response_model=dict[str, list[NodeOut]])
+    async def request_nodes(body: NodesRequest) -> dict[str, list[NodeOut]]:
+        """Hand out up to n nodes with free capacity (an empty list if none is free).
+
+        Most free capacity first, ties in turn, the zone's nodes first; each node handed
+        out has its status lowered by one.
+        """
+        try:
+            nodes = hub.registry.request_nodes(body.n, zone=body.zone, exclude_ids=body.exclude)
+        except RegistryError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        await hub.save()
+        return {"nodes": [_out(n) for n in nodes]}
+
+    @api.get("/stats")
+    async def stats() -> dict[str, int]:
+        return hub.registry.statistics()
+
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "nodes": len(hub.registry)}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(prom.generate_latest(hub.metrics), media_type=prom.CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app
+
+
+async def start_http(hub: Hub, sock: socket.socket) -> EmbeddedServer:
+    """Serve the hub's app on ``sock`` in this loop."""
+    server = EmbeddedServer(BodyLimit(create_app(hub), MAX_BODY), sock, name="hub-http")
+    await server.start()
+    return server

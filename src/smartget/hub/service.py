@@ -1,0 +1,227 @@
+"""The hub service: the registry, its store, the text server, the HTTP app, liveness.
+
+:class:`Hub` owns the state shared by every front end; :func:`running` starts it all in
+the current event loop and stops it cleanly::
+
+    async with running(HubSettings(data_dir=Path("var/hub"))) as hub:
+        print(hub.text_address, hub.http_url)
+        await hub.wait_stopped()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from smartget.errors import ConfigError
+from smartget.hub import textproto
+from smartget.hub.registry import Registry
+from smartget.hub.store import Store, load_nodes, save_changes
+from smartget.hub.textserver import TextProtocolServer
+
+__all__ = ["Hub", "HubSettings", "running"]
+
+log = logging.getLogger(__name__)
+
+TOKEN_FILE = "hub.token"
+STORE_FILE = "hub.sqlite3"
+
+
+@dataclass
+class HubSettings:
+    """Everything ``smartget hub`` takes; ``None`` for ``http`` runs no HTTP server."""
+
+    data_dir: Path
+    listen: tuple[str, int] = ("0.0.0.0", 20110)
+    http: tuple[str, int] | None = ("0.0.0.0", 8200)
+    node_ttl: float = 60.0
+    zombie_grace: float = 300.0
+    token: str | None = None
+    line_timeout: float = textproto.LINE_TIMEOUT
+    idle_timeout: float = textproto.IDLE_TIMEOUT
+    extra: dict[str, Any] = field(default_factory=dict)  # settings of hub parts added later
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The API token kept in DATA_DIR/hub.token, created (mode 0600) on first start."""
+    path = data_dir / TOKEN_FILE
+    with contextlib.suppress(FileNotFoundError):
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    log.warning("no --token given: generated one in %s (send it as 'Authorization: Bearer')", path)
+    return token
+
+
+class _RegistryCollector(Collector):
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        stats = self.registry.statistics()
+        for key in ("nodes", "available", "idle", "zombies", "free_slots"):
+            yield GaugeMetricFamily(f"smartget_hub_{key}", f"Registry: {key}", value=stats[key])
+
+
+class Hub:
+    """State shared by the hub's front ends. Touch it only from the event loop."""
+
+    def __init__(self, settings: HubSettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = Registry(node_ttl=settings.node_ttl, zombie_grace=settings.zombie_grace)
+        self.token = settings.token or load_or_create_token(settings.data_dir)
+        self.text_connections: set[TextProtocolServer] = set()
+        self.text_address: tuple[str, int] = settings.listen
+        self.http_address: tuple[str, int] | None = settings.http
+        self.metrics = prom.CollectorRegistry()
+        self.metrics.register(_RegistryCollector(self.registry))
+        commands = prom.Counter(
+            "smartget_hub_text_commands",
+            "Text protocol commands",
+            ["command"],
+            registry=self.metrics,
+        )
+        self._command_counters = {
+            cls: commands.labels(cls.__name__)
+            for cls in (
+                textproto.Register,
+                textproto.Deregister,
+                textproto.RequestNodes,
+                textproto.SetStatus,
+                textproto.StartSession,
+                textproto.BadRequest,
+            )
+        }
+        self._stopped = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def now(self) -> float:
+        """The registry's clock: the event loop's monotonic time."""
+        return self._loop.time()
+
+    def commit(self) -> asyncio.Future[None] | None:
+        """Send the registry's changes to the store; the future resolves once durable."""
+        changes = self.registry.drain_changes()
+        if not changes:
+            return None
+        return self.store.submit(save_changes(changes))
+
+    async def save(self) -> None:
+        """Commit the registry's changes and wait until they are durable."""
+        if (committed := self.commit()) is not None:
+            await committed
+
+    def count_commands(self, events: Iterable[textproto.Event]) -> None:
+        for event in events:
+            self._command_counters[type(event)].inc()
+
+    @property
+    def http_url(self) -> str:
+        if self.http_address is None:
+            raise ConfigError("this hub runs no HTTP server")
+        host, port = self.http_address
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """Ask the hub to stop (safe to call from a signal handler in the loop)."""
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def expire_forever(self) -> None:
+        """Liveness: zombies after node_ttl of silence, removal after the grace."""
+        while True:
+            due = self.registry.next_expiry()
+            delay = 1.0 if due is None else min(1.0, max(0.0, due - self.now()))
+            await asyncio.sleep(delay)
+            zombies, removed = self.registry.expire(self.now())
+            for node in zombies:
+                log.warning(
+                    "node %d (%s:%d) is silent: now a zombie", node.node_id, node.addr, node.port
+                )
+            for node in removed:
+                log.warning("zombie node %d (%s:%d) removed", node.node_id, node.addr, node.port)
+            if zombies or removed:
+                try:
+                    await self.save()
+                except Exception:
+                    log.exception("could not save liveness changes")
+
+
+def _bind(host: str, port: int, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def running(settings: HubSettings) -> AsyncIterator[Hub]:
+    """Start the hub in this loop; on exit, stop accepting, finish, close the store."""
+    loop = asyncio.get_running_loop()
+    store = Store(settings.data_dir / STORE_FILE)
+    try:
+        hub = Hub(settings, store)
+        nodes, next_id = store.read_now(load_nodes)
+        hub.registry.restore(nodes, next_id, hub.now())
+        text_sock = _bind(*settings.listen, socket.SOCK_STREAM)
+        http_sock = _bind(*settings.http, socket.SOCK_STREAM) if settings.http else None
+    except BaseException:
+        store.close_now()
+        raise
+    log.info("store %s: %d nodes, next id %d", store.path, len(nodes), next_id)
+
+    async with asyncio.TaskGroup() as tasks:
+        writer = tasks.create_task(store.run(), name="store-writer")
+        expiry = tasks.create_task(hub.expire_forever(), name="liveness")
+        text_server = await loop.create_server(
+            lambda: TextProtocolServer(hub), sock=text_sock, backlog=1024
+        )
+        hub.text_address = text_sock.getsockname()[:2]
+        log.info("text protocol on %s:%d", *hub.text_address)
+        http_server = None
+        if http_sock is not None:
+            from smartget.hub.http import start_http
+
+            http_server = await start_http(hub, http_sock)
+            hub.http_address = http_sock.getsockname()[:2]
+            log.info("HTTP API on %s (docs at /docs)", hub.http_url)
+        try:
+            yield hub
+        finally:
+            log.info("hub stopping")
+            text_server.close()
+            for conn in list(hub.text_connections):
+                conn.close()
+            if http_server is not None:
+                await http_server.stop()
+            expiry.cancel()
+            await hub.save()
+            await store.aclose()
+            await writer
+            log.info("hub stopped")

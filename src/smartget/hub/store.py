@@ -1,0 +1,197 @@
+"""The hub's SQLite store: durable before the reply leaves, without blocking the loop.
+
+One connection, used only from one worker thread. Writes are grouped: everything
+submitted while the previous transaction is being committed goes into the next one,
+so a burst of commands costs one commit, and each caller waits only for the commit
+that holds its change ("nothing acknowledged is lost", DESIGN.md). WAL with
+``synchronous=NORMAL`` survives ``kill -9`` of the hub: a committed transaction is in
+the WAL file as soon as the commit returns.
+
+Other parts of the hub (relay registry, tracker, collector) keep their own tables in
+the same file: they create them with :meth:`Store.ensure_schema` and write with
+:meth:`Store.submit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from smartget.errors import StoreError
+from smartget.hub.registry import Changes, Node
+
+__all__ = ["NODE_COLUMNS", "Store", "load_nodes", "save_changes"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], None]
+
+NODES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    id INTEGER PRIMARY KEY,
+    ip TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    status INTEGER NOT NULL DEFAULT 0,
+    zone TEXT NOT NULL DEFAULT '',
+    bt_port INTEGER NOT NULL DEFAULT 0,
+    api_url TEXT NOT NULL DEFAULT '',
+    files_url TEXT NOT NULL DEFAULT '',
+    UNIQUE (ip, port)
+);
+"""
+NODE_COLUMNS = ("id", "ip", "port", "name", "status", "zone", "bt_port", "api_url", "files_url")
+
+
+class Store:
+    """A SQLite file with grouped, durable writes from one worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._pending: list[Write] = []
+        self._pending_done: asyncio.Future[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.commits = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._executor.submit(self._open).result()
+        except (OSError, sqlite3.Error) as exc:
+            self._executor.shutdown()
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(NODES_SCHEMA)
+        return db
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self._db)
+
+    async def ensure_schema(self, script: str) -> None:
+        """Create tables (``CREATE TABLE IF NOT EXISTS ...``) for another part of the hub."""
+        await self._call(lambda db: db.executescript(script))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the store's thread."""
+        return await self._call(fn)
+
+    def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read synchronously (start-up only: it blocks the caller)."""
+        return self._executor.submit(fn, self._db).result()
+
+    def submit(self, write: Write) -> asyncio.Future[None]:
+        """Queue a write; the future resolves once it is committed (or fails with StoreError)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._pending.append(write)
+        if self._pending_done is None:
+            self._pending_done = asyncio.get_running_loop().create_future()
+        self._wakeup.set()
+        return self._pending_done
+
+    async def run(self) -> None:
+        """The writer: commit whatever is queued, as one transaction, until closed."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._pending:
+                if self._closed:
+                    return
+                continue
+            batch, done = self._pending, self._pending_done
+            self._pending, self._pending_done = [], None
+            assert done is not None
+            try:
+                await self._call(functools.partial(self._commit, batch=batch))
+            except (sqlite3.Error, OSError) as exc:
+                log.error("store %s: commit of %d writes failed: %s", self.path, len(batch), exc)
+                done.set_exception(StoreError(f"could not save to {self.path}: {exc}"))
+                done.exception()  # a failure nobody awaits is logged above, not again by asyncio
+            else:
+                done.set_result(None)
+
+    def _commit(self, db: sqlite3.Connection, batch: list[Write]) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for write in batch:
+                write(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        self.commits += 1
+
+    async def aclose(self) -> None:
+        """Commit what is queued, stop the writer, close the file."""
+        self._closed = True
+        self._wakeup.set()
+        if self._pending_done is not None:
+            await asyncio.shield(self._pending_done)
+        await self._call(lambda db: db.close())
+        self._executor.shutdown()
+
+    def close_now(self) -> None:
+        """Close without flushing (used when start-up fails)."""
+        self._closed = True
+        self._executor.submit(self._db.close).result()
+        self._executor.shutdown()
+
+
+def node_rows(nodes: Iterable[Node]) -> list[tuple[Any, ...]]:
+    return [
+        (n.node_id, n.addr, n.port, n.name, n.status, n.zone, n.bt_port, n.api_url, n.files_url)
+        for n in nodes
+    ]
+
+
+def save_changes(changes: Changes) -> Write:
+    """A write that persists a registry's drained changes (rows are copied now)."""
+    rows = node_rows(changes.upserts)
+    deletes = [(node_id,) for node_id in changes.deletes]
+    next_id = str(changes.next_id)
+
+    def write(db: sqlite3.Connection) -> None:
+        if deletes:
+            db.executemany("DELETE FROM nodes WHERE id = ?", deletes)
+        if rows:
+            db.executemany(
+                f"INSERT OR REPLACE INTO nodes ({', '.join(NODE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(NODE_COLUMNS))})",
+                rows,
+            )
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('next_node_id', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), "
+            "CAST(excluded.value AS INTEGER))",
+            (next_id,),
+        )
+
+    return write
+
+
+def load_nodes(db: sqlite3.Connection) -> tuple[list[Node], int]:
+    """Every persisted node and the next id to hand out."""
+    nodes = [
+        Node(node_id, ip, port, name, status, zone, bt_port, api_url, files_url)
+        for node_id, ip, port, name, status, zone, bt_port, api_url, files_url in db.execute(
+            f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes ORDER BY id"
+        )
+    ]
+    row = db.execute("SELECT value FROM meta WHERE key = 'next_node_id'").fetchone()
+    next_id = int(row[0]) if row else 1
+    if nodes:
+        next_id = max(next_id, nodes[-1].node_id + 1)
+    return nodes, next_id

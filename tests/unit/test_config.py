@@ -1,0 +1,75 @@
+"""Settings: HOST:PORT, sizes, and --config TOML files feeding click options."""
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from smartget.config import HOSTPORT, common_options, parse_hostport, parse_size
+from smartget.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.0.0.0:20110", ("0.0.0.0", 20110)),
+        (":8200", ("0.0.0.0", 8200)),
+        ("8200", ("0.0.0.0", 8200)),
+        ("[::1]:80", ("::1", 80)),
+        ("example.org:0", ("example.org", 0)),
+    ],
+)
+def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host", "host:", "host:70000", "[::1]80", "h:-1"])
+def test_parse_hostport_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_hostport(text)
+
+
+def test_parse_size() -> None:
+    assert parse_size("64MiB") == 64 * 1024 * 1024
+    assert parse_size("10MB") == 10_000_000
+    assert parse_size("4096") == 4096
+    assert parse_size("1.5k") == 1500
+    with pytest.raises(ConfigError, match="64MiB"):
+        parse_size("lots")
+
+
+@click.command()
+@click.option("--listen", type=HOSTPORT, default="0.0.0.0:1")
+@click.option("--node-ttl", type=float, default=60.0)
+@common_options
+def sample(listen: tuple[str, int], node_ttl: float, log_level: str) -> None:
+    click.echo(f"{listen[0]} {listen[1]} {node_ttl} {log_level}")
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text('[sample]\nlisten = "127.0.0.9:5"\nnode-ttl = 7\nlog_level = "debug"\n')
+    runner = CliRunner()
+    result = runner.invoke(sample, ["--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "127.0.0.9 5 7.0 debug"
+    result = runner.invoke(sample, ["--node-ttl", "3", "--config", str(config)])
+    assert result.output.strip() == "127.0.0.9 5 3.0 debug"
+
+
+def test_config_file_unknown_key_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text("nodettl = 7\n")
+    result = CliRunner().invoke(sample, ["--config", str(config)])
+    assert result.exit_code == 2
+    assert "unknown key(s)" in result.output
+    assert "nodettl" in result.output
+
+
+def test_config_file_bad_toml(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text("listen = \n")
+    result = CliRunner().invoke(sample, ["--config", str(config)])
+    assert result.exit_code == 2
+    assert "not valid TOML" in result.output
