@@ -1,0 +1,25 @@
+"""Helpers shared by the tests: waiting on state with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def wait_until(predicate: Callable[[], bool], within: float, what: str = "state") -> None:
+    """Poll ``predicate`` (state owned by a timer or another process) for ``within`` s at most."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within} s")
+        await asyncio.sleep(0.02)
+
+
+def wait_until_sync(predicate: Callable[[], bool], within: float, what: str = "state") -> None:
+    """The same, for tests that are not async."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within} s")
+        time.sleep(0.02)
