@@ -354,6 +354,10 @@ class Registry:
             times.append(next(iter(self._zombies.values())) + self.zombie_grace)
         return min(times) if times else None
 
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._dirty)
+
     def drain_changes(self) -> Changes:
         """Everything changed since the last call, for the store; resets the record."""
         changes = Changes(next_id=self.max_node_id + 1)

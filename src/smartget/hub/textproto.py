@@ -33,7 +33,6 @@ Replies (seed 000, with DESIGN.md's decisions): every reply ends with CRLF.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -130,63 +129,94 @@ def bad_request(reason: str) -> bytes:
     return f"400 BAD REQUEST\r\n{clean}\r\n".encode("ascii", "backslashreplace")
 
 
-_NUMBER = re.compile(r"-?[0-9]{1,20}")
-# name -> (argument names, how many of them are optional legacy arguments)
-_SIGNATURES: dict[str, tuple[tuple[str, ...], int]] = {
-    "register": (("PORT",), 0),
-    "deregister": (("PORT",), 0),
-    "requestnodes": (("N", "LEGACY"), 1),
-    "setstatus": (("ID", "STATUS"), 0),
-    "session": ((), 0),
-}
+_EMPTY = "empty command; expected `register, `deregister, ..."
+_KNOWN = "`register, `deregister, `requestnodes, `setstatus, `session"
 
 
 def _preview(line: bytes, limit: int = 24) -> str:
-    text = repr(line[:limit])
+    text = repr(bytes(line[:limit]))
     return text + ("..." if len(line) > limit else "")
 
 
-def _number(text: str, what: str, low: int, high: int) -> int:
-    if not _NUMBER.fullmatch(text):
-        raise TextProtocolError(f"{what} must be a whole number, got {text[:24]!r}")
-    value = int(text)
+def _number(raw: bytes, what: str, low: int, high: int) -> int:
+    # bytes.isdigit() is ASCII-only; at most 20 digits keeps int() cheap and bounded.
+    digits = raw[1:] if raw[:1] == b"-" else raw
+    if not (digits.isdigit() and len(digits) <= 20):
+        raise TextProtocolError(f"{what} must be a whole number, got {raw[:24].decode()!r}")
+    value = int(raw)
     if not low <= value <= high:
         raise TextProtocolError(f"{what} must be from {low} to {high}, got {value}")
     return value
+
+
+def _usage(name: str, params: str, got: int) -> TextProtocolError:
+    return TextProtocolError(f"usage: `{name}{params} (got {got} arguments)")
+
+
+def _register(args: list[bytes]) -> Command:
+    if len(args) != 1:
+        raise _usage("register", " PORT", len(args))
+    return Register(_number(args[0], "PORT", 1, 65535))
+
+
+def _deregister(args: list[bytes]) -> Command:
+    if len(args) != 1:
+        raise _usage("deregister", " PORT", len(args))
+    return Deregister(_number(args[0], "PORT", 1, 65535))
+
+
+def _requestnodes(args: list[bytes]) -> Command:
+    if not 1 <= len(args) <= 2:
+        raise _usage("requestnodes", " N", len(args))
+    if len(args) == 2:
+        _number(args[1], "LEGACY", -(2**63), 2**63)  # accepted, ignored (DESIGN.md)
+    return RequestNodes(_number(args[0], "N", 1, MAX_REQUEST_NODES))
+
+
+def _setstatus(args: list[bytes]) -> Command:
+    if len(args) != 2:
+        raise _usage("setstatus", " ID STATUS", len(args))
+    raw_id, raw_status = args
+    # The heartbeat is the hot path: plain small numbers skip the general checks.
+    if raw_id.isdigit() and raw_status.isdigit() and len(raw_id) < 19 and len(raw_status) < 7:
+        node_id, status = int(raw_id), int(raw_status)
+        if node_id >= 1 and status <= MAX_STATUS:
+            return SetStatus(node_id, status)
+    node_id = _number(raw_id, "ID", 1, MAX_NODE_ID)
+    return SetStatus(node_id, _number(raw_status, "STATUS", 0, MAX_STATUS))
+
+
+def _session(args: list[bytes]) -> Command:
+    if args:
+        raise _usage("session", "", len(args))
+    return StartSession()
+
+
+_PARSERS = {
+    b"register": _register,
+    b"deregister": _deregister,
+    b"requestnodes": _requestnodes,
+    b"setstatus": _setstatus,
+    b"session": _session,
+}
 
 
 def parse_command(line: bytes) -> Command:
     """Parse one line (without its line end) into a command; TextProtocolError if bad."""
     if len(line) > MAX_LINE:
         raise TextProtocolError(f"line longer than {MAX_LINE} bytes: {_preview(line)}")
-    try:
-        text = line.decode("ascii").strip()
-    except UnicodeDecodeError:
-        raise TextProtocolError(f"only ASCII is allowed: {_preview(line)}") from None
+    if not line.isascii():
+        raise TextProtocolError(f"only ASCII is allowed: {_preview(line)}")
+    text = line.strip()
     if not text:
-        raise TextProtocolError("empty command; expected `register, `deregister, ...")
-    if not text.startswith("`"):
+        raise TextProtocolError(_EMPTY)
+    if text[:1] != b"`":
         raise TextProtocolError(f"a command starts with a backtick (`), got {_preview(line)}")
-    name, *args = text[1:].split() or [""]
-    if name not in _SIGNATURES:
-        known = ", ".join(f"`{n}" for n in _SIGNATURES)
-        raise TextProtocolError(f"unknown command `{name[:24]}; known: {known}")
-    params, optional = _SIGNATURES[name]
-    if not len(params) - optional <= len(args) <= len(params):
-        usage = " ".join([f"`{name}", *params[: len(params) - optional]])
-        raise TextProtocolError(f"usage: {usage} (got {len(args)} arguments)")
-    if name == "register":
-        return Register(_number(args[0], "PORT", 1, 65535))
-    if name == "deregister":
-        return Deregister(_number(args[0], "PORT", 1, 65535))
-    if name == "requestnodes":
-        if len(args) > 1:
-            _number(args[1], "LEGACY", -(2**63), 2**63)  # accepted, ignored (DESIGN.md)
-        return RequestNodes(_number(args[0], "N", 1, MAX_REQUEST_NODES))
-    if name == "setstatus":
-        node_id = _number(args[0], "ID", 1, MAX_NODE_ID)
-        return SetStatus(node_id, _number(args[1], "STATUS", 0, MAX_STATUS))
-    return StartSession()
+    name, *args = text[1:].split() or [b""]
+    parser = _PARSERS.get(name)
+    if parser is None:
+        raise TextProtocolError(f"unknown command `{name[:24].decode()}; known: {_KNOWN}")
+    return parser(args)
 
 
 class TextConnection:
@@ -209,7 +239,7 @@ class TextConnection:
         self.max_line = max_line
         self.line_timeout = line_timeout
         self.idle_timeout = idle_timeout
-        self._buffer = bytearray()
+        self._buffer = b""
         self._opened = now
         self._partial_since: float | None = None
         self._last_activity = now
@@ -223,38 +253,42 @@ class TextConnection:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         if self.mode is Mode.DONE or not data:
             return []
-        self._buffer += data
+        if self._buffer:
+            data = self._buffer + data
+        *lines, rest = data.split(b"\n")  # one C-level split per read, not one per line
         events: list[Event] = []
-        while not self.done:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                break
-            line = bytes(self._buffer[:end]).removesuffix(b"\r")
-            del self._buffer[: end + 1]
+        if lines:
             self._last_activity = now
-            events.extend(self._line(line))
-        if not self.done:
-            if len(self._buffer) > self.max_line:
-                preview = _preview(bytes(self._buffer))
-                events.append(self._fatal(f"line longer than {self.max_line} bytes: {preview}"))
-            elif self._buffer:
-                if self._partial_since is None:
-                    self._partial_since = now
-            else:
-                self._partial_since = None
+            for line in lines:
+                if len(line) > self.max_line:
+                    events.append(self._fatal(self._too_long(line)))
+                    return events
+                event = self._line(line[:-1] if line.endswith(b"\r") else line)
+                if event is not None:
+                    events.append(event)
+                if self.done:
+                    self._buffer = b""
+                    return events
+        self._buffer = rest
+        if len(rest) > self.max_line:
+            events.append(self._fatal(self._too_long(rest)))
+        elif not rest:
+            self._partial_since = None
+        elif self._partial_since is None or lines:
+            self._partial_since = now
         return events
 
     def receive_eof(self, now: float) -> list[Event]:
         """The peer will send nothing more: a last line without LF still counts."""
         if self.mode is Mode.DONE:
             return []
-        events: list[Event] = []
-        line = bytes(self._buffer).removesuffix(b"\r")
-        self._buffer.clear()
+        line = self._buffer.removesuffix(b"\r")
+        self._buffer = b""
+        event = None
         if line.strip() or (self.mode is Mode.SINGLE and self.commands_seen == 0):
-            events.extend(self._line(line))
+            event = self._line(line)
         self.mode = Mode.DONE
-        return events
+        return [] if event is None else [event]
 
     def deadline(self) -> float | None:
         """When :meth:`handle_timer` must run, or None once DONE."""
@@ -274,26 +308,28 @@ class TextConnection:
             return [self._fatal(f"session idle for {self.idle_timeout:g} s; closing")]
         return [self._fatal(f"no complete line within {self.line_timeout:g} s")]
 
-    def _line(self, line: bytes) -> list[Event]:
+    def _line(self, line: bytes) -> Event | None:
         if self.mode is Mode.SESSION and not line.strip():
-            return []  # blank lines keep a session alive and mean nothing
+            return None  # blank lines keep a session alive and mean nothing
         self.commands_seen += 1
         try:
             command = parse_command(line)
         except TextProtocolError as exc:
             if self.mode is Mode.SINGLE:
                 self.mode = Mode.DONE
-            return [BadRequest(exc.hint)]
+            return BadRequest(exc.hint)
         if isinstance(command, StartSession):
             if self.mode is Mode.SESSION:
-                return [BadRequest("already in session mode")]
+                return BadRequest("already in session mode")
             self.mode = Mode.SESSION
-            return [command]
-        if self.mode is Mode.SINGLE:
+        elif self.mode is Mode.SINGLE:
             self.mode = Mode.DONE
-        return [command]
+        return command
+
+    def _too_long(self, line: bytes) -> str:
+        return f"line longer than {self.max_line} bytes: {_preview(line)}"
 
     def _fatal(self, reason: str) -> BadRequest:
         self.mode = Mode.DONE
-        self._buffer.clear()
+        self._buffer = b""
         return BadRequest(reason)

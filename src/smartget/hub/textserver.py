@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
 from smartget.hub import textproto as tp
+from smartget.hub.registry import Registry
 
 if TYPE_CHECKING:
     from smartget.hub.service import Hub
@@ -24,44 +26,69 @@ __all__ = ["TextProtocolServer", "execute"]
 log = logging.getLogger(__name__)
 
 
-def execute(hub: Hub, event: tp.Event, peer_ip: str) -> bytes:
+OK = tp.ok()
+NOT_FOUND = tp.not_found()
+NODE_EXISTS = tp.bad_request("Node already exists!")
+
+
+def _register(registry: Registry, event: tp.Register, peer_ip: str, now: float) -> bytes:
+    try:
+        node = registry.register(peer_ip, event.port, now)
+    except NodeExistsError:
+        return NODE_EXISTS
+    log.info("registered node %d at %s:%d", node.node_id, peer_ip, event.port)
+    return tp.ok([str(node.node_id)])
+
+
+def _deregister(registry: Registry, event: tp.Deregister, peer_ip: str, now: float) -> bytes:
+    try:
+        node = registry.rm_node(registry.get_node_id(peer_ip, event.port))
+    except NodeNotFoundError:
+        return NOT_FOUND
+    log.info("deregistered node %d at %s:%d", node.node_id, peer_ip, event.port)
+    return OK
+
+
+def _request_nodes(registry: Registry, event: tp.RequestNodes, peer_ip: str, now: float) -> bytes:
+    zone = registry.zone_of_addr(peer_ip)
+    nodes = registry.request_nodes(event.n, zone=zone, exclude_addr=peer_ip)
+    if not nodes:
+        return NOT_FOUND
+    return tp.ok(f"{node.addr} {node.port}" for node in nodes)
+
+
+def _set_status(registry: Registry, event: tp.SetStatus, peer_ip: str, now: float) -> bytes:
+    try:
+        registry.check_owner(event.node_id, peer_ip)
+        registry.set_node_status(event.node_id, event.status, now)
+    except RegistryError as exc:
+        return tp.bad_request(str(exc))
+    return OK
+
+
+def _start_session(registry: Registry, event: tp.StartSession, peer_ip: str, now: float) -> bytes:
+    return OK
+
+
+def _bad_request(registry: Registry, event: tp.BadRequest, peer_ip: str, now: float) -> bytes:
+    log.debug("bad request from %s: %s", peer_ip, event.reason)
+    return tp.bad_request(event.reason)
+
+
+# One handler per event type: a dict lookup, the hot path of every command.
+_HANDLERS: dict[type, Callable[[Registry, Any, str, float], bytes]] = {
+    tp.Register: _register,
+    tp.Deregister: _deregister,
+    tp.RequestNodes: _request_nodes,
+    tp.SetStatus: _set_status,
+    tp.StartSession: _start_session,
+    tp.BadRequest: _bad_request,
+}
+
+
+def execute(registry: Registry, event: tp.Event, peer_ip: str, now: float) -> bytes:
     """Carry out one command for a client at ``peer_ip``; return the reply bytes."""
-    registry = hub.registry
-    now = hub.now()
-    match event:
-        case tp.Register(port):
-            try:
-                node = registry.register(peer_ip, port, now)
-            except NodeExistsError:
-                return tp.bad_request("Node already exists!")
-            log.info("registered node %d at %s:%d", node.node_id, peer_ip, port)
-            return tp.ok([str(node.node_id)])
-        case tp.Deregister(port):
-            try:
-                node = registry.rm_node(registry.get_node_id(peer_ip, port))
-            except NodeNotFoundError:
-                return tp.not_found()
-            log.info("deregistered node %d at %s:%d", node.node_id, peer_ip, port)
-            return tp.ok()
-        case tp.RequestNodes(n):
-            zone = registry.zone_of_addr(peer_ip)
-            nodes = registry.request_nodes(n, zone=zone, exclude_addr=peer_ip)
-            if not nodes:
-                return tp.not_found()
-            return tp.ok(f"{node.addr} {node.port}" for node in nodes)
-        case tp.SetStatus(node_id, status):
-            try:
-                registry.check_owner(node_id, peer_ip)
-                registry.set_node_status(node_id, status, now)
-            except RegistryError as exc:
-                return tp.bad_request(str(exc))
-            return tp.ok()
-        case tp.StartSession():
-            return tp.ok()
-        case tp.BadRequest(reason):
-            log.debug("bad request from %s: %s", peer_ip, reason)
-            return tp.bad_request(reason)
-    raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+    return _HANDLERS[type(event)](registry, event, peer_ip, now)
 
 
 class TextProtocolServer(asyncio.Protocol):
@@ -128,14 +155,19 @@ class TextProtocolServer(asyncio.Protocol):
             self._maybe_close()
             self._arm_timer()
             return
-        replies = [execute(self.hub, event, self.peer_ip) for event in events]
-        self.hub.count_commands(events)
-        committed = self.hub.commit()
-        for reply in replies:
-            self._outbox.append((committed, reply))
-        if committed is not None and not committed.done():
-            committed.add_done_callback(lambda _: self._pump())
-        self._pump()
+        hub, peer_ip = self.hub, self.peer_ip
+        registry, now = hub.registry, hub.now()
+        replies = [execute(registry, event, peer_ip, now) for event in events]
+        hub.count_commands(events)
+        committed = hub.commit()
+        if committed is None and not self._outbox and self._transport is not None:
+            self._transport.write(b"".join(replies))  # nothing to wait for: the fast path
+            self._maybe_close()
+        else:
+            self._outbox.extend((committed, reply) for reply in replies)
+            if committed is not None and not committed.done():
+                committed.add_done_callback(lambda _: self._pump())
+            self._pump()
         self._arm_timer()
 
     def _pump(self) -> None:

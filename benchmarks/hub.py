@@ -1,0 +1,354 @@
+"""Benchmark the hub's text protocol against the ceiling of a Python asyncio server.
+
+Not a test. Runs the hub (and a bare asyncio server that answers every line with a
+fixed ``200 OK``: the most a Python server can do here) as separate processes on
+127.0.0.1, drives both with the same load from this process, and prints a table:
+
+* commands/s, one command per connection (connect, send, read, close), 64 workers;
+* commands/s, session mode, 64 clients, each with 8 commands in flight, for the
+  heartbeat (`setstatus` with the status unchanged) and for `setstatus` that changes
+  the status every time (each one a durable SQLite write, grouped per commit);
+* `requestnodes 5` round-trip latency (session mode, one client) with 1,000 and 100,000
+  registered nodes, and the registry core's own time for the same call.
+
+Usage: python benchmarks/hub.py [--seconds 3]
+Targets (issue 2): session mode >= 50% of the ceiling; requestnodes p99 < 2 ms at 100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+CLIENTS = 64
+WINDOW = 8
+HOST = "127.0.0.1"
+
+
+# -- the reference: a bare asyncio line server ------------------------------------------
+
+
+class FixedReply(asyncio.Protocol):
+    """Answers each line with ``200 OK``; closes after one unless it saw `` `session``.
+
+    It handles lines one by one, as any line server must (find, cut, answer), and
+    writes all the replies of one read at once, as the hub does: the ceiling.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = bytearray()
+        self.session = False
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        replies = []
+        while (end := self.buffer.find(b"\n")) >= 0:
+            line = bytes(self.buffer[:end])
+            del self.buffer[: end + 1]
+            if line.startswith(b"`session"):
+                self.session = True
+            replies.append(b"200 OK\r\n")
+            if not self.session:
+                break
+        if replies:
+            self.transport.write(b"".join(replies))
+        if not self.session and replies:
+            self.transport.close()
+
+
+async def serve_reference(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(FixedReply, HOST, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+# -- load generators ----------------------------------------------------------------------
+
+
+class Pipelined(asyncio.Protocol):
+    """A session client keeping WINDOW commands in flight, counting reply lines."""
+
+    def __init__(self, command: bytes, replies_per_command: int, done: asyncio.Event) -> None:
+        self.command = command
+        self.per = replies_per_command
+        self.done = done
+        self.lines = 0
+        self.completed = 0
+        self.stop = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(b"`session\n" + self.command * WINDOW)
+        self.lines = -1  # the session's own 200 OK
+
+    def data_received(self, data: bytes) -> None:
+        self.lines += data.count(b"\n")
+        finished, self.lines = divmod(self.lines, self.per) if self.lines > 0 else (0, self.lines)
+        if finished:
+            self.completed += finished
+            if self.stop:
+                self.done.set()
+            else:
+                self.transport.write(self.command * finished)
+
+
+async def session_rate(
+    port: int, commands: list[bytes], sources: list[str], seconds: float, per: int = 1
+) -> float:
+    loop = asyncio.get_running_loop()
+    clients = []
+    for command, source in zip(commands, sources, strict=True):
+        proto = Pipelined(command, per, asyncio.Event())
+        await loop.create_connection(lambda p=proto: p, HOST, port, local_addr=(source, 0))
+        clients.append(proto)
+    await asyncio.sleep(0.3)  # warm up
+    start_counts = sum(c.completed for c in clients)
+    start = time.perf_counter()
+    await asyncio.sleep(seconds)
+    done = sum(c.completed for c in clients) - start_counts
+    elapsed = time.perf_counter() - start
+    for c in clients:
+        c.stop = True
+        c.transport.close()
+    return done / elapsed
+
+
+class OneShot(asyncio.Protocol):
+    def __init__(self, command: bytes, finished: asyncio.Future[None]) -> None:
+        self.command = command
+        self.finished = finished
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.command)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def per_connection_rate(
+    port: int, commands: list[bytes], sources: list[str], seconds: float
+) -> float:
+    loop = asyncio.get_running_loop()
+    count = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(command: bytes, source: str) -> None:
+        nonlocal count
+        while time.perf_counter() < stop_at:
+            finished: asyncio.Future[None] = loop.create_future()
+            await loop.create_connection(
+                functools.partial(OneShot, command, finished), HOST, port, local_addr=(source, 0)
+            )
+            await asyncio.wait_for(finished, 5)
+            count += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c, s) for c, s in zip(commands, sources, strict=True)))
+    return count / (time.perf_counter() - start)
+
+
+async def latency(port: int, n: int, source: str, want: int = 5) -> list[float]:
+    """Round trips of `requestnodes WANT` in one session (the fleet has enough slots)."""
+    reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+    writer.write(b"`session\n")
+    await reader.readline()
+    command = b"`requestnodes %d\n" % want
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        writer.write(command)
+        assert await asyncio.wait_for(reader.readline(), 5) == b"200 OK\r\n"
+        for _ in range(want):
+            await reader.readline()
+        samples.append(time.perf_counter() - t0)
+    writer.close()
+    return samples
+
+
+# -- hub set-up ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+@contextlib.contextmanager
+def server(kind: str) -> Iterator[int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "hub":
+            argv = [
+                sys.executable,
+                "-m",
+                "smartget",
+                "hub",
+                "--listen",
+                f"{HOST}:{port}",
+                "--http",
+                f"{HOST}:0",
+                "--data-dir",
+                tmp,
+                "--token",
+                "bench",
+                "--node-ttl",
+                "3600",
+                "--log-level",
+                "warning",
+            ]
+        else:
+            argv = [sys.executable, __file__, "--serve-reference", str(port)]
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        try:
+            wait_listening(port, proc)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+async def register_fleet(port: int, n: int, status_of: list[int]) -> None:
+    """Register n nodes from 127.0.0.10.. (50,000 ports per address), set their statuses."""
+    per_ip = 50_000
+    for first in range(0, n, per_ip):
+        source = f"127.0.0.{10 + first // per_ip}"
+        count = min(per_ip, n - first)
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+        writer.write(b"`session\n")
+        await reader.readline()
+        for chunk in range(0, count, 5000):
+            batch = range(chunk, min(count, chunk + 5000))
+            writer.write(b"".join(b"`register %d\n" % (1000 + i) for i in batch))
+            ids = []
+            for _ in batch:
+                assert (await reader.readline()) == b"200 OK\r\n"
+                ids.append(int(await reader.readline()))
+            writer.write(
+                b"".join(
+                    b"`setstatus %d %d\n" % (node_id, status_of[node_id % len(status_of)])
+                    for node_id in ids
+                )
+            )
+            for _ in batch:
+                assert (await reader.readline()) == b"200 OK\r\n"
+        writer.close()
+
+
+def core_latency(n: int) -> list[float]:
+    from smartget.hub.registry import Registry
+
+    registry = Registry(node_ttl=3600)
+    rng = random.Random(1)
+    for i in range(n):
+        node = registry.register(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 1, now=0)
+        registry.set_node_status(node.node_id, rng.randint(10, 100), now=0)
+    samples = []
+    for _ in range(2000):
+        t0 = time.perf_counter()
+        registry.request_nodes(5, exclude_addr="10.99.0.1")
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def main(seconds: float) -> None:
+    sources = [f"127.0.0.{10 + i % 50}" for i in range(CLIENTS)]
+    rows: list[tuple[str, str, str, str]] = []
+
+    # Every client owns one node, so its setstatus is accepted (only the node's IP may).
+    with server("hub") as port:
+        ids = []
+        for i, source in enumerate(sources):
+            r, w = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+            w.write(b"`register %d\n" % (30000 + i))
+            reply = await r.read()
+            ids.append(int(reply.split(b"\r\n")[1]))
+            w.close()
+        heartbeat = [b"`setstatus %d 3\n" % node_id for node_id in ids]
+        changing = [b"`setstatus %d 3\n`setstatus %d 4\n" % (i, i) for i in ids]
+        hub_single = await per_connection_rate(port, heartbeat, sources, seconds)
+        hub_session = await session_rate(port, heartbeat, sources, seconds)
+        hub_writes = await session_rate(port, changing, sources, seconds, per=2) * 2
+    with server("reference") as port:
+        ref_single = await per_connection_rate(port, heartbeat, sources, seconds)
+        ref_session = await session_rate(port, heartbeat, sources, seconds)
+        ref_writes = await session_rate(port, changing, sources, seconds, per=2) * 2
+
+    def row(name: str, hub: float, ref: float) -> tuple[str, str, str, str]:
+        return (name, f"{hub:,.0f}/s", f"{ref:,.0f}/s", f"{hub / ref:.0%}")
+
+    rows.append(row("one command per connection (64 workers)", hub_single, ref_single))
+    rows.append(row("session, heartbeat setstatus (64 clients)", hub_session, ref_session))
+    rows.append(row("session, status-changing setstatus (durable)", hub_writes, ref_writes))
+
+    latency_rows = []
+    for fleet in (1_000, 100_000):
+        with server("hub") as port:
+            await register_fleet(port, fleet, status_of=[10, 40, 70, 100, 25])
+            samples = await latency(port, 2000, "127.0.0.250")
+        core = core_latency(fleet)
+        latency_rows.append(
+            (
+                f"{fleet:,}",
+                f"{pct(samples, 0.5):.3f}",
+                f"{pct(samples, 0.99):.3f}",
+                f"{statistics.mean(core) * 1000:.4f}",
+                f"{pct(core, 0.99):.4f}",
+            )
+        )
+
+    print(f"\nhub text protocol vs a bare asyncio server ({seconds:g} s per row, 2 cores)\n")
+    widths = (46, 14, 14, 8)
+    header = ("load", "hub", "ceiling", "ratio")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print("\nrequestnodes 5: session round trip (ms) and registry core (ms)\n")
+    header2 = ("nodes", "rtt p50", "rtt p99", "core mean", "core p99")
+    print("  ".join(h.ljust(12) for h in header2))
+    for r2 in latency_rows:
+        print("  ".join(c.ljust(12) for c in r2))
+    print("\ntargets: session >= 50% of ceiling; requestnodes p99 < 2 ms at 100,000 nodes")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--serve-reference", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_reference:
+        asyncio.run(serve_reference(args.serve_reference))
+    else:
+        asyncio.run(main(args.seconds))
