@@ -5,9 +5,10 @@ fixed ``200 OK``: the most a Python server can do here) as separate processes on
 127.0.0.1, drives both with the same load from this process, and prints a table:
 
 * commands/s, one command per connection (connect, send, read, close), 64 workers;
-* commands/s, session mode, 64 clients, each with 8 commands in flight, for the
-  heartbeat (`setstatus` with the status unchanged) and for `setstatus` that changes
-  the status every time (each one a durable SQLite write, grouped per commit);
+* commands/s, session mode, 64 clients, each waiting for its reply (1 in flight) or
+  pipelining 8, for the heartbeat (`setstatus` with the status unchanged) and for
+  `setstatus` that changes the status every time (each one a durable SQLite write,
+  grouped per commit);
 * `requestnodes 5` round-trip latency (session mode, one client) with 1,000 and 100,000
   registered nodes, and the registry core's own time for the same call.
 
@@ -31,7 +32,7 @@ import time
 from collections.abc import Iterator
 
 CLIENTS = 64
-WINDOW = 8
+PIPELINE = 8
 HOST = "127.0.0.1"
 
 
@@ -78,41 +79,40 @@ async def serve_reference(port: int) -> None:
 # -- load generators ----------------------------------------------------------------------
 
 
-class Pipelined(asyncio.Protocol):
-    """A session client keeping WINDOW commands in flight, counting reply lines."""
+class SessionClient(asyncio.Protocol):
+    """A session client keeping ``window`` commands in flight, counting reply lines.
 
-    def __init__(self, command: bytes, replies_per_command: int, done: asyncio.Event) -> None:
+    Every reply used here is one line per command line, so ``command`` (which may hold
+    several command lines) is finished once that many reply lines came back.
+    """
+
+    def __init__(self, command: bytes, window: int) -> None:
         self.command = command
-        self.per = replies_per_command
-        self.done = done
-        self.lines = 0
+        self.per = command.count(b"\n")
+        self.window = window
+        self.lines = -1  # the session's own 200 OK comes first
         self.completed = 0
-        self.stop = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        transport.write(b"`session\n" + self.command * WINDOW)
-        self.lines = -1  # the session's own 200 OK
+        transport.write(b"`session\n" + self.command * self.window)
 
     def data_received(self, data: bytes) -> None:
         self.lines += data.count(b"\n")
-        finished, self.lines = divmod(self.lines, self.per) if self.lines > 0 else (0, self.lines)
-        if finished:
-            self.completed += finished
-            if self.stop:
-                self.done.set()
-            else:
-                self.transport.write(self.command * finished)
+        if self.lines >= self.per:
+            finished, self.lines = divmod(self.lines, self.per)
+            self.completed += finished * self.per
+            self.transport.write(self.command * finished)
 
 
 async def session_rate(
-    port: int, commands: list[bytes], sources: list[str], seconds: float, per: int = 1
+    port: int, commands: list[bytes], sources: list[str], seconds: float, window: int
 ) -> float:
     loop = asyncio.get_running_loop()
     clients = []
     for command, source in zip(commands, sources, strict=True):
-        proto = Pipelined(command, per, asyncio.Event())
+        proto = SessionClient(command, window)
         await loop.create_connection(lambda p=proto: p, HOST, port, local_addr=(source, 0))
         clients.append(proto)
     await asyncio.sleep(0.3)  # warm up
@@ -122,7 +122,6 @@ async def session_rate(
     done = sum(c.completed for c in clients) - start_counts
     elapsed = time.perf_counter() - start
     for c in clients:
-        c.stop = True
         c.transport.close()
     return done / elapsed
 
@@ -297,21 +296,26 @@ async def main(seconds: float) -> None:
             ids.append(int(reply.split(b"\r\n")[1]))
             w.close()
         heartbeat = [b"`setstatus %d 3\n" % node_id for node_id in ids]
-        changing = [b"`setstatus %d 3\n`setstatus %d 4\n" % (i, i) for i in ids]
+        # Two commands per client that flip the status: every one is a durable write.
+        flipping = [b"`setstatus %d 3\n`setstatus %d 4\n" % (i, i) for i in ids]
+        loads = [
+            ("session, heartbeat, 1 in flight per client", heartbeat, 1),
+            (f"session, heartbeat, {PIPELINE} in flight per client", heartbeat, PIPELINE),
+            ("session, status change (durable), 2 in flight", flipping, 1),
+            (f"session, status change (durable), {2 * PIPELINE} in flight", flipping, PIPELINE),
+        ]
         hub_single = await per_connection_rate(port, heartbeat, sources, seconds)
-        hub_session = await session_rate(port, heartbeat, sources, seconds)
-        hub_writes = await session_rate(port, changing, sources, seconds, per=2) * 2
+        hub_rates = [await session_rate(port, c, sources, seconds, w) for _, c, w in loads]
     with server("reference") as port:
         ref_single = await per_connection_rate(port, heartbeat, sources, seconds)
-        ref_session = await session_rate(port, heartbeat, sources, seconds)
-        ref_writes = await session_rate(port, changing, sources, seconds, per=2) * 2
+        ref_rates = [await session_rate(port, c, sources, seconds, w) for _, c, w in loads]
 
     def row(name: str, hub: float, ref: float) -> tuple[str, str, str, str]:
         return (name, f"{hub:,.0f}/s", f"{ref:,.0f}/s", f"{hub / ref:.0%}")
 
-    rows.append(row("one command per connection (64 workers)", hub_single, ref_single))
-    rows.append(row("session, heartbeat setstatus (64 clients)", hub_session, ref_session))
-    rows.append(row("session, status-changing setstatus (durable)", hub_writes, ref_writes))
+    rows.append(row("one command per connection, 64 workers", hub_single, ref_single))
+    for (name, _, _), hub_rate, ref_rate in zip(loads, hub_rates, ref_rates, strict=True):
+        rows.append(row(name + " (64 clients)", hub_rate, ref_rate))
 
     latency_rows = []
     for fleet in (1_000, 100_000):
@@ -330,7 +334,7 @@ async def main(seconds: float) -> None:
         )
 
     print(f"\nhub text protocol vs a bare asyncio server ({seconds:g} s per row, 2 cores)\n")
-    widths = (46, 14, 14, 8)
+    widths = (62, 12, 12, 6)
     header = ("load", "hub", "ceiling", "ratio")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for r in rows:

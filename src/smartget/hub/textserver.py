@@ -122,11 +122,13 @@ class TextProtocolServer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self._conn is not None
-        self._handle(self._conn.receive_data(data, self.hub.now()))
+        now = self.hub.now()
+        self._handle(self._conn.receive_data(data, now), now)
 
     def eof_received(self) -> bool:
         assert self._conn is not None
-        self._handle(self._conn.receive_eof(self.hub.now()))
+        now = self.hub.now()
+        self._handle(self._conn.receive_eof(now), now)
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -150,13 +152,13 @@ class TextProtocolServer(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _handle(self, events: list[tp.Event]) -> None:
+    def _handle(self, events: list[tp.Event], now: float) -> None:
         if not events:
             self._maybe_close()
             self._arm_timer()
             return
         hub, peer_ip = self.hub, self.peer_ip
-        registry, now = hub.registry, hub.now()
+        registry = hub.registry
         replies = [execute(registry, event, peer_ip, now) for event in events]
         hub.count_commands(events)
         committed = hub.commit()
@@ -215,6 +217,7 @@ class TextProtocolServer(asyncio.Protocol):
         self._timer = None
         if self._conn is None or self._transport is None:
             return
-        self._handle(self._conn.handle_timer(self.hub.now()))
+        now = self.hub.now()
+        self._handle(self._conn.handle_timer(now), now)
         if not self._conn.done:
             self._arm_timer()
