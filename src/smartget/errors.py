@@ -19,6 +19,7 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     │   └── NotPermittedError       the caller may not touch that node
     ├── RelayError                  hub: co2 relay registry refused an operation
     ├── TrackerError                hub: tracker refused an announce or scrape
+    ├── CollectorError              hub: a status report that cannot be accepted
     ├── NodeAgentError              node: a task failed
     │   ├── FetchError              an HTTP fetch failed or was cut short
     │   ├── TorrentError            libtorrent refused a torrent
@@ -35,6 +36,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "BencodeError",
+    "CollectorError",
     "ConfigError",
     "DHTError",
     "DatapackError",
@@ -125,6 +127,10 @@ class RelayError(SmartGetError):
 
 class TrackerError(SmartGetError):
     """The tracker refused an announce or scrape."""
+
+
+class CollectorError(SmartGetError):
+    """A status report (``/report_peerstatus``) is malformed or over a limit."""
 
 
 class NodeAgentError(SmartGetError):

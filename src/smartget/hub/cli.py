@@ -6,11 +6,13 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from smartget.config import HOSTPORT, common_options, setup_logging
 from smartget.errors import SmartGetError
+from smartget.hub.relay.options import relay_options, relay_settings
 
 log = logging.getLogger("smartget.hub")
 
@@ -57,6 +59,19 @@ log = logging.getLogger("smartget.hub")
     help="Bearer token of the JSON API [env SMARTGET_HUB_TOKEN; default: "
     "generated in DATA_DIR/hub.token].",
 )
+@click.option(
+    "--open-tracker",
+    is_flag=True,
+    help="Track any info-hash at /announce, not only torrents the fleet made or fetches.",
+)
+@click.option(
+    "--tracker-interval",
+    type=click.IntRange(5, 3600),
+    default=30,
+    show_default=True,
+    help="Seconds between announces the tracker asks clients for.",
+)
+@relay_options
 @common_options
 def hub(
     listen: tuple[str, int],
@@ -65,13 +80,18 @@ def hub(
     node_ttl: float,
     zombie_grace: float,
     token: str | None,
+    open_tracker: bool,
+    tracker_interval: int,
     log_level: str,
+    **relay: Any,  # --relay-* (hub/relay/options.py)
 ) -> None:
     """Run the hub in the foreground until SIGINT or SIGTERM.
 
     Nodes register and heartbeat over the text protocol (`register PORT, `setstatus ID N,
     ...) or the JSON API (/api/nodes); controllers ask for free nodes with
-    `requestnodes N or POST /api/nodes/request. State is kept in DATA_DIR/hub.sqlite3.
+    `requestnodes N or POST /api/nodes/request. On the HTTP port it is also the fleet's
+    BitTorrent tracker (/announce, /scrape), the status collector (/report_peerstatus)
+    and the co2 relay registry (/RPC2). State is kept in DATA_DIR/hub.sqlite3.
     """
     from smartget.hub.service import HubSettings
 
@@ -83,6 +103,9 @@ def hub(
         node_ttl=node_ttl,
         zombie_grace=zombie_grace,
         token=token,
+        relay=relay_settings(relay),
+        open_tracker=open_tracker,
+        tracker_interval=tracker_interval,
     )
     try:
         asyncio.run(_serve(settings))

@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 from smartget import __version__
 from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
 from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.hub.fleet import add_fleet_routes
 from smartget.hub.registry import MAX_STATUS, Node
+from smartget.hub.relay.http import RPC2Passthrough, add_relay_routes
 
 if TYPE_CHECKING:
     from smartget.hub.service import Hub
@@ -201,6 +203,8 @@ def create_app(hub: Hub) -> FastAPI:
         return hub.registry.statistics()
 
     app.include_router(api)
+    add_relay_routes(app, hub)  # POST /RPC2: co2's relay registry (hub/relay/)
+    add_fleet_routes(app, hub, authorized)  # tracker, collector (hub/fleet.py)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
@@ -219,6 +223,8 @@ def create_app(hub: Hub) -> FastAPI:
 
 async def start_http(hub: Hub, sock: socket.socket) -> EmbeddedServer:
     """Serve the hub's app on ``sock`` in this loop."""
-    server = EmbeddedServer(BodyLimit(create_app(hub), MAX_BODY), sock, name="hub-http")
+    app = create_app(hub)
+    # /RPC2 limits its own body so that too large is an XML-RPC fault (hub/relay/http.py).
+    server = EmbeddedServer(RPC2Passthrough(BodyLimit(app, MAX_BODY), app), sock, name="hub-http")
     await server.start()
     return server

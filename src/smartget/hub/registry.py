@@ -307,6 +307,10 @@ class Registry:
                 return zone
         return None
 
+    def free_capacity_of_addr(self, addr: str) -> int:
+        """The most free connections any node at ``addr`` offers (0 if none)."""
+        return max((self._nodes[i].status for i in self._by_addr.get(addr, ())), default=0)
+
     def update_info(self, node_id: int, **info: object) -> Node:
         """Change a node's descriptive fields (zone, name, urls, bt_port)."""
         node = self._get(node_id)

@@ -11,6 +11,7 @@ the current event loop and stops it cleanly::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -22,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import prometheus_client as prom
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from smartget.errors import ConfigError
 from smartget.hub import textproto
+from smartget.hub.collector import Collector as StatusCollector
+from smartget.hub.fleet import load_fleet_state
 from smartget.hub.registry import Registry
+from smartget.hub.relay.service import RelayService, RelaySettings
 from smartget.hub.store import Store, load_nodes, save_changes
 from smartget.hub.textserver import TextProtocolServer
+from smartget.hub.tracker import Tracker
 
 __all__ = ["Hub", "HubSettings", "running"]
 
@@ -52,6 +57,9 @@ class HubSettings:
     line_timeout: float = textproto.LINE_TIMEOUT
     idle_timeout: float = textproto.IDLE_TIMEOUT
     extra: dict[str, Any] = field(default_factory=dict)  # settings of hub parts added later
+    relay: RelaySettings = field(default_factory=RelaySettings)  # co2 relay (hub/relay/)
+    open_tracker: bool = False  # track any info-hash, not only the fleet's
+    tracker_interval: int = 30  # seconds between announces that the tracker asks for
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -70,14 +78,20 @@ def load_or_create_token(data_dir: Path) -> str:
     return token
 
 
-class _RegistryCollector(Collector):
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+class _HubCollector(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        stats = self.registry.statistics()
+    def collect(self) -> Iterable[Metric]:
+        stats = self.hub.registry.statistics()
         for key in ("nodes", "available", "idle", "zombies", "free_slots"):
             yield GaugeMetricFamily(f"smartget_hub_{key}", f"Registry: {key}", value=stats[key])
+        commands = CounterMetricFamily(
+            "smartget_hub_text_commands", "Text protocol commands", labels=["command"]
+        )
+        for name, count in sorted(self.hub.command_counts.items()):
+            commands.add_metric([name], count)
+        yield commands
 
 
 class Hub:
@@ -92,24 +106,17 @@ class Hub:
         self.text_address: tuple[str, int] = settings.listen
         self.http_address: tuple[str, int] | None = settings.http
         self.metrics = prom.CollectorRegistry()
-        self.metrics.register(_RegistryCollector(self.registry))
-        commands = prom.Counter(
-            "smartget_hub_text_commands",
-            "Text protocol commands",
-            ["command"],
-            registry=self.metrics,
+        self.metrics.register(_HubCollector(self))
+        self.relay = RelayService(settings.relay, store, metrics=self.metrics)  # /RPC2
+        self.tracker = Tracker(
+            interval=settings.tracker_interval,
+            open_tracker=settings.open_tracker,
+            zone_of=self.registry.zone_of_addr,
+            has_capacity=lambda ip: self.registry.free_capacity_of_addr(ip) > 0,
         )
-        self._command_counters = {
-            cls: commands.labels(cls.__name__)
-            for cls in (
-                textproto.Register,
-                textproto.Deregister,
-                textproto.RequestNodes,
-                textproto.SetStatus,
-                textproto.StartSession,
-                textproto.BadRequest,
-            )
-        }
+        self.collector = StatusCollector()
+        # Plain ints on the hot path; the collector turns them into a Prometheus counter.
+        self.command_counts: collections.Counter[str] = collections.Counter()
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
@@ -119,10 +126,9 @@ class Hub:
 
     def commit(self) -> asyncio.Future[None] | None:
         """Send the registry's changes to the store; the future resolves once durable."""
-        changes = self.registry.drain_changes()
-        if not changes:
+        if not self.registry.has_changes:
             return None
-        return self.store.submit(save_changes(changes))
+        return self.store.submit(save_changes(self.registry.drain_changes()))
 
     async def save(self) -> None:
         """Commit the registry's changes and wait until they are durable."""
@@ -130,8 +136,9 @@ class Hub:
             await committed
 
     def count_commands(self, events: Iterable[textproto.Event]) -> None:
+        counts = self.command_counts
         for event in events:
-            self._command_counters[type(event)].inc()
+            counts[type(event).__name__] += 1
 
     @property
     def http_url(self) -> str:
@@ -161,6 +168,7 @@ class Hub:
                 )
             for node in removed:
                 log.warning("zombie node %d (%s:%d) removed", node.node_id, node.addr, node.port)
+            self.tracker.expire(self.now())
             if zombies or removed:
                 try:
                     await self.save()
@@ -189,16 +197,23 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         hub = Hub(settings, store)
         nodes, next_id = store.read_now(load_nodes)
         hub.registry.restore(nodes, next_id, hub.now())
+        satellites = hub.relay.restore_now()
+        torrents, finished = store.read_now(load_fleet_state)
+        for info_hash in torrents:
+            hub.tracker.allow(info_hash)
+        hub.collector.restore(finished)
         text_sock = _bind(*settings.listen, socket.SOCK_STREAM)
         http_sock = _bind(*settings.http, socket.SOCK_STREAM) if settings.http else None
     except BaseException:
         store.close_now()
         raise
     log.info("store %s: %d nodes, next id %d", store.path, len(nodes), next_id)
+    log.info("relay: %d satellites restored", satellites)
 
     async with asyncio.TaskGroup() as tasks:
         writer = tasks.create_task(store.run(), name="store-writer")
         expiry = tasks.create_task(hub.expire_forever(), name="liveness")
+        relay = tasks.create_task(hub.relay.run(), name="relay")
         text_server = await loop.create_server(
             lambda: TextProtocolServer(hub), sock=text_sock, backlog=1024
         )
@@ -221,6 +236,8 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             if http_server is not None:
                 await http_server.stop()
             expiry.cancel()
+            await hub.relay.aclose()  # drains queued relays (bounded), then saves
+            await relay
             await hub.save()
             await store.aclose()
             await writer

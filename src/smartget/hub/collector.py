@@ -1,0 +1,155 @@
+"""The status collector: the latest report of every node for every torrent (seed 003).
+
+Nodes POST their torrents' status to ``/report_peerstatus`` (seed 003, "节点下载过程状态
+上报url") every interval and on each state change. The collector keeps the latest
+report per (node, torrent) and answers ``success`` once a report shows ``seeding`` or
+``percent`` 100.0: the seed says a node stops reporting that torrent then, so such a
+"done" is persisted before the answer leaves. Pure logic: time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from smartget.errors import CollectorError
+
+__all__ = ["DONE_STATUSES", "Collector", "Report", "parse_report"]
+
+DONE_STATUSES = ("seeding", "download success")
+STATUSES = ("Initial startup", "downloading", "download success", "seeding", "failed", "stopped")
+MAX_TEXT = 512
+
+
+@dataclass(slots=True)
+class Report:
+    """One status report, flattened: the seed's envelope plus its ``args``."""
+
+    nodeid: str
+    nodeip: str
+    nodezone: str
+    sha1: str
+    status: str
+    percent: float
+    downrate: float = 0.0
+    uprate: float = 0.0
+    downtotal: int = 0
+    uptotal: int = 0
+    numpeers: int = 0
+    numseeds: int = 0
+    timeleft: float = 0.0
+    torrentfile: str = ""
+    taskid: str = ""
+    received_at: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        """Seed 003: 'seeding' or percent 100.0 marks a finished download."""
+        return self.status == "seeding" or self.percent >= 100.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"done": self.done}
+
+
+def _text(data: dict[str, Any], key: str, *, required: bool = False) -> str:
+    value = data.get(key, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str | int | float):
+        raise CollectorError(f"{key} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        raise CollectorError(f"{key} is longer than {MAX_TEXT} characters")
+    if required and not text:
+        raise CollectorError(f"missing {key}")
+    return text
+
+
+def _number(data: dict[str, Any], key: str) -> float:
+    value = data.get(key, 0)
+    if value in (None, ""):
+        return 0.0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CollectorError(f"{key} must be a number, got {str(value)[:24]!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise CollectorError(f"{key} must be a finite number >= 0, got {number}")
+    return number
+
+
+def parse_report(body: Any, now: float) -> Report:
+    """A report from the JSON the seed shows; CollectorError says what is wrong."""
+    if not isinstance(body, dict):
+        raise CollectorError("a report is a JSON object with event, nodeid, status and args")
+    args = body.get("args", {})
+    if not isinstance(args, dict):
+        raise CollectorError("args must be a JSON object")
+    sha1 = _text(args, "sha1", required=True).lower()
+    if len(sha1) != 40 or any(c not in "0123456789abcdef" for c in sha1):
+        raise CollectorError(f"sha1 must be 40 hex digits, got {sha1[:48]!r}")
+    percent = _number(args, "percent")
+    if percent > 100.0:
+        raise CollectorError(f"percent must be at most 100, got {percent}")
+    return Report(
+        nodeid=_text(body, "nodeid", required=True),
+        nodeip=_text(body, "nodeip"),
+        nodezone=_text(body, "nodezone"),
+        sha1=sha1,
+        status=_text(body, "status"),
+        percent=percent,
+        downrate=_number(args, "downrate"),
+        uprate=_number(args, "uprate"),
+        downtotal=int(_number(args, "downtotal")),
+        uptotal=int(_number(args, "uptotal")),
+        numpeers=int(_number(args, "numpeers")),
+        numseeds=int(_number(args, "numseeds")),
+        timeleft=_number(args, "timeleft"),
+        torrentfile=_text(args, "torrentfile"),
+        taskid=_text(body, "taskid"),
+        received_at=now,
+    )
+
+
+class Collector:
+    """Latest report per (nodeid, sha1); bounded to ``max_entries``."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self.max_entries = max_entries
+        self._latest: dict[tuple[str, str], Report] = {}
+        self.received = 0
+
+    def receive(self, report: Report) -> bool:
+        """Record a report; True if it shows the download finished (answer 'success')."""
+        key = (report.nodeid, report.sha1)
+        if key not in self._latest and len(self._latest) >= self.max_entries:
+            raise CollectorError(f"the collector holds {self.max_entries} entries already")
+        previous = self._latest.get(key)
+        if previous is not None and previous.done and not report.done:
+            # A late "downloading" after "seeding" (reports cross on the wire) changes nothing.
+            return False
+        self._latest[key] = report
+        self.received += 1
+        return report.done
+
+    def restore(self, reports: list[Report]) -> None:
+        for report in reports:
+            self._latest[report.nodeid, report.sha1] = report
+
+    def progress(self, sha1: str | None = None, nodeid: str | None = None) -> list[Report]:
+        return [
+            r
+            for (node, digest), r in sorted(self._latest.items())
+            if (sha1 is None or digest == sha1) and (nodeid is None or node == nodeid)
+        ]
+
+    def forget(self, sha1: str) -> int:
+        keys = [k for k in self._latest if k[1] == sha1]
+        for key in keys:
+            del self._latest[key]
+        return len(keys)
+
+    def statistics(self) -> dict[str, int]:
+        done = sum(1 for r in self._latest.values() if r.done)
+        return {"entries": len(self._latest), "done": done, "received": self.received}

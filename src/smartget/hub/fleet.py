@@ -1,0 +1,174 @@
+"""The hub's fleet services over HTTP: the tracker, the status collector, torrents.
+
+* ``GET /announce``, ``GET /scrape``: the BitTorrent tracker (hub/tracker.py), open to
+  any client, answering bencoded replies (failures too, as BEP 3 says).
+* ``POST /report_peerstatus``: the seed 003 report target (hub/collector.py).
+* ``/api/torrents``, ``/api/progress``: the JSON API (token) over both.
+
+State a reply acknowledges is saved first: a torrent the tracker was told to track,
+and a finished download the collector answered ``success`` to.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from smartget.errors import CollectorError, TrackerError
+from smartget.hub import tracker as tr
+from smartget.hub.collector import Report, parse_report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from smartget.hub.service import Hub
+
+__all__ = ["FLEET_SCHEMA", "add_fleet_routes", "load_fleet_state"]
+
+MAX_REPORT = 64 * 1024
+BENCODE = "text/plain"
+
+FLEET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tracker_torrents (info_hash TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collector_done (
+    nodeid TEXT NOT NULL, sha1 TEXT NOT NULL, report TEXT NOT NULL,
+    PRIMARY KEY (nodeid, sha1)
+);
+"""
+
+
+def load_fleet_state(db: sqlite3.Connection) -> tuple[list[bytes], list[Report]]:
+    """Tracked info-hashes and finished downloads, as saved."""
+    db.executescript(FLEET_SCHEMA)
+    hashes = [bytes.fromhex(h) for (h,) in db.execute("SELECT info_hash FROM tracker_torrents")]
+    reports = [Report(**json.loads(r)) for (r,) in db.execute("SELECT report FROM collector_done")]
+    return hashes, reports
+
+
+class TorrentIn(BaseModel):
+    info_hash: str = Field(pattern=r"^[0-9a-fA-F]{40}$", description="v1 info-hash, hex")
+    name: str = Field("", max_length=256)
+
+
+def add_fleet_routes(
+    app: FastAPI, hub: Hub, authorized: Callable[..., Coroutine[Any, Any, None]]
+) -> None:
+    tracker, collector = hub.tracker, hub.collector
+
+    @app.get("/announce", tags=["tracker"], response_class=Response)
+    async def announce(request: Request) -> Response:
+        """BitTorrent announce (BEP 3), compact peers (BEP 23); fleet peers ranked first."""
+        client = request.client.host if request.client else "0.0.0.0"
+        try:
+            query = tr.parse_announce(request.url.query, client)
+            reply = tracker.announce(query, hub.now())
+        except TrackerError as exc:
+            return Response(tr.encode_failure(str(exc)), media_type=BENCODE)
+        return Response(tr.encode_announce(reply, query), media_type=BENCODE)
+
+    @app.get("/scrape", tags=["tracker"], response_class=Response)
+    async def scrape(request: Request) -> Response:
+        try:
+            files = tracker.scrape(tr.parse_scrape(request.url.query), hub.now())
+        except TrackerError as exc:
+            return Response(tr.encode_failure(str(exc)), media_type=BENCODE)
+        return Response(tr.encode_scrape(files), media_type=BENCODE)
+
+    @app.post("/report_peerstatus", tags=["collector"])
+    async def report_peerstatus(request: Request) -> JSONResponse:
+        """A node's status report (seed 003); ``success`` once it shows the download done."""
+        body = await request.body()
+        try:
+            if len(body) > MAX_REPORT:
+                raise CollectorError(f"report larger than {MAX_REPORT} bytes")
+            try:
+                data = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise CollectorError(f"a report is JSON: {exc}") from None
+            report = parse_report(data, hub.now())
+            done = collector.receive(report)
+        except CollectorError as exc:
+            return JSONResponse({"result": "failed", "traceback": str(exc)}, status_code=400)
+        client = request.client.host if request.client else ""
+        if hub.registry.get_node_ids_by_addr(client) and tracker.allow(bytes.fromhex(report.sha1)):
+            await hub.store.submit(_save_torrent(report.sha1, report.torrentfile))
+        if done:
+            await hub.store.submit(_save_done(report))
+            return JSONResponse({"result": "success"})
+        return JSONResponse({"result": "received"})
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], tags=["fleet"])
+
+    @api.post("/torrents", status_code=status.HTTP_201_CREATED)
+    async def add_torrent(body: TorrentIn) -> dict[str, Any]:
+        """Let the tracker serve this torrent (push does this before nodes download)."""
+        info_hash = body.info_hash.lower()
+        if tracker.allow(bytes.fromhex(info_hash)):
+            await hub.store.submit(_save_torrent(info_hash, body.name))
+        return {"info_hash": info_hash, "tracked": True}
+
+    @api.get("/torrents")
+    async def torrents() -> list[dict[str, Any]]:
+        """Tracked torrents with their swarms' seeds and leechers."""
+        files = tracker.scrape(tr.Scrape(tuple(sorted(tracker.allowed))), hub.now())
+        return [
+            {
+                "info_hash": h.hex(),
+                "complete": c,
+                "downloaded": d,
+                "incomplete": i,
+                "peers": tracker.swarm(h),
+            }
+            for h, (c, d, i) in files.items()
+        ]
+
+    @api.get("/progress")
+    async def progress(
+        sha1: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{40}$")] = None,
+        nodeid: Annotated[str | None, Query(max_length=256)] = None,
+    ) -> list[dict[str, Any]]:
+        """The latest report of each node (for one torrent, or all), ``done`` included."""
+        now = hub.now()
+        reports = collector.progress(sha1.lower() if sha1 else None, nodeid)
+        return [r.as_dict() | {"age": round(now - r.received_at, 3)} for r in reports]
+
+    @api.delete("/progress/{sha1}", status_code=status.HTTP_204_NO_CONTENT)
+    async def forget(sha1: str) -> Response:
+        if not collector.forget(sha1.lower()):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reports for {sha1}")
+        await hub.store.submit(_forget_done(sha1.lower()))
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    app.include_router(api)
+
+
+def _save_torrent(info_hash: str, name: str) -> Callable[[sqlite3.Connection], None]:
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT OR IGNORE INTO tracker_torrents VALUES (?, ?)", (info_hash, name))
+
+    return write
+
+
+def _save_done(report: Report) -> Callable[[sqlite3.Connection], None]:
+    row = (
+        report.nodeid,
+        report.sha1,
+        json.dumps({k: v for k, v in report.as_dict().items() if k != "done"}),
+    )
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT OR REPLACE INTO collector_done VALUES (?, ?, ?)", row)
+
+    return write
+
+
+def _forget_done(sha1: str) -> Callable[[sqlite3.Connection], None]:
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM collector_done WHERE sha1 = ?", (sha1,))
+
+    return write

@@ -1,0 +1,440 @@
+"""The relay's asyncio driver: XML-RPC calls in, notifies and pings out.
+
+:class:`RelayService` owns the :class:`~smartget.hub.relay.core.SatelliteRegistry` and
+runs, in one ``TaskGroup`` (:meth:`RelayService.run`):
+
+* the **limiter** (seed: "this actually only puts the data into the limiter.Limiter's
+  queue"): ``relay.relay`` puts the message in a bounded queue, or answers a busy fault
+  when it is full, so nothing accepted is ever dropped by the limiter; the dispatcher
+  takes messages out at ``rate`` a second and hands a copy to each recipient's mailbox;
+* one **mailbox** per satellite: a small queue and a worker that calls its
+  ``notify(dict)`` one message at a time, in order, each call with a deadline. A slow or
+  dead satellite fills only its own mailbox (further messages to it are counted as
+  failed notifies), so it never holds up the others (seed: ``_relay_real``, "exceptions
+  thrown when making the call to a satellite are logged and ignored");
+* the **pinger**: every ``ping_interval`` it calls every satellite's ``ping`` at once,
+  each with a deadline, and drops a satellite after ``ping_fails`` failures in a row;
+* the **flusher**: statistics go to the store at most once a second.
+
+Registrations are saved, and awaited, before their reply leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from smartget import __version__
+from smartget.errors import RelayError, StoreError
+from smartget.hub.relay import store as relay_store
+from smartget.hub.relay.client import CallFailed, SatelliteClient
+from smartget.hub.relay.core import (
+    RelayBusyError,
+    Satellite,
+    SatelliteRegistry,
+    TokenBucket,
+)
+from smartget.hub.relay.methods import Dispatcher, to_datetime
+from smartget.hub.relay.xmlrpc import (
+    APPLICATION_ERROR,
+    BUSY,
+    INTERNAL_ERROR,
+    MAX_REQUEST_BYTES,
+    XmlRpcError,
+    dump_fault,
+    dump_response,
+    parse_request,
+)
+from smartget.hub.store import Store
+
+__all__ = ["RelayService", "RelaySettings"]
+
+log = logging.getLogger(__name__)
+
+STATS_FLUSH_INTERVAL = 1.0
+PING_CONCURRENCY = 64
+
+
+@dataclass
+class RelaySettings:
+    """The relay's knobs (``smartget hub --relay-*``)."""
+
+    max_satellites: int = 100
+    ping_interval: float = 60.0
+    ping_timeout: float = 10.0
+    ping_fails: int = 3  # failed pings in a row before a satellite is dropped
+    notify_timeout: float = 10.0
+    queue: int = 1000  # the limiter's queue of messages to relay
+    rate: float = 100.0  # messages relayed a second
+    mailbox: int = 100  # messages waiting for one satellite
+    max_request: int = MAX_REQUEST_BYTES
+    require_token: bool = False  # XML-RPC callers must send the hub's token
+    drain_timeout: float = 5.0  # on stop, how long queued messages may still go out
+    maintainer: str = ""
+    maintainer_email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    sender: str
+    params: dict[str, Any]
+
+
+class _Mailbox:
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[_Message] = asyncio.Queue(size)
+        self.worker: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+
+class RelayService:
+    """The relay registry in the hub: call :meth:`restore_now`, run :meth:`run` in a task,
+    serve :meth:`handle` at ``/RPC2``, and :meth:`aclose` on the way out."""
+
+    def __init__(
+        self,
+        settings: RelaySettings,
+        store: Store,
+        *,
+        metrics: prom.CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = SatelliteRegistry(
+            max_satellites=settings.max_satellites, ping_fails_limit=settings.ping_fails
+        )
+        self.dispatcher = Dispatcher(self)
+        self.client = SatelliteClient()
+        self.bucket = TokenBucket(settings.rate)
+        self._queue: asyncio.Queue[_Message] = asyncio.Queue(settings.queue)
+        self._mailboxes: dict[str, _Mailbox] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.started = time.time()
+        self._host = _host_properties()
+        self.counts = {
+            "calls": 0,
+            "faults": 0,
+            "busy": 0,
+            "notify_ok": 0,
+            "notify_failed": 0,
+            "notify_dropped": 0,
+            "ping_ok": 0,
+            "ping_failed": 0,
+        }
+        self.metrics = metrics
+        if metrics is not None:
+            self._calls = prom.Counter(
+                "smartget_relay_calls", "Relay XML-RPC calls", ["method"], registry=metrics
+            )
+            self._faults = prom.Counter(
+                "smartget_relay_faults", "Relay XML-RPC faults", ["code"], registry=metrics
+            )
+            metrics.register(_RelayCollector(self))
+
+    # -- start, run, stop ---------------------------------------------------------------
+
+    def restore_now(self) -> int:
+        """Create the table and load the satellites (start-up; blocks briefly)."""
+        sats = self.store.read_now(relay_store.load_satellites)
+        self.registry.restore(sats)
+        return len(sats)
+
+    async def run(self) -> None:
+        """The dispatcher, the pinger, the flusher and the mailboxes, until :meth:`aclose`."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                children = [
+                    tasks.create_task(self._dispatch_forever(), name="relay-dispatch"),
+                    tasks.create_task(self._ping_forever(), name="relay-pinger"),
+                    tasks.create_task(self._flush_forever(), name="relay-flush"),
+                ]
+                await self._stop.wait()
+                for task in children:
+                    task.cancel()
+                for box in self._mailboxes.values():
+                    if box.worker is not None:
+                        box.worker.cancel()
+        finally:
+            self._tasks = None
+            self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Let queued messages go out (up to drain_timeout), stop, save the statistics."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.drain_timeout):
+                await self.wait_idle()
+        self._stop.set()
+        if self._tasks is not None:
+            await self._stopped.wait()
+        try:
+            await self.save()
+        except StoreError as exc:
+            log.error("relay: could not save statistics on the way out: %s", exc)
+        await self.client.aclose()
+
+    async def wait_idle(self) -> None:
+        """Wait until the limiter's queue and every mailbox are empty and answered."""
+        await self._queue.join()
+        for box in list(self._mailboxes.values()):
+            await box.queue.join()
+
+    # -- the backend of the methods ---------------------------------------------------
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def save(self) -> None:
+        """Commit the registry's changes and wait until they are durable."""
+        if changes := self.registry.drain_changes():
+            await self.store.submit(relay_store.save_changes(changes))
+
+    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> None:
+        """Put a message in the limiter's queue; RelayBusyError if it is full."""
+        try:
+            self._queue.put_nowait(_Message(sender.host_id, dict(message)))
+        except asyncio.QueueFull:
+            self.counts["busy"] += 1
+            raise RelayBusyError(
+                f"the relay is busy: {self._queue.qsize()} messages are queued "
+                f"(--relay-queue) and go out at {self.settings.rate:g} a second "
+                "(--relay-rate); try again later"
+            ) from None
+
+    def forget(self, sat: Satellite) -> None:
+        """A satellite left: stop its mailbox (its queued messages are dropped)."""
+        box = self._mailboxes.pop(sat.host_id, None)
+        if box is not None and box.worker is not None:
+            box.worker.cancel()
+
+    def properties(self) -> dict[str, Any]:
+        """system.get_properties (seed: every field of x_sys_get_properties)."""
+        now = self.wall()
+        return {
+            **self._host,
+            "maintainer": self.settings.maintainer,
+            "maintainer_email": self.settings.maintainer_email,
+            "uptime": int(now - self.started),
+            "start_time": to_datetime(self.started),
+            "server_time": to_datetime(now),
+            "plugins": ["relay"],
+        }
+
+    # -- XML-RPC ------------------------------------------------------------------------
+
+    async def handle(self, body: bytes, caller_ip: str | None) -> bytes:
+        """One XML-RPC request body -> the response body (a value or a fault, never raises)."""
+        self.counts["calls"] += 1
+        method = "unparsed"
+        try:
+            call = parse_request(body, max_bytes=self.settings.max_request)
+            method = call.method if call.method in self.dispatcher.by_name else "unknown"
+            result = await self.dispatcher.call(call.method, call.params, caller_ip)
+            reply = dump_response(result)
+        except XmlRpcError as exc:
+            return self._fault(method, exc.code, str(exc))
+        except RelayBusyError as exc:
+            return self._fault(method, BUSY, str(exc))
+        except RelayError as exc:
+            return self._fault(method, APPLICATION_ERROR, str(exc))
+        except StoreError as exc:
+            return self._fault(method, INTERNAL_ERROR, f"the hub could not save: {exc}")
+        except Exception:
+            log.exception("relay: %s failed", method)
+            return self._fault(method, INTERNAL_ERROR, "internal error (the hub logged it)")
+        finally:
+            if self.metrics is not None:
+                self._calls.labels(method).inc()
+        return reply
+
+    def _fault(self, method: str, code: int, message: str) -> bytes:
+        self.counts["faults"] += 1
+        if self.metrics is not None:
+            self._faults.labels(str(code)).inc()
+        log.debug("relay: %s -> fault %d: %s", method, code, message)
+        return dump_fault(code, message)
+
+    # -- relaying -----------------------------------------------------------------------
+
+    async def _dispatch_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            message = await self._queue.get()
+            try:
+                # The limiter's rate: wait for the token (a timer, not a synchronisation).
+                if (delay := self.bucket.reserve(loop.time())) > 0:
+                    await asyncio.sleep(delay)
+                for sat in self.registry.recipients(message.sender):
+                    self._post(sat, message)
+            except Exception:  # a bug here must not take the hub down with it
+                log.exception("relay: dispatching a message from %s failed", message.sender)
+            finally:
+                self._queue.task_done()
+
+    def _post(self, sat: Satellite, message: _Message) -> None:
+        box = self._mailboxes.get(sat.host_id)
+        if box is None:
+            box = self._mailboxes[sat.host_id] = _Mailbox(self.settings.mailbox)
+        if box.worker is None or box.worker.done():
+            assert self._tasks is not None
+            box.worker = self._tasks.create_task(
+                self._deliver_forever(sat.host_id, box), name=f"relay-notify-{sat.host_id}"
+            )
+        try:
+            box.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.counts["notify_dropped"] += 1
+            self.registry.note_notify(sat.host_id, False, self.wall())
+            box.dropped += 1
+            if box.dropped % 100 == 1:  # the first of a run, then one line per 100
+                log.warning(
+                    "relay: %s is not keeping up (%d notifies waiting, --relay-mailbox): "
+                    "%d messages to it dropped so far",
+                    sat.host_id,
+                    box.queue.qsize(),
+                    box.dropped,
+                )
+
+    async def _deliver_forever(self, host_id: str, box: _Mailbox) -> None:
+        while True:
+            message = await box.queue.get()
+            try:
+                await self._notify(host_id, message)
+            except Exception:  # a bug here must not take the hub down with it
+                log.exception("relay: notify of %s failed unexpectedly", host_id)
+                self.counts["notify_failed"] += 1
+            finally:
+                box.queue.task_done()
+
+    async def _notify(self, host_id: str, message: _Message) -> None:
+        if host_id not in self.registry:
+            return
+        sat = self.registry.get(host_id)
+        params = {**message.params, "notify_pass": sat.notify_pass}
+        try:
+            await self.client.call(sat.url, "notify", params, self.settings.notify_timeout)
+        except CallFailed as exc:
+            self.counts["notify_failed"] += 1
+            self.registry.note_notify(host_id, False, self.wall())
+            log.warning(
+                "relay: notify of %s failed (message from %s): %s", host_id, message.sender, exc
+            )
+        else:
+            self.counts["notify_ok"] += 1
+            self.registry.note_notify(host_id, True, self.wall())
+
+    # -- pinging ------------------------------------------------------------------------
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ping_interval)
+            try:
+                await self.ping_all()
+            except Exception:  # a bug here must not take the hub down with it
+                log.exception("relay: a round of pings failed unexpectedly")
+
+    async def ping_all(self) -> None:
+        """One round: ping every satellite at once, record, drop the dead ones."""
+        sats = self.registry.satellites()
+        if not sats:
+            return
+        limit = asyncio.Semaphore(PING_CONCURRENCY)
+        results = await asyncio.gather(*(self._ping(sat, limit) for sat in sats))
+        for sat, rtt_ms in zip(sats, results, strict=True):
+            dropped = self.registry.note_ping(sat.host_id, rtt_ms)
+            if dropped is not None:
+                self.forget(dropped)
+                log.warning(
+                    "relay: satellite %s (%s) dropped: %d pings in a row failed",
+                    dropped.host_id,
+                    dropped.nick,
+                    dropped.ping_fails_in_row,
+                )
+        try:
+            await self.save()
+        except StoreError as exc:
+            log.error("relay: could not save ping results: %s", exc)
+
+    async def _ping(self, sat: Satellite, limit: asyncio.Semaphore) -> float | None:
+        loop = asyncio.get_running_loop()
+        async with limit:
+            start = loop.time()
+            try:
+                await self.client.call(sat.url, "ping", {}, self.settings.ping_timeout)
+            except CallFailed as exc:
+                if exc.fault is None:
+                    self.counts["ping_failed"] += 1
+                    log.info("relay: ping of %s failed: %s", sat.host_id, exc)
+                    return None
+                # A fault is an answer: the satellite is alive.
+            self.counts["ping_ok"] += 1
+            return (loop.time() - start) * 1000.0
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_FLUSH_INTERVAL)
+            try:
+                await self.save()
+            except StoreError as exc:
+                log.error("relay: could not save statistics: %s", exc)
+
+    # -- observability ------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            **self.registry.statistics(),
+            **self.counts,
+            "queued": self._queue.qsize(),
+            "waiting_notifies": sum(b.queue.qsize() for b in self._mailboxes.values()),
+        }
+
+
+class _RelayCollector(Collector):
+    def __init__(self, relay: RelayService) -> None:
+        self.relay = relay
+
+    def collect(self) -> Any:
+        stats = self.relay.statistics()
+        for key in ("satellites", "queued", "waiting_notifies"):
+            yield GaugeMetricFamily(f"smartget_relay_{key}", f"Relay: {key}", value=stats[key])
+        for key in (
+            "relayed",
+            "dropped",
+            "busy",
+            "notify_ok",
+            "notify_failed",
+            "notify_dropped",
+            "ping_ok",
+            "ping_failed",
+        ):
+            yield GaugeMetricFamily(
+                f"smartget_relay_{key}_count", f"Relay: {key} since start", value=stats[key]
+            )
+
+
+def _host_properties() -> dict[str, Any]:
+    """The fixed part of system.get_properties, gathered once."""
+    uname = platform.uname()
+    return {
+        "co2_author": "SmartGet (after co2's relay registry)",
+        "co2_version": __version__,
+        "kernel": f"{uname.system} {uname.release}",
+        "operating_system": platform.platform(terse=True),
+        "sw_platform": f"{platform.python_implementation()} {platform.python_version()}",
+        "hw_platform": uname.machine,
+        "hardware": uname.machine,
+        "processor": uname.processor or uname.machine,
+        "host": socket.gethostname(),
+    }
