@@ -1,0 +1,228 @@
+"""``smartget dht``: run a Mainline DHT node, look up or announce an info-hash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from smartget.config import HOSTPORT, common_options, setup_logging
+from smartget.errors import SmartGetError
+
+log = logging.getLogger("smartget.dht")
+
+Addr = tuple[str, int]
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _infohash(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != 20:
+        raise click.BadParameter(f"expected 40 hexadecimal digits (a v1 info-hash), got {value!r}")
+    return raw
+
+
+_bind = click.option(
+    "--bind",
+    type=HOSTPORT,
+    required=True,
+    help="IPv4 address and UDP port of this node (port 0: any free port).",
+)
+_timeout = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Give up after this many seconds (bootstrap included).",
+)
+
+
+def _bootstrap_option(required: bool) -> Callable[[F], F]:
+    return click.option(
+        "--bootstrap",
+        type=HOSTPORT,
+        multiple=True,
+        required=required,
+        help="A known DHT node to start from (repeat for several).",
+    )
+
+
+@click.group()
+def dht() -> None:
+    """A BitTorrent Mainline DHT node (BEP 5), compatible with every real client.
+
+    `run` keeps a node up; `get-peers` and `announce` start a short-lived node, do one
+    lookup and exit.
+    """
+
+
+@dht.command()
+@_bind
+@_bootstrap_option(required=False)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Routing table file (btdht format: 26-byte node records), loaded at start and "
+    "saved on exit.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=200.0,
+    show_default=True,
+    help="Queries per second accepted from one IP (0: no limit); more are dropped.",
+)
+@common_options
+def run(
+    bind: Addr,
+    bootstrap: tuple[Addr, ...],
+    state: Path | None,
+    rate_limit: float,
+    log_level: str,
+) -> None:
+    """Run a DHT node until SIGINT or SIGTERM.
+
+    Without --bootstrap and without a saved table, the node starts from the public
+    routers (router.utorrent.com, dht.transmissionbt.com, ...).
+    """
+    setup_logging(log_level)
+    _run(_serve(bind, bootstrap, state, rate_limit))
+
+
+async def _serve(
+    bind: Addr, bootstrap: tuple[Addr, ...], state: Path | None, rate_limit: float
+) -> None:
+    from smartget.dht.driver import DEFAULT_BOOTSTRAP, DHT
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    node = DHT(bind[0], bind[1], rate_limit=rate_limit)
+    async with node:
+        loaded = node.load(state) if state is not None else 0
+        log.info("listening on %s:%d, %d nodes loaded", node.bind_ip, node.bind_port, loaded)
+        seeds = list(bootstrap) or ([] if loaded else list(DEFAULT_BOOTSTRAP))
+        boot = asyncio.create_task(node.bootstrap(seeds))
+        try:
+            while not stop.is_set():
+                try:
+                    async with asyncio.timeout(60):
+                        await stop.wait()
+                except TimeoutError:
+                    stats = node.statistics()
+                    log.info(
+                        "%d nodes (%d good), %d queries in, %d peers stored",
+                        stats["nodes"],
+                        stats["good_nodes"],
+                        stats.get("queries_in", 0),
+                        stats["stored_peers"],
+                    )
+        finally:
+            boot.cancel()
+            try:
+                await boot
+            except (asyncio.CancelledError, SmartGetError) as exc:
+                log.debug("bootstrap ended: %r", exc)
+            if state is not None:
+                saved = node.save(state)
+                log.info("saved %d nodes to %s", saved, state)
+
+
+@dht.command("get-peers")
+@click.argument("infohash_hex", metavar="INFOHASH_HEX", callback=_infohash)
+@_bind
+@_bootstrap_option(required=True)
+@_timeout
+@common_options
+def get_peers(
+    infohash_hex: bytes,
+    bind: Addr,
+    bootstrap: tuple[Addr, ...],
+    timeout: float,
+    log_level: str,
+) -> None:
+    """Print every peer of INFOHASH_HEX as ip:port, one a line, as they are found.
+
+    Exits 0 if at least one peer was found, 1 if none.
+    """
+    setup_logging(log_level)
+    found = _run(_lookup(infohash_hex, bind, bootstrap, timeout))
+    sys.exit(0 if found else 1)
+
+
+async def _lookup(info_hash: bytes, bind: Addr, bootstrap: tuple[Addr, ...], limit: float) -> int:
+    from smartget.dht.driver import DHT
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    seen: set[Addr] = set()
+
+    def show(peers: list[Addr]) -> None:
+        for peer in peers:
+            if peer not in seen:
+                seen.add(peer)
+                click.echo(f"{peer[0]}:{peer[1]}")
+
+    async with DHT(bind[0], bind[1]) as node:
+        await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
+        await node.get_peers(
+            info_hash, limit=None, callback=show, max_wait=max(0.1, deadline - loop.time())
+        )
+    return len(seen)
+
+
+@dht.command()
+@click.argument("infohash_hex", metavar="INFOHASH_HEX", callback=_infohash)
+@click.option("--port", type=click.IntRange(1, 65535), required=True, help="Port to announce.")
+@_bind
+@_bootstrap_option(required=True)
+@_timeout
+@common_options
+def announce(
+    infohash_hex: bytes,
+    port: int,
+    bind: Addr,
+    bootstrap: tuple[Addr, ...],
+    timeout: float,
+    log_level: str,
+) -> None:
+    """Announce that INFOHASH_HEX can be downloaded from this host's --port.
+
+    Exits 0 once at least one node accepted the announce, 1 if none did.
+    """
+    setup_logging(log_level)
+    accepted = _run(_announce(infohash_hex, port, bind, bootstrap, timeout))
+    click.echo(f"accepted by {accepted} nodes")
+    sys.exit(0 if accepted else 1)
+
+
+async def _announce(
+    info_hash: bytes, port: int, bind: Addr, bootstrap: tuple[Addr, ...], limit: float
+) -> int:
+    from smartget.dht.driver import DHT
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    async with DHT(bind[0], bind[1]) as node:
+        await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
+        return await node.announce_peer(info_hash, port, max_wait=max(0.1, deadline - loop.time()))
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine; SmartGet errors become a one-line message and exit status 2."""
+    try:
+        return asyncio.run(coro)
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,695 @@
+"""The sans-IO DHT node: KRPC in, KRPC out, lookups and table upkeep in between.
+
+Theory of operation
+-------------------
+Shaped like aioquic's ``QuicConnection``: the core never reads a clock or touches a
+socket. The driver feeds :meth:`DHTCore.receive_datagram` with ``(data, addr, now)``,
+sends what :meth:`DHTCore.datagrams_to_send` returns, re-arms one timer at
+:meth:`DHTCore.get_timer` and calls :meth:`DHTCore.handle_timer` when it fires, and
+drains :meth:`DHTCore.next_event` for results (peers found, lookups done, announces).
+
+Incoming datagrams pass, in order: the ignore lists, the per-IP rate limit (a token
+bucket; over the limit the datagram is dropped, as libtorrent does), the KRPC codec
+(malformed -> error 203 when a ``t`` can be recovered), then dispatch. Queries are
+answered at once (BEP 5 "DHT Queries"); every response echoes the requester's address
+in ``ip`` (BEP 42). The sender joins the routing table unless it set ``ro`` (BEP 43).
+
+Our own queries are transactions keyed by a 2-byte ``t``; each has a deadline kept in
+a heap. A query that times out is sent once more (``retries``) and then fails, which
+counts against the node (:attr:`Node.failed`; three in a row make it bad and it is
+replaced from its bucket's cache).
+
+Every ``MAINTENANCE`` seconds: expire announced peers, merge buckets if a registration
+was released, ping the stalest questionable node of full buckets that have
+replacements waiting, and refresh (find_node a random id in) buckets unchanged for 15
+minutes (BEP 5 "Routing Table").
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import itertools
+import os
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from smartget.dht import krpc
+from smartget.dht.krpc import Addr
+from smartget.dht.lookup import Lookup
+from smartget.dht.peers import PeerStore
+from smartget.dht.routing import K, Node, RoutingTable
+from smartget.dht.tokens import TokenManager
+from smartget.errors import KRPCError
+
+__all__ = [
+    "AnnounceDone",
+    "DHTCore",
+    "ErrorReceived",
+    "Event",
+    "LookupDone",
+    "PeersFound",
+    "QueryReceived",
+    "ResponseReceived",
+    "default_ignored_nets",
+]
+
+QUERY_TIMEOUT: Final = 2.0
+MAINTENANCE: Final = 5.0
+RATE_LIMIT: Final = 200.0  # queries per second per IP ...
+RATE_BURST: Final = 400.0  # ... with this much burst
+MAX_RATE_ENTRIES: Final = 50_000
+MAX_TRANSACTIONS: Final = 4096
+
+_PRIVATE = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+
+
+def default_ignored_nets(bind_ip: str) -> list[ipaddress.IPv4Network]:
+    """btdht ignores private ranges; we do too, unless we are bound to one ourselves."""
+    try:
+        if not ipaddress.ip_address(bind_ip).is_global:
+            return []
+    except ValueError:
+        return []
+    return [ipaddress.IPv4Network(n) for n in _PRIVATE]
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeersFound:
+    """A get_peers (or announce) lookup learned new peers."""
+
+    lookup_id: int
+    info_hash: bytes
+    peers: list[Addr]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupDone:
+    """A lookup converged; ``nodes`` are the closest that answered."""
+
+    lookup_id: int
+    target: bytes
+    nodes: list[tuple[bytes, Addr]]
+    peers: list[Addr]
+    queries: int
+    responses: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceDone:
+    """announce_peer went to the closest nodes; ``accepted`` of them confirmed."""
+
+    lookup_id: int
+    info_hash: bytes
+    accepted: int
+    tried: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryReceived:
+    """Only with ``emit_messages``: a valid query (for the seed's on_*_query hooks)."""
+
+    addr: Addr
+    query: krpc.Query
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """Only with ``emit_messages``: a response to one of our queries."""
+
+    addr: Addr
+    method: bytes
+    args: dict[bytes, Any]
+    response: krpc.Response
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReceived:
+    """Only with ``emit_messages``: an error reply (``method`` None if unmatched)."""
+
+    addr: Addr
+    method: bytes | None
+    error: krpc.Error
+
+
+Event = PeersFound | LookupDone | AnnounceDone | QueryReceived | ResponseReceived | ErrorReceived
+
+
+@dataclass(slots=True)
+class _Transaction:
+    tid: bytes
+    addr: Addr
+    method: bytes
+    args: dict[bytes, Any]
+    deadline: float
+    tries: int = 1
+    lookup_id: int | None = None
+    node_id: bytes | None = None
+
+
+@dataclass
+class _Announce:
+    lookup_id: int
+    info_hash: bytes
+    port: int
+    implied_port: bool
+    pending: set[bytes] = field(default_factory=set)
+    accepted: int = 0
+    tried: int = 0
+
+
+class DHTCore:
+    """One DHT node's protocol state. Not thread-safe; call from one thread."""
+
+    def __init__(
+        self,
+        myid: bytes | None = None,
+        *,
+        now: float,
+        bind_ip: str = "0.0.0.0",
+        routing_table: RoutingTable | None = None,
+        ignored_ip: Iterable[str] = (),
+        ignored_net: Iterable[ipaddress.IPv4Network] | None = None,
+        rate_limit: float = RATE_LIMIT,
+        rate_burst: float = RATE_BURST,
+        query_timeout: float = QUERY_TIMEOUT,
+        retries: int = 1,
+        read_only: bool = False,
+        emit_messages: bool = False,
+    ) -> None:
+        self.myid = krpc.node_id(myid if myid is not None else os.urandom(20), "myid")
+        self._myid_int = int.from_bytes(self.myid, "big")
+        self.root = routing_table if routing_table is not None else RoutingTable()
+        self.root.register_dht(self)
+        self.ignored_ip: set[str] = set(ignored_ip)
+        self.ignored_net: list[ipaddress.IPv4Network] = (
+            list(ignored_net) if ignored_net is not None else default_ignored_nets(bind_ip)
+        )
+        self.rate_limit = rate_limit
+        self.rate_burst = rate_burst
+        self.query_timeout = query_timeout
+        self.retries = retries
+        self.read_only = read_only
+        self.emit_messages = emit_messages
+        self.tokens = TokenManager(now)
+        self.peers = PeerStore()
+        self.last_msg = 0.0
+        self.last_msg_rep = 0.0
+        self.external_addr: Addr | None = None  # what the last BEP 42 ``ip`` told us
+        self.stats: Counter[str] = Counter()
+        self._out: deque[tuple[bytes, Addr]] = deque()
+        self._events: deque[Event] = deque()
+        self._transactions: dict[bytes, _Transaction] = {}
+        self._deadlines: list[tuple[float, bytes]] = []
+        self._tids = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        self._lookups: dict[int, Lookup] = {}
+        self._lookup_ids = itertools.count(1)
+        self._announces: dict[int, _Announce] = {}
+        self._rates: dict[str, tuple[float, float]] = {}
+        self._ignored_cache: dict[str, bool] = {}
+        self._next_maintenance = now + MAINTENANCE
+        self._refreshing: int | None = None
+        self.closed = False
+
+    # -- the sans-IO surface ------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out = list(self._out)
+        self._out.clear()
+        self.stats["sent"] += len(out)
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        if self.closed:
+            return None
+        timer = self._next_maintenance
+        if self._deadlines:
+            timer = min(timer, self._deadlines[0][0])
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, tid = heapq.heappop(self._deadlines)
+            tx = self._transactions.get(tid)
+            if tx is not None and tx.deadline == deadline:
+                self._on_timeout(tx, now)
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + MAINTENANCE
+            self._maintenance(now)
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Handle one datagram. Never raises on bad input: it is counted and dropped."""
+        self.stats["received"] += 1
+        ip = addr[0]
+        if self._ignored(ip):
+            self.stats["ignored"] += 1
+            return
+        if not self._allow(ip, now):
+            self.stats["rate_limited"] += 1
+            return
+        try:
+            msg = krpc.decode(data)
+        except KRPCError as exc:
+            self.stats["malformed"] += 1
+            tid = krpc.tid_of(data)
+            if tid is not None:
+                self._send(krpc.encode_error(tid, exc.code, exc.hint), addr)
+            return
+        self.last_msg = now
+        if isinstance(msg, krpc.Query):
+            self._on_query(msg, addr, now)
+        elif isinstance(msg, krpc.Response):
+            self._on_response(msg, addr, now)
+        else:
+            self._on_error(msg, addr, now)
+
+    def close(self) -> None:
+        """Release the table's registrations (the table may be shared)."""
+        if not self.closed:
+            self.closed = True
+            for lookup in list(self._lookups.values()):
+                self._release(lookup)
+            self._lookups.clear()
+            self.root.release_dht(self)
+
+    # -- commands -----------------------------------------------------------------------
+
+    def ping(self, addr: Addr, now: float) -> None:
+        self._query(addr, b"ping", {}, now)
+
+    def bootstrap(self, addresses: Iterable[Addr], now: float) -> int:
+        """find_node our own id, starting from ``addresses`` (ids unknown) and the table."""
+        return self._start_lookup(b"find_node", self.myid, now, seeds=addresses)
+
+    def find_node(self, target: bytes, now: float) -> int:
+        return self._start_lookup(b"find_node", krpc.node_id(target, "target"), now)
+
+    def get_peers(self, info_hash: bytes, now: float, limit: int | None = None) -> int:
+        info_hash = krpc.node_id(info_hash, "info_hash")
+        return self._start_lookup(b"get_peers", info_hash, now, limit=limit)
+
+    def announce_peer(
+        self, info_hash: bytes, port: int, now: float, implied_port: bool = False
+    ) -> int:
+        """get_peers lookup, then announce_peer to the 8 closest with their tokens."""
+        if not 0 < port < 65536 and not implied_port:
+            raise ValueError(f"port must be 1 to 65535, got {port}")
+        lookup_id = self.get_peers(info_hash, now)
+        self._announces[lookup_id] = _Announce(lookup_id, info_hash, port, implied_port)
+        if lookup_id not in self._lookups:  # finished at once: empty table
+            self._finish_announce(self._announces[lookup_id])
+        return lookup_id
+
+    def build_table(self, now: float) -> list[int]:
+        """find_node a random id in every bucket (btdht's build_table)."""
+        return [self.find_node(bucket.random_id(), now) for bucket in self.root.buckets]
+
+    def cancel(self, lookup_id: int) -> None:
+        lookup = self._lookups.pop(lookup_id, None)
+        self._announces.pop(lookup_id, None)
+        if lookup is not None:
+            self._release(lookup)
+
+    def announce_progress(self, lookup_id: int) -> int:
+        """How many nodes accepted the announce ``lookup_id`` so far (0 if unknown)."""
+        announce = self._announces.get(lookup_id)
+        return announce.accepted if announce is not None else 0
+
+    def get_closest_nodes(self, target: bytes, k: int = K) -> list[Node]:
+        return self.root.get_closest_nodes(target, k=k)
+
+    def add_node(self, node_id: bytes, addr: Addr, now: float) -> None:
+        """Put a node in the table as questionable (for ``load``)."""
+        if node_id != self.myid and not self._ignored(addr[0]):
+            self.root.add(Node(node_id, addr[0], addr[1]), now)
+
+    def lookups(self) -> int:
+        return len(self._lookups)
+
+    def statistics(self, now: float) -> dict[str, Any]:
+        table = self.root.stats(now)
+        return {
+            **dict(self.stats),
+            "nodes": table.nodes,
+            "good_nodes": table.good,
+            "bad_nodes": table.bad,
+            "buckets": table.buckets,
+            "height": table.height,
+            "transactions": len(self._transactions),
+            "lookups": len(self._lookups),
+            "stored_peers": len(self.peers),
+            "stored_hashes": self.peers.hashes(),
+            "tokens_issued": self.tokens.issued,
+            "tokens_rejected": self.tokens.rejected,
+        }
+
+    # -- incoming -----------------------------------------------------------------------
+
+    def _ignored(self, ip: str) -> bool:
+        if ip in self.ignored_ip:
+            return True
+        if not self.ignored_net:
+            return False
+        hit = self._ignored_cache.get(ip)
+        if hit is None:
+            try:
+                address = ipaddress.ip_address(ip)
+                hit = any(address in net for net in self.ignored_net)
+            except ValueError:
+                hit = True
+            if len(self._ignored_cache) > MAX_RATE_ENTRIES:
+                self._ignored_cache.clear()
+            self._ignored_cache[ip] = hit
+        return hit
+
+    def _allow(self, ip: str, now: float) -> bool:
+        """Token bucket per source IP (the issue: per-IP rate limiting)."""
+        if self.rate_limit <= 0:
+            return True
+        tokens, last = self._rates.get(ip, (self.rate_burst, now))
+        tokens = min(self.rate_burst, tokens + (now - last) * self.rate_limit)
+        if tokens < 1.0:
+            self._rates[ip] = (tokens, now)
+            return False
+        if len(self._rates) > MAX_RATE_ENTRIES and ip not in self._rates:
+            self._rates.clear()  # a spoofing flood; forgetting is safe (everyone starts full)
+        self._rates[ip] = (tokens - 1.0, now)
+        return True
+
+    def _send(self, data: bytes, addr: Addr) -> None:
+        self._out.append((data, addr))
+
+    def _reply(self, query: krpc.Query, addr: Addr, values: dict[bytes, Any]) -> None:
+        values[b"id"] = self.myid
+        requester = addr if krpc.is_ipv4(addr[0]) else None
+        self._send(krpc.encode_response(query.tid, values, requester), addr)
+
+    def _on_query(self, query: krpc.Query, addr: Addr, now: float) -> None:
+        self.stats["queries_in"] += 1
+        try:
+            values = self._answer(query, addr, now)
+        except KRPCError as exc:
+            self.stats["bad_queries"] += 1
+            self._send(krpc.encode_error(query.tid, exc.code, exc.hint), addr)
+            return
+        self._reply(query, addr, values)
+        if not query.read_only and query.sender != self.myid and not self._ignored(addr[0]):
+            self.root.add(Node(query.sender, addr[0], addr[1], last_query=now), now)
+        if self.emit_messages:
+            self._events.append(QueryReceived(addr, query))
+
+    def _answer(self, query: krpc.Query, addr: Addr, now: float) -> dict[bytes, Any]:
+        """The ``r`` dict for a query (BEP 5 "DHT Queries"); KRPCError for a bad one."""
+        args, method = query.args, query.method
+        if method == b"ping":
+            self.stats["ping_in"] += 1
+            return {}
+        if method == b"find_node":
+            self.stats["find_node_in"] += 1
+            target = krpc.node_id(args.get(b"target"), "target")
+            return {b"nodes": self._compact_nodes(target)}
+        if method == b"get_peers":
+            self.stats["get_peers_in"] += 1
+            info_hash = krpc.node_id(args.get(b"info_hash"), "info_hash")
+            # always nodes and a token: libtorrent bootstraps with get_peers (``bs: 1``)
+            values: dict[bytes, Any] = {
+                b"nodes": self._compact_nodes(info_hash),
+                b"token": self.tokens.get(addr[0], now),
+            }
+            peers = self.peers.get_compact(info_hash, now)
+            if peers:
+                values[b"values"] = peers
+            return values
+        if method == b"announce_peer":
+            self.stats["announce_peer_in"] += 1
+            info_hash = krpc.node_id(args.get(b"info_hash"), "info_hash")
+            token = args.get(b"token")
+            if not isinstance(token, bytes) or not self.tokens.check(token, addr[0], now):
+                raise KRPCError("announce_peer with a bad token", hint="bad token")
+            if args.get(b"implied_port") == 1:
+                port = addr[1]
+            else:
+                given = args.get(b"port")
+                if not isinstance(given, int) or not 0 < given < 65536:
+                    raise KRPCError(f"announce_peer port must be 1 to 65535, got {given!r}")
+                port = given
+            if krpc.is_ipv4(addr[0]):
+                self.peers.add(info_hash, (addr[0], port), now)
+            return {}
+        self.stats["unknown_method_in"] += 1
+        raise KRPCError(
+            f"unknown method {method[:32]!r}",
+            code=krpc.ERROR_METHOD_UNKNOWN,
+            hint="Method Unknown",
+        )
+
+    def _compact_nodes(self, target: bytes) -> bytes:
+        return b"".join(n.compact_info() for n in self.root.get_closest_nodes(target))
+
+    def _on_response(self, response: krpc.Response, addr: Addr, now: float) -> None:
+        tx = self._transactions.get(response.tid)
+        if tx is None or tx.addr != addr:
+            self.stats["unmatched_responses"] += 1
+            return
+        del self._transactions[response.tid]
+        self.stats["responses_in"] += 1
+        self.last_msg_rep = now
+        if response.requester_ip is not None:
+            self.external_addr = response.requester_ip
+        if response.sender != self.myid:
+            self.root.add(Node(response.sender, addr[0], addr[1], last_response=now), now)
+        if self.emit_messages:
+            self._events.append(ResponseReceived(addr, tx.method, tx.args, response))
+        if tx.lookup_id is not None:
+            if tx.method == b"announce_peer":
+                self._announce_answered(tx, accepted=True)
+            else:
+                self._lookup_response(tx, response, now)
+
+    def _on_error(self, error: krpc.Error, addr: Addr, now: float) -> None:
+        self.stats["errors_in"] += 1
+        tx = self._transactions.get(error.tid)
+        if tx is None or tx.addr != addr:
+            if self.emit_messages:
+                self._events.append(ErrorReceived(addr, None, error))
+            return
+        del self._transactions[error.tid]
+        if self.emit_messages:
+            self._events.append(ErrorReceived(addr, tx.method, error))
+        if tx.lookup_id is None:
+            return
+        if tx.method == b"announce_peer":
+            self._announce_answered(tx, accepted=False)
+            return
+        lookup = self._lookups.get(tx.lookup_id)
+        if lookup is not None:
+            lookup.on_failure(addr)
+            self._pump(lookup, now)
+
+    # -- outgoing queries ---------------------------------------------------------------
+
+    def _new_tid(self) -> bytes:
+        for _ in range(65536):
+            tid = (next(self._tids) & 0xFFFF).to_bytes(2, "big")
+            if tid not in self._transactions:
+                return tid
+        raise KRPCError("no free transaction id", code=krpc.ERROR_SERVER)
+
+    def _query(
+        self,
+        addr: Addr,
+        method: bytes,
+        args: dict[bytes, Any],
+        now: float,
+        lookup_id: int | None = None,
+        node_id: bytes | None = None,
+    ) -> bytes | None:
+        if len(self._transactions) >= MAX_TRANSACTIONS:
+            self.stats["queries_dropped"] += 1
+            return None
+        tid = self._new_tid()
+        args = {**args, b"id": self.myid}
+        tx = _Transaction(tid, addr, method, args, now + self.query_timeout, 1, lookup_id, node_id)
+        self._transactions[tid] = tx
+        heapq.heappush(self._deadlines, (tx.deadline, tid))
+        self._send(krpc.encode_query(tid, method, args, read_only=self.read_only), addr)
+        self.stats["queries_out"] += 1
+        return tid
+
+    def _on_timeout(self, tx: _Transaction, now: float) -> None:
+        if tx.tries <= self.retries:  # the issue: a per-query timeout with a retry
+            tx.tries += 1
+            tx.deadline = now + self.query_timeout
+            heapq.heappush(self._deadlines, (tx.deadline, tx.tid))
+            self._send(
+                krpc.encode_query(tx.tid, tx.method, tx.args, read_only=self.read_only), tx.addr
+            )
+            self.stats["retries"] += 1
+            return
+        del self._transactions[tx.tid]
+        self.stats["timeouts"] += 1
+        if tx.node_id is not None:
+            node = self.root.get_node(tx.node_id)
+            if node is not None and node.addr == tx.addr:
+                node.failed += 1
+                if node.bad:
+                    self.root.remove(node)
+        if tx.lookup_id is None:
+            return
+        if tx.method == b"announce_peer":
+            self._announce_answered(tx, accepted=False)
+            return
+        lookup = self._lookups.get(tx.lookup_id)
+        if lookup is not None:
+            lookup.on_failure(tx.addr)
+            self._pump(lookup, now)
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def _start_lookup(
+        self,
+        kind: bytes,
+        target: bytes,
+        now: float,
+        seeds: Iterable[Addr] = (),
+        limit: int | None = None,
+    ) -> int:
+        lookup = Lookup(next(self._lookup_ids), target, kind, limit=limit, started=now)
+        for addr in seeds:
+            lookup.add(None, addr)
+        for node in self.root.get_closest_nodes(target, k=2 * K):
+            lookup.add(node.id, node.addr)
+        self._lookups[lookup.lookup_id] = lookup
+        if kind == b"get_peers":
+            self.root.register_torrent(target)  # seed: split around it while it runs
+        self.stats[f"lookups_{kind.decode()}"] += 1
+        self._pump(lookup, now)
+        return lookup.lookup_id
+
+    def _pump(self, lookup: Lookup, now: float) -> None:
+        key = b"target" if lookup.kind == b"find_node" else b"info_hash"
+        for cand in lookup.next_queries():
+            tid = self._query(
+                cand.addr, lookup.kind, {key: lookup.target}, now, lookup.lookup_id, cand.id
+            )
+            if tid is None:
+                lookup.on_failure(cand.addr)
+        if lookup.done:
+            self._finish(lookup, now)
+
+    def _lookup_response(self, tx: _Transaction, response: krpc.Response, now: float) -> None:
+        lookup = self._lookups.get(tx.lookup_id or 0)
+        if lookup is None:
+            return
+        values = response.values
+        try:
+            nodes = krpc.decode_nodes(values.get(b"nodes", b""))
+            peers = krpc.decode_peers(values[b"values"]) if b"values" in values else []
+        except KRPCError:
+            self.stats["bad_responses"] += 1
+            lookup.on_failure(tx.addr)
+            self._pump(lookup, now)
+            return
+        nodes = [(nid, a) for nid, a in nodes if nid != self.myid and not self._ignored(a[0])]
+        token = values.get(b"token")
+        fresh = lookup.on_response(
+            tx.addr, response.sender, nodes, peers, token if isinstance(token, bytes) else None
+        )
+        if fresh:
+            self._events.append(PeersFound(lookup.lookup_id, lookup.target, fresh))
+        self._pump(lookup, now)
+
+    def _finish(self, lookup: Lookup, now: float) -> None:
+        if self._lookups.pop(lookup.lookup_id, None) is None:
+            return
+        self._release(lookup)
+        closest = lookup.closest_responded()
+        announce = self._announces.get(lookup.lookup_id)
+        if announce is not None:
+            for cand in closest:
+                if cand.token is None or cand.id is None:
+                    continue
+                args: dict[bytes, Any] = {
+                    b"info_hash": lookup.target,
+                    b"port": announce.port or 1,
+                    b"token": cand.token,
+                }
+                if announce.implied_port:
+                    args[b"implied_port"] = 1
+                tid = self._query(cand.addr, b"announce_peer", args, now, lookup.lookup_id, cand.id)
+                if tid is not None:
+                    announce.pending.add(tid)
+                    announce.tried += 1
+            if not announce.pending:
+                self._finish_announce(announce)
+        self._events.append(
+            LookupDone(
+                lookup.lookup_id,
+                lookup.target,
+                [(c.id, c.addr) for c in closest if c.id is not None],
+                list(lookup.peers),
+                lookup.queries,
+                lookup.responses,
+            )
+        )
+
+    def _release(self, lookup: Lookup) -> None:
+        if lookup.kind == b"get_peers":
+            self.root.release_torrent(lookup.target)
+
+    def _announce_answered(self, tx: _Transaction, accepted: bool) -> None:
+        announce = self._announces.get(tx.lookup_id or 0)
+        if announce is None:
+            return
+        announce.pending.discard(tx.tid)
+        announce.accepted += accepted
+        if not announce.pending:
+            self._finish_announce(announce)
+
+    def _finish_announce(self, announce: _Announce) -> None:
+        self._announces.pop(announce.lookup_id, None)
+        self.stats["announces_accepted"] += announce.accepted
+        self._events.append(
+            AnnounceDone(announce.lookup_id, announce.info_hash, announce.accepted, announce.tried)
+        )
+
+    # -- upkeep -------------------------------------------------------------------------
+
+    def _maintenance(self, now: float) -> None:
+        self.peers.expire(now)
+        if self._rates:
+            idle = self.rate_burst / self.rate_limit if self.rate_limit > 0 else 0.0
+            self._rates = {ip: v for ip, v in self._rates.items() if now - v[1] < idle}
+        if self.root.need_merge:
+            self.root.merge()
+        pinging = {tx.addr for tx in self._transactions.values() if tx.method == b"ping"}
+        for bucket in self.root.buckets:
+            if bucket.replacements and bucket.full:
+                for node in bucket.questionable(now)[:1]:
+                    if node.addr not in pinging:
+                        self._query(node.addr, b"ping", {}, now, node_id=node.id)
+        if self._refreshing is not None and self._refreshing not in self._lookups:
+            self._refreshing = None
+        if self._refreshing is None and len(self.root):
+            stale = self.root.to_refresh(now)
+            if stale:
+                stale[0].last_changed = now
+                self._refreshing = self.find_node(stale[0].random_id(), now)

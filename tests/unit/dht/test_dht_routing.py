@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smartget.dht.routing import GOOD_FOR, AddResult, Bucket, Node, RoutingTable
+
+NOW = 10_000.0
+
+
+class _Owner:
+    def __init__(self, myid: bytes) -> None:
+        self.myid = myid
+
+
+def _node(prefix: int | None = None, port: int = 6881, **kw: float) -> Node:
+    raw = bytearray(os.urandom(20))
+    if prefix is not None:
+        raw[0] = prefix
+    return Node(bytes(raw), "127.0.1.2", port, **kw)
+
+
+def test_node_good_and_bad_as_the_seed_defines() -> None:
+    node = _node()
+    assert not node.is_good(NOW)  # never answered
+    node.last_response = NOW - 10
+    assert node.is_good(NOW)
+    node.last_response = NOW - GOOD_FOR - 1
+    assert not node.is_good(NOW)
+    node.last_query = NOW - 5  # answered once and queried us recently
+    assert node.is_good(NOW)
+    node.failed = 3
+    assert node.bad
+    assert not node.is_good(NOW)
+
+
+def test_compact_info_roundtrip() -> None:
+    a, b = _node(port=1), _node(port=65535)
+    [a2, b2] = Node.from_compact_infos(a.compact_info() + b.compact_info())
+    assert (a2.id, a2.ip, a2.port, b2.port) == (a.id, a.ip, 1, 65535)
+    with pytest.raises(ValueError, match="26"):
+        Node.from_compact_info(b"x" * 25)
+
+
+def test_bucket_full_then_cache_then_replace_bad() -> None:
+    bucket = Bucket()
+    nodes = [_node(last_response=NOW) for _ in range(8)]
+    assert all(bucket.add(n, NOW) is AddResult.ADDED for n in nodes)
+    extra = _node()
+    assert bucket.add(extra, NOW) is AddResult.CACHED
+    assert extra.id_int in bucket.replacements
+    nodes[0].failed = 3
+    bucket.remove(nodes[0])
+    assert extra.id_int in bucket.nodes
+    assert bucket.add(nodes[1], NOW) is AddResult.UPDATED
+
+
+def test_bucket_own_random_id_split_merge() -> None:
+    bucket = Bucket(0b101, 3)
+    for _ in range(20):
+        assert bucket.own(bucket.random_id())
+    assert not bucket.own(b"\x00" * 20)
+    low, high = bucket.split()
+    assert (low.id, high.id, low.id_length) == (0b1010, 0b1011, 4)
+    assert low.merge(high).id == 0b101
+    with pytest.raises(ValueError, match="siblings"):
+        low.merge(Bucket(0b1100, 4))
+
+
+def test_table_splits_only_around_registered_ids() -> None:
+    table = RoutingTable()
+    owner = _Owner(b"\x00" * 20)
+    table.register_dht(owner)
+    for _ in range(400):
+        table.add(_node(last_response=NOW), NOW)
+    # far half never splits (holds 8), the near side gets deep
+    assert table.height() >= 4
+    assert table.heigth() == table.height()
+    far = table.find(b"\xff" * 20)
+    assert far.id_length == 1
+    assert len(far) == 8
+    assert len(table) == sum(len(b) for b in table.buckets)
+
+
+def test_torrent_registration_splits_then_merges_back() -> None:
+    table = RoutingTable()
+    table.register_dht(_Owner(b"\x00" * 20))
+    for _ in range(300):
+        table.add(_node(last_response=NOW), NOW)
+    before = len(table.buckets)
+    target = b"\xf0" + os.urandom(19)
+    table.register_torrent(target)
+    for _ in range(300):
+        table.add(_node(prefix=0xF0, last_response=NOW), NOW)
+    assert len(table.buckets) > before
+    table.release_torrent(target)
+    assert table.need_merge
+    assert table.merge() > 0
+    assert len(table.buckets) <= before + 1
+    assert len(table) == sum(len(b) for b in table.buckets)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=1, max_value=300), st.binary(min_size=20, max_size=20))
+def test_closest_nodes_are_exact(count: int, target: bytes) -> None:
+    table = RoutingTable()
+    table.register_dht(_Owner(os.urandom(20)))
+    for _ in range(count):
+        table.add(_node(last_response=NOW), NOW)
+    known = sorted(table, key=lambda n: n.id_int ^ int.from_bytes(target, "big"))
+    assert table.get_closest_nodes(target) == known[:8]
+
+
+def test_bad_nodes_excluded_unless_asked() -> None:
+    table = RoutingTable()
+    node = _node(last_response=NOW)
+    table.add(node, NOW)
+    node.failed = 3
+    assert table.get_closest_nodes(node.id) == []
+    assert table.get_closest_nodes(node.id, bad=True) == [node]
+    stats = table.stats(NOW)
+    assert (stats.nodes, stats.bad) == (1, 1)
+    table.empty()
+    assert len(table) == 0
