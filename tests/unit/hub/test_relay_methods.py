@@ -15,6 +15,7 @@ from smartget.hub.relay.core import (
     Satellite,
     SatelliteRegistry,
 )
+from smartget.hub.relay.http import caller_address
 from smartget.hub.relay.methods import METHODS, Dispatcher
 from smartget.hub.relay.xmlrpc import INVALID_PARAMS, METHOD_NOT_FOUND, XmlRpcError
 
@@ -190,3 +191,17 @@ def test_method_table_is_consistent() -> None:
     names = [n for spec in METHODS for n in spec.names]
     assert len(names) == len(set(names))
     assert all(spec.help and spec.returns for spec in METHODS)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.4.2", "127.0.4.2"),
+        ("::ffff:10.0.0.1", "10.0.0.1"),  # a dual-stack listener: same host_id as IPv4
+        ("::1", "::1"),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_caller_address(host: str | None, expected: str | None) -> None:
+    assert caller_address(host) == expected
