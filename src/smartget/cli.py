@@ -21,7 +21,7 @@ SERVICES: dict[str, tuple[str, str, str]] = {
     "dht": ("smartget.dht.cli", "dht", "Run a BitTorrent Mainline DHT node (BEP 5)."),
     "mesh": ("smartget.mesh.cli", "mesh", "Authenticated overlay messaging (MSW)."),
     "transcode": ("smartget.transcode.cli", "transcode", "Distributed ffmpeg over the mesh."),
-    "push": ("smartget.push", "push", "Push one file from its origin to the fleet."),
+    "push": ("smartget.push", "push_command", "Push one file from its origin to the fleet."),
     "demo": ("smartget.demo", "demo", "Run a hub, nodes and an origin locally and push."),
 }
 

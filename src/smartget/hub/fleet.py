@@ -66,6 +66,12 @@ def add_fleet_routes(
         client = request.client.host if request.client else "0.0.0.0"
         try:
             query = tr.parse_announce(request.url.query, client)
+            if not tracker.is_tracked(query.info_hash) and hub.registry.get_node_ids_by_addr(
+                client
+            ):
+                # A fleet node announcing made this torrent or was asked to fetch it.
+                tracker.allow(query.info_hash)
+                await hub.store.submit(_save_torrent(query.info_hash.hex(), ""))
             reply = tracker.announce(query, hub.now())
         except TrackerError as exc:
             return Response(tr.encode_failure(str(exc)), media_type=BENCODE)

@@ -90,7 +90,7 @@ def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(
         title="SmartGet hub",
         version=__version__,
-        description="The fleet's node registry, BitTorrent tracker, status collector and co2 relay.",
+        description="The fleet's node registry, tracker, status collector and co2 relay.",
     )
 
     async def authorized(

@@ -1,0 +1,120 @@
+"""The node's task API (seed 003), as a FastAPI app.
+
+Routes: ``/ping`` (GET or POST -> ``PONG``), one route per event (``/maketorrent``,
+``/download``, ``/shutdown``, ``/shutdownall``, ``/delete``) and the original's grouped
+routes (``/puttask``: download or delete; ``/shutdowntask``: shutdown or shutdownall).
+``GET /status`` lists the torrents, ``/metrics`` is for Prometheus. Every route needs
+credentials (see :mod:`smartget.node.auth`): 401 ``Unauthorized`` otherwise.
+
+The body is read raw and parsed by :func:`~smartget.node.tasks.parse_task`, whatever the
+Content-Type (the original clients post JSON without one). A malformed task gets seed
+003's response with ``result`` ``failed`` and the reason in ``traceback``, HTTP 200 like
+every task answer, never a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import prometheus_client as prom
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from smartget import __version__
+from smartget.node.auth import Credentials
+from smartget.node.tasks import EVENTS, TaskError, parse_task, peek_taskid
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from smartget.node.agent import Agent
+
+__all__ = ["create_api_app"]
+
+# route -> events it accepts (seed 003 and the original's grouped routes)
+ROUTES: dict[str, tuple[str, ...]] = {
+    **{f"/{event}": (event,) for event in EVENTS},
+    "/puttask": ("download", "delete"),
+    "/shutdowntask": ("shutdown", "shutdownall"),
+}
+
+
+class _AgentCollector(Collector):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        stats = {**self.agent.engine.statistics(), **self.agent.statistics()}
+        for key, value in stats.items():
+            yield GaugeMetricFamily(f"smartget_node_{key}", f"node: {key}", value=value)
+
+
+def create_api_app(agent: Agent, credentials: Credentials) -> FastAPI:
+    app = FastAPI(
+        title="SmartGet node",
+        version=__version__,
+        description="Seed 003's task API: maketorrent, download, shutdown, shutdownall, "
+        "delete, ping. Authenticate with ?user=U&pwd=<md5 of password> or a bearer token.",
+    )
+    metrics = prom.CollectorRegistry()
+    metrics.register(_AgentCollector(agent))
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Response:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        bearer = value.strip() if scheme.lower() == "bearer" else None
+        if not credentials.check(
+            user=request.query_params.get("user"),
+            pwd=request.query_params.get("pwd"),
+            bearer=bearer,
+        ):
+            return PlainTextResponse("Unauthorized", status_code=401)
+        response: Response = await call_next(request)
+        return response
+
+    @app.api_route("/ping", methods=["GET", "POST"], response_class=PlainTextResponse)
+    async def ping() -> str:
+        """Seed 003: answers PONG when the node is up."""
+        return "PONG"
+
+    def task_route(path: str, events: tuple[str, ...]) -> None:
+        async def run(request: Request) -> JSONResponse:
+            body = await request.body()
+            single = events[0] if len(events) == 1 else None
+            try:
+                task = parse_task(body, time.time(), event=single)
+                if task.event not in events:
+                    raise TaskError(
+                        f"event {task.event!r} is not taken by {path} "
+                        f"(it takes {' or '.join(events)})"
+                    )
+            except TaskError as exc:
+                event = single or "task"
+                return JSONResponse(agent.failure(event, peek_taskid(body), str(exc)))
+            return JSONResponse(await agent.handle(task))
+
+        run.__doc__ = f"Seed 003 task: {' or '.join(events)}."
+        app.add_api_route(path, run, methods=["POST"], name=path.strip("/"))
+
+    for path, events in ROUTES.items():
+        task_route(path, events)
+
+    @app.get("/status")
+    async def status() -> dict[str, Any]:
+        """Every torrent of this node with its progress."""
+        torrents = []
+        for sha1 in list(agent.engine.handles):
+            st = agent.engine.status(sha1)
+            record = agent.state.get(sha1)
+            torrents.append({**st.__dict__, "torrentfile": record.torrentfile if record else ""})
+        return {"nodeid": agent.identity.nodeid, "torrents": torrents}
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        return Response(prom.generate_latest(metrics), media_type=prom.CONTENT_TYPE_LATEST)
+
+    return app

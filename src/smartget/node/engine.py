@@ -1,0 +1,515 @@
+"""The libtorrent session, driven from the asyncio loop through its alerts.
+
+Theory of operation
+-------------------
+One ``lt.session`` per node. libtorrent writes a byte to a pipe whenever alerts are
+waiting (``set_alert_fd``); the loop reads the pipe (``add_reader``), pops the alerts and
+handles them in the loop, so no Python code ever runs on libtorrent's threads and no
+call blocks the loop for long. Things that wait on libtorrent (removal, resume data,
+completion) wait on futures that alerts resolve, each with a deadline.
+
+Completion (issue 4): a torrent counts as complete only after ``torrent_finished_alert``
+*and then* ``cache_flushed_alert`` for it: a file hashed right at the finished alert can
+still be incomplete on disk. Torrents this node made itself (seed mode) are complete
+from the start.
+
+Resume data is asked for on every state change, after completion, every
+``resume_interval`` seconds for torrents that changed, and at shutdown; it is written to
+``DATA_DIR/resume/<sha1>.resume`` (temp file + rename), with the info dict, so a
+``kill -9`` loses at most a few seconds of download and a restart does not recheck.
+
+Network (issue 4, "one machine"): listen and outgoing interfaces bound to ``--ip``; LSD,
+UPnP, NAT-PMP and libtorrent's DHT off; outgoing uTP off (it costs seconds against
+TCP-only peers). Rate limits apply to every peer, loopback and LAN included: by default
+libtorrent puts those in its "local" peer class, which is exempt, so the peer class
+filter puts every address in the global class instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libtorrent as lt
+
+from smartget import __version__
+from smartget.errors import TorrentError
+
+__all__ = ["Engine", "EngineSettings", "TorrentStatus", "info_hash_of", "load_torrent"]
+
+log = logging.getLogger(__name__)
+
+# Seed 003's status strings ("status" of status_response).
+INITIAL = "Initial startup"
+DOWNLOADING = "downloading"
+DOWNLOAD_SUCCESS = "download success"
+SEEDING = "seeding"
+
+MAX_TORRENT_BYTES = 16 << 20
+
+
+@dataclass
+class EngineSettings:
+    ip: str = "0.0.0.0"
+    bt_port: int = 6881
+    upload_limit: int = 0  # bytes/s, 0 = none
+    download_limit: int = 0
+    outgoing_utp: bool = False
+    resume_interval: float = 5.0
+    unchoke_slots: int = 8  # upload slots, reported to the hub as free capacity
+    # Seconds a download may go without progress from peers before it may use the
+    # torrent's web seeds (the origin); 0 uses them from the start. The fleet should
+    # fetch from each other, so the origin sends each byte about once (DESIGN.md).
+    webseed_fallback: float = 10.0
+
+
+@dataclass
+class _HeldWebSeeds:
+    """Web seeds taken off a download until its peers stop making progress."""
+
+    urls: list[str]
+    progress: int  # total_wanted_done at the last check that saw progress
+    since: float  # when that progress was seen
+
+
+@dataclass(frozen=True)
+class TorrentStatus:
+    """One torrent's figures, in seed 003's status_response vocabulary."""
+
+    sha1: str
+    name: str
+    status: str
+    percent: float
+    downrate: int
+    uprate: int
+    downtotal: int
+    uptotal: int
+    numpeers: int
+    numseeds: int
+    timeleft: int
+    complete: bool
+    error: str
+
+
+def load_torrent(data: bytes) -> Any:
+    """A ``lt.torrent_info`` from .torrent bytes; :class:`TorrentError` if it is not one."""
+    if len(data) > MAX_TORRENT_BYTES:
+        raise TorrentError(f".torrent larger than {MAX_TORRENT_BYTES} bytes")
+    try:
+        return lt.torrent_info(lt.bdecode(data))  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise TorrentError(f"not a valid .torrent file: {exc}") from None
+
+
+def info_hash_of(ti: Any) -> str:
+    """The v1 info-hash in hex: seed 003's ``sha1``."""
+    return str(ti.info_hashes().v1)
+
+
+def _hash_of_alert(alert: Any) -> str:
+    with contextlib.suppress(AttributeError, RuntimeError):
+        return str(alert.info_hashes.v1)
+    return str(alert.handle.info_hashes().v1)
+
+
+class Engine:
+    """The node's libtorrent session. Use only from the event loop that started it."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        resume_dir: Path,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resume_dir = resume_dir
+        self.on_change = on_change or (lambda sha1: None)
+        self.handles: dict[str, Any] = {}
+        self.complete: set[str] = set()
+        self._flushing: set[str] = set()
+        self._waiters: dict[tuple[str, str], list[asyncio.Future[Any]]] = {}
+        self._resume_pending: dict[str, int] = {}
+        self.listen_port: int | None = None
+        self._listening = asyncio.Event()
+        self._session: Any = None
+        self._pipe: tuple[int, int] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._held_web_seeds: dict[str, _HeldWebSeeds] = {}
+        self.alerts_handled = 0
+        self.resume_saves = 0
+        self.resume_rejected = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _pack(self) -> Any:  # a settings_pack; the stubs do not accept a dict
+        s = self.settings
+        mask = (
+            lt.alert_category.error
+            | lt.alert_category.status
+            | lt.alert_category.storage
+            | lt.alert_category.port_mapping
+        )
+        return {
+            "listen_interfaces": f"{_bracket(s.ip)}:{s.bt_port}",
+            "outgoing_interfaces": "" if s.ip in ("0.0.0.0", "::") else s.ip,
+            "enable_dht": False,
+            "enable_lsd": False,
+            "enable_upnp": False,
+            "enable_natpmp": False,
+            "enable_outgoing_utp": s.outgoing_utp,
+            "enable_incoming_utp": True,
+            "alert_mask": int(mask),
+            "alert_queue_size": 10000,
+            "allow_multiple_connections_per_ip": True,
+            "user_agent": f"SmartGet/{__version__} libtorrent/{lt.__version__}",
+            "peer_fingerprint": "-SG0100-",
+            "upload_rate_limit": s.upload_limit,
+            "download_rate_limit": s.download_limit,
+            "unchoke_slots_limit": s.unchoke_slots,
+            "announce_ip": "" if s.ip in ("0.0.0.0", "::") else s.ip,
+            "active_limit": -1,
+            "active_seeds": -1,
+            "active_downloads": -1,
+        }
+
+    async def start(self) -> None:
+        """Open the session; returns once BitTorrent is listening (or raises)."""
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._session = lt.session(self._pack())
+        # Rate limits for every peer, loopback and LAN too (see module docstring).
+        everyone = lt.ip_filter()
+        everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        everyone.add_rule(
+            "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id
+        )
+        self._session.set_peer_class_filter(everyone)
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._pipe = (read_fd, write_fd)
+        self._session.set_alert_fd(write_fd)
+        loop.add_reader(read_fd, self._on_readable)
+        self._ticker = asyncio.create_task(self._tick_forever(), name="lt-resume-ticker")
+        self._on_readable()
+        try:
+            async with asyncio.timeout(10):
+                await self._listening.wait()
+        except TimeoutError:
+            await self.aclose(save=False)
+            raise TorrentError(
+                f"BitTorrent could not listen on {self.settings.ip}:{self.settings.bt_port}"
+            ) from None
+
+    async def aclose(self, *, save: bool = True, within: float = 10.0) -> None:
+        """Save resume data for every torrent (bounded by ``within`` s), then close."""
+        if self._session is None:
+            return
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if save and self.handles:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await asyncio.gather(*(self.save_resume(s, force=True) for s in self.handles))
+        session, self._session = self._session, None
+        loop = asyncio.get_running_loop()
+        if self._pipe is not None:
+            loop.remove_reader(self._pipe[0])
+        # The session's destructor joins libtorrent's threads: keep it off the loop.
+        box = [session]
+        del session
+        await asyncio.to_thread(box.clear)
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+
+    # ---- torrents --------------------------------------------------------------------
+
+    def add(
+        self,
+        ti: Any,
+        save_path: Path,
+        *,
+        rename_to: str | None = None,
+        seed_mode: bool = False,
+        resume: bytes | None = None,
+    ) -> str:
+        """Add a torrent; its data lands in ``save_path``, its first path part renamed."""
+        sha1 = info_hash_of(ti)
+        if sha1 in self.handles:
+            return sha1
+        atp = None
+        if resume:
+            try:
+                atp = lt.read_resume_data(resume)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("resume data of %s unusable (%s); will recheck", sha1, exc)
+        if atp is None:
+            atp = lt.add_torrent_params()
+            if rename_to:
+                layout = ti.layout()
+                count = layout.num_files()
+                renamed = {}
+                for index in range(count):
+                    rest = layout.file_path(index).split(os.sep, 1)[1:] if count > 1 else []
+                    renamed[index] = os.path.join(rename_to, *rest)
+                atp.renamed_files = renamed
+        atp.ti = ti
+        atp.save_path = str(save_path)
+        flags = atp.flags if resume else lt.torrent_flags.default_flags
+        flags &= ~lt.torrent_flags.auto_managed
+        flags &= ~lt.torrent_flags.paused
+        if seed_mode:
+            flags |= lt.torrent_flags.seed_mode
+        atp.flags = flags
+        try:
+            handle = self._session.add_torrent(atp)
+        except RuntimeError as exc:
+            raise TorrentError(f"libtorrent refused the torrent {sha1}: {exc}") from None
+        self.handles[sha1] = handle
+        if not seed_mode and self.settings.webseed_fallback > 0:
+            self._hold_web_seeds(sha1, handle, ti)
+        if seed_mode:
+            self.complete.add(sha1)
+            self.request_resume(sha1)
+        return sha1
+
+    async def remove(self, sha1: str, *, within: float = 10.0) -> bool:
+        """Stop a torrent (data stays); False if it was not running."""
+        handle = self.handles.pop(sha1, None)
+        if handle is None:
+            return False
+        self.complete.discard(sha1)
+        self._flushing.discard(sha1)
+        waiter = self._wait_for("removed", sha1)
+        self._session.remove_torrent(handle)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await waiter
+        with contextlib.suppress(FileNotFoundError):
+            (self.resume_dir / f"{sha1}.resume").unlink()
+        return True
+
+    def connect_peer(self, sha1: str, address: tuple[str, int]) -> None:
+        """Tell a torrent about a peer (tests and controllers that know one)."""
+        handle = self.handles.get(sha1)
+        if handle is None:
+            raise TorrentError(f"no torrent with sha1 {sha1}")
+        handle.connect_peer(address)
+
+    def status(self, sha1: str) -> TorrentStatus:
+        handle = self.handles.get(sha1)
+        if handle is None:
+            raise TorrentError(f"no torrent with sha1 {sha1}")
+        st = handle.status()
+        complete = sha1 in self.complete
+        states = lt.torrent_status.states
+        if complete and st.state == states.seeding:
+            label = SEEDING
+        elif complete or st.state in (states.finished, states.seeding):
+            label = DOWNLOAD_SUCCESS
+        elif st.state == states.downloading:
+            label = DOWNLOADING
+        else:
+            label = INITIAL
+        remaining = max(0, st.total_wanted - st.total_wanted_done)
+        rate = st.download_payload_rate
+        return TorrentStatus(
+            sha1=sha1,
+            name=st.name,
+            status=label,
+            percent=100.0 if complete else round(min(st.progress * 100.0, 99.9), 1),
+            downrate=st.download_payload_rate,
+            uprate=st.upload_payload_rate,
+            downtotal=max(st.all_time_download, st.total_payload_download),
+            uptotal=max(st.all_time_upload, st.total_payload_upload),
+            numpeers=st.num_peers,
+            numseeds=st.num_seeds,
+            timeleft=0 if complete or not rate else remaining // rate,  # 0: unknown (seed)
+            complete=complete,
+            error=str(st.errc.message()) if st.errc.value() else "",
+        )
+
+    async def wait_complete(self, sha1: str, within: float) -> None:
+        """Wait until ``sha1`` is complete (finished and flushed to disk)."""
+        if sha1 in self.complete:
+            return
+        waiter = self._wait_for("complete", sha1)
+        async with asyncio.timeout(within):
+            await waiter
+
+    def free_upload_slots(self) -> int:
+        """Upload slots not in use: the hub's "status" of this node."""
+        used: int = sum(h.status().num_uploads for h in self.handles.values())
+        return max(0, self.settings.unchoke_slots - used)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "torrents": len(self.handles),
+            "complete": len(self.complete),
+            "alerts_handled": self.alerts_handled,
+            "resume_saves": self.resume_saves,
+            "resume_rejected": self.resume_rejected,
+        }
+
+    # ---- resume data -----------------------------------------------------------------
+
+    def request_resume(self, sha1: str, *, force: bool = False) -> None:
+        handle = self.handles.get(sha1)
+        if handle is None:
+            return
+        flags = lt.save_resume_flags_t.save_info_dict
+        if not force:
+            flags |= lt.save_resume_flags_t.only_if_modified
+        handle.save_resume_data(flags)
+
+    async def save_resume(self, sha1: str, *, force: bool = False) -> None:
+        waiter = self._wait_for("resume", sha1)
+        self.request_resume(sha1, force=force)
+        await waiter
+
+    def resume_path(self, sha1: str) -> Path:
+        return self.resume_dir / f"{sha1}.resume"
+
+    def _write_resume(self, sha1: str, params: Any) -> None:
+        if sha1 not in self.handles:
+            return  # removed meanwhile: its resume data must not come back
+        data = lt.write_resume_data_buf(params)
+        path = self.resume_path(sha1)
+        temp = path.with_suffix(".tmp")
+        temp.write_bytes(data)
+        os.replace(temp, path)
+        self.resume_saves += 1
+
+    async def _tick_forever(self) -> None:
+        last_resume = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            self._release_web_seeds(now)
+            if now - last_resume >= self.settings.resume_interval:
+                last_resume = now
+                for sha1 in list(self.handles):
+                    self.request_resume(sha1)
+
+    def _hold_web_seeds(self, sha1: str, handle: Any, ti: Any) -> None:
+        urls = set(handle.url_seeds()) | {seed["url"] for seed in ti.web_seeds()}
+        if not urls:
+            return
+        for url in urls:
+            handle.remove_url_seed(url)
+        self._held_web_seeds[sha1] = _HeldWebSeeds(sorted(urls), 0, time.monotonic())
+
+    def _release_web_seeds(self, now: float) -> None:
+        """Give a download its web seeds back once peers stopped helping it."""
+        for sha1, held in list(self._held_web_seeds.items()):
+            handle = self.handles.get(sha1)
+            if handle is None or sha1 in self.complete:
+                del self._held_web_seeds[sha1]
+                continue
+            done = handle.status().total_wanted_done
+            if done > held.progress:
+                held.progress, held.since = done, now
+            elif now - held.since >= self.settings.webseed_fallback:
+                log.info(
+                    "%s: no progress from peers for %.0f s; using its web seed(s) %s",
+                    sha1,
+                    now - held.since,
+                    ", ".join(held.urls),
+                )
+                for url in held.urls:
+                    handle.add_url_seed(url)
+                del self._held_web_seeds[sha1]
+
+    # ---- alerts ----------------------------------------------------------------------
+
+    def _wait_for(self, kind: str, sha1: str) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((kind, sha1), []).append(future)
+        return future
+
+    def _resolve(self, kind: str, sha1: str, value: Any = None) -> None:
+        for future in self._waiters.pop((kind, sha1), []):
+            if not future.done():
+                future.set_result(value)
+
+    def _on_readable(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._pipe[0], 4096):
+                    pass
+        if self._session is None:
+            return
+        for alert in self._session.pop_alerts():
+            self.alerts_handled += 1
+            try:
+                self._handle(alert)
+            except Exception:
+                log.exception("while handling %s", type(alert).__name__)
+
+    def _handle(self, alert: Any) -> None:
+        if isinstance(alert, lt.listen_succeeded_alert):
+            if alert.socket_type == lt.socket_type_t.tcp:
+                self.listen_port = alert.port
+                self._listening.set()
+            return
+        if isinstance(alert, lt.listen_failed_alert):
+            log.error("BitTorrent: %s", alert.message())
+            return
+        if isinstance(alert, lt.torrent_removed_alert):
+            self._resolve("removed", _hash_of_alert(alert))
+            return
+        if isinstance(alert, lt.save_resume_data_failed_alert):
+            self._resolve("resume", _hash_of_alert(alert))
+            return
+        if isinstance(alert, lt.save_resume_data_alert):
+            sha1 = _hash_of_alert(alert)
+            self._write_resume(sha1, alert.params)
+            self._resolve("resume", sha1)
+            return
+        if isinstance(alert, lt.torrent_finished_alert | lt.state_changed_alert):
+            sha1 = _hash_of_alert(alert)
+            if sha1 not in self.handles:
+                return
+            st = alert.handle.status()
+            finished = st.state in (
+                lt.torrent_status.states.finished,
+                lt.torrent_status.states.seeding,
+            )
+            if finished and sha1 not in self.complete and sha1 not in self._flushing:
+                # Issue 4: flush before counting it complete.
+                self._flushing.add(sha1)
+                alert.handle.flush_cache()
+            self.request_resume(sha1)
+            self.on_change(sha1)
+            return
+        if isinstance(alert, lt.cache_flushed_alert):
+            sha1 = _hash_of_alert(alert)
+            if sha1 in self._flushing:
+                self._flushing.discard(sha1)
+                self.complete.add(sha1)
+                log.info("torrent %s complete and flushed", sha1)
+                self._resolve("complete", sha1)
+                self.request_resume(sha1)
+                self.on_change(sha1)
+            return
+        if isinstance(alert, lt.fastresume_rejected_alert):
+            self.resume_rejected += 1  # libtorrent falls back to a full recheck
+            log.warning("resume data rejected: %s", alert.message())
+            return
+        if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
+            log.warning("torrent: %s", alert.message())
+
+
+def _bracket(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip

@@ -1,0 +1,183 @@
+"""HTTP fetches for tasks: a file streamed to disk, or a small body (a .torrent) in memory.
+
+A file is streamed into a temporary file beside its destination, its size checked
+against Content-Length, flushed, and only then renamed into place (seed 003,
+maketorrent: "if the file is not here, download it"), so a crash never leaves a short
+file where a whole one is expected. A failed try is retried up to ``max_retries`` times,
+0.5 s, 1 s, 2 s ... apart (at most 10 s); a 4xx other than 408/429 is not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from smartget import __version__
+from smartget.errors import FetchError
+
+__all__ = ["Fetched", "Fetcher"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+MAX_SMALL = 16 << 20  # a .torrent larger than this is refused
+USER_AGENT = f"SmartGet-node/{__version__}"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    size: int
+    retries: int
+    body: bytes = b""
+
+
+class _Permanent(FetchError):
+    """Not worth retrying (404 and friends)."""
+
+
+class Fetcher:
+    """One pooled httpx client for the node's fetches."""
+
+    def __init__(self, *, timeout: float = 30.0, max_file_size: int | None = None) -> None:
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=True,
+            max_redirects=5,
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+        )
+        self.max_file_size = max_file_size
+        self.fetched_bytes = 0
+        self.failures = 0
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def statistics(self) -> dict[str, int]:
+        return {"fetched_bytes": self.fetched_bytes, "failures": self.failures}
+
+    async def fetch_file(self, url: str, dest: Path, *, max_retries: int) -> Fetched:
+        """Download ``url`` to ``dest`` (atomically); returns its size and retries used."""
+        retries = await self._retry(url, max_retries, lambda: self._to_file(url, dest))
+        size = (await asyncio.to_thread(dest.stat)).st_size
+        return Fetched(size=size, retries=retries)
+
+    async def fetch_small(self, url: str, *, max_retries: int, limit: int = MAX_SMALL) -> Fetched:
+        """Download a small body (at most ``limit`` bytes) into memory."""
+        box: list[bytes] = []
+
+        async def once() -> None:
+            box[:] = [await self._to_memory(url, limit)]
+
+        retries = await self._retry(url, max_retries, once)
+        return Fetched(size=len(box[0]), retries=retries, body=box[0])
+
+    async def _retry(
+        self, url: str, max_retries: int, attempt: Callable[[], Awaitable[None]]
+    ) -> int:
+        for tried in range(max_retries + 1):
+            try:
+                await attempt()
+                return tried
+            except _Permanent:
+                self.failures += 1
+                raise
+            except FetchError as exc:
+                self.failures += 1
+                if tried == max_retries:
+                    raise FetchError(f"{exc} (after {tried + 1} tries)") from exc
+                delay = min(10.0, 0.5 * 2**tried)
+                log.info("fetch %s failed (%s); retrying in %.1f s", url, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _stream(self, url: str) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
+        return self.client.stream("GET", url)
+
+    @staticmethod
+    def _check_status(url: str, resp: httpx.Response) -> int | None:
+        if resp.status_code >= 400:
+            cls = (
+                FetchError
+                if resp.status_code in (408, 429) or resp.status_code >= 500
+                else _Permanent
+            )
+            raise cls(f"GET {url} answered HTTP {resp.status_code}")
+        length = resp.headers.get("content-length")
+        if length is not None and length.isdigit():
+            return int(length)
+        return None
+
+    async def _to_memory(self, url: str, limit: int) -> bytes:
+        try:
+            async with self._stream(url) as resp:
+                expected = self._check_status(url, resp)
+                if expected is not None and expected > limit:
+                    raise _Permanent(f"GET {url}: {expected} bytes, more than the {limit} allowed")
+                chunks = []
+                size = 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _Permanent(f"GET {url}: more than the {limit} bytes allowed")
+                    chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"GET {url}: {_describe(exc)}") from exc
+        body = b"".join(chunks)
+        if expected is not None and len(body) != expected:
+            raise FetchError(f"GET {url}: got {len(body)} bytes, Content-Length said {expected}")
+        self.fetched_bytes += len(body)
+        return body
+
+    async def _to_file(self, url: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+        try:
+            async with self._stream(url) as resp:
+                expected = self._check_status(url, resp)
+                limit = self.max_file_size
+                if expected is not None and limit is not None and expected > limit:
+                    raise _Permanent(f"GET {url}: {expected} bytes, more than the {limit} allowed")
+                size = 0
+                with temp.open("wb") as out:
+                    async for chunk in resp.aiter_bytes(CHUNK):
+                        size += len(chunk)
+                        if limit is not None and size > limit:
+                            raise _Permanent(f"GET {url}: more than the {limit} bytes allowed")
+                        await asyncio.to_thread(out.write, chunk)
+                    await asyncio.to_thread(_flush, out)
+            if expected is not None and size != expected:
+                raise FetchError(f"GET {url}: got {size} bytes, Content-Length said {expected}")
+            os.replace(temp, dest)
+            self.fetched_bytes += size
+        except httpx.HTTPError as exc:
+            raise FetchError(f"GET {url}: {_describe(exc)}") from exc
+        except OSError as exc:
+            raise _Permanent(f"cannot write {dest}: {exc.strerror}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+
+def _flush(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({exc})"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the server broke the protocol or closed early ({exc})"
+    return str(exc) or type(exc).__name__

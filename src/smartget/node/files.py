@@ -1,0 +1,48 @@
+"""The node's file server: wwwroot over HTTP, with Range and HEAD, nothing else.
+
+libtorrent web seeds (BEP 19) and the seed's ``torrentfileurl`` need it. A path is served
+only if, with symlinks resolved, it is a regular file inside wwwroot; no directory
+listings, no dot-files (temporary downloads are ``.name.part``). Range, If-Range and HEAD
+come from Starlette's ``FileResponse``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+__all__ = ["create_files_app", "resolve"]
+
+
+def resolve(wwwroot: Path, url_path: str) -> Path | None:
+    """The file under ``wwwroot`` that ``url_path`` names, or None if it must not be served."""
+    parts = [p for p in unquote(url_path).split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." or p.startswith(".") or "\x00" in p for p in parts):
+        return None
+    real = Path(os.path.realpath(wwwroot.joinpath(*parts)))
+    if not real.is_relative_to(wwwroot) or not real.is_file():
+        return None
+    return real
+
+
+def create_files_app(wwwroot: Path) -> Starlette:
+    root = Path(os.path.realpath(wwwroot))
+    served = {"files": 0, "not_found": 0}
+
+    async def serve(request: Request) -> Response:
+        path = resolve(root, request.url.path)
+        if path is None:
+            served["not_found"] += 1
+            return PlainTextResponse("Not Found", status_code=404)
+        served["files"] += 1
+        return FileResponse(path)
+
+    app = Starlette(routes=[Route("/{path:path}", serve, methods=["GET", "HEAD"])])
+    app.state.served = served
+    return app

@@ -1,0 +1,247 @@
+"""Seed 003's task template and response_msg, as plain data (no I/O).
+
+Theory of operation
+-------------------
+A controller POSTs a *task* (seed 003, "task template")::
+
+    {"taskid": "", "event": "", "expire": "", "max_retries": "", "args": {...}}
+
+:func:`parse_task` turns the raw body into a :class:`Task` or raises :class:`TaskError`
+whose message says what is wrong; the API turns that into a ``failed`` response, never a
+500. The original's misspellings are accepted on input (``dowload`` for ``download``,
+``filenmae`` for ``filename``); :func:`response` always writes the correct spellings and
+every field of seed 003's ``response_msg`` (``taskid``, ``nodeid``, ``nodezone``,
+``nodeip``, ``event`` = ``<event>_response``, ``status``, ``result`` = ``success`` or
+``failed``, ``retries``, ``traceback``, ``args``).
+
+``expire`` (the seed says only "task expire time") is read as users write it: empty for
+none; a number above 10^9 is an absolute UNIX time; a smaller number is seconds from the
+moment the node received the task; an ISO 8601 date-time is absolute (UTC if no zone).
+A task received after its expiry fails at once; a synchronous task still running at its
+expiry is cancelled and fails. ``max_retries`` (empty: :data:`DEFAULT_RETRIES`) is how
+many times a failed fetch is tried again; the response's ``retries`` says how many were used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from smartget.errors import NodeAgentError
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "EVENTS",
+    "MAX_RETRIES",
+    "MAX_TASK_BYTES",
+    "NodeIdentity",
+    "Task",
+    "TaskError",
+    "parse_task",
+    "peek_taskid",
+    "response",
+]
+
+MAX_TASK_BYTES = 1 << 20
+DEFAULT_RETRIES = 3
+MAX_RETRIES = 20
+ABSOLUTE_EXPIRE = 1e9  # numbers above this are UNIX times, below it seconds from now
+
+EVENTS = ("maketorrent", "download", "shutdown", "shutdownall", "delete")
+# The original's typos, accepted on input only (DESIGN.md, "Node task API").
+EVENT_ALIASES = {"dowload": "download"}
+ARG_ALIASES = {"filenmae": "filename", "trackback": "traceback"}
+# args whose values must be strings when present, and the one list.
+STRING_ARGS = ("fileurl", "filename", "wwwroot", "sha1", "torrentfileurl")
+MAX_TRACKERS = 64
+MAX_STRING = 4096
+
+
+class TaskError(NodeAgentError):
+    """The task body is malformed; the message says what was expected and what came."""
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who answers: seed 003's NodeIP, NodeZone and NodeID = NodeZone + "_" + NodeIP."""
+
+    ip: str
+    zone: str
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.zone}_{self.ip}"
+
+
+@dataclass
+class Task:
+    """A parsed task; ``expire_at`` is a UNIX time or None."""
+
+    taskid: str
+    event: str
+    args: dict[str, Any] = field(default_factory=dict)
+    expire_at: float | None = None
+    max_retries: int = DEFAULT_RETRIES
+
+    def arg(self, name: str) -> str:
+        """A string argument, '' when absent or null."""
+        value = self.args.get(name)
+        return value if isinstance(value, str) else ""
+
+
+def _parse_expire(value: Any, now: float) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise TaskError(f"expire must be a number of seconds, a UNIX time or ISO 8601, got {value}")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise TaskError(
+                    "expire must be seconds from now, a UNIX time or an ISO 8601 date-time, "
+                    f"got {text[:64]!r}"
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise TaskError(f"expire must be a finite number >= 0, got {value!r}")
+    return float(value) if value > ABSOLUTE_EXPIRE else now + float(value)
+
+
+def _parse_retries(value: Any) -> int:
+    if value is None or value == "":
+        return DEFAULT_RETRIES
+    if isinstance(value, bool):
+        raise TaskError(f"max_retries must be a whole number, got {value}")
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise TaskError(f"max_retries must be a whole number, got {value[:32]!r}")
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise TaskError(f"max_retries must be a whole number >= 0, got {value!r}")
+    if value > MAX_RETRIES:
+        raise TaskError(f"max_retries is at most {MAX_RETRIES}, got {value}")
+    return value
+
+
+def _parse_args(raw: Any) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, dict):
+        raise TaskError(f"args must be a JSON object, got {type(raw).__name__}")
+    args: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(key, str):
+            args[ARG_ALIASES.get(key, key)] = value
+    for name in STRING_ARGS:
+        value = args.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TaskError(f"args.{name} must be a string, got {type(value).__name__}")
+        if len(value) > MAX_STRING or "\x00" in value:
+            raise TaskError(f"args.{name} is longer than {MAX_STRING} characters or holds NUL")
+    trackers = args.get("trackers")
+    if trackers is not None and trackers != "":
+        if isinstance(trackers, str):
+            trackers = [trackers]
+        if not isinstance(trackers, list) or not all(isinstance(t, str) for t in trackers):
+            raise TaskError("args.trackers must be a list of URLs (strings)")
+        if len(trackers) > MAX_TRACKERS:
+            raise TaskError(f"args.trackers holds more than {MAX_TRACKERS} URLs")
+        args["trackers"] = trackers
+    else:
+        args.pop("trackers", None)
+    return args
+
+
+def parse_task(body: bytes | str | dict[str, Any], now: float, *, event: str | None = None) -> Task:
+    """Parse a task body; ``event`` is the route's event when the route names one.
+
+    Raises :class:`TaskError` for anything malformed: not JSON, not an object, a missing
+    or unknown event, an event that does not match the route, bad expire/max_retries/args.
+    """
+    if isinstance(body, bytes | str):
+        if len(body) > MAX_TASK_BYTES:
+            raise TaskError(f"task larger than {MAX_TASK_BYTES} bytes")
+        if not body.strip():
+            raise TaskError("empty body: expected a JSON task {taskid, event, args, ...}")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise TaskError(f"body is not valid JSON: {exc}") from None
+    else:
+        data = body
+    if not isinstance(data, dict):
+        raise TaskError(f"task must be a JSON object, got {type(data).__name__}")
+    taskid = data.get("taskid", "")
+    if taskid is None:
+        taskid = ""
+    if isinstance(taskid, int | float) and not isinstance(taskid, bool):
+        taskid = str(taskid)
+    if not isinstance(taskid, str) or len(taskid) > 256:
+        raise TaskError("taskid must be a string of at most 256 characters")
+    raw_event = data.get("event")
+    if raw_event is None or raw_event == "":
+        if event is None:
+            raise TaskError(f"missing event: expected one of {', '.join(EVENTS)}")
+        raw_event = event
+    if not isinstance(raw_event, str):
+        raise TaskError(f"event must be a string, got {type(raw_event).__name__}")
+    name = EVENT_ALIASES.get(raw_event.strip().lower(), raw_event.strip().lower())
+    if name not in EVENTS:
+        raise TaskError(f"unknown event {raw_event[:64]!r}: expected one of {', '.join(EVENTS)}")
+    if event is not None and name != event:
+        raise TaskError(f"event {name!r} sent to the /{event} route")
+    return Task(
+        taskid=taskid,
+        event=name,
+        args=_parse_args(data.get("args")),
+        expire_at=_parse_expire(data.get("expire"), now),
+        max_retries=_parse_retries(data.get("max_retries")),
+    )
+
+
+def peek_taskid(body: bytes) -> str:
+    """The taskid of a body that failed to parse, or '' (to echo it back)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    taskid = data.get("taskid") if isinstance(data, dict) else None
+    return taskid[:256] if isinstance(taskid, str) else ""
+
+
+def response(
+    node: NodeIdentity,
+    event: str,
+    *,
+    taskid: str = "",
+    result: str = "success",
+    status: str = "",
+    retries: int = 0,
+    traceback: str = "",
+    args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Seed 003's response_msg, with the correct spellings (``success``, ``traceback``)."""
+    return {
+        "taskid": taskid,
+        "nodeid": node.nodeid,
+        "nodezone": node.zone,
+        "nodeip": node.ip,
+        "event": f"{event}_response",
+        "status": status,
+        "result": result,
+        "retries": str(retries),
+        "traceback": traceback,
+        "args": args or {},
+    }

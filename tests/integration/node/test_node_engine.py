@@ -1,0 +1,78 @@
+"""The libtorrent adapter on real sockets: rate limits on loopback, multi-file torrents."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from smartget.node.engine import load_torrent
+from smartget.node.maker import make_torrent
+
+from .conftest import node_settings, random_file, sha256, started, task
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_upload_limit_applies_to_loopback_peers(tmp_path: Path) -> None:
+    settings = node_settings(tmp_path, "127.0.3.60", upload_limit=512 << 10)
+    async with (
+        started(settings) as (seed, seed_api),
+        started(node_settings(tmp_path, "127.0.3.61")) as (leech, leech_api),
+    ):
+        random_file(seed.settings.wwwroot / "r.bin", 2 << 20)
+        made = (
+            await seed_api.post("/maketorrent", json=task("maketorrent", filename="r.bin"))
+        ).json()
+        sha1 = made["args"]["sha1"]
+        body = (
+            await leech_api.post(
+                "/download", json=task("download", torrentfileurl=made["args"]["torrentfileurl"])
+            )
+        ).json()
+        assert body["result"] == "success", body
+        start = time.monotonic()
+        leech.engine.connect_peer(sha1, ("127.0.3.60", seed.bt_port))
+        await leech.engine.wait_complete(sha1, 30)
+        elapsed = time.monotonic() - start
+        # 2 MiB at 512 KiB/s: about 4 s; unlimited on loopback it takes well under 1 s.
+        assert elapsed > 2.5, f"the upload limit did not apply: {elapsed:.2f} s"
+
+
+async def test_multi_file_torrent_lands_at_the_url_path(
+    tmp_path: Path, origin: tuple[Path, str]
+) -> None:
+    origin_dir, origin_url = origin
+    bundle = origin_dir / "src" / "bundle-v1"
+    random_file(bundle / "a.bin", 300_000)
+    random_file(bundle / "sub" / "b.bin", 200_000)
+    made = await asyncio.to_thread(make_torrent, bundle)
+    (origin_dir / "pkg").mkdir()
+    (origin_dir / "pkg" / "bundle.torrent").write_bytes(made.data)
+    async with (
+        started(node_settings(tmp_path, "127.0.3.62")) as (seed, _),
+        started(node_settings(tmp_path, "127.0.3.63")) as (node, api),
+    ):
+        seed.engine.add(load_torrent(made.data), bundle.parent, seed_mode=True)
+        body = (
+            await api.post(
+                "/download",
+                json=task("download", torrentfileurl=f"{origin_url}/pkg/bundle.torrent"),
+            )
+        ).json()
+        assert body["result"] == "success", body
+        node.engine.connect_peer(made.sha1, ("127.0.3.62", seed.bt_port))
+        await node.engine.wait_complete(made.sha1, 30)
+        target = node.settings.wwwroot / "pkg" / "bundle"
+        assert sha256(target / "a.bin") == sha256(bundle / "a.bin")
+        assert sha256(target / "sub" / "b.bin") == sha256(bundle / "sub" / "b.bin")
+        # delete removes the whole directory and the .torrent, and prunes pkg/.
+        body = (
+            await api.post(
+                "/delete", json=task("delete", torrentfileurl=f"{origin_url}/pkg/bundle.torrent")
+            )
+        ).json()
+        assert body["result"] == "success", body
+        assert list(node.settings.wwwroot.iterdir()) == []
