@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from smartget.hub.relay.service import RelayService, RelaySettings
 from smartget.hub.store import Store, load_nodes, save_changes
 from smartget.hub.textserver import TextProtocolServer
 from smartget.hub.tracker import Tracker
+from smartget.net import bind_tcp
 
 __all__ = ["Hub", "HubSettings", "running"]
 
@@ -89,8 +89,8 @@ class _HubCollector(Collector):
         commands = CounterMetricFamily(
             "smartget_hub_text_commands", "Text protocol commands", labels=["command"]
         )
-        for name, count in sorted(self.hub.command_counts.items()):
-            commands.add_metric([name], count)
+        for kind, count in sorted((k.__name__, n) for k, n in self.hub.command_counts.items()):
+            commands.add_metric([kind], count)
         yield commands
 
 
@@ -116,7 +116,7 @@ class Hub:
         )
         self.collector = StatusCollector()
         # Plain ints on the hot path; the collector turns them into a Prometheus counter.
-        self.command_counts: collections.Counter[str] = collections.Counter()
+        self.command_counts: collections.Counter[type] = collections.Counter()
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
@@ -138,7 +138,7 @@ class Hub:
     def count_commands(self, events: Iterable[textproto.Event]) -> None:
         counts = self.command_counts
         for event in events:
-            counts[type(event).__name__] += 1
+            counts[type(event)] += 1
 
     @property
     def http_url(self) -> str:
@@ -176,18 +176,6 @@ class Hub:
                     log.exception("could not save liveness changes")
 
 
-def _bind(host: str, port: int, kind: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, kind)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
-
-
 @contextlib.asynccontextmanager
 async def running(settings: HubSettings) -> AsyncIterator[Hub]:
     """Start the hub in this loop; on exit, stop accepting, finish, close the store."""
@@ -202,8 +190,8 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         for info_hash in torrents:
             hub.tracker.allow(info_hash)
         hub.collector.restore(finished)
-        text_sock = _bind(*settings.listen, socket.SOCK_STREAM)
-        http_sock = _bind(*settings.http, socket.SOCK_STREAM) if settings.http else None
+        text_sock = bind_tcp(*settings.listen)
+        http_sock = bind_tcp(*settings.http) if settings.http else None
     except BaseException:
         store.close_now()
         raise

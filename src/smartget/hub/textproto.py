@@ -255,6 +255,12 @@ class TextConnection:
             return []
         if self._buffer:
             data = self._buffer + data
+        elif self.mode is Mode.SESSION and data.find(b"\n") == len(data) - 1 <= self.max_line:
+            # Exactly one whole line, the request-response case: no split needed.
+            self._last_activity = now
+            self._partial_since = None
+            event = self._line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
+            return [] if event is None else [event]
         *lines, rest = data.split(b"\n")  # one C-level split per read, not one per line
         events: list[Event] = []
         if lines:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smartget.errors import ConfigError, TorrentError
+from smartget.errors import TorrentError
 from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.net import bind_tcp
 from smartget.node.agent import Agent
 from smartget.node.api import create_api_app
 from smartget.node.auth import Credentials
@@ -135,18 +135,6 @@ class Node:
         self.agent.state.update_report(sha1, done=done, retries=retries)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    return sock
-
-
 @contextlib.asynccontextmanager
 async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     """Start the node in this loop; on exit stop everything, saving resume data."""
@@ -154,8 +142,8 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     node = Node(s)
     credentials = Credentials.build(s.data_dir, s.user, s.password, s.token)
     roots = Roots.create(s.wwwroot, s.extra_roots)
-    api_sock = _bind(*s.api)
-    files_sock = _bind(*s.files)
+    api_sock = bind_tcp(*s.api)
+    files_sock = bind_tcp(*s.files)
     node.api_address = api_sock.getsockname()[:2]
     node.files_address = files_sock.getsockname()[:2]
     state = NodeState(s.data_dir / STATE_FILE)

@@ -93,10 +93,10 @@ def test_zone_preference_in_tracker_replies(fleet3: Fleet) -> None:
     result = run_push(fleet3, "media/a.bin")
     assert result.ok
     info_hash = bytes.fromhex(result.sha1)
-    # Ask as the zone-a node .111: the zone-a peer .113 must come first, then zone-b .112.
+    # Announce as the zone-a node .111 itself: zone-a .113 must come first, then zone-b .112.
     query = (
         f"info_hash={quote_from_bytes(info_hash)}&peer_id=-XX0001-000000000000"
-        f"&port=7777&left=100&compact=1"
+        f"&port=6881&left=100&compact=1"
     )
     url = f"{fleet3.hub_url}/announce?{query}"
     transport = httpx.HTTPTransport(local_address=fleet3.node_ips[0])
