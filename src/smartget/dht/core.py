@@ -14,6 +14,15 @@ bucket; over the limit the datagram is dropped, as libtorrent does), the KRPC co
 answered at once (BEP 5 "DHT Queries"); every response echoes the requester's address
 in ``ip`` (BEP 42). The sender joins the routing table unless it set ``ro`` (BEP 43).
 
+A node under load spends its time answering get_peers, so that path is lean (the
+issue's benchmark: half of libtorrent's rate or better): the query's fields are checked
+straight from the decoded dict (no :class:`krpc.Query` unless a hook wants one), the
+reply is assembled as bytes (:func:`krpc.get_peers_body`, :func:`krpc.encode_reply`)
+from cached parts: the ``nodes`` of the target's bucket
+(:meth:`RoutingTable.compact_closest`), the requester's token for this rotation
+(:class:`TokenManager`) and its packed IP; and a known sender is refreshed in place
+(:meth:`RoutingTable.heard`).
+
 Our own queries are transactions keyed by a 2-byte ``t``; each has a deadline kept in
 a heap. A query that times out is sent once more (``retries``) and then fails, which
 counts against the node (:attr:`Node.failed`; three in a row make it bad and it is
@@ -31,10 +40,13 @@ import heapq
 import ipaddress
 import itertools
 import os
+import socket
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from fastbencode import bencode
 
 from smartget.dht import krpc
 from smartget.dht.krpc import Addr
@@ -222,6 +234,7 @@ class DHTCore:
         self._announces: dict[int, _Announce] = {}
         self._rates: dict[str, tuple[float, float]] = {}
         self._ignored_cache: dict[str, bool] = {}
+        self._packed_ips: dict[str, bytes | None] = {}  # ip -> inet_aton(ip), for BEP 42
         self._next_maintenance = now + MAINTENANCE
         self._refreshing: int | None = None
         self.closed = False
@@ -257,29 +270,38 @@ class DHTCore:
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Handle one datagram. Never raises on bad input: it is counted and dropped."""
-        self.stats["received"] += 1
+        stats = self.stats
+        stats["received"] += 1
         ip = addr[0]
-        if self._ignored(ip):
-            self.stats["ignored"] += 1
+        if (self.ignored_ip or self.ignored_net) and self._ignored(ip):
+            stats["ignored"] += 1
             return
-        if not self._allow(ip, now):
-            self.stats["rate_limited"] += 1
+        if self.rate_limit > 0 and not self._allow(ip, now):
+            stats["rate_limited"] += 1
             return
         try:
-            msg = krpc.decode(data)
+            msg = krpc.bdecode(data)
+            tid, kind = krpc.envelope(msg)
+            if kind == b"q":
+                method, sender, args, read_only = krpc.query_fields(msg)
+                parsed: krpc.Response | krpc.Error | None = None
+            elif kind == b"r":
+                parsed = krpc.response_of(msg, tid)
+            else:
+                parsed = krpc.error_of(msg, tid)
         except KRPCError as exc:
-            self.stats["malformed"] += 1
-            tid = krpc.tid_of(data)
-            if tid is not None:
-                self._send(krpc.encode_error(tid, exc.code, exc.hint), addr)
+            stats["malformed"] += 1
+            tid_or_none = krpc.tid_of(data)
+            if tid_or_none is not None:
+                self._send(krpc.encode_error(tid_or_none, exc.code, exc.hint), addr)
             return
         self.last_msg = now
-        if isinstance(msg, krpc.Query):
-            self._on_query(msg, addr, now)
-        elif isinstance(msg, krpc.Response):
-            self._on_response(msg, addr, now)
+        if parsed is None:
+            self._on_query(tid, method, sender, args, read_only, addr, now)
+        elif isinstance(parsed, krpc.Response):
+            self._on_response(parsed, addr, now)
         else:
-            self._on_error(msg, addr, now)
+            self._on_error(parsed, addr, now)
 
     def close(self) -> None:
         """Release the table's registrations (the table may be shared)."""
@@ -397,47 +419,73 @@ class DHTCore:
     def _send(self, data: bytes, addr: Addr) -> None:
         self._out.append((data, addr))
 
-    def _reply(self, query: krpc.Query, addr: Addr, values: dict[bytes, Any]) -> None:
-        values[b"id"] = self.myid
-        requester = addr if krpc.is_ipv4(addr[0]) else None
-        self._send(krpc.encode_response(query.tid, values, requester), addr)
+    def _requester_ip(self, addr: Addr) -> bytes | None:
+        """BEP 42's ``ip``: the requester's compact address (None unless IPv4)."""
+        packed = self._packed_ips.get(addr[0], b"")
+        if packed == b"":
+            packed = socket.inet_aton(addr[0]) if krpc.is_ipv4(addr[0]) else None
+            if len(self._packed_ips) >= MAX_RATE_ENTRIES:
+                self._packed_ips.clear()
+            self._packed_ips[addr[0]] = packed
+        if packed is None or not 0 <= addr[1] < 65536:
+            return None
+        return packed + addr[1].to_bytes(2, "big")
 
-    def _on_query(self, query: krpc.Query, addr: Addr, now: float) -> None:
-        self.stats["queries_in"] += 1
+    def _on_query(
+        self,
+        tid: bytes,
+        method: bytes,
+        sender: bytes,
+        args: dict[bytes, Any],
+        read_only: bool,
+        addr: Addr,
+        now: float,
+    ) -> None:
+        """Answer at once (BEP 5 "DHT Queries"): the reply is built as bytes, the
+        common get_peers from cached parts (the ``nodes`` of the target's bucket, the
+        requester's token), so a flood costs little per query."""
+        stats = self.stats
+        stats["queries_in"] += 1
         try:
-            values = self._answer(query, addr, now)
+            if method == b"get_peers":
+                stats["get_peers_in"] += 1
+                info_hash = args.get(b"info_hash")
+                if type(info_hash) is not bytes or len(info_hash) != 20:
+                    info_hash = krpc.node_id(info_hash, "info_hash")  # raises the error
+                # always nodes and a token: libtorrent bootstraps with get_peers (``bs: 1``)
+                body = krpc.get_peers_body(
+                    self.myid,
+                    self.root.compact_closest(info_hash),
+                    self.tokens.get(addr[0], now),
+                    self.peers.get_compact(info_hash, now),
+                )
+            else:
+                values = self._answer(method, args, addr, now)
+                values[b"id"] = self.myid
+                body = bencode(values)
         except KRPCError as exc:
-            self.stats["bad_queries"] += 1
-            self._send(krpc.encode_error(query.tid, exc.code, exc.hint), addr)
+            stats["bad_queries"] += 1
+            self._send(krpc.encode_error(tid, exc.code, exc.hint), addr)
             return
-        self._reply(query, addr, values)
-        if not query.read_only and query.sender != self.myid and not self._ignored(addr[0]):
-            self.root.add(Node(query.sender, addr[0], addr[1], last_query=now), now)
+        self._out.append((krpc.encode_reply(tid, body, self._requester_ip(addr)), addr))
+        if not read_only and sender != self.myid:  # BEP 43: ``ro`` senders stay out
+            self.root.heard(sender, addr[0], addr[1], now)
         if self.emit_messages:
+            query = krpc.Query(tid, method, krpc.NodeId(sender), args, read_only)
             self._events.append(QueryReceived(addr, query))
 
-    def _answer(self, query: krpc.Query, addr: Addr, now: float) -> dict[bytes, Any]:
-        """The ``r`` dict for a query (BEP 5 "DHT Queries"); KRPCError for a bad one."""
-        args, method = query.args, query.method
+    def _answer(
+        self, method: bytes, args: dict[bytes, Any], addr: Addr, now: float
+    ) -> dict[bytes, Any]:
+        """The ``r`` dict of a query but get_peers (BEP 5 "DHT Queries"); KRPCError for a
+        bad one."""
         if method == b"ping":
             self.stats["ping_in"] += 1
             return {}
         if method == b"find_node":
             self.stats["find_node_in"] += 1
             target = krpc.node_id(args.get(b"target"), "target")
-            return {b"nodes": self._compact_nodes(target)}
-        if method == b"get_peers":
-            self.stats["get_peers_in"] += 1
-            info_hash = krpc.node_id(args.get(b"info_hash"), "info_hash")
-            # always nodes and a token: libtorrent bootstraps with get_peers (``bs: 1``)
-            values: dict[bytes, Any] = {
-                b"nodes": self._compact_nodes(info_hash),
-                b"token": self.tokens.get(addr[0], now),
-            }
-            peers = self.peers.get_compact(info_hash, now)
-            if peers:
-                values[b"values"] = peers
-            return values
+            return {b"nodes": self.root.compact_closest(target)}
         if method == b"announce_peer":
             self.stats["announce_peer_in"] += 1
             info_hash = krpc.node_id(args.get(b"info_hash"), "info_hash")
@@ -461,9 +509,6 @@ class DHTCore:
             hint="Method Unknown",
         )
 
-    def _compact_nodes(self, target: bytes) -> bytes:
-        return b"".join(n.compact_info() for n in self.root.get_closest_nodes(target))
-
     def _on_response(self, response: krpc.Response, addr: Addr, now: float) -> None:
         tx = self._transactions.get(response.tid)
         if tx is None or tx.addr != addr:
@@ -475,7 +520,7 @@ class DHTCore:
         if response.requester_ip is not None:
             self.external_addr = response.requester_ip
         if response.sender != self.myid:
-            self.root.add(Node(response.sender, addr[0], addr[1], last_response=now), now)
+            self.root.heard(response.sender, addr[0], addr[1], now, responded=True)
         if self.emit_messages:
             self._events.append(ResponseReceived(addr, tx.method, tx.args, response))
         if tx.lookup_id is not None:

@@ -207,15 +207,16 @@ class DHT:
         if sock is None or core is None:
             return
         now = self._now()
+        recvfrom, receive = sock.recvfrom, core.receive_datagram
         for _ in range(BATCH):
             try:
-                data, addr = sock.recvfrom(RECV_SIZE)
+                data, addr = recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # ICMP unreachable and the like: the query's timeout handles it
                 self.send_errors += 1
                 continue
-            core.receive_datagram(data, (addr[0], addr[1]), now)
+            receive(data, addr, now)  # an AF_INET socket's addr is already (ip, port)
         self._pump()
 
     def _on_timer(self) -> None:
@@ -231,15 +232,16 @@ class DHT:
             return
         now = self._now()
         sock = self._sock
-        for data, addr in core.datagrams_to_send(now):
-            if sock is None:
-                break
-            try:
-                sock.sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self.send_dropped += 1  # a full send buffer drops, as the network would
-            except OSError:
-                self.send_errors += 1
+        out = core.datagrams_to_send(now)
+        if sock is not None:
+            sendto = sock.sendto
+            for data, addr in out:
+                try:
+                    sendto(data, addr)
+                except (BlockingIOError, InterruptedError):
+                    self.send_dropped += 1  # a full send buffer drops, as the network would
+                except OSError:
+                    self.send_errors += 1
         while (event := core.next_event()) is not None:
             self._dispatch(event)
         when = core.get_timer()

@@ -12,7 +12,11 @@ value), and its ``ValueError``/``TypeError`` become ``KRPCError`` at one seam,
 
 Real clients add keys of their own (``v``, ``ip``, ``ro``, ``bs``, ``seed``, ...): what
 we do not use is ignored; what we use is type-checked here, once, so the core can trust
-the fields of a decoded message.
+the fields of a decoded message. The checks live in :func:`envelope`,
+:func:`query_fields`, :func:`response_of` and :func:`error_of`, which :func:`decode`
+strings together and the core calls directly on its hot path (no dataclass per query);
+:func:`encode_reply` and :func:`get_peers_body` write a reply as bytes, identical to
+bencoding the dicts (a property test holds them to that).
 """
 
 from __future__ import annotations
@@ -49,9 +53,15 @@ __all__ = [
     "decode_peers",
     "encode_error",
     "encode_query",
+    "encode_reply",
     "encode_response",
+    "envelope",
+    "error_of",
+    "get_peers_body",
     "is_ipv4",
     "node_id",
+    "query_fields",
+    "response_of",
     "tid_of",
 ]
 
@@ -133,39 +143,62 @@ def _short(value: Any) -> str:
 def decode(data: bytes) -> Message:
     """Parse one datagram. Raises ``KRPCError`` (its ``code`` is the reply to send)."""
     msg = bdecode(data)
-    if not isinstance(msg, dict):
+    tid, kind = envelope(msg)
+    if kind == b"q":
+        return Query(tid, *query_fields(msg))
+    if kind == b"r":
+        return response_of(msg, tid)
+    return error_of(msg, tid)
+
+
+def envelope(msg: Any) -> tuple[bytes, bytes]:
+    """``(t, y)`` of a decoded message; ``y`` is q, r or e. The core's hot path starts
+    here and, for queries, goes on with :func:`query_fields` without building a
+    :class:`Query` (the checks are the same ones :func:`decode` makes)."""
+    if type(msg) is not dict:
         raise KRPCError(f"a KRPC message is a dict, got {type(msg).__name__}")
     tid = msg.get(b"t")
-    if not isinstance(tid, bytes) or not tid or len(tid) > MAX_TID:
+    if type(tid) is not bytes or not tid or len(tid) > MAX_TID:
         raise KRPCError(f"'t' must be 1 to {MAX_TID} bytes, got {_short(tid)}")
     kind = msg.get(b"y")
-    if kind == b"q":
-        method, args = msg.get(b"q"), msg.get(b"a")
-        if not isinstance(method, bytes):
-            raise KRPCError(f"'q' must be a method name, got {_short(method)}")
-        if not isinstance(args, dict):
-            raise KRPCError(f"'a' must be a dict, got {_short(args)}")
-        sender = node_id(args.get(b"id"))
-        return Query(tid, method, sender, args, read_only=msg.get(b"ro") == 1)
-    if kind == b"r":
-        values = msg.get(b"r")
-        if not isinstance(values, dict):
-            raise KRPCError(f"'r' must be a dict, got {_short(values)}")
-        ip = msg.get(b"ip")
-        requester = decode_compact_addr(ip) if isinstance(ip, bytes) and len(ip) == 6 else None
-        return Response(tid, node_id(values.get(b"id")), values, requester)
-    if kind == b"e":
-        err = msg.get(b"e")
-        if (
-            not isinstance(err, list)
-            or len(err) < 2
-            or not isinstance(err[0], int)
-            or not isinstance(err[1], bytes)
-        ):
-            raise KRPCError(f"'e' must be [code, message], got {_short(err)}")
-        extra = {k: v for k, v in msg.items() if k not in (b"t", b"y", b"e")}
-        return Error(tid, err[0], err[1].decode("utf-8", "replace"), extra)
-    raise KRPCError(f"'y' must be q, r or e, got {_short(kind)}")
+    if kind != b"q" and kind != b"r" and kind != b"e":
+        raise KRPCError(f"'y' must be q, r or e, got {_short(kind)}")
+    return tid, kind
+
+
+def query_fields(msg: dict[bytes, Any]) -> tuple[bytes, NodeId, dict[bytes, Any], bool]:
+    """``(method, sender, args, read_only)`` of a query (``y = q``)."""
+    method, args = msg.get(b"q"), msg.get(b"a")
+    if type(method) is not bytes:
+        raise KRPCError(f"'q' must be a method name, got {_short(method)}")
+    if type(args) is not dict:
+        raise KRPCError(f"'a' must be a dict, got {_short(args)}")
+    sender = args.get(b"id")
+    if type(sender) is not bytes or len(sender) != ID_LEN:
+        raise KRPCError(f"id must be a {ID_LEN}-byte string, got {_short(sender)}")
+    return method, NodeId(sender), args, msg.get(b"ro") == 1
+
+
+def response_of(msg: dict[bytes, Any], tid: bytes) -> Response:
+    values = msg.get(b"r")
+    if not isinstance(values, dict):
+        raise KRPCError(f"'r' must be a dict, got {_short(values)}")
+    ip = msg.get(b"ip")
+    requester = decode_compact_addr(ip) if isinstance(ip, bytes) and len(ip) == 6 else None
+    return Response(tid, node_id(values.get(b"id")), values, requester)
+
+
+def error_of(msg: dict[bytes, Any], tid: bytes) -> Error:
+    err = msg.get(b"e")
+    if (
+        not isinstance(err, list)
+        or len(err) < 2
+        or not isinstance(err[0], int)
+        or not isinstance(err[1], bytes)
+    ):
+        raise KRPCError(f"'e' must be [code, message], got {_short(err)}")
+    extra = {k: v for k, v in msg.items() if k not in (b"t", b"y", b"e")}
+    return Error(tid, err[0], err[1].decode("utf-8", "replace"), extra)
 
 
 def tid_of(data: bytes) -> bytes | None:
@@ -191,10 +224,44 @@ def encode_query(
 
 
 def encode_response(tid: bytes, values: dict[bytes, Any], requester: Addr | None = None) -> bytes:
-    msg: dict[bytes, Any] = {b"t": tid, b"y": b"r", b"r": values}
-    if requester is not None:
-        msg[b"ip"] = compact_addr(requester)  # BEP 42: echo the requester's address
-    return bytes(_fb_encode(msg))
+    ip = compact_addr(requester) if requester is not None else None  # BEP 42 echo
+    return encode_reply(tid, bytes(_fb_encode(values)), ip)
+
+
+def encode_reply(tid: bytes, body: bytes, ip: bytes | None = None) -> bytes:
+    """A response around an already bencoded ``r`` dict, as bytes: the same output as
+    bencoding ``{ip, r, t, y}`` (keys in sorted order), without building the dicts.
+    ``ip`` is the requester's 6-byte compact address (BEP 42)."""
+    return b"".join(
+        (
+            b"d2:ip6:" + ip + b"1:r" if ip is not None else b"d1:r",
+            body,
+            b"1:t%d:" % len(tid),
+            tid,
+            b"1:y1:re",
+        )
+    )
+
+
+def get_peers_body(
+    myid: bytes, nodes: bytes, token: bytes, values: list[bytes] | None = None
+) -> bytes:
+    """The bencoded ``r`` of a get_peers reply, ``{id, nodes, token[, values]}`` (keys
+    sorted, as bencode wants): the hot path of a node under load, so built from bytes."""
+    return b"".join(
+        (
+            b"d2:id20:",
+            myid,
+            b"5:nodes%d:" % len(nodes),
+            nodes,
+            b"5:token%d:" % len(token),
+            token,
+            b"6:valuesl" + b"".join(b"%d:%b" % (len(v), v) for v in values) + b"e"
+            if values
+            else b"",
+            b"e",
+        )
+    )
 
 
 def encode_error(tid: bytes, code: int, message: str) -> bytes:

@@ -21,7 +21,11 @@ newcomers in a bounded replacement cache; they take the place of nodes that go b
 
 Closest-node queries are exact: a bucket's range gives a lower bound of the XOR
 distance of any of its nodes to the target, so buckets are visited in order of that
-bound and the walk stops once K nodes closer than the next bound are in hand.
+bound and the walk stops once K nodes closer than the next bound are in hand. Replies
+use :meth:`RoutingTable.compact_closest`: when the target's bucket holds exactly K nodes,
+none bad, they are the answer, and their joined 26-byte records are cached
+in the bucket until it changes (a node added, replaced or removed) or any node turns
+bad, good again or moves (a module-wide epoch, bumped by :attr:`Node.failed`'s setter).
 """
 
 from __future__ import annotations
@@ -57,13 +61,22 @@ REPLACEMENTS: Final = 8
 
 _NODE = struct.Struct("!20s4sH")
 
+# Bumped whenever a node turns bad or good again, or changes address: the per-bucket
+# caches of compact "nodes" strings (Bucket._nodes_blob) built before are then stale.
+_epoch = 0
+
+
+def _node_changed() -> None:
+    global _epoch
+    _epoch += 1
+
 
 class Node:
     """A remote DHT node (seed 002, ``btdht.dht.Node``)."""
 
     __slots__ = (
         "_compact",
-        "failed",
+        "_failed",
         "id",
         "id_int",
         "ip",
@@ -89,7 +102,7 @@ class Node:
         self.port = port
         self.last_response = last_response  # when it last answered one of our queries
         self.last_query = last_query  # when it last sent us a query
-        self.failed = failed  # queries in a row it did not answer
+        self._failed = failed  # queries in a row it did not answer
         self._compact: bytes | None = None
 
     def __repr__(self) -> str:
@@ -99,9 +112,20 @@ class Node:
     def addr(self) -> tuple[str, int]:
         return (self.ip, self.port)
 
+    @property
+    def failed(self) -> int:
+        """Queries in a row it did not answer."""
+        return self._failed
+
+    @failed.setter
+    def failed(self, value: int) -> None:
+        if (value >= BAD_AFTER_FAILURES) != (self._failed >= BAD_AFTER_FAILURES):
+            _node_changed()  # it went bad (or came back): cached replies must drop it
+        self._failed = value
+
     def is_good(self, now: float) -> bool:
         """Seed: responded within 15 minutes, or responded ever and queried us within 15."""
-        if self.failed >= BAD_AFTER_FAILURES:
+        if self._failed >= BAD_AFTER_FAILURES:
             return False
         if self.last_response and now - self.last_response < GOOD_FOR:
             return True
@@ -110,7 +134,7 @@ class Node:
     @property
     def bad(self) -> bool:
         """Seed: bad once it failed to respond to 3 queries in a row."""
-        return self.failed >= BAD_AFTER_FAILURES
+        return self._failed >= BAD_AFTER_FAILURES
 
     def compact_info(self) -> bytes:
         """26 bytes: id, IPv4, port (BEP 5 "Contact Encoding")."""
@@ -143,7 +167,16 @@ class AddResult(Enum):
 class Bucket:
     """A leaf of the prefix tree: at most ``max_size`` nodes whose ids share a prefix."""
 
-    __slots__ = ("id", "id_length", "last_changed", "max_size", "nodes", "replacements")
+    __slots__ = (
+        "_blob_epoch",
+        "_nodes_blob",
+        "id",
+        "id_length",
+        "last_changed",
+        "max_size",
+        "nodes",
+        "replacements",
+    )
 
     def __init__(self, id: int = 0, id_length: int = 0, max_size: int = K) -> None:
         self.id = id  # the prefix, as an int of id_length bits
@@ -152,6 +185,9 @@ class Bucket:
         self.last_changed = 0.0
         self.nodes: dict[int, Node] = {}
         self.replacements: OrderedDict[int, Node] = OrderedDict()
+        # the compact infos of ``nodes`` joined, while valid (see RoutingTable.compact_closest)
+        self._nodes_blob: bytes | None = None
+        self._blob_epoch = -1
 
     def __repr__(self) -> str:
         return f"Bucket({self.prefix_str() or '*'}, {len(self.nodes)} nodes)"
@@ -194,33 +230,43 @@ class Bucket:
 
     def add(self, node: Node, now: float) -> AddResult:
         """Add ``node`` (not splitting; the table decides that)."""
-        known = self.nodes.get(node.id_int)
+        return self._add(node, now)[0]
+
+    def _add(self, node: Node, now: float) -> tuple[AddResult, Node | None]:
+        """:meth:`add`, and the bad node that ``node`` replaced if any."""
+        id_int = node.id_int
+        known = self.nodes.get(id_int)
         if known is not None:
             _merge_node(known, node)
             self.last_changed = now
-            return AddResult.UPDATED
-        if not self.full:
-            self.nodes[node.id_int] = node
-            self.replacements.pop(node.id_int, None)
+            return AddResult.UPDATED, None
+        if len(self.nodes) < self.max_size:
+            self.nodes[id_int] = node
+            self._nodes_blob = None
+            self.replacements.pop(id_int, None)
             self.last_changed = now
-            return AddResult.ADDED
+            return AddResult.ADDED, None
         for other in self.nodes.values():
-            if other.bad:
+            if other._failed >= BAD_AFTER_FAILURES:
                 del self.nodes[other.id_int]
-                self.nodes[node.id_int] = node
+                self.nodes[id_int] = node
+                self._nodes_blob = None
                 self.last_changed = now
-                return AddResult.REPLACED
-        self.replacements.pop(node.id_int, None)
-        self.replacements[node.id_int] = node
-        while len(self.replacements) > REPLACEMENTS:
-            self.replacements.popitem(last=False)
-        return AddResult.CACHED
+                return AddResult.REPLACED, other
+        replacements = self.replacements
+        replacements.pop(id_int, None)
+        replacements[id_int] = node
+        while len(replacements) > REPLACEMENTS:
+            replacements.popitem(last=False)
+        return AddResult.CACHED, None
 
     def remove(self, node: Node) -> None:
         """Drop a node; its place goes to the freshest replacement."""
-        if self.nodes.pop(node.id_int, None) is not None and self.replacements:
-            _, repl = self.replacements.popitem(last=True)
-            self.nodes[repl.id_int] = repl
+        if self.nodes.pop(node.id_int, None) is not None:
+            self._nodes_blob = None
+            if self.replacements:
+                _, repl = self.replacements.popitem(last=True)
+                self.nodes[repl.id_int] = repl
 
     def questionable(self, now: float) -> list[Node]:
         """Nodes neither good nor bad, least recently heard from first."""
@@ -266,6 +312,7 @@ def _merge_node(known: Node, fresh: Node) -> None:
     if (known.ip, known.port) != (fresh.ip, fresh.port) and fresh.last_response:
         known.ip, known.port = fresh.ip, fresh.port
         known._compact = None
+        _node_changed()
 
 
 class HasId(Protocol):
@@ -291,6 +338,7 @@ class RoutingTable:
         self._starts: list[int] = [0]
         self._by_id: dict[int, Node] = {}
         self._dhts: list[HasId] = []
+        self._dht_ids: list[int] = []  # their ids as ints, in the same order
         self._torrents: Counter[int] = Counter()
         self._longterm: Counter[int] = Counter()
         self.need_merge = False
@@ -302,9 +350,11 @@ class RoutingTable:
     def register_dht(self, dht: HasId) -> None:
         if dht not in self._dhts:
             self._dhts.append(dht)
+            self._dht_ids.append(int.from_bytes(dht.myid, "big"))
 
     def release_dht(self, dht: HasId) -> None:
         if dht in self._dhts:
+            del self._dht_ids[self._dhts.index(dht)]
             self._dhts.remove(dht)
             self.need_merge = True
 
@@ -331,15 +381,15 @@ class RoutingTable:
             counter[key] -= 1
 
     def _registered(self) -> Iterator[int]:
-        for dht in self._dhts:
-            yield int.from_bytes(dht.myid, "big")
+        yield from self._dht_ids
         yield from self._torrents
         yield from self._longterm
 
     def _wants_split(self, bucket: Bucket) -> bool:
         if bucket.id_length >= ID_BITS - 1:
             return False
-        return any(bucket.own(key) for key in self._registered())
+        shift, prefix = ID_BITS - bucket.id_length, bucket.id
+        return any(key >> shift == prefix for key in self._registered())
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -384,6 +434,28 @@ class RoutingTable:
             found.extend((n.id_int ^ target, n) for n in bucket.nodes.values() if bad or not n.bad)
         return [node for _, node in heapq.nsmallest(k, found, key=_first)]
 
+    def compact_closest(self, id: bytes, k: int = K) -> bytes:
+        """:meth:`get_closest_nodes` as a reply's ``nodes`` value (26-byte records
+        joined), the set the same but not always sorted by distance (BEP 5 asks for
+        no order).
+
+        The hot path of get_peers and find_node: when the target's own bucket holds
+        exactly ``k`` nodes and none is bad, those are the ``k`` closest (every node
+        outside it is farther than any inside), so the answer is that bucket's joined
+        records, cached until the bucket or one of its nodes changes.
+        """
+        bucket = self._buckets[bisect.bisect_right(self._starts, int.from_bytes(id, "big")) - 1]
+        if len(bucket.nodes) == k:
+            blob = bucket._nodes_blob
+            if blob is not None and bucket._blob_epoch == _epoch:
+                return blob
+            nodes = bucket.nodes.values()
+            if not any(n._failed >= BAD_AFTER_FAILURES for n in nodes):
+                blob = bucket._nodes_blob = b"".join([n.compact_info() for n in nodes])
+                bucket._blob_epoch = _epoch
+                return blob
+        return b"".join([n.compact_info() for n in self.get_closest_nodes(id, k=k)])
+
     def height(self) -> int:
         """Depth of the prefix tree (the longest bucket prefix)."""
         return max(b.id_length for b in self._buckets)
@@ -407,20 +479,43 @@ class RoutingTable:
 
     def add(self, node: Node, now: float) -> AddResult:
         """Add or refresh ``node``, splitting full buckets that own a registered id."""
-        while True:
-            bucket = self.find(node.id_int)
-            if node.id_int in bucket.nodes or not bucket.full or not self._wants_split(bucket):
-                break
+        id_int = node.id_int
+        bucket = self._buckets[bisect.bisect_right(self._starts, id_int) - 1]
+        while (
+            id_int not in bucket.nodes
+            and len(bucket.nodes) >= bucket.max_size
+            and self._wants_split(bucket)
+        ):
             self.split(bucket)
-        evicted = [n for n in bucket.nodes.values() if n.bad] if bucket.full else []
-        result = bucket.add(node, now)
-        if result is AddResult.REPLACED:
-            for old in evicted:
-                if old.id_int not in bucket.nodes:
-                    self._by_id.pop(old.id_int, None)
+            bucket = self._buckets[bisect.bisect_right(self._starts, id_int) - 1]
+        result, evicted = bucket._add(node, now)
+        if evicted is not None:
+            self._by_id.pop(evicted.id_int, None)
         if result is not AddResult.CACHED:
-            self._by_id[node.id_int] = bucket.nodes[node.id_int]
+            self._by_id[id_int] = bucket.nodes[id_int]
         return result
+
+    def heard(self, id: bytes, ip: str, port: int, now: float, responded: bool = False) -> None:
+        """The node ``id`` at ``ip:port`` queried us (or, ``responded``, answered us):
+        the same as ``add(Node(id, ip, port, last_query=now))`` (or
+        ``last_response=now``), without building a Node when it is known at that address.
+        """
+        id_int = int.from_bytes(id, "big")
+        known = self._by_id.get(id_int)
+        if known is None or known.port != port or known.ip != ip:
+            if responded:
+                self.add(Node(id, ip, port, last_response=now), now)
+            else:
+                self.add(Node(id, ip, port, last_query=now), now)
+            return
+        if responded:
+            if now >= known.last_response and now:
+                known.last_response = now
+                if known._failed:
+                    known.failed = 0
+        elif now > known.last_query:
+            known.last_query = now
+        self._buckets[bisect.bisect_right(self._starts, id_int) - 1].last_changed = now
 
     def remove(self, node: Node) -> None:
         """Drop ``node`` (it went bad); a replacement takes its place."""

@@ -213,3 +213,36 @@ def test_lookups_on_an_empty_table_finish_at_once(size: int) -> None:
     lid = core.announce_peer(os.urandom(20), 1, 0.0)
     events = [core.next_event(), core.next_event()]
     assert any(isinstance(e, AnnounceDone) and e.lookup_id == lid for e in events)
+
+
+def test_token_cache_follows_rotation() -> None:
+    from smartget.dht.tokens import TOKEN_ROTATE, TOKEN_VALID, TokenManager
+
+    now = 10_000.0
+    tokens = TokenManager(now)
+    first = tokens.get("127.0.1.7", now)
+    assert tokens.get("127.0.1.7", now + 1) == first  # cached
+    assert tokens.get("127.0.1.8", now + 1) != first
+    later = now + TOKEN_ROTATE + 1
+    second = tokens.get("127.0.1.7", later)
+    assert second != first  # a new secret, a new token
+    assert tokens.check(first, "127.0.1.7", later)  # the old one still holds
+    assert not tokens.check(first, "127.0.1.7", now + TOKEN_ROTATE + TOKEN_VALID + 2)
+    assert tokens.check(second, "127.0.1.7", later + 60)
+
+
+def test_get_peers_replies_carry_the_closest_nodes_from_a_big_table() -> None:
+    from smartget.dht.routing import Node
+
+    core = _core(rate_limit=0)
+    for i in range(200):
+        core.root.add(Node(os.urandom(20), "127.0.1.9", 1000 + i, last_response=1.0), 1.0)
+    for i in range(100):
+        ih = os.urandom(20)
+        q = {b"t": b"%d" % i, b"y": b"q", b"q": b"get_peers", b"a": {b"id": NID, b"info_hash": ih}}
+        reply = _ask(core, q)
+        assert reply[b"t"] == b"%d" % i
+        nodes = reply[b"r"][b"nodes"]
+        got = {nodes[j : j + 26] for j in range(0, len(nodes), 26)}
+        assert got == {n.compact_info() for n in core.root.get_closest_nodes(ih)}
+        assert len(got) == 8

@@ -96,3 +96,41 @@ def test_well_formed_bencode_of_any_shape_raises_only_krpc_error(msg: dict[bytes
 
     with contextlib.suppress(KRPCError):
         krpc.decode(bencode(msg))
+
+
+_ID = st.binary(min_size=20, max_size=20)
+
+
+@given(
+    st.binary(min_size=1, max_size=64),
+    _ID,
+    st.binary(max_size=26 * 8),
+    st.binary(max_size=20),
+    st.lists(st.binary(min_size=6, max_size=6), max_size=5),
+    st.none() | st.binary(min_size=6, max_size=6),
+)
+def test_reply_written_as_bytes_is_what_bencode_writes(
+    tid: bytes, myid: bytes, nodes: bytes, token: bytes, values: list[bytes], ip: bytes | None
+) -> None:
+    from fastbencode import bencode
+
+    body = krpc.get_peers_body(myid, nodes, token, values)
+    r: dict[bytes, object] = {b"id": myid, b"nodes": nodes, b"token": token}
+    if values:
+        r[b"values"] = values
+    assert body == bencode(r)
+    msg: dict[bytes, object] = {b"t": tid, b"y": b"r", b"r": r}
+    if ip is not None:
+        msg[b"ip"] = ip
+    assert krpc.encode_reply(tid, body, ip) == bencode(msg)
+
+
+def test_decode_and_the_hot_path_helpers_agree() -> None:
+    data = krpc.encode_query(b"q1", b"get_peers", {b"id": NID, b"info_hash": NID}, read_only=True)
+    msg = krpc.bdecode(data)
+    assert krpc.envelope(msg) == (b"q1", b"q")
+    assert krpc.Query(b"q1", *krpc.query_fields(msg)) == krpc.decode(data)
+    with pytest.raises(KRPCError, match="'y'"):
+        krpc.envelope({b"t": b"x", b"y": b"z"})
+    with pytest.raises(KRPCError, match="id must be"):
+        krpc.query_fields({b"q": b"ping", b"a": {b"id": b"short"}})

@@ -125,3 +125,80 @@ def test_bad_nodes_excluded_unless_asked() -> None:
     assert (stats.nodes, stats.bad) == (1, 1)
     table.empty()
     assert len(table) == 0
+
+
+def _table_with(owner_id: bytes, nodes: list[Node]) -> RoutingTable:
+    table = RoutingTable()
+    table.register_dht(_Owner(owner_id))
+    for node in nodes:
+        table.add(node, NOW)
+    return table
+
+
+def _same_set(table: RoutingTable, target: bytes) -> None:
+    blob = table.compact_closest(target)
+    records = {blob[i : i + 26] for i in range(0, len(blob), 26)}
+    assert records == {n.compact_info() for n in table.get_closest_nodes(target)}
+    assert len(blob) == 26 * len(records)
+
+
+def test_compact_closest_follows_every_change_of_the_table() -> None:
+    nodes = [_node(last_response=NOW) for _ in range(200)]
+    table = _table_with(os.urandom(20), nodes)
+    targets = [os.urandom(20) for _ in range(50)]
+    for target in targets:
+        _same_set(table, target)
+        _same_set(table, target)  # a cached answer, the same
+    # a node goes bad (set from outside, as tests and users may): it leaves replies
+    victim = table.get_closest_nodes(targets[0])[0]
+    victim.failed = 3
+    assert victim.compact_info() not in table.compact_closest(targets[0])
+    _same_set(table, targets[0])
+    victim.failed = 0  # and comes back
+    assert victim.compact_info() in table.compact_closest(targets[0])
+    # removed: its replacement answers instead
+    table.remove(victim)
+    _same_set(table, targets[0])
+    # a node moves (answers from a new port): the cached records follow
+    mover = table.get_closest_nodes(targets[1])[0]
+    table.add(Node(mover.id, mover.ip, 7000, last_response=NOW + 1), NOW + 1)
+    assert Node(mover.id, mover.ip, 7000).compact_info() in table.compact_closest(targets[1])
+    for target in targets:
+        _same_set(table, target)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(1, 3), st.booleans(), st.floats(0, 100)),
+        max_size=120,
+    )
+)
+def test_heard_is_add_without_building_a_node(events: list[tuple[int, int, bool, float]]) -> None:
+    """Two tables fed the same events, one by heard() and one by add(Node(...)), agree."""
+    ids = [bytes([i * 6]) + bytes(19) for i in range(41)]
+    owner = os.urandom(20)
+    fast, slow = _table_with(owner, []), _table_with(owner, [])
+    for who, port, responded, at in events:
+        now = NOW + at
+        fast.heard(ids[who], "127.0.1.3", port, now, responded=responded)
+        kw = {"last_response": now} if responded else {"last_query": now}
+        slow.add(Node(ids[who], "127.0.1.3", port, **kw), now)
+
+    def state(table: RoutingTable) -> list[tuple[object, ...]]:
+        return [
+            (
+                b.id,
+                b.id_length,
+                b.last_changed,
+                sorted(b.replacements),
+                sorted(
+                    (n.id, n.addr, n.last_response, n.last_query, n.failed)
+                    for n in b.nodes.values()
+                ),
+            )
+            for b in table.buckets
+        ]
+
+    assert state(fast) == state(slow)
+    assert len(fast) == len(slow)
