@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import prometheus_client as prom
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from smartget import __version__
 from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
 from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.hub.dashboard import add_dashboard
 from smartget.hub.fleet import add_fleet_routes
 from smartget.hub.registry import MAX_STATUS, Node
 from smartget.hub.relay.http import RPC2Passthrough, add_relay_routes
@@ -214,9 +215,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def metrics() -> Response:
         return Response(prom.generate_latest(hub.metrics), media_type=prom.CONTENT_TYPE_LATEST)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    add_dashboard(app, hub)  # GET /: the fleet at a glance (hub/dashboard.py)
 
     return app
 
