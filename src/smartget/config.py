@@ -2,7 +2,8 @@
 
 Every service command takes ``--config FILE``. The file holds the same keys as the
 command's flags (``node-ttl`` or ``node_ttl``), either at the top level or in a table
-named after the command (``[hub]``), so one file can configure several services. Flags
+named after the command (``[hub]``, ``[mesh.run]``), so one file can configure several
+services. Flags
 given on the command line win over the file; the file wins over built-in defaults.
 """
 
@@ -113,8 +114,13 @@ SIZE = Size()
 RATE = Size(rate=True)
 
 
-def load_toml(path: Path, section: str | None = None) -> dict[str, Any]:
-    """Read a TOML settings file; return ``[section]`` if present, else the top level."""
+def load_toml(path: Path, section: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read a TOML settings file and return the table for ``section``.
+
+    ``section`` is a command path such as ``("smartget", "mesh", "run")``: tables are
+    followed as far as they exist (``[mesh.run]``, else ``[mesh]``, else the top level),
+    so one file can configure several services. Sub-tables of other commands are left out.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -125,9 +131,13 @@ def load_toml(path: Path, section: str | None = None) -> dict[str, Any]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    if section and isinstance(data.get(section), dict):
-        data = data[section]
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    path_parts = (section,) if isinstance(section, str) else (section or ())
+    for part in path_parts:
+        if isinstance(data.get(part), dict):
+            data = data[part]
+    return {
+        key.replace("-", "_"): value for key, value in data.items() if not isinstance(value, dict)
+    }
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -136,10 +146,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     command = ctx.command
     known = {p.name for p in command.params if p.name and p.name != "config"}
     try:
-        settings = load_toml(Path(value), section=command.name)
+        settings = load_toml(Path(value), section=tuple(ctx.command_path.split()))
     except ConfigError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
-    unknown = sorted(set(settings) - known - {command.name or ""})
+    unknown = sorted(set(settings) - known)
     if unknown:
         raise click.BadParameter(
             f"unknown key(s) in {value}: {', '.join(unknown)}; "

@@ -27,7 +27,8 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     ├── DHTError                    dht: a lookup or bootstrap failed
     ├── MeshError                   mesh: routing, TLS or authorization
     │   ├── AuthError               a peer failed authentication or authorization
-    │   └── RouteError              no route to the destination
+    │   ├── RouteError              no route to the destination
+    │   └── UpdateError             a code update was refused (signature, version, paths)
     └── TranscodeError              transcode: ffmpeg or a worker failed
 """
 
@@ -58,6 +59,7 @@ __all__ = [
     "TrackerError",
     "TranscodeError",
     "UnsafePathError",
+    "UpdateError",
 ]
 
 
@@ -163,6 +165,10 @@ class AuthError(MeshError):
 
 class RouteError(MeshError):
     """No route to the destination node."""
+
+
+class UpdateError(MeshError):
+    """An update package was refused: unsigned, tampered, not newer, or unsafe."""
 
 
 class TranscodeError(SmartGetError):

@@ -73,3 +73,19 @@ def test_config_file_bad_toml(tmp_path: Path) -> None:
     result = CliRunner().invoke(sample, ["--config", str(config)])
     assert result.exit_code == 2
     assert "not valid TOML" in result.output
+
+
+@click.group()
+def outer() -> None:
+    pass
+
+
+outer.add_command(sample)
+
+
+def test_config_file_nested_tables_for_subcommands(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text("node-ttl = 1\n[outer.sample]\nnode-ttl = 9\n[outer.other]\nx = 1\n")
+    result = CliRunner().invoke(outer, ["sample", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "0.0.0.0 1 9.0 info"

@@ -1,0 +1,252 @@
+"""The mesh app interface: MSW's plugins, each with its own inbound queue.
+
+Seed 001 ("介绍"): every plugin gets its own receive queue and shares one send queue; the
+forwarder delivers by ``Datapack.app``. Here an app is an object with a ``name`` and an
+``async run(ctx)`` method; the node gives it an :class:`AppContext`::
+
+    class Echo(App):
+        name = "echo"
+
+        async def run(self, ctx: AppContext) -> None:
+            while True:
+                dp = await ctx.receive()          # this app's own queue
+                ctx.send(dp.reply(dp.body))       # never waits on another app
+
+``ctx.send`` routes at once (locally by ``app``, over the mesh when ``to`` is set) and
+never blocks. ``await ctx.request(dp, timeout)`` sends and waits for the reply that
+carries ``re: <flag>``. ``await ctx.send_file(path, to=..., app=...)`` streams a file:
+the receiver's app gets a Datapack with method ``file`` whose ``file`` attribute is the
+verified copy under its receive root, and ``head['filename']`` the name it was sent as.
+``dp.origin`` is the sender's node id when the node proved it: by TLS on a direct
+link, or, for packets that came through proxies, by the origin's signature when the app
+sets ``verify_origin`` or has an ``--allow`` rule.
+
+Where apps come from (issue 7, "Node"): the built-ins below; any module in
+``--apps-dir`` that defines ``create_app()`` (or an ``app`` object); and entry points in
+the group ``smartget.mesh_apps`` naming an :class:`App` subclass or a factory. An app's
+failure is logged and does not stop the node or the other apps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from smartget.errors import ConfigError, MeshError
+from smartget.mesh.datapack import Datapack, new_flag
+
+if TYPE_CHECKING:
+    from smartget.mesh.node import Node
+
+__all__ = [
+    "BUILTIN_APPS",
+    "ENTRY_POINT_GROUP",
+    "App",
+    "AppContext",
+    "load_apps",
+    "sha256_file",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "smartget.mesh_apps"
+QUEUE_HIGH = 10_000  # past this, links feeding the app stop being read
+QUEUE_MAX = 100_000  # past this (local senders only), packets are dropped
+
+
+class Pausable(Protocol):
+    """What the node hands :meth:`AppContext.deliver`: the link a packet came in on."""
+
+    def pause(self, reason: str) -> None: ...
+    def resume(self, reason: str) -> None: ...
+
+
+class App:
+    """Base class of a mesh app. Subclasses set ``name`` and implement :meth:`run`."""
+
+    name: ClassVar[str] = ""
+    # Apps closed to every peer unless the config opens them (issue 7, "Security").
+    closed_by_default: ClassVar[bool] = False
+    # Check the signature of packets that came through proxies so ``dp.origin`` is set
+    # (about 0.1 ms a packet; apps with an --allow rule are always checked).
+    verify_origin: ClassVar[bool] = False
+
+    async def run(self, ctx: AppContext) -> None:
+        raise NotImplementedError
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """(hex sha256, size) of a file; blocking, so call it with ``asyncio.to_thread``."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        while data := file.read(chunk):
+            hasher.update(data)
+            size += len(data)
+    return hasher.hexdigest(), size
+
+
+@dataclass
+class AppContext:
+    """What the node gives an app: its queue, the send API, its directories, settings."""
+
+    node: Node
+    name: str
+    data_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    queue: asyncio.Queue[Datapack] = field(default_factory=asyncio.Queue)
+    dropped: int = 0
+    _replies: dict[str, asyncio.Future[Datapack]] = field(default_factory=dict)
+    _paused: set[Pausable] = field(default_factory=set)
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def recv_root(self) -> Path:
+        return self.node.recv_root
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"smartget.mesh.apps.{self.name}")
+
+    async def receive(self) -> Datapack:
+        """The next packet for this app (replies awaited by :meth:`request` excepted)."""
+        dp = await self.queue.get()
+        if self._paused and self.queue.qsize() <= QUEUE_HIGH // 2:
+            for link in self._paused:
+                link.resume(self.name)
+            self._paused.clear()
+        return dp
+
+    def send(self, dp: Datapack) -> Datapack:
+        """Route ``dp`` now (``from`` defaults to this app); returns it with its flag set."""
+        dp.head.setdefault("from", self.name)
+        self.node.send(dp)
+        return dp
+
+    async def request(self, dp: Datapack, within: float) -> Datapack:
+        """Send ``dp`` and wait up to ``within`` s for its reply; :class:`MeshError` if none."""
+        flag = dp.head.setdefault("flag", new_flag())
+        future: asyncio.Future[Datapack] = asyncio.get_running_loop().create_future()
+        self._replies[flag] = future
+        try:
+            self.send(dp)
+            async with asyncio.timeout(within):
+                return await future
+        except TimeoutError:
+            raise MeshError(
+                f"no reply to {dp.app!r} on {dp.head.get('to')!r} within {within} s"
+            ) from None
+        finally:
+            self._replies.pop(flag, None)
+
+    async def send_file(
+        self, path: Path, *, to: str, app: str, filename: str | None = None, **head: str
+    ) -> Datapack:
+        """Stream the file at ``path`` to ``app`` on ``to`` (hashed first, in a thread)."""
+        digest, _size = await asyncio.to_thread(sha256_file, path)
+        dp = Datapack(
+            "file",
+            app,
+            {"to": to, "filename": filename or path.name, "sha256": digest, **head},
+            file=os.fspath(path),
+        )
+        return self.send(dp)
+
+    def deliver(self, dp: Datapack, link: Pausable | None = None) -> None:
+        """Called by the node: wake a waiting :meth:`request`, else queue.
+
+        Backpressure: an app more than ``QUEUE_HIGH`` packets behind stops the links
+        feeding it from being read (TCP then slows the senders) until it is half way
+        through. Packets from local apps past ``QUEUE_MAX`` are dropped, with a log line.
+        """
+        waiter = self._replies.get(dp.head.get("re", "")) if dp.method == "reply" else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(dp)
+            return
+        size = self.queue.qsize()
+        if link is None and size >= QUEUE_MAX:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                self.log.warning("queue full: dropped %d packets so far", self.dropped)
+            return
+        self.queue.put_nowait(dp)
+        if link is not None and size + 1 >= QUEUE_HIGH and link not in self._paused:
+            self._paused.add(link)
+            link.pause(self.name)
+
+
+def _builtin(name: str) -> type[App]:
+    module = importlib.import_module(f"smartget.mesh.apps.{name}")
+    cls = module.APP
+    assert isinstance(cls, type)
+    assert issubclass(cls, App)
+    return cls
+
+
+BUILTIN_APPS = ("logger", "console", "shell", "update")
+
+
+def _instantiate(source: str, obj: object) -> App:
+    if isinstance(obj, type) and issubclass(obj, App):
+        return obj()
+    if isinstance(obj, App):
+        return obj
+    if callable(obj):
+        made = obj()
+        if isinstance(made, App):
+            return made
+    raise ConfigError(f"{source} does not give a smartget.mesh.apps.App")
+
+
+def _from_dir(apps_dir: Path) -> dict[str, App]:
+    apps: dict[str, App] = {}
+    for path in sorted(apps_dir.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"smartget_mesh_app_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ConfigError(f"app module {path} failed to load: {exc!r}") from exc
+        factory: Callable[[], object] | object | None = getattr(module, "create_app", None)
+        if factory is None:
+            factory = getattr(module, "app", None)
+        if factory is None:
+            raise ConfigError(f"app module {path} defines neither create_app() nor app")
+        app = _instantiate(str(path), factory)
+        apps[app.name or path.stem] = app
+    return apps
+
+
+def load_apps(names: list[str], apps_dir: Path | None) -> dict[str, App]:
+    """The apps to run: ``names`` (built-ins or entry points) plus every module of ``apps_dir``."""
+    entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    apps: dict[str, App] = {}
+    for name in names:
+        if name in BUILTIN_APPS:
+            apps[name] = _builtin(name)()
+        elif name in entry_points:
+            apps[name] = _instantiate(f"entry point {name}", entry_points[name].load())
+        else:
+            known = sorted({*BUILTIN_APPS, *entry_points})
+            raise ConfigError(f"unknown app {name!r}; built-in or installed: {', '.join(known)}")
+    if apps_dir is not None:
+        if not apps_dir.is_dir():
+            raise ConfigError(f"--apps-dir {apps_dir} is not a directory")
+        apps.update(_from_dir(apps_dir))
+    return apps

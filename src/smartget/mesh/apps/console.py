@@ -1,0 +1,95 @@
+"""console: type Datapacks on stdin in MSW's input syntax (seed 001, plugins/input.py).
+
+One line per packet: ``app:body;k:v,k2:v2`` sends ``body`` to ``app`` with those
+headers (``to`` among them sends it over the mesh, ``to:*`` to every direct peer). The
+prefix ``(net ID)`` is short for ``to:ID``; the prefix ``(file)`` makes the body a local
+file path to stream::
+
+    logger:hello;to:miku
+    (net miku)shell:uptime
+    (file)(net miku)logger:/tmp/report.txt
+
+Replies to the console are printed to stdout. Enable it with ``--app console``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from pathlib import Path
+
+from smartget.mesh.apps import App, AppContext
+from smartget.mesh.datapack import Datapack
+
+__all__ = ["APP", "ConsoleApp", "parse_line"]
+
+
+def parse_line(line: str) -> tuple[Datapack, bool]:
+    """``(datapack, is_file)`` for one console line; ValueError when it is not the syntax."""
+    is_file = False
+    to = None
+    line = line.strip()
+    if line.startswith("(file)"):
+        is_file, line = True, line[6:]
+    if line.startswith("(net "):
+        end = line.find(")")
+        if end < 0:
+            raise ValueError("'(net ID)' is not closed")
+        to, line = line[5:end].strip(), line[end + 1 :]
+    app, sep, rest = line.partition(":")
+    app = app.strip()
+    if not sep or not app:
+        raise ValueError("expected app:body;key:value,key2:value2")
+    body, _, params = rest.partition(";")
+    head: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in params.split(","))):
+        key, sep, value = item.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"parameter {item!r} is not key:value")
+        head[key.strip()] = value.strip()
+    if to is not None:
+        head["to"] = to
+    dp = Datapack("file" if is_file else "post", app, head, b"" if is_file else body.encode())
+    if is_file:
+        dp.file = body.strip()
+    return dp, is_file
+
+
+class ConsoleApp(App):
+    name = "console"
+
+    async def run(self, ctx: AppContext) -> None:
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def read_stdin() -> None:  # a daemon thread: a blocked read never holds up exit
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=read_stdin, name="mesh-console", daemon=True).start()
+        ctx.node.spawn(self._print_replies(ctx))
+        while (line := await lines.get()) is not None:
+            if not line.strip():
+                continue
+            try:
+                dp, is_file = parse_line(line)
+                if is_file:
+                    path = Path(dp.file or "")
+                    to = dp.head.pop("to", ctx.node_id)
+                    await ctx.send_file(path, to=to, app=dp.app, **dp.head)
+                else:
+                    ctx.send(dp)
+            except (ValueError, OSError) as exc:
+                print(f"console: {exc}", file=sys.stderr, flush=True)
+
+    async def _print_replies(self, ctx: AppContext) -> None:
+        while True:
+            dp = await ctx.receive()
+            extra = " ".join(f"{k}={v}" for k, v in dp.head.items() if k not in ("sig", "cert"))
+            print(f"[{dp.method} from {dp.head.get('id', '?')}] {extra}", flush=True)
+            print(dp.body.decode("utf-8", "replace"), flush=True)
+
+
+APP = ConsoleApp

@@ -1,0 +1,448 @@
+"""``smartget mesh``: run a node, manage its CA and release key, send packets, supervise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from smartget.config import HOSTPORT, common_options, setup_logging
+from smartget.errors import ConfigError, SmartGetError
+
+log = logging.getLogger("smartget.mesh")
+
+DIR = click.Path(file_okay=False, path_type=Path)
+FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+
+@click.group()
+def mesh() -> None:
+    """Authenticated overlay messaging (MSW): Datapacks to named apps on named nodes.
+
+    Every node holds a certificate of one private CA; links are mutual TLS 1.3 and a
+    node's id is the one in its certificate. Start with `smartget mesh ca init CA_DIR`,
+    then `smartget mesh ca issue CA_DIR NODE_ID --out NODE_DIR` for each node, then
+    `smartget mesh run --tls-dir NODE_DIR --listen HOST:PORT --peers address.txt`.
+    """
+
+
+# -- run ----------------------------------------------------------------------------
+
+
+def _parse_allow(values: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    allow: dict[str, list[str]] = {}
+    for value in values:
+        app, sep, ids = str(value).partition("=")
+        if not sep or not app.strip():
+            raise click.BadParameter(
+                f"expected APP=ID[,ID...], got {value!r}", param_hint="--allow"
+            )
+        allow.setdefault(app.strip(), []).extend(i.strip() for i in ids.split(",") if i.strip())
+    return allow
+
+
+@mesh.command()
+@click.option("--tls-dir", type=DIR, required=True, help="NODE_DIR from `mesh ca issue`.")
+@click.option(
+    "--listen",
+    type=HOSTPORT,
+    default="0.0.0.0:20120",
+    show_default=True,
+    help="Address to accept links on.",
+)
+@click.option(
+    "--peers",
+    type=FILE,
+    default=None,
+    help="MSW's address.txt (or addrlist.txt): one host:port a line, dialed and redialed.",
+)
+@click.option(
+    "--app",
+    multiple=True,
+    help="App to run (repeat): logger, console, shell, update, or an installed "
+    "smartget.mesh_apps entry point. [default: logger, shell, update]",
+)
+@click.option("--apps-dir", type=DIR, default=None, help="Also run every app module in DIR.")
+@click.option(
+    "--data-dir",
+    type=DIR,
+    default=Path("mesh-data"),
+    show_default=True,
+    help="Received files (DATA_DIR/recv), log.txt, app data.",
+)
+@click.option("--id", default=None, help="Must match the certificate's id if given.")
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="APP=ID[,ID]",
+    help="Node ids that may send to APP (repeat; * = any member). Apps not named are open "
+    "to all members; shell and update are closed unless named.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05),
+    default=10.0,
+    show_default=True,
+    help="Seconds between peer-list exchanges (and redials).",
+)
+@click.option(
+    "--retry-count",
+    type=click.IntRange(min=1),
+    default=39,
+    show_default=True,
+    help="Tries before a packet with no route is dropped.",
+)
+@click.option(
+    "--retry-interval",
+    type=click.FloatRange(min=0.01),
+    default=3.9,
+    show_default=True,
+    help="Seconds between tries of a packet with no route.",
+)
+@click.option(
+    "--max-hops",
+    type=click.IntRange(min=1, max=255),
+    default=16,
+    show_default=True,
+    help="Packets that crossed more links are dropped.",
+)
+@click.option(
+    "--dial-learned/--no-dial-learned",
+    default=True,
+    show_default=True,
+    help="Dial addresses learned from peers (off: use only --peers and proxies).",
+)
+@click.option(
+    "--program-dir",
+    type=DIR,
+    default=None,
+    help="Where the update app installs code [default: smartget's parent directory].",
+)
+@click.option(
+    "--release-pubkey",
+    type=FILE,
+    default=None,
+    help="release.pub that update packages must be signed with.",
+)
+@common_options
+def run(
+    tls_dir: Path,
+    listen: tuple[str, int],
+    peers: Path | None,
+    app: tuple[str, ...],
+    apps_dir: Path | None,
+    data_dir: Path,
+    id: str | None,
+    allow: tuple[str, ...],
+    heartbeat: float,
+    retry_count: int,
+    retry_interval: float,
+    max_hops: int,
+    dial_learned: bool,
+    program_dir: Path | None,
+    release_pubkey: Path | None,
+    log_level: str,
+) -> None:
+    """Run a mesh node in the foreground.
+
+    --config FILE takes the same keys as these flags (at the top level or in a [run]
+    table), e.g. allow = ["shell=ops"], app = ["logger", "shell"], heartbeat = 10.
+
+    Exits 0 only when an update asks for a restart (so `mesh supervise` restarts it),
+    130/143 on SIGINT/SIGTERM.
+    """
+    from smartget.mesh.ca import load_identity
+    from smartget.mesh.node import DEFAULT_APPS, MeshSettings, read_peers_file
+
+    setup_logging(log_level)
+    try:
+        ident = load_identity(tls_dir)
+        if id and id != ident.node_id:
+            raise ConfigError(f"--id {id!r} does not match the certificate's {ident.node_id!r}")
+        settings = MeshSettings(
+            tls_dir=tls_dir,
+            data_dir=data_dir,
+            listen=listen,
+            peers=read_peers_file(peers) if peers else [],
+            apps=list(app) or list(DEFAULT_APPS),
+            apps_dir=apps_dir,
+            allow=_parse_allow(allow),
+            heartbeat=heartbeat,
+            retry_count=retry_count,
+            retry_interval=retry_interval,
+            max_hops=max_hops,
+            dial_learned=dial_learned,
+            app_settings={
+                "update": {
+                    "program_dir": str(program_dir) if program_dir else None,
+                    "release_pubkey": str(release_pubkey) if release_pubkey else None,
+                }
+            },
+        )
+        status = asyncio.run(_serve(settings))
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(status)
+
+
+async def _serve(settings: Any) -> int:
+    from smartget.mesh.node import running
+
+    got: list[int] = []
+    async with running(settings) as node:
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            got.append(signum)
+            node.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        await node.wait_stopped()
+        if node.restart_requested and not got:
+            log.info("restarting for an update")
+            return 0
+    return 128 + (got[0] if got else signal.SIGTERM)
+
+
+# -- ca, release-key --------------------------------------------------------------
+
+
+@mesh.group()
+def ca() -> None:
+    """The private certificate authority that admits nodes to the mesh."""
+
+
+@ca.command("init")
+@click.argument("ca_dir", type=DIR)
+@click.option("--name", default="SmartGet mesh CA", show_default=True, help="The CA's name.")
+@click.option("--force", is_flag=True, help="Replace an existing CA (every node must be reissued).")
+def ca_init(ca_dir: Path, name: str, force: bool) -> None:
+    """Create CA_DIR/ca.crt and CA_DIR/ca.key (keep ca.key off the nodes)."""
+    from smartget.mesh.ca import init_ca
+
+    try:
+        click.echo(init_ca(ca_dir, name, force=force))
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@ca.command("issue")
+@click.argument("ca_dir", type=DIR)
+@click.argument("node_id")
+@click.option("--out", "out_dir", type=DIR, required=True, help="NODE_DIR to write into.")
+@click.option("--days", type=click.IntRange(min=1), default=825, show_default=True)
+def ca_issue(ca_dir: Path, node_id: str, out_dir: Path, days: int) -> None:
+    """Write NODE_DIR/ca.crt, node.crt and node.key for NODE_ID (never the CA's key)."""
+    from smartget.mesh.ca import issue_node
+
+    try:
+        click.echo(issue_node(ca_dir, node_id, out_dir, days=days))
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@mesh.group("release-key")
+def release_key() -> None:
+    """The Ed25519 key that signs code updates."""
+
+
+@release_key.command("init")
+@click.argument("out_dir", type=DIR)
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+def release_key_init(out_dir: Path, force: bool) -> None:
+    """Write OUT_DIR/release.key (keep it safe) and OUT_DIR/release.pub (give to nodes)."""
+    from smartget.mesh.ca import init_release_key
+
+    try:
+        key, pub = init_release_key(out_dir, force=force)
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{key}\n{pub}")
+
+
+# -- send, update push ----------------------------------------------------------------
+
+
+def _parse_heads(values: tuple[str, ...]) -> dict[str, str]:
+    head = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected k=v, got {value!r}", param_hint="--head")
+        head[key] = text
+    return head
+
+
+_CLIENT_OPTIONS = [
+    click.option("--tls-dir", type=DIR, required=True, help="NODE_DIR whose certificate we use."),
+    click.option("--via", type=HOSTPORT, required=True, help="The node to connect to."),
+    click.option("--to", "to", required=True, help="Node id, a&b&c hops, or * (via's peers)."),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0),
+        default=10.0,
+        show_default=True,
+        help="Seconds to wait for the link and for a reply (0: send, do not wait for one).",
+    ),
+]
+
+
+def _client_options(func: Any) -> Any:
+    for option in reversed(_CLIENT_OPTIONS):
+        func = option(func)
+    return func
+
+
+@mesh.command()
+@_client_options
+@click.option("--app", required=True, help="App to deliver to on the destination.")
+@click.option(
+    "--method",
+    type=click.Choice(["post", "get"]),
+    default="post",
+    show_default=True,
+    help="Datapack method (file is implied by --file).",
+)
+@click.option("--head", "heads", multiple=True, metavar="K=V", help="Extra header (repeat).")
+@click.option("--file", "file_path", type=FILE, default=None, help="Stream this file instead.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+@click.argument("body", required=False, default="")
+def send(
+    tls_dir: Path,
+    via: tuple[str, int],
+    to: str,
+    timeout: float,
+    app: str,
+    method: str,
+    heads: tuple[str, ...],
+    file_path: Path | None,
+    log_level: str,
+    body: str,
+) -> None:
+    """Send one Datapack through the node at --via and print the reply, if any.
+
+    Exits 0 once the Datapack is handed to the mesh (a reply is printed if one comes
+    within --timeout); non-zero with the reason when the link or certificate is refused.
+    The packet is signed with NODE_DIR's key, so apps opened with --allow to this
+    certificate's id accept it through any number of proxies. Examples:
+
+    \b
+      smartget mesh send --tls-dir ops/ --via 10.0.0.5:20120 --to beta --app shell -- df -h
+      smartget mesh send --tls-dir ops/ --via 10.0.0.5:20120 --to '*' --app logger hello
+      smartget mesh send --tls-dir ops/ --via 10.0.0.5:20120 --to beta&gamma \\
+          --app logger --file report.txt --timeout 0
+    """
+    from smartget.mesh.client import send_one
+
+    setup_logging(log_level)
+    try:
+        replies = asyncio.run(
+            send_one(
+                tls_dir,
+                via,
+                to,
+                app,
+                body.encode(),
+                method=method,
+                head=_parse_heads(heads),
+                file=file_path,
+                wait=timeout,
+            )
+        )
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for reply in replies:
+        extra = " ".join(f"{k}={v}" for k, v in reply.head.items() if k not in ("sig", "cert"))
+        click.echo(f"# reply from {reply.head.get('id', '?')}: {extra}", err=True)
+        click.echo(reply.body.decode("utf-8", "replace"))
+
+
+@mesh.group()
+def update() -> None:
+    """Signed code updates of the program directory."""
+
+
+@update.command("push")
+@_client_options
+@click.option("--release-key", type=FILE, required=True, help="release.key from release-key init.")
+@click.option("--program-dir", type=DIR, required=True, help="Directory to pack.")
+@click.option("--version", "version", required=True, help="Dotted version, newer than the nodes'.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+def update_push(
+    tls_dir: Path,
+    via: tuple[str, int],
+    to: str,
+    timeout: float,
+    release_key: Path,
+    program_dir: Path,
+    version: str,
+    log_level: str,
+) -> None:
+    """Pack PROGRAM_DIR at VERSION, sign it, and send it to the update app of --to."""
+    from smartget.mesh.apps.update import pack
+    from smartget.mesh.ca import load_private_key
+    from smartget.mesh.client import send_one
+
+    setup_logging(log_level)
+    try:
+        key = load_private_key(release_key)
+        with tempfile.TemporaryDirectory(prefix="smartget-update-") as tmp:
+            package = pack(program_dir, version, key, Path(tmp) / f"update-{version}.tar.gz")
+            replies = asyncio.run(
+                send_one(
+                    tls_dir,
+                    via,
+                    to,
+                    "update",
+                    b"",
+                    file=package,
+                    wait=timeout,
+                    filename=package.name,
+                    wait_all=to == "*",
+                )
+            )
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for reply in replies:
+        click.echo(f"{reply.head.get('id', '?')}: {reply.body.decode('utf-8', 'replace')}")
+
+
+# -- supervise ----------------------------------------------------------------------
+
+
+@mesh.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait before a restart.",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def supervise(delay: float, command: tuple[str, ...]) -> None:
+    """Run COMMAND (after --) and restart it whenever it exits 0, as MSW's main.py.
+
+    Any other exit status stops supervision with that status. Example:
+    smartget mesh supervise -- smartget mesh run --tls-dir node ...
+    """
+    from smartget.mesh.supervisor import supervise as run_supervised
+
+    setup_logging("info")
+    sys.exit(run_supervised(command, delay=delay))

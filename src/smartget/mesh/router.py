@@ -1,0 +1,398 @@
+"""Where each Datapack goes: local apps, direct links, proxies, or the retry queue (sans-IO).
+
+Theory of operation
+-------------------
+The driver (node.py) tells the :class:`Router` which direct links are up
+(:meth:`link_up`, :meth:`link_down`), hands it every packet an app sends
+(``sender=None``) or a link delivers (``sender`` = the peer's certificate id), and
+carries out the actions it returns, in order:
+
+==============  =========================================================================
+``Deliver``     give the packet to the local app ``datapack.app``
+``Transmit``    write the packet on the direct link to ``peer``
+``Dial``        open a link to ``host:port`` (an address learned from a peer)
+``Dropped``     the packet is given up; log ``reason``
+==============  =========================================================================
+
+``to`` (seed 001, "plugins/net.py"; DESIGN.md): absent means a local app; a node id;
+``*`` for every direct peer (each gets one copy without ``to``); or a ``&``-joined list of
+hops visited in order (``B&D&E``), each hop stripped by the node it names. The next hop
+toward a node is the node itself when linked, else the proxy with the shortest
+advertised distance, else the link the node's last packet came in on (so a reply finds
+its way back before any heartbeat advertised the asker). Nodes swap peer lists and
+distance tables on a heartbeat (app ``net``), with split horizon; :meth:`heartbeat_for`
+builds the body and :meth:`route` consumes it.
+
+Every packet from a link is counted in ``hops`` and dropped past ``max_hops``; a flag
+seen within ``dedupe_seconds`` with the same remaining ``to`` is dropped as a duplicate.
+A packet with no next hop waits in the retry queue: it is tried again every
+``retry_interval`` seconds, at once when a link comes up or a route appears, and dropped
+after ``retry_count`` failed tries
+(seed: "重试失败次数超过39次，数据包将被丢弃"; 3.9 s apart per DESIGN.md).
+The clock is the caller's ``now``; :meth:`get_timer` says when :meth:`handle_timer` is due.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import json
+from dataclasses import dataclass, field
+
+from smartget.mesh.datapack import Datapack, new_flag
+
+__all__ = [
+    "NET_APP",
+    "Action",
+    "Deliver",
+    "Dial",
+    "Dropped",
+    "Router",
+    "Transmit",
+]
+
+NET_APP = "net"  # the heartbeat's app, as MSW's plugins/net.py
+MAX_ADVERT = 10_000  # entries taken from one heartbeat
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def small_number(text: str, digits: int = 9) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes '¹' and '٣', which int() refuses)."""
+    return 0 < len(text) <= digits and text.isascii() and text.isdigit()
+
+
+def valid_id(text: str) -> bool:
+    return 0 < len(text) <= 64 and not set(text) - _ID_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand ``datapack`` to the local app it names; ``sender`` is the link it came in on."""
+
+    datapack: Datapack
+    sender: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Write ``datapack`` on the direct link to ``peer``."""
+
+    peer: str
+    datapack: Datapack
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Connect to ``node_id`` at ``host:port`` (learned from a heartbeat)."""
+
+    node_id: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """``datapack`` is given up; ``level`` says how loudly to log it."""
+
+    datapack: Datapack
+    reason: str
+    level: str = "info"  # "debug" (expected, e.g. duplicates), "info", "warning"
+
+
+Action = Deliver | Transmit | Dial | Dropped
+
+
+@dataclass(order=True, slots=True)
+class _Waiting:
+    due: float
+    seq: int
+    datapack: Datapack = field(compare=False)
+    tries: int = field(compare=False, default=0)
+    done: bool = field(compare=False, default=False)
+
+
+class Router:
+    """The routing state of one node. Touch it only from the driver's loop."""
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        listen: str = "",
+        max_hops: int = 16,
+        retry_count: int = 39,
+        retry_interval: float = 3.9,
+        dedupe_seconds: float = 600.0,
+        dedupe_max: int = 200_000,
+        dial_learned: bool = True,
+    ) -> None:
+        self.node_id = node_id
+        self.listen = listen  # "host:port" advertised to peers ("" = not dialable)
+        self.max_hops = max_hops
+        self.retry_count = retry_count
+        self.retry_interval = retry_interval
+        self.dedupe_seconds = dedupe_seconds
+        self.dedupe_max = dedupe_max
+        self.dial_learned = dial_learned
+        self.default_route: str | None = None  # next hop when nothing better is known
+        # Reverse paths: origin -> the link its last packet came in on. A reply can go
+        # back that way before any heartbeat has advertised the origin.
+        self._reverse: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.peers: dict[str, str] = {}  # direct links: id -> advertised "host:port" or ""
+        self.addresses: dict[str, str] = {}  # every id -> "host:port" we have heard of
+        self.routes: dict[str, tuple[str, int]] = {}  # id -> (next hop, distance)
+        self._adverts: dict[str, dict[str, int]] = {}  # peer -> its distance table
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._waiting: list[_Waiting] = []
+        self._seq = 0
+        self.stats = collections.Counter[str]()
+
+    # -- links ---------------------------------------------------------------------
+
+    def link_up(self, peer: str, now: float) -> list[Action]:
+        self.peers.setdefault(peer, "")
+        self._recompute()
+        return self._flush(now)
+
+    def link_down(self, peer: str, now: float) -> None:
+        self.peers.pop(peer, None)
+        self._adverts.pop(peer, None)
+        self._recompute()
+
+    def next_hop(self, dest: str) -> str | None:
+        if dest in self.peers:
+            return dest
+        route = self.routes.get(dest)
+        if route:
+            return route[0]
+        back = self._reverse.get(dest)
+        if back in self.peers:
+            return back
+        return self.default_route if self.default_route in self.peers else None
+
+    # -- packets -------------------------------------------------------------------
+
+    def route(
+        self, dp: Datapack, now: float, sender: str | None = None, *, peer_host: str = ""
+    ) -> list[Action]:
+        """Decide what to do with ``dp``, from a local app (``sender=None``) or a link.
+
+        ``peer_host`` is the link's remote address, used for a peer that listens on a
+        wildcard address (``0.0.0.0:PORT``).
+        """
+        head = dp.head
+        if sender is None:
+            head.setdefault("flag", new_flag())
+            head["id"] = self.node_id
+            self._remember(f"{head['flag']}>{head.get('to', '')}", now)
+        else:
+            flag = head.get("flag", "")
+            if flag:
+                # A source route may pass a node twice (b&c&b), each time with less 'to'.
+                key = f"{flag}>{head.get('to', '')}"
+                seen_at = self._seen.get(key)
+                if seen_at is not None and seen_at >= now - self.dedupe_seconds:
+                    self.stats["duplicates"] += 1
+                    return [Dropped(dp, f"duplicate flag {flag}", "debug")]
+                self._remember(key, now)
+            hops = head.get("hops", "0")
+            if not small_number(hops) or int(hops) > self.max_hops:
+                self.stats["dropped"] += 1
+                return [Dropped(dp, f"hop limit: hops={hops[:8]!r} > {self.max_hops}")]
+            origin = head.setdefault("id", sender)
+            if origin != sender and valid_id(origin):
+                self._learn_reverse(origin, sender)
+            if dp.app == NET_APP and "to" not in head:
+                return self._heartbeat(sender, dp, now, peer_host)
+        return self._dispatch(dp, now, sender)
+
+    def _dispatch(self, dp: Datapack, now: float, sender: str | None) -> list[Action]:
+        to = dp.head.get("to", "")
+        hops = to.split("&") if to else []
+        while hops and hops[0] == self.node_id:
+            hops.pop(0)
+        if not hops:
+            dp.head.pop("to", None)
+            self.stats["delivered"] += 1
+            return [Deliver(dp, sender)]
+        if any(not (valid_id(hop) or hop == "*") for hop in hops) or "*" in hops[:-1]:
+            self.stats["dropped"] += 1
+            return [Dropped(dp, f"bad 'to' {to[:64]!r}: node ids joined by '&', '*' last")]
+        if hops == ["*"]:
+            return self._broadcast(dp, sender)
+        dp.head["to"] = "&".join(hops)
+        action = self._forward(dp)
+        if action is not None:
+            return [action]
+        self._enqueue(dp, now + self.retry_interval)
+        return []
+
+    def reroute(self, dp: Datapack, now: float) -> list[Action]:
+        """Route again a packet that was given to a link that then went down."""
+        if not dp.head.get("to"):
+            return [Dropped(dp, "its link went down (a broadcast copy is not retried)")]
+        action = self._forward(dp)
+        if action is not None:
+            return [action]
+        self._enqueue(dp, now + self.retry_interval)
+        return []
+
+    def _broadcast(self, dp: Datapack, sender: str | None) -> list[Action]:
+        actions: list[Action] = []
+        base = {k: v for k, v in dp.head.items() if k != "to"}
+        for peer in sorted(self.peers):
+            if peer == sender:
+                continue
+            copy = Datapack(dp.method, dp.app, dict(base), dp.body, dp.version, dp.file)
+            actions.append(self._transmit(peer, copy))
+        if not actions:
+            actions.append(Dropped(dp, "broadcast with no direct peer"))
+        return actions
+
+    def _forward(self, dp: Datapack) -> Transmit | None:
+        hop = self.next_hop(dp.head["to"].split("&", 1)[0])
+        return None if hop is None else self._transmit(hop, dp)
+
+    def _transmit(self, peer: str, dp: Datapack) -> Transmit:
+        hops = dp.head.get("hops", "0")
+        dp.head["hops"] = str(int(hops) + 1 if small_number(hops) else 1)
+        self.stats["transmitted"] += 1
+        return Transmit(peer, dp)
+
+    def _learn_reverse(self, origin: str, peer: str) -> None:
+        reverse = self._reverse
+        reverse[origin] = peer
+        reverse.move_to_end(origin)
+        if len(reverse) > MAX_ADVERT:
+            reverse.popitem(last=False)
+
+    def _remember(self, flag: str, now: float) -> None:
+        seen = self._seen
+        seen[flag] = now
+        seen.move_to_end(flag)
+        limit = now - self.dedupe_seconds
+        while seen and (len(seen) > self.dedupe_max or next(iter(seen.values())) < limit):
+            seen.popitem(last=False)
+
+    # -- retry queue ---------------------------------------------------------------
+
+    def _enqueue(self, dp: Datapack, due: float, tries: int = 0) -> None:
+        self._seq += 1
+        heapq.heappush(self._waiting, _Waiting(due, self._seq, dp, tries))
+        self.stats["queued"] += 1
+
+    def get_timer(self) -> float | None:
+        while self._waiting and self._waiting[0].done:
+            heapq.heappop(self._waiting)
+        return self._waiting[0].due if self._waiting else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        while self._waiting and self._waiting[0].due <= now:
+            entry = heapq.heappop(self._waiting)
+            if entry.done:
+                continue
+            action = self._forward(entry.datapack)
+            if action is not None:
+                actions.append(action)
+                continue
+            entry.tries += 1
+            self.stats["retries"] += 1
+            if entry.tries >= self.retry_count:
+                self.stats["dropped"] += 1
+                to = entry.datapack.head.get("to", "")
+                actions.append(
+                    Dropped(
+                        entry.datapack, f"no route to {to!r} after {entry.tries} tries", "warning"
+                    )
+                )
+            else:
+                self._enqueue(entry.datapack, now + self.retry_interval, entry.tries)
+        return actions
+
+    def _flush(self, now: float) -> list[Action]:
+        """Send every waiting packet that has a next hop now (a link or route appeared)."""
+        actions: list[Action] = []
+        for entry in self._waiting:
+            if not entry.done:
+                action = self._forward(entry.datapack)
+                if action is not None:
+                    entry.done = True
+                    actions.append(action)
+        return actions
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for entry in self._waiting if not entry.done)
+
+    # -- heartbeat -----------------------------------------------------------------
+
+    def heartbeat_for(self, peer: str) -> Datapack:
+        """The ``net`` packet for ``peer``: our address, our links, our distances.
+
+        Split horizon: routes whose next hop is ``peer`` are not offered back to it.
+        """
+        body = {
+            "listen": self.listen,
+            "peers": {p: addr for p, addr in self.peers.items() if p != peer},
+            "routes": {d: dist for d, (hop, dist) in self.routes.items() if hop != peer},
+        }
+        return Datapack("post", NET_APP, {"from": NET_APP}, json.dumps(body).encode())
+
+    def _heartbeat(self, peer: str, dp: Datapack, now: float, peer_host: str) -> list[Action]:
+        try:
+            body = json.loads(dp.body)
+            listen, peers, routes = body["listen"], body["peers"], body["routes"]
+            if not (
+                isinstance(listen, str) and isinstance(peers, dict) and isinstance(routes, dict)
+            ):
+                raise TypeError("wrong types")
+        except (ValueError, TypeError, KeyError) as exc:
+            return [Dropped(dp, f"malformed heartbeat from {peer}: {exc}", "warning")]
+        self.stats["heartbeats"] += 1
+        for wildcard in ("0.0.0.0:", "[::]:", ":::"):
+            if listen.startswith(wildcard) and peer_host:
+                listen = f"{peer_host}:{listen[len(wildcard) :]}"
+        if peer in self.peers and listen and len(listen) <= 300:
+            self.peers[peer] = listen
+            self.addresses[peer] = listen
+        advert: dict[str, int] = {}
+        for dest, dist in list(routes.items())[:MAX_ADVERT]:
+            if isinstance(dest, str) and valid_id(dest) and isinstance(dist, int) and dist > 0:
+                advert[dest] = dist
+        actions: list[Action] = []
+        for dest, addr in list(peers.items())[:MAX_ADVERT]:
+            if not (isinstance(dest, str) and valid_id(dest) and isinstance(addr, str)):
+                continue
+            advert[dest] = 1
+            if addr and len(addr) <= 300 and dest != self.node_id:
+                self.addresses[dest] = addr
+                if self.dial_learned and dest not in self.peers:
+                    host, _, port = addr.rpartition(":")
+                    if host and small_number(port, 5) and int(port) < 65536:
+                        actions.append(Dial(dest, host.strip("[]"), int(port)))
+        if peer in self.peers:
+            self._adverts[peer] = advert
+            self._recompute()
+            actions.extend(self._flush(now))
+        return actions
+
+    def _recompute(self) -> None:
+        routes: dict[str, tuple[str, int]] = {}
+        for peer in sorted(self._adverts):
+            for dest, dist in self._adverts[peer].items():
+                if dest == self.node_id or dest in self.peers or dist + 1 > self.max_hops:
+                    continue
+                best = routes.get(dest)
+                if best is None or dist + 1 < best[1]:
+                    routes[dest] = (peer, dist + 1)
+        self.routes = routes
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            **self.stats,
+            "peers": len(self.peers),
+            "routes": len(self.routes),
+            "waiting": self.waiting,
+            "flags_remembered": len(self._seen),
+        }
