@@ -58,12 +58,17 @@ class IncomingFile:
 
     async def finish(self) -> bool:
         """Close the file; True when its sha256 matches (else the file is removed)."""
+        closing = self._executor.submit(self._close)
+        self._executor.shutdown(wait=False)
         try:
-            digest = await asyncio.wrap_future(self._executor.submit(self._close))
+            # Shielded: if the node stops meanwhile, the worker still closes the file
+            # (after the writes queued before it) and the partial file is removed.
+            digest = await asyncio.shield(asyncio.wrap_future(closing))
+        except asyncio.CancelledError:
+            closing.add_done_callback(lambda _: self.remove())
+            raise
         except OSError:
             digest = ""
-        finally:
-            self._executor.shutdown(wait=False)
         if digest != self._expected:
             self.remove()
             return False

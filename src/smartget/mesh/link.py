@@ -35,6 +35,9 @@ from smartget.mesh import datapack as dpk
 from smartget.mesh._rxfile import IncomingFile
 from smartget.mesh.ca import peer_id_from_ssl
 
+BYE_APP = "net-bye"  # control packet on a duplicate link: "stop using this one" (retire)
+RETIRE_GRACE = 10.0  # seconds a retiring link waits for the peer to close it
+
 if TYPE_CHECKING:
     from smartget.mesh.node import Node
 
@@ -69,6 +72,7 @@ class Link(asyncio.Protocol):
         self.peer_id = ""
         self.peer_host = ""
         self.up = False  # the peer's first packet arrived
+        self.retiring = False  # a duplicate link, told "bye": read on until the peer closes
         self.closed = asyncio.get_running_loop().create_future()
         self.stats: collections.Counter[str] = collections.Counter()
         self._transport: asyncio.Transport | None = None
@@ -167,6 +171,9 @@ class Link(asyncio.Protocol):
                     if not self.up:
                         self.up = True
                         self.node.link_up(self)
+                    if dp.app == BYE_APP:
+                        self.node.peer_retired(self)
+                        continue
                     self.node.packet_from(self, dp)
                 case dpk.FileStarted(dp, _):
                     self._start_rx(dp)
@@ -380,6 +387,21 @@ class Link(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def retire(self) -> None:
+        """This link duplicates another to the same peer: end it without losing packets.
+
+        Closing at once would drop what the peer already wrote to it. Instead the peer is
+        told "bye" (after anything still queued here); it stops using the link, sends
+        what it still holds for us over the other one, and closes; until then this side
+        goes on reading, so every packet on the wire arrives (TCP keeps the order).
+        """
+        if self.retiring:
+            return
+        self.retiring = True
+        self.send(dpk.Datapack("post", BYE_APP, {}, b""))
+        # A peer that never answers "bye" is closed on anyway.
+        asyncio.get_running_loop().call_later(RETIRE_GRACE, self.close)
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -267,15 +267,13 @@ class Node:
         peer = link.peer_id
         old = self.links.get(peer)
         if old is not None and old is not link:
-            # Both sides dialed: keep the link dialed by the smaller id, on both ends.
+            # Both sides dialed: keep the link dialed by the smaller id, on both ends, and
+            # retire the other (Link.retire) so nothing already sent on it is lost.
             keep_new = link.dialed == (self.node_id < peer)
-            loser = old if keep_new else link
-            log.debug("two links to %s; closing one", peer)
-            if not keep_new:
-                loser.close()
-                return
-            self.links[peer] = link
-            old.close()
+            log.debug("two links to %s; retiring one", peer)
+            if keep_new:
+                self.links[peer] = link
+            (old if keep_new else link).retire()
             return
         self.links[peer] = link
         self._notify()
@@ -296,6 +294,29 @@ class Node:
                 continue
             self._unref(dp)  # no unlink: the re-routed packet still needs its file
             self._execute(self.router.reroute(dp, now))
+
+    def peer_retired(self, link: Link) -> None:
+        """The peer retired this link: route by another, hand back its queue, close it."""
+        peer = link.peer_id
+        if self.links.get(peer) is link:
+            others = [
+                c
+                for c in self.connections
+                if c is not link and c.peer_id == peer and c.up and not c.retiring
+            ]
+            if others:
+                self.links[peer] = others[0]
+            else:
+                del self.links[peer]
+                self.router.link_down(peer, self.now())
+        link.retiring = True
+        now = self.now()
+        for dp in link.take_outbox():
+            if dp.app == rt.NET_APP:
+                continue
+            self._unref(dp)
+            self._execute(self.router.reroute(dp, now))
+        link.close()
 
     def packet_from(self, link: Link, dp: Datapack) -> None:
         self._inbound = link
