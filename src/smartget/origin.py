@@ -4,6 +4,11 @@
 can say how many bytes the origin served (``GET /__origin__/stats``). It is a plain
 web server otherwise; any origin works with ``smartget push``.
 
+``--upload-limit RATE`` caps what it sends, all requests together (off by default):
+:class:`TokenBucket` is the clock-free core, :class:`RateCap` the ASGI layer that
+paces response bodies with it. The distribution benchmark (issue 6) uses it to time N
+plain HTTP downloads under the same upload cap as the swarm's seed.
+
 Run alone: ``python -m smartget.origin --root DIR --listen 127.0.0.1:8000``.
 """
 
@@ -14,6 +19,7 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +29,74 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smartget.config import parse_hostport, setup_logging
+from smartget.config import parse_hostport, parse_size, setup_logging
+from smartget.errors import ConfigError
 from smartget.httpserver import EmbeddedServer
 
-__all__ = ["STATS_PATH", "ByteCounter", "create_app", "serve"]
+__all__ = ["STATS_PATH", "ByteCounter", "RateCap", "TokenBucket", "create_app", "serve"]
 
 STATS_PATH = "/__origin__/stats"
+PACE_CHUNK = 64 << 10  # bodies are paced in pieces of at most this many bytes
 log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    """``rate`` bytes/s with ``burst`` bytes of credit; time comes in as ``now``.
+
+    :meth:`take` always grants and returns how long the caller must wait before
+    sending: the bucket may go into debt, so callers queue in the order they asked
+    and, together, never exceed ``rate`` after the first ``burst`` bytes.
+    """
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, amount: int, now: float) -> float:
+        """Spend ``amount`` bytes; seconds to wait before sending them (0: at once)."""
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+        self.tokens -= amount
+        return max(0.0, -self.tokens / self.rate)
+
+
+class RateCap:
+    """ASGI middleware: response bodies of every request share one :class:`TokenBucket`."""
+
+    def __init__(self, app: ASGIApp, rate: float) -> None:
+        self.app = app
+        self.bucket = TokenBucket(rate, burst=max(PACE_CHUNK, rate / 20), now=time.monotonic())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == STATS_PATH:
+            await self.app(scope, receive, send)
+            return
+
+        async def paced_send(message: Message) -> None:
+            body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if len(body) <= PACE_CHUNK:
+                await self._pace(len(body))
+                await send(message)
+                return
+            view, more = memoryview(body), message.get("more_body", False)
+            for start in range(0, len(body), PACE_CHUNK):
+                part = bytes(view[start : start + PACE_CHUNK])
+                await self._pace(len(part))
+                last = start + PACE_CHUNK >= len(body)
+                await send({**message, "body": part, "more_body": more or not last})
+
+        await self.app(scope, receive, paced_send)
+
+    async def _pace(self, amount: int) -> None:
+        if amount:
+            delay = self.bucket.take(amount, time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing, not synchronisation
 
 
 class ByteCounter:
@@ -54,7 +121,8 @@ class ByteCounter:
         await self.app(scope, receive, counting_send)
 
 
-def create_app(root: Path) -> ByteCounter:
+def create_app(root: Path, upload_limit: float = 0) -> ByteCounter:
+    """The origin's ASGI app; ``upload_limit`` bytes/s for all responses (0: none)."""
     root = root.resolve()
 
     async def stats(request: Request) -> Response:
@@ -73,17 +141,24 @@ def create_app(root: Path) -> ByteCounter:
             Route("/{path:path}", serve_file, methods=["GET", "HEAD"]),
         ]
     )
-    counter = ByteCounter(app)
+    counter = ByteCounter(RateCap(app, upload_limit) if upload_limit > 0 else app)
     return counter
 
 
-async def serve(root: Path, listen: tuple[str, int], ready: Any = None) -> None:
+async def serve(
+    root: Path, listen: tuple[str, int], ready: Any = None, *, upload_limit: float = 0
+) -> None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(listen)
-    server = EmbeddedServer(create_app(root), sock, name="origin")
+    server = EmbeddedServer(create_app(root, upload_limit), sock, name="origin")
     await server.start()
-    log.info("origin serving %s on http://%s:%d", root, *sock.getsockname()[:2])
+    log.info(
+        "origin serving %s on http://%s:%d%s",
+        root,
+        *sock.getsockname()[:2],
+        f", upload capped at {upload_limit:,.0f} B/s" if upload_limit > 0 else "",
+    )
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,10 +171,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, required=True, help="directory to serve")
     parser.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT")
+    parser.add_argument(
+        "--upload-limit",
+        default="0",
+        help="cap on bytes sent per second, all requests together, e.g. 4MiB/s (0: none)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     setup_logging(args.log_level)
-    asyncio.run(serve(args.root, parse_hostport(args.listen)))
+    try:
+        limit = parse_size(args.upload_limit.removesuffix("/s"))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    asyncio.run(serve(args.root, parse_hostport(args.listen), upload_limit=limit))
 
 
 if __name__ == "__main__":

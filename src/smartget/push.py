@@ -229,14 +229,23 @@ async def push(
     give_up_after: float = 600.0,
     verify: bool = True,
     on_update: Callable[[PushResult], None] | None = None,
+    seed_node: str | None = None,
 ) -> PushResult:
-    """Push ``fileurl`` to the fleet; the result says, per node, when it finished or why not."""
+    """Push ``fileurl`` to the fleet; the result says, per node, when it finished or why not.
+
+    ``seed_node`` (a nodeid or an IP) is the seed instead of the most free capacity.
+    """
     client = _Client(hub_url, token, node_token or token, give_up_after)
     result = PushResult(fileurl)
     started = time.monotonic()
     deadline = started + give_up_after
     try:
         candidates = await fleet(client, zones)
+        if seed_node is not None:
+            chosen = [n for n in candidates if seed_node in (n.nodeid, n.ip)]
+            if not chosen:
+                raise PushError(f"no live node {seed_node!r} to be the seed")
+            candidates = chosen[:1] + [n for n in candidates if n is not chosen[0]]
         if nodes is not None:
             candidates = candidates[:nodes]
         if len(candidates) < 1:

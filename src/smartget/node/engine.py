@@ -23,6 +23,12 @@ UPnP, NAT-PMP and libtorrent's DHT off; outgoing uTP off (it costs seconds again
 TCP-only peers). Rate limits apply to every peer, loopback and LAN included: by default
 libtorrent puts those in its "local" peer class, which is exempt, so the peer class
 filter puts every address in the global class instead.
+
+Swarm efficiency under upload caps (issue 6): with a capped seed the seed's upload is
+the bottleneck, so every piece it sends twice is time lost. :func:`_swarm_tuning` holds
+the libtorrent settings that were measured to matter (why each, in its docstring), and
+once a second each download is split into stripes (:func:`stripe_priorities`) so that
+peers fetch different pieces from the seed and the rest from each other.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ DOWNLOAD_SUCCESS = "download success"
 SEEDING = "seeding"
 
 MAX_TORRENT_BYTES = 16 << 20
+REQUEST_QUEUE = 8  # outstanding block requests per peer connection (see _swarm_tuning)
+SWARM_UNCHOKE_SLOTS = 32  # peers a node uploads to at once, at least
 
 
 @dataclass
@@ -142,6 +150,8 @@ class Engine:
         self._pipe: tuple[int, int] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._held_web_seeds: dict[str, _HeldWebSeeds] = {}
+        self._stripes: dict[str, tuple[str, ...]] = {}
+        self.restripes = 0
         self.alerts_handled = 0
         self.resume_saves = 0
         self.resume_rejected = 0
@@ -172,12 +182,15 @@ class Engine:
             "peer_fingerprint": "-SG0100-",
             "upload_rate_limit": s.upload_limit,
             "download_rate_limit": s.download_limit,
-            "unchoke_slots_limit": s.unchoke_slots,
+            # unchoke_slots is what the hub is told; libtorrent may unchoke more peers
+            # than that: a seed must feed every peer of a push at once, or the stripes
+            # of the peers it chokes go to the others (issue 6, measured at 8 and 16).
+            "unchoke_slots_limit": max(s.unchoke_slots, SWARM_UNCHOKE_SLOTS),
             "announce_ip": "" if s.ip in ("0.0.0.0", "::") else s.ip,
             "active_limit": -1,
             "active_seeds": -1,
             "active_downloads": -1,
-        }
+        } | _swarm_tuning()
 
     async def start(self) -> None:
         """Open the session; returns once BitTorrent is listening (or raises)."""
@@ -316,9 +329,11 @@ class Engine:
         states = lt.torrent_status.states
         if complete and st.state == states.seeding:
             label = SEEDING
-        elif complete or st.state in (states.finished, states.seeding):
+        elif complete:
             label = DOWNLOAD_SUCCESS
-        elif st.state == states.downloading:
+        elif st.state in (states.downloading, states.finished, states.seeding):
+            # Finished but not flushed yet is not complete (issue 4). The label must
+            # change at the flush too: the reporter reports at once on a new label.
             label = DOWNLOADING
         else:
             label = INITIAL
@@ -360,6 +375,7 @@ class Engine:
             "alerts_handled": self.alerts_handled,
             "resume_saves": self.resume_saves,
             "resume_rejected": self.resume_rejected,
+            "restripes": self.restripes,
         }
 
     # ---- resume data -----------------------------------------------------------------
@@ -397,6 +413,7 @@ class Engine:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             self._release_web_seeds(now)
+            self._restripe()
             if now - last_resume >= self.settings.resume_interval:
                 last_resume = now
                 for sha1 in list(self.handles):
@@ -430,6 +447,33 @@ class Engine:
                 for url in held.urls:
                     handle.add_url_seed(url)
                 del self._held_web_seeds[sha1]
+
+    def _restripe(self) -> None:
+        """Re-split downloads into stripes when their set of downloading peers changed."""
+        for sha1, handle in self.handles.items():
+            if sha1 in self.complete:
+                self._stripes.pop(sha1, None)
+                continue
+            own, members = self.settings.ip, []
+            for peer in handle.get_peer_info():
+                if peer.flags & peer.connecting or peer.flags & peer.handshake:
+                    continue
+                if own in ("0.0.0.0", "::"):
+                    own = str(peer.local_endpoint[0])
+                if not peer.flags & peer.seed:
+                    members.append(str(peer.ip[0]))
+            key = tuple(sorted({own, *members}))
+            if self._stripes.get(sha1) == key:
+                continue
+            ti = handle.torrent_file()
+            if ti is None:
+                continue
+            self._stripes[sha1] = key
+            num_pieces = ti.num_pieces()
+            priorities = stripe_priorities(num_pieces, own, [own, *members])
+            handle.prioritize_pieces(priorities or [4] * num_pieces)
+            self.restripes += 1
+            log.debug("%s: stripe %d of %d", sha1, key.index(own), len(key) if priorities else 0)
 
     # ---- alerts ----------------------------------------------------------------------
 
@@ -509,6 +553,54 @@ class Engine:
             return
         if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             log.warning("torrent: %s", alert.message())
+
+
+def _swarm_tuning() -> dict[str, int]:
+    """libtorrent settings for a fleet swarm under upload caps (issue 6, measured).
+
+    Each one removed a cost measured with ``benchmarks/distribution.py``:
+
+    * ``tick_interval`` 20 ms (default 500): a rate-limited peer waits for bandwidth
+      quota until the next tick for *every* message, the handshake's included, so
+      starting a connection cost seconds and each request round trip a tick.
+    * ``whole_pieces_threshold`` 0 (default 20 s): peers that can fetch a piece in 20 s
+      ask for runs of up to 8 MiB of *contiguous* pieces; two peers in the same run
+      then fetch the same pieces from the seed one after the other.
+    * ``max_allowed_in_request_queue`` (what we advertise as ``reqq``, and the remote's
+      ``reqq`` overrides ``max_out_request_queue``) 2000 -> 8 blocks: with deep
+      queues every peer had a quarter of the file requested from the rate-limited
+      seed, so whatever another peer could have given it was already on order from
+      the seed; the seed sent the file twice. 8 blocks per connection was the best
+      of 4, 8, 16, 32 at 8 and 16 peers; 16 is a little faster at 3 peers and 20 MiB/s.
+    """
+    return {
+        "tick_interval": 20,
+        "whole_pieces_threshold": 0,
+        "max_allowed_in_request_queue": REQUEST_QUEUE,
+        "max_out_request_queue": REQUEST_QUEUE,
+        "request_queue_time": 1,
+    }
+
+
+def stripe_priorities(num_pieces: int, own: str, members: list[str]) -> list[int] | None:
+    """Piece priorities that give each downloading peer its own stripe of the file.
+
+    Rarest-first alone has every peer pick among the same pieces that only the seed
+    holds, so two peers often fetch the same piece from the seed at the same time
+    and the seed (the bottleneck under upload caps) sends it twice. Every fleet peer
+    sees the same set of downloading peers (``members``, by address, itself
+    included), so the one at rank ``r`` of ``M`` favours pieces ``i % M == r``: one
+    priority step (5 over the default 4). libtorrent picks the lowest
+    (availability + 1) x (8 - priority); one step reorders pieces of the same
+    availability only, so rarest-first stays: a piece only the seed has still comes
+    before one that another peer could give. None when there is nothing to split
+    (fewer than two members, or not a member).
+    """
+    ranked = sorted(set(members))
+    if len(ranked) < 2 or own not in ranked:
+        return None
+    rank, count = ranked.index(own), len(ranked)
+    return [5 if index % count == rank else 4 for index in range(num_pieces)]
 
 
 def _bracket(ip: str) -> str:

@@ -29,7 +29,7 @@ def sha256(path: Path) -> str:
 @pytest.fixture
 def fleet3(tmp_path: Path) -> Iterator[Fleet]:
     make_file(tmp_path / "origin" / "media" / "a.bin", SIZE)
-    with local_fleet(tmp_path, nodes=3, ip_base=110, log_level="info") as fleet:
+    with local_fleet(tmp_path, nodes=3, ip_base=170, log_level="info") as fleet:
         yield fleet
 
 
@@ -69,7 +69,7 @@ def test_push_to_three_nodes(fleet3: Fleet, tmp_path: Path) -> None:
 def test_a_node_that_dies_is_named(tmp_path: Path) -> None:
     make_file(tmp_path / "origin" / "b.bin", 24 * 1024 * 1024)
     # Slow uploads so the push is still running when the node dies.
-    with local_fleet(tmp_path, nodes=3, ip_base=120, upload_limit=2 * 1024 * 1024) as fleet:
+    with local_fleet(tmp_path, nodes=3, ip_base=175, upload_limit=2 * 1024 * 1024) as fleet:
         victims: list[str] = []
 
         def on_update(result: PushResult) -> None:
@@ -93,7 +93,7 @@ def test_zone_preference_in_tracker_replies(fleet3: Fleet) -> None:
     result = run_push(fleet3, "media/a.bin")
     assert result.ok
     info_hash = bytes.fromhex(result.sha1)
-    # Announce as the zone-a node .111 itself: zone-a .113 must come first, then zone-b .112.
+    # Announce as the zone-a node .171 itself: zone-a .173 must come first, then zone-b .172.
     query = (
         f"info_hash={quote_from_bytes(info_hash)}&peer_id=-XX0001-000000000000"
         f"&port=6881&left=100&compact=1"
@@ -112,7 +112,7 @@ def test_zone_preference_in_tracker_replies(fleet3: Fleet) -> None:
 @pytest.mark.skipif(shutil.which("aria2c") is None, reason="aria2c not installed")
 def test_aria2c_downloads_from_a_node_via_the_tracker(tmp_path: Path) -> None:
     make_file(tmp_path / "origin" / "c.bin", SIZE)
-    with local_fleet(tmp_path, nodes=1, ip_base=130) as fleet:
+    with local_fleet(tmp_path, nodes=1, ip_base=180) as fleet:
         result = run_push(fleet, "c.bin")
         assert result.ok
         fleet.kill("origin")  # no web seed to fall back on: only the node can serve it
