@@ -31,6 +31,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from smartget.net import free_port
+
 CLIENTS = 64
 PIPELINE = 8
 HOST = "127.0.0.1"
@@ -181,12 +183,6 @@ async def latency(port: int, n: int, source: str, want: int = 5) -> list[float]:
 
 
 # -- hub set-up ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:

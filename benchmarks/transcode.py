@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,16 +27,11 @@ import time
 from pathlib import Path
 
 from smartget.mesh.ca import init_ca, issue_node
+from smartget.net import free_port
 from smartget.transcode.ffmpeg import default_ffmpeg, parse_probe, probe_argv
 
 FFMPEG = default_ffmpeg()
 SMARTGET = [sys.executable, "-m", "smartget", "transcode"]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def make_input(path: Path, seconds: int, size: str) -> None:

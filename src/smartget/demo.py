@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,18 +27,13 @@ import click
 import httpx
 
 from smartget.config import RATE, SIZE
+from smartget.net import free_port
 
 __all__ = ["Fleet", "demo", "local_fleet"]
 
 NODE_IP_BASE = 100  # nodes on 127.0.0.101, .102, ...
 ZONES = ("zone-a", "zone-b")
 START_TIMEOUT = 60.0
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def make_file(path: Path, size: int) -> None:

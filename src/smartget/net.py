@@ -6,7 +6,7 @@ import socket
 
 from smartget.errors import ConfigError
 
-__all__ = ["bind_tcp"]
+__all__ = ["bind_tcp", "free_port"]
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -24,3 +24,13 @@ def bind_tcp(host: str, port: int) -> socket.socket:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for starting other processes on it).
+
+    Another process may take it before ours binds; tests and the demo accept that race.
+    """
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

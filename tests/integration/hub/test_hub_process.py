@@ -14,11 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from smartget.net import free_port
 
 
 def talk(port: int, data: bytes, src: str = "127.0.0.2") -> bytes:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from smartget.mesh import Datapack, Node
+from smartget.net import free_port
 
 from .conftest import Probe, eventually, fast
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.asyncio

@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from smartget.net import free_port
+from tests.helpers import wait_until_sync as wait_for
+
 pytestmark = pytest.mark.slow
 
 SMARTGET = [sys.executable, "-m", "smartget"]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
@@ -16,17 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from smartget.net import free_port
+
 from .conftest import AUTH, TOKEN, node_settings, random_file, sha256, started, task, wait_until
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 IP = "127.0.3.31"
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -5,35 +5,21 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from smartget.net import free_port
 from smartget.transcode.ffmpeg import decode_argv, parse_probe, probe_argv
+from tests.helpers import wait_until_sync as wait_for
 from tests.integration.transcode.conftest import FFMPEG
 
 pytestmark = pytest.mark.slow
 
 SMARTGET = [sys.executable, "-m", "smartget", "transcode"]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Procs:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from smartget.net import free_port
 from smartget.node.files import create_files_app
 from tests.integration.node.conftest import (
     Tracker,
@@ -36,12 +36,6 @@ pytestmark = [
 ]
 
 ARIA_IP = "127.0.3.41"
-
-
-def free_port(ip: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
