@@ -207,12 +207,16 @@ def parse_command(line: bytes) -> Command:
         raise TextProtocolError(f"line longer than {MAX_LINE} bytes: {_preview(line)}")
     if not line.isascii():
         raise TextProtocolError(f"only ASCII is allowed: {_preview(line)}")
-    text = line.strip()
-    if not text:
+    words = line.split()  # one pass: strips and splits on ASCII whitespace
+    if not words:
         raise TextProtocolError(_EMPTY)
-    if text[:1] != b"`":
+    head = words[0]
+    if head[:1] != b"`":
         raise TextProtocolError(f"a command starts with a backtick (`), got {_preview(line)}")
-    name, *args = text[1:].split() or [b""]
+    if len(head) > 1:
+        name, args = head[1:], words[1:]
+    else:  # "` register 1": blanks after the backtick
+        name, args = (words[1], words[2:]) if len(words) > 1 else (b"", [])
     parser = _PARSERS.get(name)
     if parser is None:
         raise TextProtocolError(f"unknown command `{name[:24].decode()}; known: {_KNOWN}")
@@ -315,7 +319,7 @@ class TextConnection:
         return [self._fatal(f"no complete line within {self.line_timeout:g} s")]
 
     def _line(self, line: bytes) -> Event | None:
-        if self.mode is Mode.SESSION and not line.strip():
+        if self.mode is Mode.SESSION and (not line or line.isspace()):
             return None  # blank lines keep a session alive and mean nothing
         self.commands_seen += 1
         try:
