@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import socket
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from smartget.config import parse_hostport, parse_size, setup_logging
 from smartget.errors import ConfigError
 from smartget.httpserver import EmbeddedServer
+from smartget.lifecycle import on_stop_signals
 
 __all__ = ["STATS_PATH", "ByteCounter", "RateCap", "TokenBucket", "create_app", "serve"]
 
@@ -160,9 +160,7 @@ async def serve(
         f", upload capped at {upload_limit:,.0f} B/s" if upload_limit > 0 else "",
     )
     stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopped.set)
+    on_stop_signals(lambda _: stopped.set())
     await stopped.wait()
     await server.stop()
 

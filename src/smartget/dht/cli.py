@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -14,6 +13,7 @@ import click
 
 from smartget.config import HOSTPORT, common_options, setup_logging
 from smartget.errors import SmartGetError
+from smartget.lifecycle import on_stop_signals
 
 log = logging.getLogger("smartget.dht")
 
@@ -106,9 +106,7 @@ async def _serve(
     from smartget.dht.driver import DEFAULT_BOOTSTRAP, DHT
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(lambda _: stop.set())
     node = DHT(bind[0], bind[1], rate_limit=rate_limit)
     async with node:
         loaded = node.load(state) if state is not None else 0

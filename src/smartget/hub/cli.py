@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import click
 from smartget.config import HOSTPORT, common_options, setup_logging
 from smartget.errors import SmartGetError
 from smartget.hub.relay.options import relay_options, relay_settings
+from smartget.lifecycle import on_stop_signals
 
 log = logging.getLogger("smartget.hub")
 
@@ -118,8 +118,6 @@ async def _serve(settings: object) -> None:
 
     assert isinstance(settings, HubSettings)
     async with running(settings) as hub:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, hub.stop)
+        on_stop_signals(lambda _: hub.stop())
         log.info("hub ready; stop with Ctrl-C")
         await hub.wait_stopped()

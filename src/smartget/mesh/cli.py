@@ -14,6 +14,7 @@ import click
 
 from smartget.config import HOSTPORT, common_options, setup_logging
 from smartget.errors import ConfigError, SmartGetError
+from smartget.lifecycle import on_stop_signals
 
 log = logging.getLogger("smartget.mesh")
 
@@ -196,14 +197,12 @@ async def _serve(settings: Any) -> int:
 
     got: list[int] = []
     async with running(settings) as node:
-        loop = asyncio.get_running_loop()
 
         def on_signal(signum: int) -> None:
             got.append(signum)
             node.stop()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
+        on_stop_signals(on_signal)
         await node.wait_stopped()
         if node.restart_requested and not got:
             log.info("restarting for an update")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
 import click
 
 from smartget.config import HOSTPORT, RATE, common_options, setup_logging
 from smartget.errors import SmartGetError
+from smartget.lifecycle import on_stop_signals
 
 log = logging.getLogger("smartget.node")
 
@@ -166,8 +166,6 @@ async def _serve(settings: object) -> None:
 
     assert isinstance(settings, NodeSettings)
     async with running(settings) as node:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, node.stop)
+        on_stop_signals(lambda _: node.stop())
         log.info("node %s ready; stop with Ctrl-C", node.identity.nodeid)
         await node.wait_stopped()

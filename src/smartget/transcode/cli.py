@@ -17,6 +17,7 @@ import click
 
 from smartget.config import HOSTPORT, common_options, setup_logging
 from smartget.errors import SmartGetError
+from smartget.lifecycle import on_stop_signals
 
 log = logging.getLogger("smartget.transcode")
 
@@ -113,12 +114,6 @@ def _run(main: Callable[[Path], Any], data_dir: Path | None) -> int:
     finally:
         if temp:
             shutil.rmtree(directory, ignore_errors=True)
-
-
-def _on_signals(stop: Callable[[int], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop, sig)
 
 
 @transcode.command()
@@ -232,7 +227,7 @@ def serve(
                 got.append(sig)
                 waiter.cancel()
 
-            _on_signals(stop)
+            on_stop_signals(stop)
             try:
                 await _show_progress(server, node, waiter, show)
                 done = await waiter
@@ -314,7 +309,7 @@ def work(
                 got.append(sig)
                 app.finished.set()
 
-            _on_signals(stop)
+            on_stop_signals(stop)
             await app.finished.wait()
             log.info("worker done: %s", app.statistics() | {"mesh": node.stats})
         return 128 + got[0] if got else 0
