@@ -19,7 +19,6 @@ import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -56,7 +55,6 @@ class HubSettings:
     token: str | None = None
     line_timeout: float = textproto.LINE_TIMEOUT
     idle_timeout: float = textproto.IDLE_TIMEOUT
-    extra: dict[str, Any] = field(default_factory=dict)  # settings of hub parts added later
     relay: RelaySettings = field(default_factory=RelaySettings)  # co2 relay (hub/relay/)
     open_tracker: bool = False  # track any info-hash, not only the fleet's
     tracker_interval: int = 30  # seconds between announces that the tracker asks for

@@ -8,8 +8,8 @@ that holds its change ("nothing acknowledged is lost", DESIGN.md). WAL with
 the WAL file as soon as the commit returns.
 
 Other parts of the hub (relay registry, tracker, collector) keep their own tables in
-the same file: they create them with :meth:`Store.ensure_schema` and write with
-:meth:`Store.submit`.
+the same file: they create and load them at start-up with :meth:`Store.read_now` and
+write with :meth:`Store.submit`.
 """
 
 from __future__ import annotations
@@ -79,14 +79,6 @@ class Store:
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, self._db)
-
-    async def ensure_schema(self, script: str) -> None:
-        """Create tables (``CREATE TABLE IF NOT EXISTS ...``) for another part of the hub."""
-        await self._call(lambda db: db.executescript(script))
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on the store's thread."""
-        return await self._call(fn)
 
     def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read synchronously (start-up only: it blocks the caller)."""

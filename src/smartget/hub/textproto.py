@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from smartget.errors import TextProtocolError
+from smartget.hub.registry import MAX_STATUS  # one limit for both front ends
 
 __all__ = [
     "MAX_LINE",
@@ -61,7 +62,6 @@ LINE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 300.0
 MAX_REQUEST_NODES = 1000
 MAX_NODE_ID = 2**63 - 1
-MAX_STATUS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
