@@ -38,7 +38,9 @@ class MemNet:
                 return
             data, src, dst = self.wire.popleft()
             target = self.cores.get(dst)
-            if target is not None and dst not in self.down:
+            # a node that is down neither hears nor speaks: were its own retries and
+            # refreshes delivered, peers would re-learn it right after dropping it
+            if target is not None and dst not in self.down and src not in self.down:
                 self.delivered += 1
                 target.receive_datagram(data, src, self.now)
         raise AssertionError("the network did not quiesce")
