@@ -5,8 +5,8 @@ can say how many bytes the origin served (``GET /__origin__/stats``). It is a pl
 web server otherwise; any origin works with ``smartget push``.
 
 ``--upload-limit RATE`` caps what it sends, all requests together (off by default):
-:class:`TokenBucket` is the clock-free core, :class:`RateCap` the ASGI layer that
-paces response bodies with it. The distribution benchmark (issue 6) uses it to time N
+:class:`RateCap` is the ASGI layer that paces response bodies with the shared
+:class:`~smartget.ratelimit.TokenBucket`. The distribution benchmark (issue 6) uses it to time N
 plain HTTP downloads under the same upload cap as the swarm's seed.
 
 Run alone: ``python -m smartget.origin --root DIR --listen 127.0.0.1:8000``.
@@ -32,37 +32,13 @@ from smartget.config import parse_hostport, parse_size, setup_logging
 from smartget.errors import ConfigError
 from smartget.httpserver import EmbeddedServer
 from smartget.lifecycle import on_stop_signals
+from smartget.ratelimit import TokenBucket
 
-__all__ = ["STATS_PATH", "ByteCounter", "RateCap", "TokenBucket", "create_app", "serve"]
+__all__ = ["STATS_PATH", "ByteCounter", "RateCap", "create_app", "serve"]
 
 STATS_PATH = "/__origin__/stats"
 PACE_CHUNK = 64 << 10  # bodies are paced in pieces of at most this many bytes
 log = logging.getLogger(__name__)
-
-
-class TokenBucket:
-    """``rate`` bytes/s with ``burst`` bytes of credit; time comes in as ``now``.
-
-    :meth:`take` always grants and returns how long the caller must wait before
-    sending: the bucket may go into debt, so callers queue in the order they asked
-    and, together, never exceed ``rate`` after the first ``burst`` bytes.
-    """
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if rate <= 0 or burst <= 0:
-            raise ValueError("rate and burst must be positive")
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, amount: int, now: float) -> float:
-        """Spend ``amount`` bytes; seconds to wait before sending them (0: at once)."""
-        if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-        self.tokens -= amount
-        return max(0.0, -self.tokens / self.rate)
 
 
 class RateCap:

@@ -10,7 +10,6 @@ from smartget.hub.relay.core import (
     RelayNotPermittedError,
     SatelliteNotFoundError,
     SatelliteRegistry,
-    TokenBucket,
     split_host_id,
 )
 
@@ -119,24 +118,3 @@ def test_raw_props_never_hold_the_notify_pass() -> None:
     sat = reg.register("10.0.0.1", 1, 0.0, notify_pass="secret")
     assert "secret" not in repr(sat.raw())
     assert sat.raw()["addr"] == ["10.0.0.1", 1]
-
-
-def test_token_bucket_bursts_then_paces() -> None:
-    bucket = TokenBucket(rate=10.0, burst=3)
-    assert [bucket.reserve(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.reserve(0.0) == pytest.approx(0.1)
-    assert bucket.reserve(0.0) == pytest.approx(0.2)
-    # after a second the debt is paid and the burst is full again
-    assert bucket.reserve(1.0) == 0.0
-    assert bucket.reserve(1.0) == 0.0
-    with pytest.raises(ValueError, match="rate"):
-        TokenBucket(0)
-
-
-def test_token_bucket_never_paces_faster_than_rate() -> None:
-    bucket = TokenBucket(rate=50.0, burst=1)
-    now, sent = 0.0, 0
-    while now < 2.0:
-        now += bucket.reserve(now)
-        sent += 1
-    assert sent <= 1 + 2.0 * 50 + 1

@@ -37,7 +37,6 @@ __all__ = [
     "Satellite",
     "SatelliteNotFoundError",
     "SatelliteRegistry",
-    "TokenBucket",
     "host_id_of",
     "split_host_id",
 ]
@@ -306,32 +305,3 @@ class SatelliteRegistry:
             "relayed": self.relayed,
             "dropped": self.dropped,
         }
-
-
-class TokenBucket:
-    """The limiter's rate: ``rate`` tokens a second, at most ``burst`` saved up.
-
-    :meth:`reserve` spends a token at once, going into debt if there is none, and says
-    how long to wait until that token would have been there; so messages leave no
-    faster than ``rate`` a second on average, in bursts of at most ``burst``.
-    """
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be > 0, got {rate}")
-        self.rate = rate
-        self.burst = max(1.0, burst if burst is not None else rate)
-        self._tokens = self.burst
-        self._last: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self._last is not None and now > self._last:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        if self._last is None or now > self._last:
-            self._last = now
-
-    def reserve(self, now: float) -> float:
-        """Spend a token; return the seconds to wait before using it (0.0: use it now)."""
-        self._refill(now)
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0.0 else -self._tokens / self.rate

@@ -42,7 +42,6 @@ from smartget.hub.relay.core import (
     RelayBusyError,
     Satellite,
     SatelliteRegistry,
-    TokenBucket,
 )
 from smartget.hub.relay.methods import Dispatcher, to_datetime
 from smartget.hub.relay.xmlrpc import (
@@ -56,6 +55,7 @@ from smartget.hub.relay.xmlrpc import (
     parse_request,
 )
 from smartget.hub.store import Store
+from smartget.ratelimit import TokenBucket
 
 __all__ = ["RelayService", "RelaySettings"]
 
@@ -274,7 +274,7 @@ class RelayService:
             message = await self._queue.get()
             try:
                 # The limiter's rate: wait for the token (a timer, not a synchronisation).
-                if (delay := self.bucket.reserve(loop.time())) > 0:
+                if (delay := self.bucket.take(1, loop.time())) > 0:
                     await asyncio.sleep(delay)
                 for sat in self.registry.recipients(message.sender):
                     self._post(sat, message)
