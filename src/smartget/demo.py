@@ -248,6 +248,13 @@ def local_fleet(
 )
 @click.option("--keep", is_flag=True, help="Stay up after the push until Ctrl-C.")
 @click.option(
+    "--ip-base",
+    type=click.IntRange(1, 253),
+    default=NODE_IP_BASE,
+    show_default=True,
+    help="Node i listens on 127.0.0.(IP_BASE+i); change it to run two demos side by side.",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -261,10 +268,21 @@ def local_fleet(
     help="Log level of the started processes (their logs are in WORKDIR/logs).",
 )
 def demo(
-    nodes: int, size: int, upload_limit: int, keep: bool, workdir: Path | None, log_level: str
+    nodes: int,
+    size: int,
+    upload_limit: int,
+    keep: bool,
+    ip_base: int,
+    workdir: Path | None,
+    log_level: str,
 ) -> None:
     """Run an origin, a hub and N nodes on 127.0.0.x, push a file to all, show the table."""
     from smartget.push import run_with_progress
+
+    if ip_base + nodes > 254:
+        raise click.BadParameter(
+            f"{nodes} nodes from 127.0.0.{ip_base + 1} run past 127.0.0.254", param_hint="--ip-base"
+        )
 
     temporary = workdir is None
     root = Path(tempfile.mkdtemp(prefix="smartget-demo-")) if workdir is None else workdir
@@ -276,7 +294,7 @@ def demo(
             f"demo: starting an origin, a hub and {nodes} nodes (logs in {root / 'logs'})", err=True
         )
         with local_fleet(
-            root, nodes=nodes, upload_limit=upload_limit, log_level=log_level
+            root, nodes=nodes, upload_limit=upload_limit, ip_base=ip_base, log_level=log_level
         ) as fleet:
             result = run_with_progress(
                 fleet.file_url(name),
@@ -287,7 +305,8 @@ def demo(
             )
             if keep:
                 click.echo(
-                    f"\nhub: {fleet.hub_url}/docs (token {fleet.token}); Ctrl-C stops everything",
+                    f"\nhub: dashboard {fleet.hub_url}/ and API {fleet.hub_url}/docs "
+                    f"(token {fleet.token}); Ctrl-C stops everything",
                     err=True,
                 )
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
