@@ -5,6 +5,15 @@ fetched by :class:`Fetcher`, torrents run by :class:`Engine`, rows kept in
 :class:`NodeState`, progress reported by an optional :class:`Reporter`. :meth:`handle`
 never raises: every failure becomes seed 003's response with ``result`` ``failed`` and
 the reason in ``traceback``.
+
+Download deadlines (a download task's ``expire``; the rules are in
+:mod:`smartget.node.tasks`): the deadline is written with the torrent's row before the
+answer leaves, and one timer task (:meth:`Agent.run_deadlines`) sleeps until the
+earliest one that :class:`~smartget.node.tasks.Deadlines` holds. At a deadline a
+torrent that is not complete is stopped (data and ``.torrent`` kept) and its row marked
+expired with the figures it had; a torrent that completes forgets its deadline
+(:meth:`Agent.on_change`); shutdown and delete cancel it. :meth:`Agent.restore` enforces
+deadlines that fell while the node was down before adding anything back.
 """
 
 from __future__ import annotations
@@ -19,20 +28,26 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+import libtorrent as lt
+
 from smartget.errors import NodeAgentError, SmartGetError, TorrentError
-from smartget.node.engine import INITIAL, Engine, info_hash_of, load_torrent
+from smartget.node.engine import INITIAL, Engine, TorrentStatus, info_hash_of, load_torrent
 from smartget.node.fetcher import Fetcher
 from smartget.node.maker import make_torrent, write_atomic
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
 from smartget.node.reporter import Reporter
 from smartget.node.state import NodeState, TorrentRecord
-from smartget.node.tasks import NodeIdentity, Task, TaskError, response
+from smartget.node.tasks import EXPIRED, Deadlines, NodeIdentity, Task, TaskError, response
 
 __all__ = ["Agent", "TaskResult"]
 
 log = logging.getLogger(__name__)
 
 TORRENT_SUFFIX = ".torrent"
+# The deadline timer re-reads the wall clock at least this often (deadlines are UNIX
+# times; the clock may be stepped), and retries an expiry that failed after EXPIRE_RETRY.
+MAX_TIMER = 60.0
+EXPIRE_RETRY = 10.0
 
 
 class TaskResult:
@@ -68,6 +83,9 @@ class Agent:
         self._lock = asyncio.Lock()
         self.handled: dict[str, int] = {}
         self.failed = 0
+        self.expired = 0
+        self.deadlines = Deadlines()
+        self._deadline_wake = asyncio.Event()
         self._handlers: dict[str, Callable[[Task], Awaitable[TaskResult]]] = {
             "maketorrent": self.maketorrent,
             "download": self.download,
@@ -77,7 +95,12 @@ class Agent:
         }
 
     def statistics(self) -> dict[str, int]:
-        return {"failed": self.failed, **{f"handled_{k}": v for k, v in self.handled.items()}}
+        return {
+            "failed": self.failed,
+            "expired": self.expired,
+            "deadlines": len(self.deadlines),
+            **{f"handled_{k}": v for k, v in self.handled.items()},
+        }
 
     # ---- entry point -----------------------------------------------------------------
 
@@ -157,6 +180,7 @@ class Agent:
                     seed_mode=True,
                 )
             )
+            self._arm(made.sha1, None)  # complete from the start: nothing to bound
             self.engine.add(load_torrent(made.data), path.parent, seed_mode=True)
             self._track(made.sha1)
         return TaskResult(
@@ -199,11 +223,14 @@ class Agent:
         async with self._lock:
             if sha1 in self.engine.handles:
                 args["already"] = True
+                self._merge_deadline(sha1, task.expire_at)
                 return TaskResult(
                     args, status=self.engine.status(sha1).status, retries=fetched.retries
                 )
+            # The same torrent's row may be here, not running: expired, or not restorable.
+            # A new task starts it again (with its own deadline, or none).
             other = self.state.find(data_path=str(data_path))
-            if other is not None:
+            if other is not None and other.sha1 != sha1:
                 raise TorrentError(f"{data_path} already belongs to torrent {other.sha1}")
             torrent_path.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_atomic, torrent_path, fetched.body)
@@ -217,9 +244,13 @@ class Agent:
                     torrentfileurl=url,
                     fileurl=args["fileurl"],
                     taskid=task.taskid,
+                    expire_at=task.expire_at,
                 )
             )
             self.engine.add(ti, data_path.parent, rename_to=data_path.name)
+            self._arm(sha1, task.expire_at)
+            if self.reporter is not None:
+                self.reporter.untrack(sha1)  # a new task reports afresh, even after expiry
             self._track(sha1)
         return TaskResult(args, status=INITIAL, retries=fetched.retries)
 
@@ -282,6 +313,7 @@ class Agent:
     # ---- helpers ---------------------------------------------------------------------
 
     async def _stop(self, sha1: str) -> None:
+        self._arm(sha1, None)
         await self.engine.remove(sha1)
         self.state.delete(sha1)
         if self.reporter is not None:
@@ -310,13 +342,30 @@ class Agent:
         return f"{self.files_url}/{quote(rel.as_posix())}"
 
     async def restore(self) -> int:
-        """Add back every torrent of the state (after a restart); returns how many."""
+        """Add back every torrent of the state (after a restart); returns how many.
+
+        An expired torrent stays stopped (its last report may still be due); a download
+        whose deadline fell while the node was down is expired here, before it starts.
+        """
         count = 0
+        now = time.time()
         for record in self.state.torrents():
+            if record.expired:
+                self._track_restored(record)
+                continue
             resume_path = self.engine.resume_path(record.sha1)
             resume = None
             with contextlib.suppress(FileNotFoundError):
                 resume = resume_path.read_bytes()
+            if record.expire_at is not None and record.expire_at <= now:
+                if not _resume_figures(resume)[1]:
+                    self._track_restored(record)
+                    figures = self._expire_stopped(record.sha1)
+                    self._mark_expired(record, figures, down_for=now - record.expire_at)
+                    continue
+                # Complete on disk, killed before the completion cleared the deadline.
+                record.expire_at = None
+                self.state.set_expire(record.sha1, None)
             try:
                 ti = load_torrent(await asyncio.to_thread(Path(record.torrentfile).read_bytes))
                 self.engine.add(
@@ -330,14 +379,146 @@ class Agent:
                 log.error("cannot restore torrent %s: %s", record.sha1, _reason(exc))
                 continue
             count += 1
-            if self.reporter is not None:
-                self.reporter.schedule.track(
-                    record.sha1,
-                    self.reporter.clock(),
-                    done=record.report_done,
-                    retries=record.report_retries,
-                )
+            self._arm(record.sha1, record.expire_at)
+            self._track_restored(record)
         return count
+
+    def _track_restored(self, record: TorrentRecord) -> None:
+        if self.reporter is not None:
+            self.reporter.schedule.track(
+                record.sha1,
+                self.reporter.clock(),
+                done=record.report_done,
+                retries=record.report_retries,
+            )
+
+    # ---- download deadlines ----------------------------------------------------------
+
+    def on_change(self, sha1: str) -> None:
+        """The engine saw a state change: a complete torrent forgets its deadline."""
+        if sha1 in self.deadlines and sha1 in self.engine.complete:
+            self._arm(sha1, None)
+            self.state.set_expire(sha1, None)
+            log.info("download %s complete before its deadline; it keeps seeding", sha1)
+
+    def report_status(self, sha1: str) -> tuple[TorrentStatus, str, str] | None:
+        """What a status report of ``sha1`` shows: (status, torrentfile name, taskid)."""
+        record = self.state.get(sha1)
+        if record is None:
+            return None
+        if record.expired:
+            figures = record.expired_figures()
+            st = TorrentStatus(
+                sha1=sha1,
+                name=Path(record.data_path).name,
+                status=EXPIRED,
+                percent=figures.get("percent", 0.0),
+                downrate=0,
+                uprate=0,
+                downtotal=int(figures.get("downtotal", 0)),
+                uptotal=int(figures.get("uptotal", 0)),
+                numpeers=0,
+                numseeds=0,
+                timeleft=0,
+                complete=False,
+                error="",
+            )
+        elif sha1 in self.engine.handles:
+            st = self.engine.status(sha1)
+        else:
+            return None
+        return st, Path(record.torrentfile).name, record.taskid
+
+    async def run_deadlines(self) -> None:
+        """Stop downloads at their tasks' deadlines; one task per node (cancel to stop)."""
+        while True:
+            self._deadline_wake.clear()
+            for sha1 in self.deadlines.due(time.time()):
+                try:
+                    await self._expire(sha1)
+                except (SmartGetError, OSError) as exc:
+                    log.error(
+                        "cannot expire %s (%s); trying again in %.0f s",
+                        sha1,
+                        _reason(exc),
+                        EXPIRE_RETRY,
+                    )
+                    self.deadlines.set(sha1, time.time() + EXPIRE_RETRY)
+                except Exception:
+                    log.exception("while expiring %s", sha1)
+            deadline = self.deadlines.next_deadline()
+            delay = MAX_TIMER if deadline is None else deadline - time.time()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(MAX_TIMER, max(0.0, delay))):
+                    await self._deadline_wake.wait()
+
+    def _arm(self, sha1: str, at: float | None) -> None:
+        """Set (None: cancel) the timer of ``sha1``'s deadline."""
+        if at is None:
+            self.deadlines.cancel(sha1)
+        else:
+            self.deadlines.set(sha1, at)
+            self._deadline_wake.set()
+
+    def _merge_deadline(self, sha1: str, at: float | None) -> None:
+        """Another download task for a running torrent: keep the later deadline."""
+        record = self.state.get(sha1)
+        if record is None or record.expire_at is None or sha1 in self.engine.complete:
+            return  # unbounded already, or complete: nothing to bound
+        later = None if at is None else max(at, record.expire_at)
+        if later != record.expire_at:
+            self.state.set_expire(sha1, later)
+            self._arm(sha1, later)
+
+    async def _expire(self, sha1: str) -> None:
+        async with self._lock:
+            record = self.state.get(sha1)
+            if record is None or record.expired or record.expire_at is None:
+                return  # stopped, deleted or completed meanwhile
+            if record.expire_at > time.time():
+                self._arm(sha1, record.expire_at)  # the wall clock stepped back
+                return
+            if sha1 in self.engine.complete:
+                self.state.set_expire(sha1, None)  # completed: it keeps seeding
+                return
+            if sha1 in self.engine.handles:
+                st = self.engine.status(sha1)
+                figures = {"percent": st.percent, "downtotal": st.downtotal, "uptotal": st.uptotal}
+                await self.engine.remove(sha1)  # like /shutdown: data and .torrent stay
+            else:  # in the state but not running (it could not be restored)
+                figures = self._expire_stopped(sha1)
+            self._mark_expired(record, figures)
+
+    def _expire_stopped(self, sha1: str) -> dict[str, float]:
+        """The figures of a torrent not in the engine, from its resume data (then removed,
+        as :meth:`Engine.remove` removes it when it stops one)."""
+        path = self.engine.resume_path(sha1)
+        resume = None
+        with contextlib.suppress(FileNotFoundError):
+            resume = path.read_bytes()
+        path.unlink(missing_ok=True)
+        return _resume_figures(resume)[0]
+
+    def _mark_expired(
+        self, record: TorrentRecord, figures: dict[str, float], *, down_for: float | None = None
+    ) -> None:
+        self.state.mark_expired(record.sha1, figures)
+        self.expired += 1
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.expire_at or 0))
+        log.warning(
+            "download %s (task %r) expired at %s%s, %.1f%% done: stopped; its data %s and "
+            "%s are kept (download it again to resume, delete it to remove them)",
+            record.sha1,
+            record.taskid,
+            when,
+            "" if down_for is None else f" ({down_for:.1f} s ago, while the node was down)",
+            figures.get("percent", 0.0),
+            record.data_path,
+            record.torrentfile,
+        )
+        self._track(record.sha1)
+        if self.reporter is not None:
+            self.reporter.changed(record.sha1, EXPIRED)
 
 
 def _data_relpath(rel: PurePosixPath, fallback: str) -> PurePosixPath:
@@ -346,6 +527,29 @@ def _data_relpath(rel: PurePosixPath, fallback: str) -> PurePosixPath:
     if name.endswith(TORRENT_SUFFIX) and len(name) > len(TORRENT_SUFFIX):
         return rel.with_name(name[: -len(TORRENT_SUFFIX)])
     return rel.with_name(fallback or f"{name}.data")
+
+
+def _resume_figures(resume: bytes | None) -> tuple[dict[str, float], bool]:
+    """(percent, downtotal, uptotal) from libtorrent resume data, and whether every piece
+    is there; for a torrent expired before it was added back (nothing in the engine).
+
+    The engine saves resume data with the info dict, so the piece count is in it.
+    """
+    figures = {"percent": 0.0, "downtotal": 0.0, "uptotal": 0.0}
+    if not resume:
+        return figures, False
+    try:
+        atp = lt.read_resume_data(resume)
+    except (RuntimeError, ValueError):
+        return figures, False
+    pieces = atp.ti.num_pieces() if atp.ti is not None else 0
+    have = sum(1 for bit in atp.have_pieces if bit)
+    whole = pieces > 0 and have >= pieces
+    if pieces:
+        figures["percent"] = 100.0 if whole else round(min(have * 100.0 / pieces, 99.9), 1)
+    figures["downtotal"] = float(atp.total_downloaded)
+    figures["uptotal"] = float(atp.total_uploaded)
+    return figures, whole
 
 
 def _reason(exc: BaseException) -> str:

@@ -111,6 +111,10 @@ def create_api_app(agent: Agent, credentials: Credentials) -> FastAPI:
             st = agent.engine.status(sha1)
             record = agent.state.get(sha1)
             torrents.append({**st.__dict__, "torrentfile": record.torrentfile if record else ""})
+        # Stopped at their deadline: no longer in the engine, still the node's business.
+        for record in agent.state.torrents():
+            if record.expired and (shown := agent.report_status(record.sha1)) is not None:
+                torrents.append({**shown[0].__dict__, "torrentfile": record.torrentfile})
         return {"nodeid": agent.identity.nodeid, "torrents": torrents}
 
     @app.get("/metrics")

@@ -8,7 +8,9 @@ is due, and takes ``now`` in. A torrent's report is due when it is first tracked
 a failed POST only after ``min(900, interval * retries**2)`` seconds (the seed's
 backoff). A reply meaning success (JSON ``result`` ``success``, or the body
 ``success``) to a report showing ``seeding`` or percent ``100.0`` ends reporting for
-that torrent (issue 4; the seed: "the receiver returns success, the node stops").
+that torrent (issue 4; the seed: "the receiver returns success, the node stops"); so
+does one to a report showing ``expired`` (a download stopped at its task's deadline,
+see :mod:`smartget.node.tasks`): nothing will change after it.
 
 :class:`Reporter` is the thin driver: it sleeps until the schedule's next deadline or a
 state change, POSTs each due report with httpx (each POST has a deadline), and tells the
@@ -30,9 +32,16 @@ from typing import Any
 import httpx
 
 from smartget.node.engine import SEEDING, TorrentStatus
-from smartget.node.tasks import NodeIdentity, response
+from smartget.node.tasks import EXPIRED, NodeIdentity, response
 
-__all__ = ["MAX_BACKOFF", "ReportSchedule", "Reporter", "is_success_reply", "status_report"]
+__all__ = [
+    "MAX_BACKOFF",
+    "ReportSchedule",
+    "Reporter",
+    "is_final",
+    "is_success_reply",
+    "status_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +147,11 @@ def status_report(
     )
 
 
+def is_final(st: TorrentStatus) -> bool:
+    """Whether nothing will change after this report: seeding, 100.0 or expired."""
+    return st.status in (SEEDING, EXPIRED) or st.percent >= 100.0
+
+
 def is_success_reply(body: bytes) -> bool:
     """JSON ``{"result": "success"}`` (or the seed's ``sucess``), or the bare body ``success``."""
     text = body[:MAX_REPLY].strip()
@@ -207,7 +221,7 @@ class Reporter:
         entry = self.schedule.entries[sha1]
         entry.last_status = st.status
         body = status_report(self.node, st, torrentfile=torrentfile, taskid=taskid)
-        final = st.status == SEEDING or st.percent >= 100.0
+        final = is_final(st)
         try:
             reply = await self.client.post(self.url, json=body)
             if reply.status_code >= 400:
@@ -215,6 +229,8 @@ class Reporter:
                     f"HTTP {reply.status_code}", request=reply.request, response=reply
                 )
         except httpx.HTTPError as exc:
+            if self.schedule.entries.get(sha1) is not entry:
+                return  # untracked (or tracked anew) meanwhile: this report is moot
             self.schedule.failed(sha1, self.clock())
             log.info(
                 "report of %s to %s failed (%s); next in %.0f s",
@@ -224,6 +240,8 @@ class Reporter:
                 self.schedule.backoff(entry.retries),
             )
         else:
+            if self.schedule.entries.get(sha1) is not entry:
+                return  # e.g. an expired torrent downloaded again by a new task
             self.schedule.delivered(
                 sha1, self.clock(), final=final, acknowledged=is_success_reply(reply.content)
             )

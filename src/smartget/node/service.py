@@ -120,16 +120,14 @@ class Node:
         return stats
 
     def _on_change(self, sha1: str) -> None:
+        self.agent.on_change(sha1)
         if self.reporter is None:
             return
         with contextlib.suppress(TorrentError):
             self.reporter.changed(sha1, self.engine.status(sha1).status)
 
     def _lookup(self, sha1: str) -> tuple[TorrentStatus, str, str] | None:
-        record = self.agent.state.get(sha1)
-        if record is None or sha1 not in self.engine.handles:
-            return None
-        return self.engine.status(sha1), Path(record.torrentfile).name, record.taskid
+        return self.agent.report_status(sha1)
 
     def _persist_report(self, sha1: str, done: bool, retries: int) -> None:
         self.agent.state.update_report(sha1, done=done, retries=retries)
@@ -219,6 +217,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         log.info("task API on %s, files on %s", node.api_url, node.files_url)
         # Not a TaskGroup: the caller's exceptions must come out unwrapped. Each task is
         # cancelled and awaited below; a crash is logged at once.
+        background.append(asyncio.create_task(node.agent.run_deadlines(), name="deadlines"))
         if node.reporter is not None:
             background.append(asyncio.create_task(node.reporter.run(), name="reporter"))
         if node.hub is not None:

@@ -4,17 +4,28 @@ One SQLite file (WAL) in the data dir. A row is written before the task's answer
 leaves, so a ``kill -9`` at any moment loses nothing that was acknowledged
 (DESIGN.md, "Nothing acknowledged is lost"). The rows are small and rare (one per task),
 so writes run in the loop; ``synchronous=NORMAL`` survives a killed process.
+
+Schema versions (``PRAGMA user_version``): :data:`SCHEMA` is version 0, the table as the
+first nodes wrote it; each entry of :data:`MIGRATIONS` takes it one version up, in one
+transaction, so a data dir of any earlier version opens (new columns get their defaults)
+and a half-applied migration cannot be left behind by a killed process. A data dir from
+a newer SmartGet is refused rather than misread.
+
+* 1 (issue 4, "expire"): ``expire_at``, the download task's deadline (UNIX time, NULL:
+  none); ``expired``, set when the node stopped the torrent at that deadline: JSON of the
+  figures it had then (percent, downtotal, uptotal), for its last status report.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from smartget.errors import StoreError
 
-__all__ = ["NodeState", "TorrentRecord"]
+__all__ = ["SCHEMA_VERSION", "NodeState", "TorrentRecord"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS torrents (
@@ -32,6 +43,15 @@ CREATE TABLE IF NOT EXISTS torrents (
 );
 """
 
+# MIGRATIONS[n] takes the schema from version n to n + 1 (see the module docstring).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "ALTER TABLE torrents ADD COLUMN expire_at REAL",
+        "ALTER TABLE torrents ADD COLUMN expired TEXT NOT NULL DEFAULT ''",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 @dataclass
 class TorrentRecord:
@@ -46,6 +66,24 @@ class TorrentRecord:
     seed_mode: bool = False
     report_done: bool = False
     report_retries: int = 0
+    expire_at: float | None = None  # the download task's deadline, UNIX time
+    expired: str = ""  # JSON of its last figures once stopped at that deadline
+
+    def expired_figures(self) -> dict[str, float]:
+        """The figures kept when the torrent expired ({} if it did not, or unreadable)."""
+        if not self.expired:
+            return {}
+        try:
+            data = json.loads(self.expired)
+        except ValueError:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            k: float(v)
+            for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        }
 
 
 _COLUMNS = [f.name for f in fields(TorrentRecord)]
@@ -62,6 +100,34 @@ class NodeState:
             self.db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the node's state {path}: {exc}") from exc
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise StoreError(f"cannot migrate the node's state {path}: {exc}") from exc
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _migrate(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")  # one writer; a second process waits here
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the node's state {self.path} has schema version {version}; this "
+                    f"SmartGet knows versions up to {SCHEMA_VERSION}: use a newer SmartGet "
+                    "or another --data-dir"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    self.db.execute(statement)
+            # PRAGMA takes no parameters; SCHEMA_VERSION is our own int.
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -100,6 +166,23 @@ class NodeState:
             "UPDATE torrents SET report_done = ?, report_retries = ? WHERE sha1 = ?",
             (int(done), retries, sha1),
         )
+
+    def set_expire(self, sha1: str, at: float | None) -> None:
+        """Set (or, with None, clear) a torrent's deadline."""
+        self._write("UPDATE torrents SET expire_at = ? WHERE sha1 = ?", (at, sha1))
+
+    def mark_expired(self, sha1: str, figures: dict[str, float]) -> None:
+        """The torrent was stopped at its deadline; keep the figures it had then."""
+        self._write(
+            "UPDATE torrents SET expired = ? WHERE sha1 = ?",
+            (json.dumps(figures, sort_keys=True), sha1),
+        )
+
+    def _write(self, sql: str, values: tuple[object, ...]) -> None:
+        try:
+            self.db.execute(sql, values)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot update the node's state {self.path}: {exc}") from exc
 
     def delete(self, sha1: str) -> None:
         self.db.execute("DELETE FROM torrents WHERE sha1 = ?", (sha1,))

@@ -20,10 +20,34 @@ moment the node received the task; an ISO 8601 date-time is absolute (UTC if no 
 A task received after its expiry fails at once; a synchronous task still running at its
 expiry is cancelled and fails. ``max_retries`` (empty: :data:`DEFAULT_RETRIES`) is how
 many times a failed fetch is tried again; the response's ``retries`` says how many were used.
+
+``download`` is asynchronous (it answers "Initial startup" at once), so its ``expire``
+bounds the download that follows (issue 4, "expire means what users expect"):
+
+* The deadline is kept with the torrent in the node's state, so a restart (``kill -9``
+  too) still enforces it; a deadline that fell while the node was down is enforced at
+  start, before the torrent is added back.
+* At the deadline a torrent that is not complete (complete: seed 003's "download
+  success", finished and flushed) is stopped like ``/shutdown`` stops one: out of the
+  libtorrent session, its partial data and ``.torrent`` kept (a user may want to resume;
+  ``/delete`` removes them). Its last status report then carries the status
+  :data:`EXPIRED` (``"expired"``), the one status added to seed 003's four ('Initial
+  startup', 'downloading', 'download success', 'seeding'), with the figures it had when
+  stopped; a reply meaning success to that report ends reporting for it.
+* A torrent complete before its deadline forgets the deadline and keeps seeding:
+  ``expire`` bounds the task, not the seeding.
+* ``download`` of a torrent that is running and not complete keeps the later of the
+  two deadlines (no ``expire`` means no deadline): it runs while some task wants it. A
+  ``download`` of an expired torrent starts it again (a new task, a new deadline or none);
+  libtorrent rechecks the partial data and goes on from there.
+
+:class:`Deadlines` is the sans-IO part of that: which deadline falls next, for the
+agent's one timer task.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from dataclasses import dataclass, field
@@ -35,8 +59,10 @@ from smartget.errors import NodeAgentError
 __all__ = [
     "DEFAULT_RETRIES",
     "EVENTS",
+    "EXPIRED",
     "MAX_RETRIES",
     "MAX_TASK_BYTES",
+    "Deadlines",
     "NodeIdentity",
     "Task",
     "TaskError",
@@ -58,6 +84,10 @@ ARG_ALIASES = {"filenmae": "filename", "trackback": "traceback"}
 STRING_ARGS = ("fileurl", "filename", "wwwroot", "sha1", "torrentfileurl")
 MAX_TRACKERS = 64
 MAX_STRING = 4096
+
+# The status of a download stopped at its task's deadline: the one status SmartGet adds to
+# seed 003's 'Initial startup', 'downloading', 'download success' and 'seeding'.
+EXPIRED = "expired"
 
 
 class TaskError(NodeAgentError):
@@ -245,3 +275,59 @@ def response(
         "traceback": traceback,
         "args": args or {},
     }
+
+
+class Deadlines:
+    """Which key's deadline falls next: a heap with lazy deletion. No I/O, no clock.
+
+    Setting a key again replaces its deadline; the old heap entry is left behind and
+    skipped when it surfaces. The heap is rebuilt when such stale entries outnumber the
+    live ones, so it never holds more than about twice as many entries as keys.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._at
+
+    def get(self, key: str) -> float | None:
+        return self._at.get(key)
+
+    def set(self, key: str, at: float) -> None:
+        if self._at.get(key) == at:
+            return
+        self._at[key] = at
+        heapq.heappush(self._heap, (at, key))
+        self._compact()
+
+    def cancel(self, key: str) -> None:
+        if self._at.pop(key, None) is not None:
+            self._compact()
+
+    def due(self, now: float) -> list[str]:
+        """Pop every key whose deadline is at or before ``now``, earliest first."""
+        fired = []
+        while self._heap and self._heap[0][0] <= now:
+            at, key = heapq.heappop(self._heap)
+            if self._at.get(key) == at:
+                del self._at[key]
+                fired.append(key)
+        return fired
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            at, key = self._heap[0]
+            if self._at.get(key) == at:
+                return at
+            heapq.heappop(self._heap)  # stale: cancelled or replaced
+        return None
+
+    def _compact(self) -> None:
+        if len(self._heap) > 2 * len(self._at) + 16:
+            self._heap = [(at, key) for key, at in self._at.items()]
+            heapq.heapify(self._heap)
