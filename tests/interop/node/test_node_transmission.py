@@ -2,7 +2,29 @@
 completely in transmission-daemon, and the node downloads a torrent made by
 transmission-create and seeded by transmission-daemon. The daemon runs in the foreground
 with its own config dir, peers and RPC on 127.0.3.2xx, no DHT/LSD/PEX/uTP/port mapping;
-it is driven with transmission-remote. A minimal tracker introduces the peers."""
+it is driven with transmission-remote. A minimal tracker introduces the peers.
+
+Both tests also bound the time to the first byte and the rate, at what Transmission
+3.00 itself allows (measured with ``benchmarks/transmission_interop.py``; the causes are
+in Transmission's libtransmission/peer-mgr.c and peer-msgs.c, none of them is a setting):
+
+* First byte ~10 s after the torrent starts, either way: Transmission 3.00 decides
+  whom it is interested in and whom it unchokes only in its rechoke pulse, every 10 s
+  (``RECHOKE_PERIOD_MSEC``; ``updateInterest`` is an empty FIXME), so a peer that
+  connects just after the torrent started waits for the next pulse.
+* Transmission downloading: it sends one batch of at most the peer's ``reqq`` requests
+  per second (requests are queued in one 500 ms bandwidth pulse and flushed in the
+  next), so it pulls at most reqq x 16 KiB/s from one peer. The node advertises a reqq
+  of ``engine.REQUEST_QUEUE`` (8) on purpose, for the fleet (issue 6, see
+  ``engine._swarm_tuning``): 128 KiB/s from each node. Raising it to 64 or 500 made
+  Transmission 8x and 30x faster, but the fleet's seed sent 1.16 F instead of 1.06 F
+  (efficiency 0.79 at N = 8, below the target).
+* Transmission seeding: it advertises reqq 512 but rejects the 512th outstanding
+  request and sends the reject in a 10 s low-priority batch; libtorrent fills the
+  remote's reqq exactly (no setting caps it lower), so a download that reaches 512
+  outstanding blocks waits up to 10 s for its last block. The file here (256 blocks)
+  stays below that.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +67,18 @@ pytestmark = [
 PERCENT = re.compile(r"^\s*Percent Done:\s*([\d.]+)%", re.MULTILINE)
 STATE = re.compile(r"^\s*State:\s*(.+?)\s*$", re.MULTILINE)
 
+BLOCK = 16 << 10
+# Transmission 3.00's rechoke period (see the module docstring), plus slack for the
+# handshake, a 500 ms pulse and a busy 2-core machine. Measured: 10.8-11.3 s.
+FIRST_BYTE_WITHIN = 10.0 + 5.0
+# Transmission pulls at most reqq blocks a second from one peer: 8 x 16 KiB/s from the
+# node (measured: 128 kB/s, so 640 kB take ~5 s); half that, for noise. A node that
+# advertised a smaller reqq than engine.REQUEST_QUEUE's 8 would fail this, on purpose.
+MIN_RATE_TO_TRANSMISSION = 8 * BLOCK / 2
+# The node from Transmission: 4 MiB in ~3 s after the first byte (slow start included).
+FROM_TRANSMISSION_SIZE = 4 << 20
+FROM_TRANSMISSION_WITHIN = 10.0
+
 
 @dataclass
 class Daemon:
@@ -84,16 +118,21 @@ class Daemon:
         return match.group(1) if match else ""
 
     async def wait_done(
-        self, within: float, nudge: Callable[[], None] | None = None, context: object = ""
+        self,
+        within: float,
+        nudge: Callable[[], None] | None = None,
+        context: object = "",
+        at_least: float = 100.0,
     ) -> None:
-        """Poll until torrent 1 is at 100 %; on timeout the daemon's state is in the error.
+        """Poll until torrent 1 is at ``at_least`` %; on timeout the daemon's state is in
+        the error.
 
         ``nudge`` runs every second while waiting (a peer that was refused while the
         torrent was still starting gets another chance).
         """
         deadline = time.monotonic() + within
         next_nudge = 0.0
-        while (percent := await self.percent_done()) < 100.0:
+        while (percent := await self.percent_done()) < at_least:
             if nudge is not None and time.monotonic() >= next_nudge:
                 nudge()
                 next_nudge = time.monotonic() + 1.0
@@ -101,7 +140,8 @@ class Daemon:
                 peers = await self.remote("-t", "1", "-ip")
                 trackers = await self.remote("-t", "1", "-it")
                 raise AssertionError(
-                    f"Transmission at {percent} % after {within} s; {context}\n"
+                    f"Transmission at {percent} % (not {at_least} %) after {within} s; "
+                    f"{context}\n"
                     f"peers:\n{peers}\ntrackers:\n{trackers}\nlog:\n{self.log_tail()}"
                 )
             await asyncio.sleep(0.2)
@@ -141,6 +181,9 @@ def configure(tmp: Path, ip: str, download_dir: Path) -> tuple[Path, int, int]:
         "speed-limit-up-enabled": False,
         "alt-speed-enabled": False,
         "encryption": 1,  # preferred: either kind of handshake is accepted
+        # No setting of Transmission 3.00 shortens its 10 s rechoke or its one batch of
+        # requests a second (module docstring); with no speed limits, alt-speed or
+        # ratio limits, this is as fast as a user can make it.
     }
     (config / "settings.json").write_text(json.dumps(settings))
     return config, rpc_port, peer_port
@@ -201,13 +244,24 @@ async def test_transmission_downloads_a_torrent_the_node_made(tmp_path: Path) ->
                     return await daemon.state() in ("Idle", "Downloading")
 
                 await wait_until(downloading, within=10, what="Transmission to start")
-                # Transmission 3 drops tracker peers in 127/8 as "martian" addresses, so
-                # the node dials it instead (incoming loopback peers are accepted).
+
+                # Transmission 3 drops tracker peers in 127/8 as "martian" addresses
+                # (isMartianAddr in net.c), so the node dials it instead (incoming
+                # loopback peers are accepted).
+                def dial() -> None:
+                    node.engine.connect_peer(made["args"]["sha1"], daemon.peer)
+
+                start = time.monotonic()
                 await daemon.wait_done(
-                    within=40,
-                    nudge=lambda: node.engine.connect_peer(made["args"]["sha1"], daemon.peer),
-                    context=tracker.peers,
+                    within=FIRST_BYTE_WITHIN, nudge=dial, context=tracker.peers, at_least=0.1
                 )
+                first = time.monotonic()
+                size = source.stat().st_size
+                await daemon.wait_done(
+                    within=size / MIN_RATE_TO_TRANSMISSION, nudge=dial, context=tracker.peers
+                )
+                rate = size / (time.monotonic() - first)
+                print(f"to Transmission: first byte {first - start:.1f} s, {rate / 1e3:.0f} kB/s")
                 # 100 % means every piece verified; the cache may still be flushing.
                 got = out / "clip.ts"
                 await wait_until(
@@ -223,7 +277,7 @@ async def test_node_downloads_transmission_create_torrent_seeded_by_transmission
     tracker = Tracker()
     async with serve(tracker.app(), "127.0.3.203") as tracker_url:
         origin = tmp_path / "origin"
-        source = random_file(tmp_path / "seed" / "data.bin", 1_000_000)
+        source = random_file(tmp_path / "seed" / "data.bin", FROM_TRANSMISSION_SIZE)
         torrent = origin / "pkg" / "data.bin.torrent"
         torrent.parent.mkdir(parents=True)
         # Only the .torrent is on the origin (and web seeds are off), so every byte the
@@ -245,6 +299,7 @@ async def test_node_downloads_transmission_create_torrent_seeded_by_transmission
                 lambda: tracker.announces >= 1, within=15, what="Transmission's announce"
             )
             async with started(node_settings(tmp_path, "127.0.3.205")) as (node, api):
+                start = time.monotonic()
                 body = (
                     await api.post(
                         "/download",
@@ -252,5 +307,14 @@ async def test_node_downloads_transmission_create_torrent_seeded_by_transmission
                     )
                 ).json()
                 assert body["result"] == "success", body
-                await node.engine.wait_complete(body["args"]["sha1"], 40)
+                sha1 = body["args"]["sha1"]
+                await wait_until(
+                    lambda: node.engine.status(sha1).downtotal > 0,
+                    within=FIRST_BYTE_WITHIN,
+                    what="the first byte from Transmission (it unchokes every 10 s)",
+                )
+                first = time.monotonic()
+                await node.engine.wait_complete(sha1, FROM_TRANSMISSION_WITHIN)
+                took = time.monotonic() - first
+                print(f"from Transmission: first byte {first - start:.1f} s, then {took:.1f} s")
                 assert sha256(node.settings.wwwroot / "pkg" / "data.bin") == sha256(source)
