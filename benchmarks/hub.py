@@ -1,10 +1,14 @@
 """Benchmark the hub's text protocol against the ceiling of a Python asyncio server.
 
-Not a test. Runs the hub (and a bare asyncio server that answers every line with a
-fixed ``200 OK``: the most a Python server can do here) as separate processes on
-127.0.0.1, drives both with the same load from this process, and prints a table:
+Not a test. Runs the hub and a bare asyncio server that answers every line with a
+fixed ``200 OK`` (the most a Python server can do here) side by side as separate
+processes on 127.0.0.2, drives both with the same load from this process, and prints a
+table. Each row is measured hub, ceiling, hub, ceiling, ... (``--rounds``), best of each
+kept, so a burst of load from elsewhere on the machine skews the ratio less:
 
 * commands/s, one command per connection (connect, send, read, close), 64 workers;
+  with each rate, the server process's own CPU time per command (from /proc), which
+  a busy machine disturbs far less than the rate;
 * commands/s, session mode, 64 clients, each waiting for its reply (1 in flight) or
   pipelining 8, for the heartbeat (`setstatus` with the status unchanged) and for
   `setstatus` that changes the status every time (each one a durable SQLite write,
@@ -12,7 +16,7 @@ fixed ``200 OK``: the most a Python server can do here) as separate processes on
 * `requestnodes 5` round-trip latency (session mode, one client) with 1,000 and 100,000
   registered nodes, and the registry core's own time for the same call.
 
-Usage: python benchmarks/hub.py [--seconds 3]
+Usage: python benchmarks/hub.py [--seconds 3] [--rounds 2] [--skip-latency]
 Targets (issue 2): session mode >= 50% of the ceiling; requestnodes p99 < 2 ms at 100k.
 """
 
@@ -22,6 +26,8 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import math
+import os
 import random
 import socket
 import statistics
@@ -29,13 +35,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from smartget.net import free_port
 
 CLIENTS = 64
 PIPELINE = 8
-HOST = "127.0.0.1"
+HOST = "127.0.0.2"  # the hub's loopback range is 127.0.0.2-60
+SOURCES = [f"127.0.0.{10 + i % 50}" for i in range(CLIENTS)]
+LATENCY_SOURCE = "127.0.0.60"
 
 
 # -- the reference: a bare asyncio line server ------------------------------------------
@@ -109,13 +119,15 @@ class SessionClient(asyncio.Protocol):
 
 
 async def session_rate(
-    port: int, commands: list[bytes], sources: list[str], seconds: float, window: int
-) -> float:
+    port: int, commands: list[bytes], seconds: float, window: int
+) -> tuple[int, float]:
+    """Commands completed in the measured window, and its length (after a warm-up)."""
     loop = asyncio.get_running_loop()
     clients = []
-    for command, source in zip(commands, sources, strict=True):
-        proto = SessionClient(command, window)
-        await loop.create_connection(lambda p=proto: p, HOST, port, local_addr=(source, 0))
+    for command, source in zip(commands, SOURCES, strict=True):
+        _, proto = await loop.create_connection(
+            functools.partial(SessionClient, command, window), HOST, port, local_addr=(source, 0)
+        )
         clients.append(proto)
     await asyncio.sleep(0.3)  # warm up
     start_counts = sum(c.completed for c in clients)
@@ -125,7 +137,7 @@ async def session_rate(
     elapsed = time.perf_counter() - start
     for c in clients:
         c.transport.close()
-    return done / elapsed
+    return done, elapsed
 
 
 class OneShot(asyncio.Protocol):
@@ -143,8 +155,9 @@ class OneShot(asyncio.Protocol):
 
 
 async def per_connection_rate(
-    port: int, commands: list[bytes], sources: list[str], seconds: float
-) -> float:
+    port: int, commands: list[bytes], seconds: float, window: int = 1
+) -> tuple[int, float]:
+    """Connections completed (one command each) and the time taken."""
     loop = asyncio.get_running_loop()
     count = 0
     stop_at = time.perf_counter() + seconds
@@ -160,8 +173,8 @@ async def per_connection_rate(
             count += 1
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker(c, s) for c, s in zip(commands, sources, strict=True)))
-    return count / (time.perf_counter() - start)
+    await asyncio.gather(*(worker(c, s) for c, s in zip(commands, SOURCES, strict=True)))
+    return count, time.perf_counter() - start
 
 
 async def latency(port: int, n: int, source: str, want: int = 5) -> list[float]:
@@ -196,9 +209,27 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
+@dataclass
+class Server:
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc; else NaN).
+
+        A load's CPU time per command is what the server itself spent on it: unlike the
+        rate, it hardly moves when other processes take the machine's cores for a while.
+        """
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def server(kind: str) -> Iterator[int]:
-    port = free_port()
+def server(kind: str) -> Iterator[Server]:
+    port = free_port(HOST)
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "hub":
             argv = [
@@ -224,7 +255,7 @@ def server(kind: str) -> Iterator[int]:
         proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
         try:
             wait_listening(port, proc)
-            yield port
+            yield Server(port, proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -278,15 +309,28 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def main(seconds: float) -> None:
-    sources = [f"127.0.0.{10 + i % 50}" for i in range(CLIENTS)]
-    rows: list[tuple[str, str, str, str]] = []
+Row = tuple[str, str, str, str, str, str, str]
+Load = Callable[[int, list[bytes], float, int], Awaitable[tuple[int, float]]]
 
-    # Every client owns one node, so its setstatus is accepted (only the node's IP may).
-    with server("hub") as port:
+
+async def measure(
+    srv: Server, load: Load, commands: list[bytes], seconds: float, window: int
+) -> tuple[float, float]:
+    """One run: commands per second, and the server's CPU microseconds per command."""
+    cpu = srv.cpu_seconds()
+    count, elapsed = await load(srv.port, commands, seconds, window)
+    cpu = srv.cpu_seconds() - cpu  # includes the warm-up's share: a slight overestimate
+    return count / elapsed, cpu / max(count, 1) * 1e6
+
+
+async def throughput(seconds: float, rounds: int) -> list[Row]:
+    """The rate table: each load against both servers in turn, best of ``rounds``."""
+    # Both servers run at once; the idle one costs nothing while the other is measured.
+    with server("hub") as hub, server("reference") as ref:
+        # Every client owns one node, so its setstatus is accepted (only the node's IP may).
         ids = []
-        for i, source in enumerate(sources):
-            r, w = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+        for i, source in enumerate(SOURCES):
+            r, w = await asyncio.open_connection(HOST, hub.port, local_addr=(source, 0))
             w.write(b"`register %d\n" % (30000 + i))
             reply = await r.read()
             ids.append(int(reply.split(b"\r\n")[1]))
@@ -294,30 +338,48 @@ async def main(seconds: float) -> None:
         heartbeat = [b"`setstatus %d 3\n" % node_id for node_id in ids]
         # Two commands per client that flip the status: every one is a durable write.
         flipping = [b"`setstatus %d 3\n`setstatus %d 4\n" % (i, i) for i in ids]
-        loads = [
-            ("session, heartbeat, 1 in flight per client", heartbeat, 1),
-            (f"session, heartbeat, {PIPELINE} in flight per client", heartbeat, PIPELINE),
-            ("session, status change (durable), 2 in flight", flipping, 1),
-            (f"session, status change (durable), {2 * PIPELINE} in flight", flipping, PIPELINE),
+        loads: list[tuple[str, Load, list[bytes], int]] = [
+            ("one command per connection, 64 workers", per_connection_rate, heartbeat, 1),
+            ("session, heartbeat, 1 in flight per client", session_rate, heartbeat, 1),
+            (f"session, heartbeat, {PIPELINE} in flight", session_rate, heartbeat, PIPELINE),
+            ("session, status change (durable), 2 in flight", session_rate, flipping, 1),
+            (
+                f"session, status change (durable), {2 * PIPELINE} in flight",
+                session_rate,
+                flipping,
+                PIPELINE,
+            ),
         ]
-        hub_single = await per_connection_rate(port, heartbeat, sources, seconds)
-        hub_rates = [await session_rate(port, c, sources, seconds, w) for _, c, w in loads]
-    with server("reference") as port:
-        ref_single = await per_connection_rate(port, heartbeat, sources, seconds)
-        ref_rates = [await session_rate(port, c, sources, seconds, w) for _, c, w in loads]
+        rows = []
+        for name, load, commands, window in loads:
+            hub_rate = ref_rate = 0.0
+            hub_cpu = ref_cpu = math.inf
+            for _ in range(rounds):
+                rate, cpu = await measure(hub, load, commands, seconds, window)
+                hub_rate, hub_cpu = max(hub_rate, rate), min(hub_cpu, cpu)
+                rate, cpu = await measure(ref, load, commands, seconds, window)
+                ref_rate, ref_cpu = max(ref_rate, rate), min(ref_cpu, cpu)
+            rows.append(
+                (
+                    name,
+                    f"{hub_rate:,.0f}/s",
+                    f"{ref_rate:,.0f}/s",
+                    f"{hub_rate / ref_rate:.0%}",
+                    f"{hub_cpu:.2f}",
+                    f"{ref_cpu:.2f}",
+                    f"{ref_cpu / hub_cpu:.0%}",
+                )
+            )
+    return rows
 
-    def row(name: str, hub: float, ref: float) -> tuple[str, str, str, str]:
-        return (name, f"{hub:,.0f}/s", f"{ref:,.0f}/s", f"{hub / ref:.0%}")
 
-    rows.append(row("one command per connection, 64 workers", hub_single, ref_single))
-    for (name, _, _), hub_rate, ref_rate in zip(loads, hub_rates, ref_rates, strict=True):
-        rows.append(row(name + " (64 clients)", hub_rate, ref_rate))
-
+async def main(seconds: float, rounds: int, skip_latency: bool) -> None:
+    rows = await throughput(seconds, rounds)
     latency_rows = []
-    for fleet in (1_000, 100_000):
-        with server("hub") as port:
-            await register_fleet(port, fleet, status_of=[10, 40, 70, 100, 25])
-            samples = await latency(port, 2000, "127.0.0.250")
+    for fleet in () if skip_latency else (1_000, 100_000):
+        with server("hub") as hub:
+            await register_fleet(hub.port, fleet, status_of=[10, 40, 70, 100, 25])
+            samples = await latency(hub.port, 2000, LATENCY_SOURCE)
         core = core_latency(fleet)
         latency_rows.append(
             (
@@ -329,26 +391,40 @@ async def main(seconds: float) -> None:
             )
         )
 
-    print(f"\nhub text protocol vs a bare asyncio server ({seconds:g} s per row, 2 cores)\n")
-    widths = (62, 12, 12, 6)
-    header = ("load", "hub", "ceiling", "ratio")
+    print(
+        f"\nhub text protocol vs a bare asyncio server "
+        f"({seconds:g} s per run, best of {rounds}, {os.cpu_count()} cores)\n"
+    )
+    widths = (48, 11, 11, 6, 7, 7, 6)
+    header = ("load (64 clients)", "hub", "ceiling", "ratio", "hub µs", "ceil µs", "ratio")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    print("\nrequestnodes 5: session round trip (ms) and registry core (ms)\n")
-    header2 = ("nodes", "rtt p50", "rtt p99", "core mean", "core p99")
-    print("  ".join(h.ljust(12) for h in header2))
-    for r2 in latency_rows:
-        print("  ".join(c.ljust(12) for c in r2))
+    print(
+        "\nhub, ceiling: commands/s (best run); µs: the server's CPU time per command "
+        "(user + system, least of the runs; steadier than the rate on a busy machine)"
+    )
+    if latency_rows:
+        print("\nrequestnodes 5: session round trip (ms) and registry core (ms)\n")
+        header2 = ("nodes", "rtt p50", "rtt p99", "core mean", "core p99")
+        print("  ".join(h.ljust(12) for h in header2))
+        for r2 in latency_rows:
+            print("  ".join(c.ljust(12) for c in r2))
     print("\ntargets: session >= 50% of ceiling; requestnodes p99 < 2 ms at 100,000 nodes")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one run")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs per row and server; the best one counts"
+    )
+    parser.add_argument(
+        "--skip-latency", action="store_true", help="only the throughput table (no 100k fleet)"
+    )
     parser.add_argument("--serve-reference", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_reference:
         asyncio.run(serve_reference(args.serve_reference))
     else:
-        asyncio.run(main(args.seconds))
+        asyncio.run(main(args.seconds, max(1, args.rounds), args.skip_latency))

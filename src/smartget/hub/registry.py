@@ -20,7 +20,11 @@ statuses), not O(fleet):
 Statuses (seed 000, ``SmartgetNode``): ``0`` not available, ``N > 0`` can accept N more
 connections, ``-1`` zombie. Node ids start at 1 (0 is the hub) and are never reused.
 
-Every change is recorded; :meth:`drain_changes` hands the store what to persist.
+Every change is recorded; :meth:`drain_changes` hands the store what to persist, and
+:attr:`Registry.change_count` tells a caller whether its own call changed anything. A
+heartbeat that repeats the node's status changes nothing durable: only ``last_seen`` and
+the liveness order move, and those are not persisted (every restart counts each node as
+just seen), so it needs no commit.
 """
 
 from __future__ import annotations
@@ -118,6 +122,22 @@ class _StatusIndex:
             if status > 0:
                 del self.free[bisect.bisect_left(self.free, status)]
 
+    def move(self, node_id: int, old: int, new: int) -> None:
+        """remove + add in one call: a status change is the hub's most frequent write."""
+        buckets = self.buckets
+        left = buckets[old]
+        del left[node_id]
+        if not left:
+            del buckets[old]
+            if old > 0:
+                del self.free[bisect.bisect_left(self.free, old)]
+        bucket = buckets.get(new)
+        if bucket is None:
+            bucket = buckets[new] = {}
+            if new > 0:
+                bisect.insort(self.free, new)
+        bucket[node_id] = None
+
     def most_free_first(self) -> Iterator[int]:
         """Node ids with status > 0, highest status first, arrival order within one."""
         for status in reversed(self.free):
@@ -145,6 +165,9 @@ class Registry:
         self._alive: dict[int, float] = {}  # id -> last heartbeat, oldest first
         self._zombies: dict[int, float] = {}  # id -> since, oldest first
         self._dirty: dict[int, Node | None] = {}
+        # Grows with every recorded change: a caller compares it before and after a call
+        # to learn whether that call changed anything (has_changes may be true already).
+        self.change_count = 0
         self._handed_out = 0
 
     # -- the seed's API -------------------------------------------------------------
@@ -173,6 +196,7 @@ class Registry:
         else:
             self._alive[node.node_id] = now
         self._dirty[node.node_id] = node
+        self.change_count += 1
         return node.node_id
 
     def register(self, addr: str, port: int, now: float, **info: Any) -> Node:
@@ -195,6 +219,7 @@ class Registry:
         self._alive.pop(node_id, None)
         self._zombies.pop(node_id, None)
         self._dirty[node_id] = None
+        self.change_count += 1
         return node
 
     def get_nodes(self) -> dict[int, Node]:
@@ -228,12 +253,30 @@ class Registry:
     def get_node_status(self, node_id: int) -> int:
         return self._get(node_id).status
 
-    def set_node_status(self, node_id: int, status: int, now: float) -> Node:
-        """The heartbeat: set the free capacity, mark the node alive (a zombie comes back)."""
+    def set_node_status(
+        self, node_id: int, status: int, now: float, *, addr: str | None = None
+    ) -> Node:
+        """The heartbeat: set the free capacity, mark the node alive (a zombie comes back).
+
+        With ``addr``, only a caller at the node's own IP may (NotPermittedError). Only
+        a changed status is recorded for the store: the heartbeat's time is liveness,
+        which every restart resets anyway (:meth:`restore` counts all as just seen).
+        """
         if not STATUS_NOT_AVAILABLE <= status <= MAX_STATUS:
             raise RegistryError(f"status must be from 0 to {MAX_STATUS}, got {status}")
-        node = self._get(node_id)
-        self._touch(node, now)
+        node = self._nodes.get(node_id)
+        if node is None:
+            raise NodeNotFoundError(f"no node has id {node_id}")
+        if addr is not None and node.addr != addr:
+            raise NotPermittedError(f"node {node_id} belongs to {node.addr}, not to {addr}")
+        # Inline, not a helper: this is the hub's most frequent call.
+        node.last_seen = now
+        alive = self._alive
+        if node.status == STATUS_ZOMBIE:  # in _zombies exactly when its status is -1
+            self._zombies.pop(node_id, None)
+        else:
+            alive.pop(node_id, None)
+        alive[node_id] = now  # to the end: _alive stays ordered by last heartbeat
         if node.status != status:
             self._change_status(node, status)
         return node
@@ -322,6 +365,7 @@ class Registry:
             setattr(node, key, value)
         self._index(node)
         self._dirty[node_id] = node
+        self.change_count += 1
         return node
 
     def expire(self, now: float) -> tuple[list[Node], list[Node]]:
@@ -420,13 +464,10 @@ class Registry:
                 del self._zones[node.zone]
 
     def _change_status(self, node: Node, status: int) -> None:
-        self._unindex(node)
+        # The node stays in its zone, so the zone's index never empties here.
+        self._status.move(node.node_id, node.status, status)
+        if node.zone:
+            self._zones[node.zone].move(node.node_id, node.status, status)
         node.status = status
-        self._index(node)
         self._dirty[node.node_id] = node
-
-    def _touch(self, node: Node, now: float) -> None:
-        node.last_seen = now
-        self._zombies.pop(node.node_id, None)
-        self._alive.pop(node.node_id, None)
-        self._alive[node.node_id] = now
+        self.change_count += 1

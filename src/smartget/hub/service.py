@@ -30,7 +30,7 @@ from smartget.hub.collector import Collector as StatusCollector
 from smartget.hub.fleet import load_fleet_state
 from smartget.hub.registry import Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
-from smartget.hub.store import Store, load_nodes, save_changes
+from smartget.hub.store import Store, Write, load_nodes, save_changes
 from smartget.hub.textserver import TextProtocolServer
 from smartget.hub.tracker import Tracker
 from smartget.net import bind_tcp
@@ -123,20 +123,24 @@ class Hub:
         return self._loop.time()
 
     def commit(self) -> asyncio.Future[None] | None:
-        """Send the registry's changes to the store; the future resolves once durable."""
+        """Send the registry's changes to the store; the future resolves once durable.
+
+        The changes are collected when the store starts its next transaction (not now),
+        so a burst of commands costs one write of the nodes they changed.
+        """
         if not self.registry.has_changes:
             return None
-        return self.store.submit(save_changes(self.registry.drain_changes()))
+        return self.store.submit_later(self._registry_write)
+
+    def _registry_write(self) -> Write | None:
+        if not self.registry.has_changes:
+            return None
+        return save_changes(self.registry.drain_changes())
 
     async def save(self) -> None:
         """Commit the registry's changes and wait until they are durable."""
         if (committed := self.commit()) is not None:
             await committed
-
-    def count_commands(self, events: Iterable[textproto.Event]) -> None:
-        counts = self.command_counts
-        for event in events:
-            counts[type(event)] += 1
 
     @property
     def http_url(self) -> str:

@@ -7,6 +7,12 @@ that holds its change ("nothing acknowledged is lost", DESIGN.md). WAL with
 ``synchronous=NORMAL`` survives ``kill -9`` of the hub: a committed transaction is in
 the WAL file as soon as the commit returns.
 
+A hot producer of changes (the node registry: one change per status-changing command)
+uses :meth:`Store.submit_later` instead: it hands over a function, not a write, and the
+function runs on the loop once, when the next transaction starts. Everything changed
+until then is collected into one write (one row per changed node, however often it
+changed), instead of one write built per command.
+
 Other parts of the hub (relay registry, tracker, collector) keep their own tables in
 the same file: they create and load them at start-up with :meth:`Store.read_now` and
 write with :meth:`Store.submit`.
@@ -57,6 +63,7 @@ class Store:
         self.path = path
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store")
         self._pending: list[Write] = []
+        self._later: dict[Callable[[], Write | None], None] = {}  # ordered, no repeats
         self._pending_done: asyncio.Future[None] | None = None
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -94,18 +101,35 @@ class Store:
         self._wakeup.set()
         return self._pending_done
 
+    def submit_later(self, make: Callable[[], Write | None]) -> asyncio.Future[None]:
+        """Queue ``make``: it is called on the loop when the next transaction starts (once,
+        however often it was queued) and its write, if any, goes into that transaction.
+        The future resolves once that transaction is committed, as with :meth:`submit`.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._later[make] = None
+        if self._pending_done is None:
+            self._pending_done = asyncio.get_running_loop().create_future()
+        self._wakeup.set()
+        return self._pending_done
+
     async def run(self) -> None:
         """The writer: commit whatever is queued, as one transaction, until closed."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self._pending:
+            if not self._pending and not self._later:
                 if self._closed:
                     return
                 continue
-            batch, done = self._pending, self._pending_done
-            self._pending, self._pending_done = [], None
+            batch, later, done = self._pending, self._later, self._pending_done
+            self._pending, self._later, self._pending_done = [], {}, None
             assert done is not None
+            batch.extend(write for make in later if (write := make()) is not None)
+            if not batch:
+                done.set_result(None)
+                continue
             try:
                 await self._call(functools.partial(self._commit, batch=batch))
             except (sqlite3.Error, OSError) as exc:

@@ -24,6 +24,14 @@ Limits: a line longer than ``max_line`` bytes, or a line not complete within
 ``line_timeout`` seconds, gets ``400 BAD REQUEST`` and the connection closes. An idle
 session closes after ``idle_timeout``.
 
+Speed (benchmarks/hub.py): a session read that holds only whole lines, which is what
+clients send, takes a short path in :meth:`TextConnection.receive_data`: one split of
+the read, then per line one ``split()`` and one dict lookup on the first word, backtick
+included, straight to the command's parser. Anything that path does not know (a blank
+after the backtick, an unknown command, non-ASCII, a line over the limit, a partial
+line) goes through the general path and :func:`parse_command`, so both give the same
+events and the same errors (a hypothesis test compares them).
+
 Replies (seed 000, with DESIGN.md's decisions): every reply ends with CRLF.
 ``register`` -> ``200 OK\\r\\n<id>\\r\\n``; ``requestnodes`` -> ``200 OK\\r\\n`` then
 ``ip port\\r\\n`` per node, or ``404 NOT FOUND\\r\\n``; errors ->
@@ -64,28 +72,28 @@ MAX_REQUEST_NODES = 1000
 MAX_NODE_ID = 2**63 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Register:
     """`` `register PORT``: add the caller's IP with this port."""
 
     port: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deregister:
     """`` `deregister PORT``: remove the caller's node at this port."""
 
     port: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestNodes:
     """`` `requestnodes N [legacy]``: hand out up to N free nodes."""
 
     n: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetStatus:
     """`` `setstatus ID STATUS``: the heartbeat, with the node's free capacity."""
 
@@ -93,18 +101,21 @@ class SetStatus:
     status: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartSession:
     """`` `session``: keep the connection open for many commands."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BadRequest:
     """The peer sent something we cannot accept; answer ``400`` with ``reason``."""
 
     reason: str
 
 
+# Events are plain slotted records, not frozen ones: a frozen dataclass costs 2.5x as much
+# to build (object.__setattr__ per field), and one is built per command line. Treat them
+# as read-only.
 Command = Register | Deregister | RequestNodes | SetStatus | StartSession
 Event = Command | BadRequest
 
@@ -113,6 +124,11 @@ class Mode(enum.Enum):
     SINGLE = "single"  # one command, then close (the original clients)
     SESSION = "session"  # many commands, one per line, until EOF or idle
     DONE = "done"  # read nothing more; close once replies are written
+
+
+# Module-level names for the hot path: ``Mode.SESSION`` is a lookup through the enum's
+# metaclass, about three times the cost of a global.
+_SINGLE, _SESSION, _DONE = Mode.SINGLE, Mode.SESSION, Mode.DONE
 
 
 def ok(lines: Iterable[str] = ()) -> bytes:
@@ -153,43 +169,52 @@ def _usage(name: str, params: str, got: int) -> TextProtocolError:
     return TextProtocolError(f"usage: `{name}{params} (got {got} arguments)")
 
 
-def _register(args: list[bytes]) -> Command:
-    if len(args) != 1:
-        raise _usage("register", " PORT", len(args))
-    return Register(_number(args[0], "PORT", 1, 65535))
+# Each parser takes the line's words, the command itself first (arguments from [1]).
 
 
-def _deregister(args: list[bytes]) -> Command:
-    if len(args) != 1:
-        raise _usage("deregister", " PORT", len(args))
-    return Deregister(_number(args[0], "PORT", 1, 65535))
+def _register(words: list[bytes]) -> Command:
+    if len(words) != 2:
+        raise _usage("register", " PORT", len(words) - 1)
+    return Register(_number(words[1], "PORT", 1, 65535))
 
 
-def _requestnodes(args: list[bytes]) -> Command:
-    if not 1 <= len(args) <= 2:
-        raise _usage("requestnodes", " N", len(args))
-    if len(args) == 2:
-        _number(args[1], "LEGACY", -(2**63), 2**63)  # accepted, ignored (DESIGN.md)
-    return RequestNodes(_number(args[0], "N", 1, MAX_REQUEST_NODES))
+def _deregister(words: list[bytes]) -> Command:
+    if len(words) != 2:
+        raise _usage("deregister", " PORT", len(words) - 1)
+    return Deregister(_number(words[1], "PORT", 1, 65535))
 
 
-def _setstatus(args: list[bytes]) -> Command:
-    if len(args) != 2:
-        raise _usage("setstatus", " ID STATUS", len(args))
-    raw_id, raw_status = args
-    # The heartbeat is the hot path: plain small numbers skip the general checks.
-    if raw_id.isdigit() and raw_status.isdigit() and len(raw_id) < 19 and len(raw_status) < 7:
+def _requestnodes(words: list[bytes]) -> Command:
+    if not 2 <= len(words) <= 3:
+        raise _usage("requestnodes", " N", len(words) - 1)
+    if len(words) == 3:
+        _number(words[2], "LEGACY", -(2**63), 2**63)  # accepted, ignored (DESIGN.md)
+    return RequestNodes(_number(words[1], "N", 1, MAX_REQUEST_NODES))
+
+
+def _setstatus(words: list[bytes]) -> Command:
+    if len(words) != 3:
+        raise _usage("setstatus", " ID STATUS", len(words) - 1)
+    _, raw_id, raw_status = words
+    # The heartbeat is the hot path: plain numbers in range skip the general checks. No
+    # length check first: the line limit keeps int() of a long digit string cheap.
+    if raw_id.isdigit() and raw_status.isdigit():
         node_id, status = int(raw_id), int(raw_status)
-        if node_id >= 1 and status <= MAX_STATUS:
+        if 0 < node_id <= MAX_NODE_ID and status <= MAX_STATUS:
             return SetStatus(node_id, status)
     node_id = _number(raw_id, "ID", 1, MAX_NODE_ID)
     return SetStatus(node_id, _number(raw_status, "STATUS", 0, MAX_STATUS))
 
 
-def _session(args: list[bytes]) -> Command:
-    if args:
-        raise _usage("session", "", len(args))
+def _session(words: list[bytes]) -> Command:
+    if len(words) != 1:
+        raise _usage("session", "", len(words) - 1)
     return StartSession()
+
+
+def _session_again(words: list[bytes]) -> Command:
+    _session(words)  # the usage error first, as parse_command would give it
+    raise TextProtocolError("already in session mode")
 
 
 _PARSERS = {
@@ -199,6 +224,11 @@ _PARSERS = {
     b"setstatus": _setstatus,
     b"session": _session,
 }
+# Keyed by the first word itself (backtick included), so the session loop needs no
+# slicing; a line whose first word is not a key takes the general path (parse_command),
+# which gives the same events and errors.
+_SESSION_PARSERS = {b"`" + name: parse for name, parse in _PARSERS.items()}
+_SESSION_PARSERS[b"`session"] = _session_again
 
 
 def parse_command(line: bytes) -> Command:
@@ -214,13 +244,14 @@ def parse_command(line: bytes) -> Command:
     if head[:1] != b"`":
         raise TextProtocolError(f"a command starts with a backtick (`), got {_preview(line)}")
     if len(head) > 1:
-        name, args = head[1:], words[1:]
+        name = head[1:]
     else:  # "` register 1": blanks after the backtick
-        name, args = (words[1], words[2:]) if len(words) > 1 else (b"", [])
+        words = words[1:] or [b""]
+        name = words[0]
     parser = _PARSERS.get(name)
     if parser is None:
         raise TextProtocolError(f"unknown command `{name[:24].decode()}; known: {_KNOWN}")
-    return parser(args)
+    return parser(words)
 
 
 class TextConnection:
@@ -230,6 +261,18 @@ class TextConnection:
     DONE: it reads nothing more and the driver closes once the reply is written. After a
     BadRequest in SESSION mode it stays usable.
     """
+
+    __slots__ = (
+        "_buffer",
+        "_fast_limit",
+        "_last_activity",
+        "_opened",
+        "idle_timeout",
+        "line_timeout",
+        "max_line",
+        "mode",
+        "partial_since",
+    )
 
     def __init__(
         self,
@@ -243,30 +286,57 @@ class TextConnection:
         self.max_line = max_line
         self.line_timeout = line_timeout
         self.idle_timeout = idle_timeout
-        self._buffer = b""
+        #: When the incomplete line in the buffer began, or None (no partial line). Only
+        #: a partial line can bring :meth:`deadline` forward; a driver may skip
+        #: re-arming its timer while this is None.
+        self.partial_since: float | None = None
+        self._buffer = b""  # empty exactly when partial_since is None (until DONE)
         self._opened = now
-        self._partial_since: float | None = None
         self._last_activity = now
-        self.commands_seen = 0
+        # Lines up to this long may skip parse_command's own length check.
+        self._fast_limit = min(max_line, MAX_LINE)
 
     @property
     def done(self) -> bool:
         """True once nothing more will be read: close after writing the replies."""
-        return self.mode is Mode.DONE
+        return self.mode is _DONE
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
-        if self.mode is Mode.DONE or not data:
+        if self.mode is _SESSION and not self._buffer and data and data[-1] == 10:  # LF
+            # The session hot path: whole lines only, which is what a client writes per
+            # command or per pipelined batch. One C-level split for the read, one split
+            # and one dict lookup per line, no per-line method calls; any line the table
+            # does not know takes _line (the general path), so events and errors are the
+            # same either way.
+            lines = data.split(b"\n")
+            lines.pop()  # the empty rest after the last LF
+            limit = self._fast_limit
+            if len(data) <= limit or max(map(len, lines)) <= limit:
+                self._last_activity = now
+                events: list[Event] = []
+                parsers = _SESSION_PARSERS
+                all_ascii = data.isascii()  # one check for the read; per line only if not
+                for line in lines:
+                    words = line.split()  # also drops the CR of a CRLF
+                    if not words:
+                        continue  # blank lines keep a session alive and mean nothing
+                    parse = parsers.get(words[0])
+                    if parse is not None and (all_ascii or line.isascii()):
+                        try:
+                            events.append(parse(words))
+                        except TextProtocolError as exc:
+                            events.append(BadRequest(exc.hint))
+                    else:
+                        event = self._line(line[:-1] if line[-1:] == b"\r" else line)
+                        if event is not None:
+                            events.append(event)
+                return events  # a BadRequest never ends a session: no DONE check needed
+        if self.mode is _DONE or not data:
             return []
         if self._buffer:
             data = self._buffer + data
-        elif self.mode is Mode.SESSION and data.find(b"\n") == len(data) - 1 <= self.max_line:
-            # Exactly one whole line, the request-response case: no split needed.
-            self._last_activity = now
-            self._partial_since = None
-            event = self._line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
-            return [] if event is None else [event]
         *lines, rest = data.split(b"\n")  # one C-level split per read, not one per line
-        events: list[Event] = []
+        events = []
         if lines:
             self._last_activity = now
             for line in lines:
@@ -276,70 +346,72 @@ class TextConnection:
                 event = self._line(line[:-1] if line.endswith(b"\r") else line)
                 if event is not None:
                     events.append(event)
-                if self.done:
+                if self.mode is _DONE:
                     self._buffer = b""
                     return events
         self._buffer = rest
         if len(rest) > self.max_line:
             events.append(self._fatal(self._too_long(rest)))
         elif not rest:
-            self._partial_since = None
-        elif self._partial_since is None or lines:
-            self._partial_since = now
+            self.partial_since = None
+        elif self.partial_since is None or lines:
+            self.partial_since = now
         return events
 
     def receive_eof(self, now: float) -> list[Event]:
         """The peer will send nothing more: a last line without LF still counts."""
-        if self.mode is Mode.DONE:
+        if self.mode is _DONE:
             return []
         line = self._buffer.removesuffix(b"\r")
         self._buffer = b""
+        self.partial_since = None
         event = None
-        if line.strip() or (self.mode is Mode.SINGLE and self.commands_seen == 0):
+        # SINGLE mode has seen no line yet (any line leaves it): even an empty
+        # connection gets its answer.
+        if line.strip() or self.mode is _SINGLE:
             event = self._line(line)
-        self.mode = Mode.DONE
+        self.mode = _DONE
         return [] if event is None else [event]
 
     def deadline(self) -> float | None:
         """When :meth:`handle_timer` must run, or None once DONE."""
-        if self.mode is Mode.DONE:
+        if self.mode is _DONE:
             return None
-        if self.mode is Mode.SINGLE:
+        if self.mode is _SINGLE:
             return self._opened + self.line_timeout
-        if self._partial_since is not None:
-            return self._partial_since + self.line_timeout
+        if self.partial_since is not None:
+            return self.partial_since + self.line_timeout
         return self._last_activity + self.idle_timeout
 
     def handle_timer(self, now: float) -> list[Event]:
         deadline = self.deadline()
         if deadline is None or now < deadline:
             return []
-        if self.mode is Mode.SESSION and self._partial_since is None:
+        if self.mode is _SESSION and self.partial_since is None:
             return [self._fatal(f"session idle for {self.idle_timeout:g} s; closing")]
         return [self._fatal(f"no complete line within {self.line_timeout:g} s")]
 
     def _line(self, line: bytes) -> Event | None:
-        if self.mode is Mode.SESSION and (not line or line.isspace()):
+        if self.mode is _SESSION and (not line or line.isspace()):
             return None  # blank lines keep a session alive and mean nothing
-        self.commands_seen += 1
         try:
             command = parse_command(line)
         except TextProtocolError as exc:
-            if self.mode is Mode.SINGLE:
-                self.mode = Mode.DONE
+            if self.mode is _SINGLE:
+                self.mode = _DONE
             return BadRequest(exc.hint)
         if isinstance(command, StartSession):
-            if self.mode is Mode.SESSION:
+            if self.mode is _SESSION:
                 return BadRequest("already in session mode")
-            self.mode = Mode.SESSION
-        elif self.mode is Mode.SINGLE:
-            self.mode = Mode.DONE
+            self.mode = _SESSION
+        elif self.mode is _SINGLE:
+            self.mode = _DONE
         return command
 
     def _too_long(self, line: bytes) -> str:
         return f"line longer than {self.max_line} bytes: {_preview(line)}"
 
     def _fatal(self, reason: str) -> BadRequest:
-        self.mode = Mode.DONE
+        self.mode = _DONE
         self._buffer = b""
         return BadRequest(reason)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import threading
 
 import pytest
 
@@ -172,3 +175,106 @@ async def test_zombie_and_revival(tmp_path: object) -> None:
         assert (
             await send(hub, b"`requestnodes 1\n", src="127.0.0.9") == b"200 OK\r\n127.0.0.2 1\r\n"
         )
+
+
+def saved_status(hub: Hub, node_id: int) -> int | None:
+    """The status in the SQLite file, as another process (or a restart) would see it."""
+    with contextlib.closing(sqlite3.connect(hub.store.path)) as db:
+        row = db.execute("SELECT status FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def open_session(hub: Hub, src: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = hub.text_address
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(src, 0))
+    writer.write(b"`session\n")
+    assert await asyncio.wait_for(reader.readexactly(8), 5) == b"200 OK\r\n"
+    return reader, writer
+
+
+async def test_a_change_is_acknowledged_only_once_it_is_durable(hub: Hub) -> None:
+    await send(hub, b"`register 10\n", src="127.0.0.2")  # node 1
+    await send(hub, b"`register 20\n", src="127.0.0.3")  # node 2
+    # Hold the store's writer in a transaction of its own.
+    started, release = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    held = hub.store.submit(hold)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, started.wait, 5)
+    try:
+        reader, writer = await open_session(hub, "127.0.0.2")
+        # A change, then a heartbeat repeating it: both wait (in order) for the commit.
+        writer.write(b"`setstatus 1 5\n`setstatus 1 5\n")
+        await wait_until(lambda: hub.registry.get_node_status(1) == 5, 5, "status applied")
+        # Another connection's heartbeat changes nothing: answered at once, commit or not.
+        assert await send(hub, b"`setstatus 2 0\n", src="127.0.0.3") == b"200 OK\r\n"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(1), 0.3)
+        assert saved_status(hub, 1) == 0
+    finally:
+        release.set()
+    await asyncio.wait_for(held, 5)
+    assert await asyncio.wait_for(reader.readexactly(16), 5) == b"200 OK\r\n" * 2
+    assert saved_status(hub, 1) == 5
+    writer.close()
+
+
+async def test_a_heartbeat_that_changes_nothing_costs_no_commit(hub: Hub) -> None:
+    reader, writer = await open_session(hub, "127.0.0.2")
+    writer.write(b"`register 10\n`setstatus 1 4\n")
+    assert await asyncio.wait_for(reader.readexactly(19), 5) == b"200 OK\r\n1\r\n200 OK\r\n"
+    commits = hub.store.commits
+    writer.write(b"`setstatus 1 4\n" * 50)
+    assert await asyncio.wait_for(reader.readexactly(8 * 50), 5) == b"200 OK\r\n" * 50
+    assert hub.store.commits == commits
+    writer.write(b"`setstatus 1 3\n")
+    assert await asyncio.wait_for(reader.readexactly(8), 5) == b"200 OK\r\n"
+    assert hub.store.commits == commits + 1
+    assert saved_status(hub, 1) == 3
+    writer.close()
+
+
+async def test_a_failed_commit_answers_every_command_that_waited_for_it(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader, writer = await open_session(hub, "127.0.0.2")
+    writer.write(b"`register 10\n")
+    assert await asyncio.wait_for(reader.readexactly(11), 5) == b"200 OK\r\n1\r\n"
+    commit = hub.store._commit
+
+    def fail_once(db: sqlite3.Connection, batch: list[object]) -> None:
+        monkeypatch.setattr(hub.store, "_commit", commit)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(hub.store, "_commit", fail_once)
+    # One read: a change, a heartbeat repeating it, a bad command. All three waited for
+    # the commit that failed, so none of them can stand: each gets the error line.
+    writer.write(b"`setstatus 1 5\n`setstatus 1 5\n`bogus\n")
+    not_saved = b"400 BAD REQUEST\r\nthe hub could not save this change; try again\r\n"
+    got = await asyncio.wait_for(reader.readexactly(3 * len(not_saved)), 5)
+    assert got == not_saved * 3
+    # The session goes on, and the next change is saved.
+    writer.write(b"`setstatus 1 6\n")
+    assert await asyncio.wait_for(reader.readexactly(8), 5) == b"200 OK\r\n"
+    assert saved_status(hub, 1) == 6
+    writer.close()
+
+
+async def test_a_partial_line_in_a_session_times_out(hub: Hub) -> None:
+    """The idle timer (minutes) is armed; a partial line must bring it forward (0.5 s)."""
+    reader, writer = await open_session(hub, "127.0.0.8")
+    writer.write(b"`register 10\n`setstatus 1 2\n")
+    assert await asyncio.wait_for(reader.readexactly(19), 5) == b"200 OK\r\n1\r\n200 OK\r\n"
+    # Once the first wake-up (the 0.5 s of single mode) has passed, only the idle
+    # deadline is armed: from here on, nothing else would wake the connection early.
+    (conn,) = hub.text_connections
+    await wait_until(lambda: (conn._timer_at or 0) > hub.now() + 60, 5, "idle timer armed")
+    writer.write(b"`setstatus 1 3\n`setst")  # a whole line, then half of one
+    assert await asyncio.wait_for(reader.readexactly(8), 5) == b"200 OK\r\n"
+    reply = await asyncio.wait_for(reader.read(), 5)
+    assert reply == b"400 BAD REQUEST\r\nno complete line within 0.5 s\r\n"
+    writer.close()

@@ -1,6 +1,10 @@
 """The registry core: the seed's operations, handing out nodes, liveness, changes."""
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smartget.errors import NodeExistsError, NodeNotFoundError, NotPermittedError, RegistryError
 from smartget.hub.registry import STATUS_ZOMBIE, Registry
@@ -150,3 +154,99 @@ def test_update_info_moves_zone() -> None:
     assert [n.node_id for n in registry.request_nodes(1, zone="b")] == [1]
     with pytest.raises(RegistryError):
         registry.update_info(1, status=3)
+
+
+def test_set_node_status_checks_the_owner_when_given_an_addr() -> None:
+    registry = make(2)
+    with pytest.raises(
+        NotPermittedError, match=r"node 1 belongs to 10\.0\.0\.1, not to 10\.0\.0\.2"
+    ):
+        registry.set_node_status(1, 5, now=1, addr="10.0.0.2")
+    assert registry.get_node_status(1) == 0  # refused: nothing changed
+    with pytest.raises(NodeNotFoundError, match="no node has id 9"):
+        registry.set_node_status(9, 5, now=1, addr="10.0.0.1")
+    assert registry.set_node_status(1, 5, now=1, addr="10.0.0.1").status == 5
+
+
+def test_change_count_moves_only_with_a_durable_change() -> None:
+    """A heartbeat repeating the status changes nothing the store keeps: no commit."""
+    registry = make(2, status=3)
+    registry.drain_changes()
+    before = registry.change_count
+    registry.set_node_status(1, 3, now=10)  # the heartbeat: only liveness moves
+    assert registry.change_count == before
+    assert not registry.has_changes
+    registry.set_node_status(1, 4, now=11)
+    assert registry.change_count == before + 1
+    registry.request_nodes(1, exclude_addr="10.0.0.2")  # lowers node 1 to 3
+    assert registry.change_count == before + 2
+    assert [n.status for n in registry.drain_changes().upserts] == [3]
+
+
+def test_heartbeat_keeps_liveness_order_and_revives_zombies() -> None:
+    registry = make(3, status=2)  # all seen at 0; ttl 60
+    registry.set_node_status(1, 2, now=30)  # 1 is now the freshest
+    zombies, _ = registry.expire(now=61)
+    assert sorted(n.node_id for n in zombies) == [2, 3]
+    assert registry.next_expiry() == 90  # node 1's ttl, not the zombies' grace (181)
+    before = registry.change_count
+    registry.set_node_status(2, 2, now=70)  # same number, but a zombie comes back: a change
+    assert registry.get_node_status(2) == 2
+    assert registry.change_count == before + 1
+    zombies, removed = registry.expire(now=200)
+    assert sorted(n.node_id for n in zombies) == [1, 2]
+    assert [n.node_id for n in removed] == [3]
+
+
+def assert_indexes_consistent(registry: Registry) -> None:
+    """White box: every index agrees with the nodes themselves (no pass is skipped)."""
+    nodes = registry.get_nodes()
+    indexes = [(registry._status, set(nodes))] + [
+        (index, {i for i, n in nodes.items() if n.zone == zone})
+        for zone, index in registry._zones.items()
+    ]
+    assert {n.zone for n in nodes.values() if n.zone} == set(registry._zones)
+    for index, members in indexes:
+        assert all(index.buckets.values())  # no empty bucket is kept
+        assert index.free == sorted(s for s in index.buckets if s > 0)
+        listed = {i: s for s, bucket in index.buckets.items() for i in bucket}
+        assert listed == {i: nodes[i].status for i in members}
+    assert set(registry._zombies) == {i for i, n in nodes.items() if n.status == STATUS_ZOMBIE}
+    assert set(registry._alive) == {i for i, n in nodes.items() if n.status != STATUS_ZOMBIE}
+    seen = list(registry._alive.values())
+    assert seen == sorted(seen)  # oldest heartbeat first: expire looks only at the front
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["register", "status", "request", "decrease", "rm", "expire", "zone"]),
+            st.integers(1, 12),
+            st.integers(0, 4),
+        ),
+        max_size=60,
+    )
+)
+def test_indexes_stay_consistent_under_any_sequence(ops: list[tuple[str, int, int]]) -> None:
+    registry = Registry(node_ttl=10, zombie_grace=10)
+    now = 0.0
+    for op, a, b in ops:
+        now += 1
+        node_id = a if a in registry else None
+        if op == "register":
+            with contextlib.suppress(NodeExistsError):
+                registry.register(f"10.0.0.{a % 4}", 1000 + a, now, zone="z" * (b % 3))
+        elif op == "status" and node_id is not None:
+            registry.set_node_status(node_id, b, now, addr=registry._nodes[node_id].addr)
+        elif op == "request":
+            registry.request_nodes(b + 1, zone="z" if a % 2 else None, exclude_addr="10.0.0.1")
+        elif op == "decrease" and node_id is not None:
+            registry.decrease_node_status(node_id, b)
+        elif op == "rm" and node_id is not None:
+            registry.rm_node(node_id)
+        elif op == "expire":
+            registry.expire(now + 5 * b)
+        elif op == "zone" and node_id is not None:
+            registry.update_info(node_id, zone="zz" * (b % 2))
+        assert_indexes_consistent(registry)

@@ -1,5 +1,7 @@
 """The text protocol core: parsing, modes, limits, timers; hostile bytes."""
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,3 +160,79 @@ def test_parse_command_grammar_near_misses(line: bytes) -> None:
     except TextProtocolError:
         return
     assert isinstance(command, tp.Command.__args__)
+
+
+def test_blank_after_backtick_and_session_again() -> None:
+    assert tp.parse_command(b"` register 7") == tp.Register(7)
+    assert tp.parse_command(b"`   setstatus 1 2") == tp.SetStatus(1, 2)
+    conn = tp.TextConnection(now=0)
+    events = conn.receive_data(
+        b"`session\n`session\n`session 1\n` session\n`register 5\xff\n` register 7\r\n", now=0
+    )
+    assert events == [
+        tp.StartSession(),
+        tp.BadRequest("already in session mode"),
+        tp.BadRequest("usage: `session (got 1 arguments)"),
+        tp.BadRequest("already in session mode"),
+        tp.BadRequest("only ASCII is allowed: b'`register 5\\xff'"),
+        tp.Register(7),
+    ]
+    assert not conn.done
+
+
+# Lines a session may see: commands, near misses, blanks, garbage, CR, non-ASCII, lines
+# at and over the 1 KiB limit.
+_LINE = st.one_of(
+    st.from_regex(
+        rb"\A ?` ?(register|deregister|requestnodes|setstatus|session|fly)"
+        rb"( {1,2}-?[0-9]{1,21}){0,3} ?\r?\Z"
+    ),
+    st.sampled_from([b"", b"\r", b" \t", b"`", b"register 1", b"`setstatus 1 2\xc3\xa9"]),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
+    st.integers(1018, 1030).map(lambda n: b"`register " + b"1" * (n - 10)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LINE, max_size=12), cuts=st.lists(st.integers(0, 20_000), max_size=6))
+def test_session_fast_path_gives_the_same_events_as_the_general_path(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    """Whole lines in one read take the fast path; the same bytes cut anywhere do not."""
+    data = b"\n".join(lines) + b"\n"
+
+    def events_for(chunks: list[bytes]) -> tuple[list[tp.Event], bool]:
+        conn = tp.TextConnection(now=0)
+        assert conn.receive_data(b"`session\r\n", now=0) == [tp.StartSession()]
+        events: list[tp.Event] = []
+        for chunk in chunks:
+            events += conn.receive_data(chunk, now=0)
+        return events, conn.done
+
+    edges = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    chunks = [data[a:b] for a, b in itertools.pairwise(edges)]
+    one_read, one_done = events_for([data])
+    cut_up, cut_done = events_for(chunks)
+    byte_by_byte, bytes_done = events_for([data[i : i + 1] for i in range(len(data))])
+    assert one_done == cut_done == bytes_done
+    if not one_done:  # a fatal over-long line reads its reason from the partial line
+        assert one_read == cut_up == byte_by_byte
+    else:
+        assert one_read[:-1] == cut_up[:-1] == byte_by_byte[:-1]
+        assert all(
+            isinstance(e[-1], tp.BadRequest) and e[-1].reason.startswith("line longer than")
+            for e in (one_read, cut_up, byte_by_byte)
+        )
+
+
+def test_session_deadline_moves_only_with_a_partial_line() -> None:
+    """The driver re-arms its timer only while partial_since is set: check that contract."""
+    conn = tp.TextConnection(now=0, line_timeout=5, idle_timeout=60)
+    conn.receive_data(b"`session\n", now=1)
+    assert conn.partial_since is None
+    conn.receive_data(b"`setstatus 1 2\n", now=2)
+    assert (conn.partial_since, conn.deadline()) == (None, 62)
+    conn.receive_data(b"`setstatus 1 2\n`setst", now=3)
+    assert (conn.partial_since, conn.deadline()) == (3, 8)
+    conn.receive_data(b"atus 1 2\n", now=4)
+    assert (conn.partial_since, conn.deadline()) == (None, 64)

@@ -1,0 +1,90 @@
+"""The hub's store: grouped commits, and writes collected when the transaction starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from smartget.hub.store import Store, Write
+
+pytestmark = pytest.mark.asyncio
+
+
+def put(key: str) -> Write:
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, 'v')", (key,))
+
+    return write
+
+
+def keys(path: Path) -> list[str]:
+    """What another connection sees: only what is committed."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [k for (k,) in db.execute("SELECT key FROM meta ORDER BY key")]
+
+
+async def test_submit_later_is_called_once_when_the_transaction_starts(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    writer = asyncio.create_task(store.run())
+    calls: list[str] = []
+    state = {"key": "a"}
+
+    def make() -> Write | None:
+        calls.append(state["key"])
+        return put(state["key"])
+
+    first = store.submit_later(make)
+    assert store.submit_later(make) is first  # the same transaction, and one call
+    state["key"] = "b"  # changed after queueing: the write sees the state at its start
+    await asyncio.wait_for(first, 5)
+    assert calls == ["b"]
+    assert keys(store.path) == ["b"]
+    # A maker with nothing to write still resolves its future.
+    await asyncio.wait_for(store.submit_later(lambda: None), 5)
+    await store.aclose()
+    await writer
+
+
+async def test_changes_during_a_commit_go_into_the_next_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    writer = asyncio.create_task(store.run())
+    started, release = threading.Event(), threading.Event()
+
+    def slow(db: sqlite3.Connection) -> None:
+        put("slow")(db)
+        started.set()
+        release.wait(5)
+
+    calls: list[int] = []
+
+    def make() -> Write | None:
+        calls.append(1)
+        return put("later")
+
+    in_flight = store.submit(slow)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, started.wait, 5)
+    later = store.submit_later(make)
+    assert later is not in_flight
+    assert calls == []  # not collected while the other transaction runs
+    release.set()
+    await asyncio.wait_for(asyncio.gather(in_flight, later), 5)
+    assert calls == [1]
+    assert keys(store.path) == ["later", "slow"]
+    assert store.commits == 2
+    await store.aclose()
+    await writer
+
+
+async def test_close_flushes_what_is_queued_later(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    writer = asyncio.create_task(store.run())
+    store.submit_later(lambda: put("queued"))
+    await asyncio.wait_for(store.aclose(), 5)
+    await writer
+    assert keys(store.path) == ["queued"]
