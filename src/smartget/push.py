@@ -39,7 +39,8 @@ __all__ = ["FleetNode", "NodeOutcome", "PushError", "PushResult", "push", "push_
 log = logging.getLogger(__name__)
 
 PING_FAILURES = 3  # consecutive failed pings before a node counts as gone
-POLL = 0.25  # seconds between progress polls
+POLL = 0.25  # seconds between progress polls, with a hub that cannot long-poll
+LONG_POLL = 1.0  # seconds a progress request may wait for news
 
 
 class PushError(SmartGetError):
@@ -141,6 +142,9 @@ class _Client:
         await self.http.aclose()
 
     async def hub(self, method: str, path: str, **kwargs: Any) -> Any:
+        return (await self.hub_reply(method, path, **kwargs)).json()
+
+    async def hub_reply(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = self.hub_url + path
         try:
             reply = await self.http.request(method, url, headers=self.hub_auth, **kwargs)
@@ -150,7 +154,7 @@ class _Client:
             raise PushError("the hub refused the token (401); give the hub's token with --token")
         if reply.status_code >= 400:
             raise PushError(f"hub {method} {path} answered {reply.status_code}: {reply.text[:200]}")
-        return reply.json()
+        return reply
 
     async def task(
         self, node: FleetNode, event: str, args: dict[str, Any], seconds: float
@@ -301,6 +305,7 @@ async def _follow(
 ) -> None:
     by_nodeid = {o.node.nodeid: o for o in result.outcomes}
     last_ping = 0.0
+    seq = -1
     while not all(o.finished for o in result.outcomes):
         now = time.monotonic()
         if now > deadline:
@@ -308,7 +313,17 @@ async def _follow(
                 if not o.finished:
                     o.error = f"timed out at {o.percent:.1f}% after {now - started:.0f} s"
             break
-        reports = await client.hub("GET", "/api/progress", params={"sha1": result.sha1})
+        # Long-poll: the hub answers when a report arrives (or after LONG_POLL s), so
+        # a node's time is when its last report came, not the next tick of a poll.
+        reply = await client.hub_reply(
+            "GET",
+            "/api/progress",
+            params={"sha1": result.sha1, "after": seq, "wait": LONG_POLL if seq >= 0 else 0},
+        )
+        reports = reply.json()
+        latest = reply.headers.get("X-Progress-Seq", "")
+        long_polled = latest.isdigit()
+        seq = int(latest) if long_polled else -1
         for report in reports:
             outcome = by_nodeid.get(report["nodeid"])
             if outcome is None:
@@ -336,7 +351,8 @@ async def _follow(
                     )
         if on_update:
             on_update(result)
-        await asyncio.sleep(POLL)
+        if not long_polled:  # a hub without long-polls
+            await asyncio.sleep(POLL)
 
 
 async def _verify(client: _Client, result: PushResult, torrent_url: str) -> None:

@@ -3,7 +3,10 @@
 * ``GET /announce``, ``GET /scrape``: the BitTorrent tracker (hub/tracker.py), open to
   any client, answering bencoded replies (failures too, as BEP 3 says).
 * ``POST /report_peerstatus``: the seed 003 report target (hub/collector.py).
-* ``/api/torrents``, ``/api/progress``: the JSON API (token) over both.
+* ``/api/torrents``, ``/api/progress``: the JSON API (token) over both. A controller
+  follows a push by long-polling ``/api/progress?after=SEQ&wait=S``: the answer comes as
+  soon as a report newer than ``SEQ`` arrived (``X-Progress-Seq`` says the newest), or
+  after ``S`` seconds; no polling interval is added to a push's times.
 
 State a reply acknowledges is saved first: a torrent the tracker was told to track,
 and a finished download the collector answered ``success`` to.
@@ -11,6 +14,8 @@ and a finished download the collector answered ``success`` to.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,6 +55,23 @@ def load_fleet_state(db: sqlite3.Connection) -> tuple[list[bytes], list[Report]]
     return hashes, reports
 
 
+class _Arrivals:
+    """Wakes the long-polls of ``/api/progress`` when a report arrives."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()  # later waiters wait for the next one
+
+    async def wait(self, seconds: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+
+
 class TorrentIn(BaseModel):
     info_hash: str = Field(pattern=r"^[0-9a-fA-F]{40}$", description="v1 info-hash, hex")
     name: str = Field("", max_length=256)
@@ -59,6 +81,7 @@ def add_fleet_routes(
     app: FastAPI, hub: Hub, authorized: Callable[..., Coroutine[Any, Any, None]]
 ) -> None:
     tracker, collector = hub.tracker, hub.collector
+    arrivals = _Arrivals()
 
     @app.get("/announce", tags=["tracker"], response_class=Response)
     async def announce(request: Request) -> Response:
@@ -98,6 +121,7 @@ def add_fleet_routes(
                 raise CollectorError(f"a report is JSON: {exc}") from None
             report = parse_report(data, hub.now())
             done = collector.receive(report)
+            arrivals.notify()
         except CollectorError as exc:
             return JSONResponse({"result": "failed", "traceback": str(exc)}, status_code=400)
         client = request.client.host if request.client else ""
@@ -135,10 +159,20 @@ def add_fleet_routes(
 
     @api.get("/progress")
     async def progress(
+        response: Response,
         sha1: Annotated[str | None, Query(pattern=r"^[0-9a-fA-F]{40}$")] = None,
         nodeid: Annotated[str | None, Query(max_length=256)] = None,
+        after: Annotated[int, Query(ge=-1, description="the X-Progress-Seq seen last")] = -1,
+        wait: Annotated[float, Query(ge=0, le=30, description="seconds to wait for news")] = 0,
     ) -> list[dict[str, Any]]:
-        """The latest report of each node (for one torrent, or all), ``done`` included."""
+        """The latest report of each node (for one torrent, or all), ``done`` included.
+
+        With ``wait``, answers once a report newer than ``after`` arrived (any torrent's:
+        the caller asks again if it was not news to it), or after ``wait`` seconds.
+        """
+        if wait and collector.received <= after:
+            await arrivals.wait(wait)
+        response.headers["X-Progress-Seq"] = str(collector.received)
         now = hub.now()
         reports = collector.progress(sha1.lower() if sha1 else None, nodeid)
         return [r.as_dict() | {"age": round(now - r.received_at, 3)} for r in reports]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -108,3 +110,29 @@ async def test_collector_answers_success_when_done_and_remembers(tmp_path: Path)
 async def fetch_json(hub: Hub, path: str, headers: dict[str, str]) -> Any:
     async with httpx.AsyncClient(base_url=hub.http_url, timeout=5, headers=headers) as client:
         return (await client.get(path)).json()
+
+
+async def test_progress_long_poll_answers_when_a_report_arrives(hub: Hub) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=hub.http_url, timeout=10, headers=auth) as client:
+        first = await client.get(f"/api/progress?sha1={HASH.hex()}")
+        seq = int(first.headers["X-Progress-Seq"])
+        assert first.json() == []
+        # Nothing new: the long-poll waits its time out, then answers the same.
+        started = time.monotonic()
+        idle = await client.get(f"/api/progress?sha1={HASH.hex()}&after={seq}&wait=0.3")
+        assert time.monotonic() - started >= 0.29
+        assert int(idle.headers["X-Progress-Seq"]) == seq
+        # A report arriving meanwhile answers it at once, with the report in it.
+        poll = asyncio.create_task(
+            client.get(f"/api/progress?sha1={HASH.hex()}&after={seq}&wait=20")
+        )
+        started = time.monotonic()
+        sent = await client.post("/report_peerstatus", json=report("downloading", "42.5"))
+        assert sent.json() == {"result": "received"}
+        answered = await asyncio.wait_for(poll, timeout=5)
+        assert time.monotonic() - started < 5
+        assert int(answered.headers["X-Progress-Seq"]) == seq + 1
+        assert [p["percent"] for p in answered.json()] == [42.5]
+        bad = await client.get("/api/progress?wait=31")
+        assert bad.status_code == 422
