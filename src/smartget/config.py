@@ -37,6 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_CONFIG_BYTES = 1 << 20
+MAX_SIZE = 1 << 60  # bytes (and bytes/s): 1 EiB, beyond any disk or link
 
 
 def parse_hostport(text: str, *, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -45,7 +46,7 @@ def parse_hostport(text: str, *, default_host: str = "0.0.0.0") -> tuple[str, in
     IPv6 addresses go in brackets: ``"[::1]:8200"``.
     """
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         host, port_text = default_host, text
     elif text.startswith("["):
         end = text.find("]")
@@ -57,7 +58,8 @@ def parse_hostport(text: str, *, default_host: str = "0.0.0.0") -> tuple[str, in
         if not sep:
             raise ConfigError(f"expected HOST:PORT, got {text!r}")
         host = host or default_host
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    # isascii: "²".isdigit() is true, and int() refuses it
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"port must be a number from 0 to 65535, got {port_text!r} in {text!r}")
     return host, int(port_text)
 
@@ -87,7 +89,10 @@ def parse_size(text: str) -> int:
         raise ConfigError(f"expected a size such as 64MiB, 10MB or 4096, got {text!r}")
     number, unit, binary, _ = match.groups()
     base = 1024 if binary or unit == "" else 1000
-    return int(float(number) * base ** _UNITS[unit.lower()])
+    value = float(number) * base ** _UNITS[unit.lower()]
+    if not value < MAX_SIZE:  # also inf, from a number too long for a float
+        raise ConfigError(f"size {text[:40]!r} is beyond {MAX_SIZE:,} bytes")
+    return int(value)
 
 
 class Size(click.ParamType[int, Any]):

@@ -5,6 +5,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from smartget.config import HOSTPORT, common_options, parse_hostport, parse_size
 from smartget.errors import ConfigError
@@ -89,3 +91,34 @@ def test_config_file_nested_tables_for_subcommands(tmp_path: Path) -> None:
     result = CliRunner().invoke(outer, ["sample", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "0.0.0.0 1 9.0 info"
+
+
+# -- property tests: any text gives a value or ConfigError, nothing else ----------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=40) | st.from_regex(r"\[?[0-9a-f:.]{0,20}\]?:?[0-9²٣]{0,8}", fullmatch=True)
+)
+@example("²")  # a digit to str.isdigit, not to int()
+def test_parse_hostport_raises_only_config_error(text: str) -> None:
+    try:
+        host, port = parse_hostport(text)
+    except ConfigError:
+        return
+    assert 0 <= port <= 65535
+    assert isinstance(host, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=30)
+    | st.from_regex(r"[0-9]{1,400}(\.[0-9]{0,5})?[kKmMgGtT]?i?[bB]?", fullmatch=True)
+)
+@example("9" * 400)  # beyond a float: inf
+def test_parse_size_raises_only_config_error(text: str) -> None:
+    try:
+        size = parse_size(text)
+    except ConfigError:
+        return
+    assert size >= 0
