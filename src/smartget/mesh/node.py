@@ -79,14 +79,24 @@ class MeshSettings:
             self.idle_timeout = 3 * self.heartbeat + 10.0
 
 
+MAX_PEERS_FILE = 1 << 20  # bytes: tens of thousands of addresses
+
+
 def read_peers_file(path: Path) -> list[tuple[str, int]]:
     """MSW's address.txt: one ``host:port`` a line; blank lines and ``#`` comments skipped."""
     from smartget.config import parse_hostport
 
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_PEERS_FILE + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read peers file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_PEERS_FILE:
+        raise ConfigError(f"peers file {path} is larger than {MAX_PEERS_FILE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"peers file {path} is not UTF-8 text: {exc.reason}") from None
     peers = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()

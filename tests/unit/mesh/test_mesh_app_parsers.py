@@ -3,14 +3,17 @@ own error (which the app turns into a reply), never another exception."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from smartget.errors import UpdateError
+from smartget.errors import ConfigError, UpdateError
 from smartget.mesh.apps.console import parse_line
 from smartget.mesh.apps.shell import parse_argv
 from smartget.mesh.apps.update import parse_version
+from smartget.mesh.node import MAX_PEERS_FILE, read_peers_file
 
 CONSOLE_SHAPES = st.from_regex(
     r"(\(file\))?(\(net [a-z&*]{0,8}\)?)?[a-z]{0,6}:?[^;\n]{0,12};?([a-z]{0,3}:?[a-z]{0,3},?){0,3}",
@@ -60,3 +63,24 @@ def test_version_examples() -> None:
     assert parse_version("1.4.2") == (1, 4, 2)
     with pytest.raises(UpdateError, match="dotted numbers"):
         parse_version("1.x")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=120).map(str.encode))
+def test_peers_files_parse_or_raise_config_error(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("peers") / "address.txt"
+    path.write_bytes(data)
+    try:
+        peers = read_peers_file(path)
+    except ConfigError:
+        return
+    assert all(0 <= port <= 65535 for _, port in peers)
+
+
+def test_peers_file_too_large(tmp_path: Path) -> None:
+    path = tmp_path / "address.txt"
+    path.write_bytes(b"127.0.0.1:1\n" * (MAX_PEERS_FILE // 12 + 1))
+    with pytest.raises(ConfigError, match="larger than"):
+        read_peers_file(path)
