@@ -21,6 +21,8 @@ them the HTTP downloads (N*F/u_s each); ``--no-http`` skips those.
 
 Usage: python benchmarks/distribution.py [--size 32MiB] [--upload-limit 4MiB/s]
     [--seed-upload-limit RATE] [--nodes 2,4,8,16] [--no-http] [--ip-base 150]
+At the demo's rate (libtorrent's rate limiter behaves differently there, see
+``node.engine._swarm_tuning``): ``--upload-limit 20MiB/s --size 64MiB --nodes 2,4,8``.
 Targets (issue 6): efficiency >= 0.8 at N = 8; origin bytes <= 1.1 F; the push at
 least N/2 times faster than N plain HTTP downloads from the origin under the same cap.
 """

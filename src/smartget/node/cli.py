@@ -102,6 +102,16 @@ log = logging.getLogger("smartget.node")
     help="Seconds a download may go without progress from peers before it also fetches "
     "from the torrent's web seed, the origin (0: from the start).",
 )
+@click.option(
+    "--peer-request-queue",
+    type=click.IntRange(1, 2000),
+    default=None,
+    help="Block requests one peer may queue at this node (the reqq it advertises) "
+    "[default: 8, or what --upload-limit sends in 25 ms if more: 32 at 20MiB/s]. Deeper queues let "
+    "a peer order more from a capped node that others could have given it, so the "
+    "seed sends more than the file once; Transmission 3.00 downloads at most "
+    "N x 16 KiB/s from a node, so a fleet that serves it may want 64 or more.",
+)
 @common_options
 def node(
     ip: str,
@@ -122,6 +132,7 @@ def node(
     upload_limit: int,
     download_limit: int,
     webseed_fallback: float,
+    peer_request_queue: int | None,
     log_level: str,
 ) -> None:
     """Run the edge node in the foreground until SIGINT or SIGTERM.
@@ -154,6 +165,7 @@ def node(
         upload_limit=upload_limit,
         download_limit=download_limit,
         webseed_fallback=webseed_fallback,
+        peer_request_queue=peer_request_queue,
     )
     try:
         asyncio.run(_serve(settings))

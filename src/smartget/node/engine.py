@@ -25,10 +25,14 @@ libtorrent puts those in its "local" peer class, which is exempt, so the peer cl
 filter puts every address in the global class instead.
 
 Swarm efficiency under upload caps (issue 6): with a capped seed the seed's upload is
-the bottleneck, so every piece it sends twice is time lost. :func:`_swarm_tuning` holds
-the libtorrent settings that were measured to matter (why each, in its docstring), and
-once a second each download is split into stripes (:func:`stripe_priorities`) so that
-peers fetch different pieces from the seed and the rest from each other.
+the bottleneck, so every piece it sends twice, and every tick it cannot fill, is time
+lost. :func:`_swarm_tuning` holds the libtorrent settings that were measured to matter
+(how libtorrent's rate limiter works and why each setting, in its docstring), and each
+download is split into stripes (:func:`stripe_priorities`) so that peers fetch
+different pieces from the seed and the rest from each other: re-checked every 0.1 s
+while the download is young and its peers are still connecting, then once a second
+(checking only once a second, a seed at 20 MiB/s sent 1.13-1.15 F at N = 8, against
+1.10-1.11 F).
 """
 
 from __future__ import annotations
@@ -59,7 +63,14 @@ DOWNLOAD_SUCCESS = "download success"
 SEEDING = "seeding"
 
 MAX_TORRENT_BYTES = 16 << 20
-REQUEST_QUEUE = 8  # outstanding block requests per peer connection (see _swarm_tuning)
+BLOCK = 16 << 10  # bytes a peer requests at a time (BEP 3's usual 2^14)
+REQUEST_QUEUE = 8  # least block requests a peer may queue at this node (see _swarm_tuning)
+TICK_MS = 5  # libtorrent's tick, when its rate limiter hands out quota (see _swarm_tuning)
+QUEUE_TICKS = 5  # the requests a peer may queue cover this many ticks of the upload cap
+# A new download's peers connect within a few tenths of a second of each other; its
+# stripes are checked this often while it is young, then once a second (_restripe).
+YOUNG_CHECK = 0.1
+YOUNG_FOR = 3.0
 SWARM_UNCHOKE_SLOTS = 32  # peers a node uploads to at once, at least
 
 
@@ -76,6 +87,9 @@ class EngineSettings:
     # torrent's web seeds (the origin); 0 uses them from the start. The fleet should
     # fetch from each other, so the origin sends each byte about once (DESIGN.md).
     webseed_fallback: float = 10.0
+    # The reqq this node advertises: how many block requests one peer may queue here.
+    # None: REQUEST_QUEUE, or more under a high upload cap (request_queue_for).
+    peer_request_queue: int | None = None
 
 
 @dataclass
@@ -151,6 +165,7 @@ class Engine:
         self._ticker: asyncio.Task[None] | None = None
         self._held_web_seeds: dict[str, _HeldWebSeeds] = {}
         self._stripes: dict[str, tuple[str, ...]] = {}
+        self._added: dict[str, float] = {}  # sha1 -> when it was added (monotonic)
         self.restripes = 0
         self.alerts_handled = 0
         self.resume_saves = 0
@@ -190,7 +205,7 @@ class Engine:
             "active_limit": -1,
             "active_seeds": -1,
             "active_downloads": -1,
-        } | _swarm_tuning()
+        } | _swarm_tuning(s)
 
     async def start(self) -> None:
         """Open the session; returns once BitTorrent is listening (or raises)."""
@@ -290,6 +305,7 @@ class Engine:
         except RuntimeError as exc:
             raise TorrentError(f"libtorrent refused the torrent {sha1}: {exc}") from None
         self.handles[sha1] = handle
+        self._added[sha1] = time.monotonic()
         if not seed_mode and self.settings.webseed_fallback > 0:
             self._hold_web_seeds(sha1, handle, ti)
         if seed_mode:
@@ -300,6 +316,7 @@ class Engine:
     async def remove(self, sha1: str, *, within: float = 10.0) -> bool:
         """Stop a torrent (data stays); False if it was not running."""
         handle = self.handles.pop(sha1, None)
+        self._added.pop(sha1, None)
         if handle is None:
             return False
         self.complete.discard(sha1)
@@ -408,10 +425,16 @@ class Engine:
         self.resume_saves += 1
 
     async def _tick_forever(self) -> None:
-        last_resume = time.monotonic()
+        last_resume = last_second = time.monotonic()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(YOUNG_CHECK)
             now = time.monotonic()
+            if now - last_second < 1.0:
+                # Between seconds, only young downloads: at 20 MiB/s a seed sends a
+                # third of a 64 MiB file in the first second, unstriped (issue 6).
+                self._restripe(young_after=now - YOUNG_FOR)
+                continue
+            last_second = now
             self._release_web_seeds(now)
             self._restripe()
             if now - last_resume >= self.settings.resume_interval:
@@ -448,9 +471,14 @@ class Engine:
                     handle.add_url_seed(url)
                 del self._held_web_seeds[sha1]
 
-    def _restripe(self) -> None:
-        """Re-split downloads into stripes when their set of downloading peers changed."""
+    def _restripe(self, young_after: float | None = None) -> None:
+        """Re-split downloads into stripes when their set of downloading peers changed.
+
+        With ``young_after``, only downloads added after that time (monotonic).
+        """
         for sha1, handle in self.handles.items():
+            if young_after is not None and self._added.get(sha1, 0.0) <= young_after:
+                continue
             if sha1 in self.complete:
                 self._stripes.pop(sha1, None)
                 continue
@@ -555,34 +583,78 @@ class Engine:
             log.warning("torrent: %s", alert.message())
 
 
-def _swarm_tuning() -> dict[str, int]:
+def request_queue_for(upload_limit: int) -> int:
+    """The reqq to advertise by default: REQUEST_QUEUE, more under a high upload cap.
+
+    Enough requests that what one peer has queued here covers ``QUEUE_TICKS`` ticks of
+    the cap (see :func:`_swarm_tuning`): 8 up to 5 MiB/s, 32 at 20 MiB/s.
+    """
+    ticks_worth = upload_limit * TICK_MS * QUEUE_TICKS // 1000
+    return max(REQUEST_QUEUE, -(-ticks_worth // BLOCK))
+
+
+def _swarm_tuning(settings: EngineSettings) -> dict[str, int]:
     """libtorrent settings for a fleet swarm under upload caps (issue 6, measured).
 
-    Each one removed a cost measured with ``benchmarks/distribution.py``:
+    How libtorrent 2.x enforces an upload cap (``bandwidth_manager.cpp``,
+    ``bandwidth_limit.hpp``) explains most of them. The cap is a bucket of quota that
+    grows by cap x tick only on a tick when some connection waits for quota. A
+    connection gets quota at once only while the bucket holds more than a second of
+    quota; otherwise it waits for the next tick, and then gets at most what it asked
+    for: the bytes in its send buffer (what its peer requested and the disk has read).
+    So a fresh node's first second under a cap is paced by ticks: each tick, each
+    connection sends what its peer had on order. A second of quota, saved up while the
+    node sends less than the cap, is what ends that phase; until then every byte a
+    connection could not send at its tick is lost for good (up to one second of the
+    cap per node, measured: a 2-node 8 MiB push at 20 MiB/s took 2.2 s for 0.4 s).
 
-    * ``tick_interval`` 20 ms (default 500): a rate-limited peer waits for bandwidth
-      quota until the next tick for *every* message, the handshake's included, so
-      starting a connection cost seconds and each request round trip a tick.
+    Each setting removed a cost measured with ``benchmarks/distribution.py``,
+    ``smartget demo`` and two engines in one process:
+
+    * ``tick_interval`` 5 ms (default 500): a connection waiting for quota waits a
+      tick, the handshake's messages included, and each tick hands a connection what
+      it had on order: at most reqq blocks. 20 ms held one connection at 20 MiB/s to
+      ~8 MiB/s and the 4-node demo at 0.55-0.62 efficiency; 5 ms with the reqq
+      below sends 32 MiB at 20 MiB/s in 1.8 s (bound 1.6) and the demo reaches 0.84.
+      At reqq 8, 2 ms did as well for one connection and no better in the demo
+      (0.66-0.77 against 0.70-0.82 at 5 ms); 3-4 ms and 10 ms did worse.
+      Shorter ticks cost CPU: an idle session uses 0.4 % of a core at 5 ms, 1 % at 2.
+    * ``send_buffer_low_watermark`` reqq blocks (default 10 KiB): a node reads ahead
+      from disk what it uploads in half a second, *as measured*, so a fresh connection
+      had one block in its send buffer at a time, one block per two ticks
+      (400 KiB/s for the first second). The node now reads every request it accepted
+      (up to 1 MiB a connection).
     * ``whole_pieces_threshold`` 0 (default 20 s): peers that can fetch a piece in 20 s
       ask for runs of up to 8 MiB of *contiguous* pieces; two peers in the same run
       then fetch the same pieces from the seed one after the other.
-    * ``max_allowed_in_request_queue`` (what we advertise as ``reqq``, and the remote's
-      ``reqq`` overrides ``max_out_request_queue``) 2000 -> 8 blocks: with deep
-      queues every peer had a quarter of the file requested from the rate-limited
-      seed, so whatever another peer could have given it was already on order from
-      the seed; the seed sent the file twice. 8 blocks per connection was the best
-      of 4, 8, 16, 32 at 8 and 16 peers; 16 is a little faster at 3 peers and 20 MiB/s.
+    * ``max_allowed_in_request_queue`` (what we advertise as ``reqq``; the remote's
+      ``reqq`` overrides ``max_out_request_queue``, which only counts for peers that
+      advertise none) 2000 -> 8 blocks, or what the upload cap sends in 5 ticks if
+      more (:func:`request_queue_for`; 32 at 20 MiB/s). With deep queues every peer had
+      a quarter of the file requested from the rate-limited seed, so whatever another
+      peer could have given it was already on order from the seed; the seed sent the
+      file twice. 8 blocks per connection was the best of 4, 8, 16, 32 at 8 and 16
+      peers and 4 MiB/s; but a tick hands a connection at most what it has on order,
+      so under a higher cap 8 blocks cannot fill the ticks (one connection, 20 MiB/s,
+      5 ms: 32 MiB in 4.3-5.0 s at 8 blocks, 1.8-2.2 s at 16, 1.8 s at 32).
       The price is paid by Transmission 3.00 clients: Transmission sends one batch of
-      at most ``reqq`` requests a second to a peer, so it downloads 8 x 16 KiB/s from
-      each node (``benchmarks/transmission_interop.py``). A reqq of 64 / 500 gives it
-      1 / 4 MB/s but at N = 8 the seed sent 1.16 F instead of 1.06 F (efficiency 0.79
-      against 0.86); 16 was within noise of 8 (0.85-0.86) and 32 cost 0.83.
+      at most ``reqq`` requests a second to a peer, so it downloads reqq x 16 KiB/s
+      from each node (``benchmarks/transmission_interop.py``). A reqq of 64 / 500 gives
+      it 1 / 4 MB/s but at N = 8 the seed sent 1.16 F instead of 1.06 F (efficiency
+      0.79 against 0.86); 16 was within noise of 8 (0.85-0.86) and 32 cost 0.83.
+      ``smartget node --peer-request-queue`` sets it for fleets that serve Transmission.
+    * ``request_queue_time`` 1 s (default 3): a downloader queues a second of its
+      measured rate, capped by the reqq above.
     """
+    reqq = settings.peer_request_queue or request_queue_for(settings.upload_limit)
+    read_ahead = min(reqq * BLOCK, 1 << 20)  # per connection; reqq may be 2000 (the CLI's)
     return {
-        "tick_interval": 20,
+        "tick_interval": TICK_MS,
+        "send_buffer_low_watermark": read_ahead,
+        "send_buffer_watermark": max(500 << 10, read_ahead),
         "whole_pieces_threshold": 0,
-        "max_allowed_in_request_queue": REQUEST_QUEUE,
-        "max_out_request_queue": REQUEST_QUEUE,
+        "max_allowed_in_request_queue": reqq,
+        "max_out_request_queue": reqq,
         "request_queue_time": 1,
     }
 

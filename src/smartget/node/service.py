@@ -68,6 +68,7 @@ class NodeSettings:
     resume_interval: float = 5.0
     outgoing_utp: bool = False
     webseed_fallback: float = 10.0  # see EngineSettings
+    peer_request_queue: int | None = None  # see EngineSettings
     name: str = ""
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -154,6 +155,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
             outgoing_utp=s.outgoing_utp,
             resume_interval=s.resume_interval,
             webseed_fallback=s.webseed_fallback,
+            peer_request_queue=s.peer_request_queue,
         ),
         s.data_dir / "resume",
         on_change=node._on_change,

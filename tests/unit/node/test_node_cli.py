@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from click.testing import CliRunner
 
 from smartget.cli import cli
+from smartget.node import cli as node_cli
+from smartget.node.engine import (
+    REQUEST_QUEUE,
+    EngineSettings,
+    _swarm_tuning,
+    request_queue_for,
+)
 
 OPTIONS = [
     "--ip", "--zone", "--wwwroot", "--data-dir", "--api", "--files", "--bt-port", "--hub",
     "--hub-http", "--report-url", "--report-interval", "--user", "--password", "--token",
     "--tracker", "--config", "--upload-limit", "--download-limit", "--log-level",
+    "--peer-request-queue",
 ]  # fmt: skip
+REQUIRED = ["--ip", "127.0.3.1", "--zone", "z", "--wwwroot", "w", "--data-dir", "d"]
 
 
 def test_help_lists_every_option() -> None:
@@ -32,3 +44,44 @@ def test_missing_required_and_bad_values() -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "expected a size" in result.output
+
+
+def _settings_from(monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    """The NodeSettings that ``smartget node ARGS`` would run with (nothing starts)."""
+    seen: list[Any] = []
+
+    async def serve(settings: object) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(node_cli, "_serve", serve)
+    monkeypatch.setattr(node_cli, "setup_logging", lambda level: None)
+    result = CliRunner().invoke(cli, ["node", *REQUIRED, *args])
+    assert result.exit_code == 0, result.output
+    return seen[0]
+
+
+def test_peer_request_queue_reaches_libtorrent(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_from(monkeypatch, "--peer-request-queue", "64")
+    assert settings.peer_request_queue == 64
+    tuning = _swarm_tuning(EngineSettings(peer_request_queue=settings.peer_request_queue))
+    assert tuning["max_allowed_in_request_queue"] == 64  # the reqq peers are told
+    assert tuning["send_buffer_low_watermark"] == 64 * 16384  # every request is read
+
+
+def test_peer_request_queue_default_follows_the_upload_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _settings_from(monkeypatch, "--upload-limit", "20MiB/s")
+    assert settings.peer_request_queue is None
+    tuning = _swarm_tuning(EngineSettings(upload_limit=settings.upload_limit))
+    assert tuning["max_allowed_in_request_queue"] == 32  # 25 ms of 20 MiB/s in 16 KiB blocks
+    # Without a cap, and under a low one, the fleet's measured 8 (engine._swarm_tuning).
+    assert request_queue_for(0) == request_queue_for(4 << 20) == REQUEST_QUEUE
+
+
+def test_peer_request_queue_rejects_nonsense() -> None:
+    runner = CliRunner()
+    for bad in ("0", "-1", "many", "5000"):
+        result = runner.invoke(cli, ["node", *REQUIRED, "--peer-request-queue", bad])
+        assert result.exit_code == 2, bad
+        assert "--peer-request-queue" in result.output
