@@ -7,12 +7,16 @@ Not a test. Prints a table:
 * end to end: one satellite calls relay.relay as fast as it can (one call in flight);
   every other satellite gets each message through its notify. Rows: relay.relay
   calls/s accepted by the hub, notifies/s delivered, and, as the reference, notifies/s
-  that the same stdlib client reaches calling one satellite's notify directly.
+  that the same stdlib client reaches calling one satellite's notify directly;
+* the same with ``--senders`` satellites relaying at once: 'OK' waits for the message's
+  commit, so one client measures that latency, several show the group commit (store
+  commits per accepted message) and what delivery can do when accepting is not the
+  bottleneck.
 
 Satellites are stdlib SimpleXMLRPCServers (threads) on 127.0.4.2-4; the hub runs in
 this process on 127.0.4.1. The issue names no target.
 
-Usage: python benchmarks/relay.py [--messages 300] [--satellites 6]
+Usage: python benchmarks/relay.py [--messages 300] [--satellites 6] [--senders 3]
 """
 
 from __future__ import annotations
@@ -83,7 +87,19 @@ def bench_parse() -> list[tuple[str, str, str]]:
     ]
 
 
-async def bench_relay(messages: int, n_sats: int) -> list[tuple[str, str, str]]:
+def _relay_all(url: str, sat: Satellite, messages: int, tag: str) -> None:
+    host_id = f"{sat.ip}:{sat.port}"
+    with xmlrpc.client.ServerProxy(url, Transport(sat.ip)) as proxy:
+        for n in range(messages):
+            proxy.relay.relay({"host_id": host_id, "data": {"n": n, "tag": tag}})
+
+
+def _receive(sat: Satellite, count: int) -> None:
+    for _ in range(count):
+        sat.got.get(timeout=60)
+
+
+async def bench_relay(messages: int, n_sats: int, n_senders: int) -> list[tuple[str, str, str]]:
     sats = [Satellite(IPS[i % len(IPS)]) for i in range(n_sats)]
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +132,29 @@ async def bench_relay(messages: int, n_sats: int) -> list[tuple[str, str, str]]:
 
                 accepted, delivered = await asyncio.to_thread(drive)
 
+                # several senders at once (each relays as itself)
+                senders = sats[: max(1, min(n_senders, n_sats))]
+                each = messages // len(senders)
+                commits = hub.store.commits
+
+                def drive_many() -> tuple[float, float]:
+                    start = time.perf_counter()
+                    threads = [
+                        threading.Thread(target=_relay_all, args=(url, sat, each, "m"))
+                        for sat in senders
+                    ]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                    accepted = time.perf_counter() - start
+                    for sat in sats:
+                        _receive(sat, each * (len(senders) - (sat in senders)))
+                    return accepted, time.perf_counter() - start
+
+                many_accepted, many_delivered = await asyncio.to_thread(drive_many)
+                commits = hub.store.commits - commits
+
         # the reference: the same stdlib client calling one satellite's notify directly
         target = sats[1]
 
@@ -131,12 +170,21 @@ async def bench_relay(messages: int, n_sats: int) -> list[tuple[str, str, str]]:
         for sat in sats:
             sat.stop()
     notifies = messages * (n_sats - 1)
+    many = each * len(senders)
+    many_notifies = many * (n_sats - 1)
     return [
         ("relay.relay accepted (1 client)", f"{messages / accepted:,.0f} /s", ""),
         (
             f"notifies delivered ({n_sats - 1} satellites)",
             f"{notifies / delivered:,.0f} /s",
             f"{(notifies / delivered) / (messages / ref):.0%}",
+        ),
+        (f"relay.relay accepted ({len(senders)} clients)", f"{many / many_accepted:,.0f} /s", ""),
+        (f"  store commits per message ({len(senders)} clients)", f"{commits / many:.2f}", ""),
+        (
+            f"notifies delivered ({n_sats - 1} satellites, {len(senders)} senders)",
+            f"{many_notifies / many_delivered:,.0f} /s",
+            f"{(many_notifies / many_delivered) / (messages / ref):.0%}",
         ),
         ("direct notify, one satellite (stdlib)", f"{messages / ref:,.0f} /s", "reference"),
     ]
@@ -146,9 +194,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--satellites", type=int, default=6)
+    parser.add_argument("--senders", type=int, default=3)
     args = parser.parse_args()
     rows = bench_parse()
-    rows += asyncio.run(bench_relay(args.messages, args.satellites))
+    rows += asyncio.run(bench_relay(args.messages, args.satellites, args.senders))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>14}  {'vs reference':>12}")
     for name, value, ratio in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import xmlrpc.client
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -73,10 +74,14 @@ class FakeBackend:
     async def save(self) -> None:
         self.saves += 1
 
-    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> None:
+    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> Awaitable[None]:
         if len(self.queued) >= self.queue:
             raise RelayBusyError("the relay is busy")
         self.queued.append((sender.host_id, message))
+        return self._saved()
+
+    async def _saved(self) -> None:
+        self.saves += 1
 
     def forget(self, sat: Satellite) -> None:
         self.forgotten.append(sat.host_id)
@@ -119,6 +124,7 @@ def test_register_relay_deregister(disp: Dispatcher) -> None:
     assert backend.saves == 1
     assert run(disp, "relay.relay", {"host_id": host_id, "data": {"x": 1}}) == "OK"
     assert backend.queued == [(host_id, {"host_id": host_id, "data": {"x": 1}})]
+    assert backend.saves == 2  # 'OK' waited for the message's commit
     props = run(disp, "co2.get_satellite", {"host_id": host_id})
     assert props["send_count"] == 1
     assert isinstance(props["send_time"], xmlrpc.client.DateTime)

@@ -48,7 +48,7 @@ class Backend(Protocol):
 
     async def save(self) -> None: ...
 
-    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> None: ...
+    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> Awaitable[None]: ...
 
     def forget(self, sat: Satellite) -> None: ...
 
@@ -252,8 +252,9 @@ async def _relay(disp: Dispatcher, d: dict[str, Any], caller: str | None) -> str
         raise XmlRpcError("missing key 'data': the message to relay", INVALID_PARAMS)
     backend = disp.backend
     sender = backend.registry.check_owner(host_id, caller)
-    backend.enqueue(sender, d)  # RelayBusyError if the limiter's queue is full
+    saved = backend.enqueue(sender, d)  # RelayBusyError if the limiter's queue is full
     backend.registry.accept_relay(host_id, caller, backend.wall())
+    await saved  # committed before 'OK' leaves (DESIGN.md: nothing acknowledged is lost)
     return "OK"
 
 
@@ -355,9 +356,11 @@ METHODS: tuple[MethodSpec, ...] = (
         (),
         _relay,
         "relay data to every other registered satellite: their notify(dict) receives this "
-        "struct with their own notify_pass. only queues the message; a fault says so when "
-        "the relay is busy (its queue is full), and nothing already queued is lost.",
-        "string: 'OK' once queued",
+        "struct with their own notify_pass. only queues the message, durably: once 'OK' "
+        "is answered it reaches every satellite registered now, even across a restart of "
+        "the hub (at least once). a fault says so when the relay is busy (its queue is "
+        "full), and nothing already queued is lost.",
+        "string: 'OK' once queued and saved",
         {**_HOST, "data": "any: the data to relay"},
         acts_for_caller=True,
     ),

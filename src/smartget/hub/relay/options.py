@@ -45,7 +45,8 @@ _OPTIONS: tuple[tuple[str, Any, str], ...] = (
     (
         "queue",
         click.IntRange(min=1),
-        "Messages the limiter holds; past it relay.relay answers a 'busy' fault.",
+        "Accepted messages not yet delivered to every satellite (kept in the store, so "
+        "they survive a restart); past it relay.relay answers a 'busy' fault.",
     ),
     ("rate", click.FloatRange(min=0.001), "Messages relayed a second."),
     (

@@ -4,19 +4,25 @@
 runs, in one ``TaskGroup`` (:meth:`RelayService.run`):
 
 * the **limiter** (seed: "this actually only puts the data into the limiter.Limiter's
-  queue"): ``relay.relay`` puts the message in a bounded queue, or answers a busy fault
-  when it is full, so nothing accepted is ever dropped by the limiter; the dispatcher
-  takes messages out at ``rate`` a second and hands a copy to each recipient's mailbox;
+  queue"): ``relay.relay`` puts the message in the :class:`~smartget.hub.relay.outbox.Outbox`
+  (bounded by ``queue``, a busy fault when it is full, so nothing accepted is ever
+  dropped by the limiter) and answers 'OK' once the store's group commit holds it, so
+  an acknowledged message survives ``kill -9``. The dispatcher takes committed messages
+  in order at ``rate`` a second and hands each to its recipients' mailboxes;
 * one **mailbox** per satellite: a small queue and a worker that calls its
   ``notify(dict)`` one message at a time, in order, each call with a deadline. A slow or
   dead satellite fills only its own mailbox (further messages to it are counted as
   failed notifies), so it never holds up the others (seed: ``_relay_real``, "exceptions
-  thrown when making the call to a satellite are logged and ignored");
+  thrown when making the call to a satellite are logged and ignored"). Each outcome is
+  reported to the outbox; its progress is committed within ``PROGRESS_DELAY``, with
+  everything else that ended meanwhile (or sooner, along with newly accepted messages);
 * the **pinger**: every ``ping_interval`` it calls every satellite's ``ping`` at once,
   each with a deadline, and drops a satellite after ``ping_fails`` failures in a row;
 * the **flusher**: statistics go to the store at most once a second.
 
-Registrations are saved, and awaited, before their reply leaves.
+Registrations are saved, and awaited, before their reply leaves. After a restart,
+messages a recipient has not had yet go out first, in order; delivery is at least once
+(see :mod:`smartget.hub.relay.outbox`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import logging
 import platform
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +51,7 @@ from smartget.hub.relay.core import (
     SatelliteRegistry,
 )
 from smartget.hub.relay.methods import Dispatcher, to_datetime
+from smartget.hub.relay.outbox import Message, Outbox
 from smartget.hub.relay.xmlrpc import (
     APPLICATION_ERROR,
     BUSY,
@@ -54,7 +62,7 @@ from smartget.hub.relay.xmlrpc import (
     dump_response,
     parse_request,
 )
-from smartget.hub.store import Store
+from smartget.hub.store import Store, Write
 from smartget.ratelimit import TokenBucket
 
 __all__ = ["RelayService", "RelaySettings"]
@@ -62,6 +70,10 @@ __all__ = ["RelayService", "RelaySettings"]
 log = logging.getLogger(__name__)
 
 STATS_FLUSH_INTERVAL = 1.0
+# Delivery progress is committed at most this long after a notify ends, one commit for
+# all that ended meanwhile (accepts commit it sooner). A crash within it means those
+# messages go out again: at least once.
+PROGRESS_DELAY = 0.1
 PING_CONCURRENCY = 64
 
 
@@ -74,7 +86,7 @@ class RelaySettings:
     ping_timeout: float = 10.0
     ping_fails: int = 3  # failed pings in a row before a satellite is dropped
     notify_timeout: float = 10.0
-    queue: int = 1000  # the limiter's queue of messages to relay
+    queue: int = 1000  # accepted messages not yet delivered to every recipient
     rate: float = 100.0  # messages relayed a second
     mailbox: int = 100  # messages waiting for one satellite
     max_request: int = MAX_REQUEST_BYTES
@@ -84,15 +96,9 @@ class RelaySettings:
     maintainer_email: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    sender: str
-    params: dict[str, Any]
-
-
 class _Mailbox:
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[_Message] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(size)
         self.worker: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -116,9 +122,13 @@ class RelayService:
         self.dispatcher = Dispatcher(self)
         self.client = SatelliteClient()
         self.bucket = TokenBucket(settings.rate)
-        self._queue: asyncio.Queue[_Message] = asyncio.Queue(settings.queue)
+        self.outbox = Outbox(settings.queue)
+        # Messages to dispatch, in order, with the commit that holds them (None: restored).
+        # Unbounded here: the outbox bounds them.
+        self._queue: asyncio.Queue[tuple[Message, asyncio.Future[None] | None]] = asyncio.Queue()
         self._mailboxes: dict[str, _Mailbox] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        self._progress_due = asyncio.Event()
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
         self.started = time.time()
@@ -146,13 +156,27 @@ class RelayService:
     # -- start, run, stop ---------------------------------------------------------------
 
     def restore_now(self) -> int:
-        """Create the table and load the satellites (start-up; blocks briefly)."""
+        """Create the tables, load the satellites and the messages not yet delivered to
+        every recipient (start-up; blocks briefly). Returns the number of satellites."""
         sats = self.store.read_now(relay_store.load_satellites)
         self.registry.restore(sats)
+        messages, last_seq = self.store.read_now(relay_store.load_messages)
+        self.outbox.last_seq = max(self.outbox.last_seq, last_seq)
+        for msg in self.outbox.restore(messages, self.registry.host_ids()):
+            self._queue.put_nowait((msg, None))  # before anything accepted from now on
+        if messages:
+            log.info(
+                "relay: %d undelivered messages restored (seq %d to %d), %d to deliver",
+                len(messages),
+                messages[0].seq,
+                messages[-1].seq,
+                self._queue.qsize(),
+            )
         return len(sats)
 
     async def run(self) -> None:
         """The dispatcher, the pinger, the flusher and the mailboxes, until :meth:`aclose`."""
+        self._progress()  # restored messages that nobody is left to receive
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -160,6 +184,7 @@ class RelayService:
                     tasks.create_task(self._dispatch_forever(), name="relay-dispatch"),
                     tasks.create_task(self._ping_forever(), name="relay-pinger"),
                     tasks.create_task(self._flush_forever(), name="relay-flush"),
+                    tasks.create_task(self._progress_forever(), name="relay-progress"),
                 ]
                 await self._stop.wait()
                 for task in children:
@@ -181,15 +206,18 @@ class RelayService:
             await self._stopped.wait()
         try:
             await self.save()
+            await asyncio.shield(self.store.submit_later(self._outbox_write))
         except StoreError as exc:
             log.error("relay: could not save statistics on the way out: %s", exc)
         await self.client.aclose()
 
     async def wait_idle(self) -> None:
-        """Wait until the limiter's queue and every mailbox are empty and answered."""
+        """Wait until the limiter's queue and every mailbox are empty and answered, and
+        that progress is committed."""
         await self._queue.join()
         for box in list(self._mailboxes.values()):
             await box.queue.join()
+        await asyncio.shield(self.store.submit_later(self._outbox_write))
 
     # -- the backend of the methods ---------------------------------------------------
 
@@ -199,25 +227,56 @@ class RelayService:
     async def save(self) -> None:
         """Commit the registry's changes and wait until they are durable."""
         if changes := self.registry.drain_changes():
-            await self.store.submit(relay_store.save_changes(changes))
+            # shielded: a caller that goes away must not cancel the store's shared future
+            await asyncio.shield(self.store.submit(relay_store.save_changes(changes)))
 
-    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> None:
-        """Put a message in the limiter's queue; RelayBusyError if it is full."""
-        try:
-            self._queue.put_nowait(_Message(sender.host_id, dict(message)))
-        except asyncio.QueueFull:
+    def enqueue(self, sender: Satellite, message: dict[str, Any]) -> Awaitable[None]:
+        """Accept a message into the outbox; RelayBusyError if it is full. Await the
+        result before answering: it resolves once the message is committed (StoreError
+        if that failed; the message is then not sent)."""
+        if self.outbox.full:
             self.counts["busy"] += 1
             raise RelayBusyError(
-                f"the relay is busy: {self._queue.qsize()} messages are queued "
+                f"the relay is busy: {len(self.outbox)} messages are waiting "
                 f"(--relay-queue) and go out at {self.settings.rate:g} a second "
                 "(--relay-rate); try again later"
-            ) from None
+            )
+        recipients = [sat.host_id for sat in self.registry.recipients(sender.host_id)]
+        msg = self.outbox.accept(sender.host_id, dict(message), recipients, self.wall())
+        try:
+            # One write per transaction for every message accepted meanwhile (group commit).
+            saved = self.store.submit_later(self._outbox_write)
+        except StoreError:
+            self.outbox.discard(msg)
+            raise
+        self._queue.put_nowait((msg, saved))
+        return asyncio.shield(saved)
+
+    def _outbox_write(self) -> Write | None:
+        changes = self.outbox.drain_changes()
+        return relay_store.save_outbox(changes) if changes else None
+
+    def _progress(self) -> None:
+        """The outbox changed: have it written soon (PROGRESS_DELAY)."""
+        self._progress_due.set()
+
+    async def _progress_forever(self) -> None:
+        while True:
+            await self._progress_due.wait()
+            await asyncio.sleep(PROGRESS_DELAY)  # a timer: gather outcomes into one commit
+            self._progress_due.clear()
+            try:
+                await asyncio.shield(self.store.submit_later(self._outbox_write))
+            except StoreError as exc:  # the rows stay: delivered again after a restart
+                log.error("relay: could not save delivery progress: %s", exc)
 
     def forget(self, sat: Satellite) -> None:
-        """A satellite left: stop its mailbox (its queued messages are dropped)."""
+        """A satellite left: stop its mailbox; it is done with every message."""
         box = self._mailboxes.pop(sat.host_id, None)
         if box is not None and box.worker is not None:
             box.worker.cancel()
+        self.outbox.forget(sat.host_id)
+        self._progress()
 
     def properties(self) -> dict[str, Any]:
         """system.get_properties (seed: every field of x_sys_get_properties)."""
@@ -271,19 +330,36 @@ class RelayService:
     async def _dispatch_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            message = await self._queue.get()
+            message, saved = await self._queue.get()
             try:
+                if saved is not None and not await self._committed(message, saved):
+                    continue
                 # The limiter's rate: wait for the token (a timer, not a synchronisation).
                 if (delay := self.bucket.take(1, loop.time())) > 0:
                     await asyncio.sleep(delay)
-                for sat in self.registry.recipients(message.sender):
-                    self._post(sat, message)
+                for hid in list(message.pending):
+                    if hid not in self.registry:  # left since; forget() normally did this
+                        self.outbox.done(message, hid)
+                for sat in self.registry.satellites():  # in registration order
+                    if sat.host_id in message.pending:
+                        self._post(sat, message)
+                self.outbox.dispatched(message)
+                self._progress()
             except Exception:  # a bug here must not take the hub down with it
                 log.exception("relay: dispatching a message from %s failed", message.sender)
             finally:
                 self._queue.task_done()
 
-    def _post(self, sat: Satellite, message: _Message) -> None:
+    async def _committed(self, message: Message, saved: asyncio.Future[None]) -> bool:
+        """Wait for the message's commit: only what its sender was told 'OK' goes out."""
+        try:
+            await asyncio.shield(saved)
+        except StoreError:
+            self.outbox.discard(message)  # its sender got a fault instead of 'OK'
+            return False
+        return True
+
+    def _post(self, sat: Satellite, message: Message) -> None:
         box = self._mailboxes.get(sat.host_id)
         if box is None:
             box = self._mailboxes[sat.host_id] = _Mailbox(self.settings.mailbox)
@@ -297,6 +373,7 @@ class RelayService:
         except asyncio.QueueFull:
             self.counts["notify_dropped"] += 1
             self.registry.note_notify(sat.host_id, False, self.wall())
+            self.outbox.done(message, sat.host_id)  # failed for good: not kept for later
             box.dropped += 1
             if box.dropped % 100 == 1:  # the first of a run, then one line per 100
                 log.warning(
@@ -311,14 +388,19 @@ class RelayService:
         while True:
             message = await box.queue.get()
             try:
-                await self._notify(host_id, message)
-            except Exception:  # a bug here must not take the hub down with it
-                log.exception("relay: notify of %s failed unexpectedly", host_id)
-                self.counts["notify_failed"] += 1
+                try:
+                    await self._notify(host_id, message)
+                except Exception:  # a bug here must not take the hub down with it
+                    log.exception("relay: notify of %s failed unexpectedly", host_id)
+                    self.counts["notify_failed"] += 1
+                # Done, whatever the outcome (a failed notify is not retried, as in co2),
+                # but not when cancelled: the hub stopping leaves it for the next start.
+                self.outbox.done(message, host_id)
+                self._progress()
             finally:
                 box.queue.task_done()
 
-    async def _notify(self, host_id: str, message: _Message) -> None:
+    async def _notify(self, host_id: str, message: Message) -> None:
         if host_id not in self.registry:
             return
         sat = self.registry.get(host_id)
@@ -397,6 +479,8 @@ class RelayService:
             **self.registry.statistics(),
             **self.counts,
             "queued": self._queue.qsize(),
+            "undelivered": len(self.outbox),
+            "last_seq": self.outbox.last_seq,
             "waiting_notifies": sum(b.queue.qsize() for b in self._mailboxes.values()),
         }
 
@@ -407,7 +491,7 @@ class _RelayCollector(Collector):
 
     def collect(self) -> Any:
         stats = self.relay.statistics()
-        for key in ("satellites", "queued", "waiting_notifies"):
+        for key in ("satellites", "queued", "undelivered", "waiting_notifies"):
             yield GaugeMetricFamily(f"smartget_relay_{key}", f"Relay: {key}", value=stats[key])
         for key in (
             "relayed",

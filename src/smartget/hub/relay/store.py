@@ -1,20 +1,50 @@
-"""The relay's table in the hub's SQLite store (seed: ``_serialize_sat_data``).
+"""The relay's tables in the hub's SQLite store (seed: ``_serialize_sat_data``).
 
 co2 dumped an XML file of its satellites so that "satellites don't have to register
 again themselves" after a restart; here each registration is a row in the hub's store,
 committed before ``relay.register`` answers, so it survives ``kill -9`` too. Statistics
 are written along, in the store's grouped transactions.
+
+Accepted messages (:mod:`smartget.hub.relay.outbox`) are rows of ``relay_messages``,
+committed before ``relay.relay`` answers 'OK': the relay.relay dict as XML-RPC (so
+dates, binaries and nil come back as they went in), its sender, when it was accepted,
+and the recipients it is not done for yet (a JSON list). ``AUTOINCREMENT`` keeps the
+highest sequence number ever used, so numbers keep increasing after the rows are gone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from typing import Any
 
 from smartget.hub.relay.core import RelayChanges, Satellite
+from smartget.hub.relay.outbox import Message, OutboxChanges
+from smartget.hub.relay.xmlrpc import XmlRpcError, dump_request, parse_request
 
-__all__ = ["RELAY_SCHEMA", "load_satellites", "save_changes"]
+__all__ = [
+    "MESSAGES_SCHEMA",
+    "RELAY_SCHEMA",
+    "load_messages",
+    "load_satellites",
+    "save_changes",
+    "save_outbox",
+]
+
+log = logging.getLogger(__name__)
+
+MESSAGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS relay_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL,
+    accepted REAL NOT NULL,
+    params BLOB NOT NULL,
+    pending TEXT NOT NULL
+);
+"""
+# Our own rows: far above any request we accept (--relay-max-request), still a limit.
+MAX_STORED_MESSAGE = 64 * 1024 * 1024
 
 RELAY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS relay_satellites (
@@ -104,3 +134,57 @@ def load_satellites(db: sqlite3.Connection) -> list[Satellite]:
         values[_FIELDS.index("plugins")] = [p for p in plugins if isinstance(p, str)]
         sats.append(Satellite(*values))
     return sats
+
+
+def _message_row(msg: Message) -> tuple[Any, ...]:
+    params = dump_request("relay.relay", msg.params)
+    return (msg.seq, msg.sender, msg.accepted, params, json.dumps(sorted(msg.pending)))
+
+
+def save_outbox(changes: OutboxChanges) -> Any:
+    """A write for the store: new messages, their progress, finished ones deleted (the
+    rows are made now, on the loop, not when the write runs)."""
+    inserts = [_message_row(msg) for msg in changes.inserts]
+    updates = [(json.dumps(pending), seq) for seq, pending in changes.updates]
+    deletes = [(seq,) for seq in changes.deletes]
+
+    def write(db: sqlite3.Connection) -> None:
+        if inserts:
+            db.executemany(
+                "INSERT OR REPLACE INTO relay_messages (seq, sender, accepted, params, pending) "
+                "VALUES (?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            db.executemany("UPDATE relay_messages SET pending = ? WHERE seq = ?", updates)
+        if deletes:
+            db.executemany("DELETE FROM relay_messages WHERE seq = ?", deletes)
+
+    return write
+
+
+def load_messages(db: sqlite3.Connection) -> tuple[list[Message], int]:
+    """Create the table if needed; every stored message in order, and the highest
+    sequence number ever used. A row that cannot be read is logged and deleted."""
+    db.executescript(MESSAGES_SCHEMA)
+    messages, bad = [], []
+    for seq, sender, accepted, params, pending in db.execute(
+        "SELECT seq, sender, accepted, params, pending FROM relay_messages ORDER BY seq"
+    ):
+        try:
+            call = parse_request(bytes(params), max_bytes=MAX_STORED_MESSAGE)
+            recipients = json.loads(pending)
+            if len(call.params) != 1 or not isinstance(call.params[0], dict):
+                raise XmlRpcError("expected one struct")
+            if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+                raise ValueError("pending is not a list of host_ids")
+        except (XmlRpcError, ValueError, TypeError) as exc:
+            log.error("relay: stored message %s cannot be read, deleting it: %s", seq, exc)
+            bad.append((seq,))
+            continue
+        messages.append(Message(seq, sender, call.params[0], accepted, set(recipients)))
+    if bad:
+        db.executemany("DELETE FROM relay_messages WHERE seq = ?", bad)
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'relay_messages'").fetchone()
+    last_seq = max([row[0] if row else 0, *(m.seq for m in messages)])
+    return messages, last_seq
