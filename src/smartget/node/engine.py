@@ -33,6 +33,9 @@ different pieces from the seed and the rest from each other: re-checked every 0.
 while the download is young and its peers are still connecting, then once a second
 (checking only once a second, a seed at 20 MiB/s sent 1.13-1.15 F at N = 8, against
 1.10-1.11 F).
+Without a cap nothing is hoarded on loopback, but on a real network a connection
+carries at most reqq blocks per round trip, so an uncapped node advertises a deep queue
+(:func:`request_queue_for`, measured with ``benchmarks/wan.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ SEEDING = "seeding"
 MAX_TORRENT_BYTES = 16 << 20
 BLOCK = 16 << 10  # bytes a peer requests at a time (BEP 3's usual 2^14)
 REQUEST_QUEUE = 8  # least block requests a peer may queue at this node (see _swarm_tuning)
+UNCAPPED_REQUEST_QUEUE = 500  # ... without an upload cap (see request_queue_for)
 TICK_MS = 5  # libtorrent's tick, when its rate limiter hands out quota (see _swarm_tuning)
 QUEUE_TICKS = 5  # the requests a peer may queue cover this many ticks of the upload cap
 # A new download's peers connect within a few tenths of a second of each other; its
@@ -584,11 +588,25 @@ class Engine:
 
 
 def request_queue_for(upload_limit: int) -> int:
-    """The reqq to advertise by default: REQUEST_QUEUE, more under a high upload cap.
+    """The reqq to advertise by default: 500 without an upload cap, else 8 or more.
 
-    Enough requests that what one peer has queued here covers ``QUEUE_TICKS`` ticks of
-    the cap (see :func:`_swarm_tuning`): 8 up to 5 MiB/s, 32 at 20 MiB/s.
+    Under a cap, enough requests that what one peer has queued here covers
+    ``QUEUE_TICKS`` ticks of the cap (see :func:`_swarm_tuning`): 8 up to 5 MiB/s, 32
+    at 20 MiB/s. That small queue stops peers hoarding the capped seed's upload, which
+    only a cap makes the bottleneck on loopback.
+
+    Without a cap the queue must cover the path's bandwidth-delay product instead: one
+    connection carries at most reqq x 16 KiB per round trip. Measured with
+    ``benchmarks/wan.py`` (64 MiB, one connection through a delay proxy): reqq 8 gave
+    4.8 / 2.5 / 1.1 MB/s at 20 / 50 / 100 ms RTT, 128 gave 67 / 31 / 16 MB/s and 500
+    gave 127 / 68 / 36 MB/s (and 3 connections 3 x that); at RTT 0 reqq 8 held a
+    connection to 83-99 MB/s against 290-345 for 32 and more, and a 4-node loopback
+    ``smartget demo --upload-limit 0`` (64 MiB) took 0.64-0.67 s at 500 against
+    0.82-0.91 s at 8, origin 1.00 F both. 500 is also libtorrent 2.1's default
+    ``max_out_request_queue``: what it queues at peers that advertise no reqq.
     """
+    if upload_limit <= 0:
+        return UNCAPPED_REQUEST_QUEUE
     ticks_worth = upload_limit * TICK_MS * QUEUE_TICKS // 1000
     return max(REQUEST_QUEUE, -(-ticks_worth // BLOCK))
 
@@ -629,18 +647,28 @@ def _swarm_tuning(settings: EngineSettings) -> dict[str, int]:
       then fetch the same pieces from the seed one after the other.
     * ``max_allowed_in_request_queue`` (what we advertise as ``reqq``; the remote's
       ``reqq`` overrides ``max_out_request_queue``, which only counts for peers that
-      advertise none) 2000 -> 8 blocks, or what the upload cap sends in 5 ticks if
-      more (:func:`request_queue_for`; 32 at 20 MiB/s). With deep queues every peer had
+      advertise none) 2000 -> 500 without an upload cap, for real networks' round
+      trips (figures in :func:`request_queue_for`); under a cap, 8 blocks, or what the
+      cap sends in 5 ticks if more (32 at 20 MiB/s). With deep queues every peer had
       a quarter of the file requested from the rate-limited seed, so whatever another
       peer could have given it was already on order from the seed; the seed sent the
       file twice. 8 blocks per connection was the best of 4, 8, 16, 32 at 8 and 16
       peers and 4 MiB/s; but a tick hands a connection at most what it has on order,
       so under a higher cap 8 blocks cannot fill the ticks (one connection, 20 MiB/s,
       5 ms: 32 MiB in 4.3-5.0 s at 8 blocks, 1.8-2.2 s at 16, 1.8 s at 32).
-      The price is paid by Transmission 3.00 clients: Transmission sends one batch of
-      at most ``reqq`` requests a second to a peer, so it downloads reqq x 16 KiB/s
-      from each node (``benchmarks/transmission_interop.py``). A reqq of 64 / 500 gives
-      it 1 / 4 MB/s but at N = 8 the seed sent 1.16 F instead of 1.06 F (efficiency
+      The price of the small queue under a cap is paid at WAN round trips
+      (``benchmarks/wan.py``, 4 MiB/s cap, 16 MiB a downloader): one connection got
+      1.7 MB/s at 50 ms and 1.0 at 100 ms (3.5-3.7 at reqq 32-128); three connections
+      together still filled the cap at 50 ms (3.8 MB/s at reqq 8) but not at 100 ms
+      (2.6). Covering 100 ms of the cap instead (26 blocks at 4 MiB/s, 128 at 20)
+      cost the loopback fleet: demo 0.84 -> 0.78, distribution N = 8 0.88 ->
+      0.84-0.86 with the seed sending 1.08-1.11 F; so the cap's rule stays, and a
+      capped fleet on long paths sets ``--peer-request-queue`` (32-64).
+      Transmission 3.00 clients pay too: Transmission sends one batch of at most
+      ``reqq`` requests a second to a peer, so it downloads reqq x 16 KiB/s from each
+      node (``benchmarks/transmission_interop.py``): 128 KiB/s from a capped node,
+      more from an uncapped one (reqq 500). Under a cap, a reqq of 64 / 500 gives it
+      1 / 4 MB/s but at N = 8 the seed sent 1.16 F instead of 1.06 F (efficiency
       0.79 against 0.86); 16 was within noise of 8 (0.85-0.86) and 32 cost 0.83.
       ``smartget node --peer-request-queue`` sets it for fleets that serve Transmission.
     * ``request_queue_time`` 1 s (default 3): a downloader queues a second of its
