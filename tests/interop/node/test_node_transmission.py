@@ -14,11 +14,13 @@ in Transmission's libtransmission/peer-mgr.c and peer-msgs.c, none of them is a 
   connects just after the torrent started waits for the next pulse.
 * Transmission downloading: it sends one batch of at most the peer's ``reqq`` requests
   per second (requests are queued in one 500 ms bandwidth pulse and flushed in the
-  next), so it pulls at most reqq x 16 KiB/s from one peer. The node advertises a reqq
-  of ``engine.REQUEST_QUEUE`` (8) on purpose, for the fleet (issue 6, see
-  ``engine._swarm_tuning``): 128 KiB/s from each node. Raising it to 64 or 500 made
-  Transmission 8x and 30x faster, but the fleet's seed sent 1.16 F instead of 1.06 F
-  (efficiency 0.79 at N = 8, below the target).
+  next), so it pulls at most reqq x 16 KiB/s from one peer. An uncapped node (this
+  test's) advertises reqq 500; a node under an upload cap advertises
+  ``engine.REQUEST_QUEUE`` (8, more under high caps) on purpose, for the fleet (issue
+  6, see ``engine.request_queue_for``): 128 KiB/s from each capped node. Raising it to
+  64 or 500 under a cap made Transmission 8x and 30x faster, but the fleet's seed sent
+  1.16 F instead of 1.06 F (efficiency 0.79 at N = 8, below the target);
+  ``smartget node --peer-request-queue`` makes that trade for fleets that want it.
 * Transmission seeding: it advertises reqq 512 but rejects the 512th outstanding
   request and sends the reject in a 10 s low-priority batch; libtorrent fills the
   remote's reqq exactly (no setting caps it lower), so a download that reaches 512
@@ -71,9 +73,10 @@ BLOCK = 16 << 10
 # Transmission 3.00's rechoke period (see the module docstring), plus slack for the
 # handshake, a 500 ms pulse and a busy 2-core machine. Measured: 10.8-11.3 s.
 FIRST_BYTE_WITHIN = 10.0 + 5.0
-# Transmission pulls at most reqq blocks a second from one peer: 8 x 16 KiB/s from the
-# node (measured: 128 kB/s, so 640 kB take ~5 s); half that, for noise. A node that
-# advertised a smaller reqq than engine.REQUEST_QUEUE's 8 would fail this, on purpose.
+# Transmission pulls at most reqq blocks a second from one peer: 8 x 16 KiB/s from a
+# capped node (measured: 128 kB/s, so 640 kB take ~5 s); half that, for noise. This
+# node is uncapped (reqq 500) and faster; one that advertised a smaller reqq than
+# engine.REQUEST_QUEUE's 8 would fail this, on purpose.
 MIN_RATE_TO_TRANSMISSION = 8 * BLOCK / 2
 # The node from Transmission: 4 MiB in ~3 s after the first byte (slow start included).
 FROM_TRANSMISSION_SIZE = 4 << 20
