@@ -28,10 +28,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-import libtorrent as lt
-
 from smartget.errors import NodeAgentError, SmartGetError, TorrentError
-from smartget.node.engine import INITIAL, Engine, TorrentStatus, info_hash_of, load_torrent
+from smartget.node.engine import (
+    INITIAL,
+    Engine,
+    TorrentStatus,
+    info_hash_of,
+    load_torrent,
+    resume_progress,
+)
 from smartget.node.fetcher import Fetcher
 from smartget.node.maker import make_torrent, write_atomic
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
@@ -358,7 +363,7 @@ class Agent:
             with contextlib.suppress(FileNotFoundError):
                 resume = resume_path.read_bytes()
             if record.expire_at is not None and record.expire_at <= now:
-                if not _resume_figures(resume)[1]:
+                if not resume_progress(resume)[1]:
                     self._track_restored(record)
                     figures = self._expire_stopped(record.sha1)
                     self._mark_expired(record, figures, down_for=now - record.expire_at)
@@ -497,7 +502,7 @@ class Agent:
         with contextlib.suppress(FileNotFoundError):
             resume = path.read_bytes()
         path.unlink(missing_ok=True)
-        return _resume_figures(resume)[0]
+        return resume_progress(resume)[0]
 
     def _mark_expired(
         self, record: TorrentRecord, figures: dict[str, float], *, down_for: float | None = None
@@ -527,29 +532,6 @@ def _data_relpath(rel: PurePosixPath, fallback: str) -> PurePosixPath:
     if name.endswith(TORRENT_SUFFIX) and len(name) > len(TORRENT_SUFFIX):
         return rel.with_name(name[: -len(TORRENT_SUFFIX)])
     return rel.with_name(fallback or f"{name}.data")
-
-
-def _resume_figures(resume: bytes | None) -> tuple[dict[str, float], bool]:
-    """(percent, downtotal, uptotal) from libtorrent resume data, and whether every piece
-    is there; for a torrent expired before it was added back (nothing in the engine).
-
-    The engine saves resume data with the info dict, so the piece count is in it.
-    """
-    figures = {"percent": 0.0, "downtotal": 0.0, "uptotal": 0.0}
-    if not resume:
-        return figures, False
-    try:
-        atp = lt.read_resume_data(resume)
-    except (RuntimeError, ValueError):
-        return figures, False
-    pieces = atp.ti.num_pieces() if atp.ti is not None else 0
-    have = sum(1 for bit in atp.have_pieces if bit)
-    whole = pieces > 0 and have >= pieces
-    if pieces:
-        figures["percent"] = 100.0 if whole else round(min(have * 100.0 / pieces, 99.9), 1)
-    figures["downtotal"] = float(atp.total_downloaded)
-    figures["uptotal"] = float(atp.total_uploaded)
-    return figures, whole
 
 
 def _reason(exc: BaseException) -> str:

@@ -55,7 +55,14 @@ import libtorrent as lt
 from smartget import __version__
 from smartget.errors import TorrentError
 
-__all__ = ["Engine", "EngineSettings", "TorrentStatus", "info_hash_of", "load_torrent"]
+__all__ = [
+    "Engine",
+    "EngineSettings",
+    "TorrentStatus",
+    "info_hash_of",
+    "load_torrent",
+    "resume_progress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,30 @@ def load_torrent(data: bytes) -> Any:
         return lt.torrent_info(lt.bdecode(data))  # type: ignore[arg-type]
     except (RuntimeError, TypeError, ValueError) as exc:
         raise TorrentError(f"not a valid .torrent file: {exc}") from None
+
+
+def resume_progress(resume: bytes | None) -> tuple[dict[str, float], bool]:
+    """(percent, downtotal, uptotal) from resume data this engine wrote, and whether
+    every piece is there: the progress of a torrent that is not in the session (the
+    agent expires downloads whose deadline fell while the node was down).
+
+    The engine saves resume data with the info dict, so the piece count is in it.
+    """
+    figures = {"percent": 0.0, "downtotal": 0.0, "uptotal": 0.0}
+    if not resume:
+        return figures, False
+    try:
+        atp = lt.read_resume_data(resume)
+    except (RuntimeError, ValueError):
+        return figures, False
+    pieces = atp.ti.num_pieces() if atp.ti is not None else 0
+    have = sum(1 for bit in atp.have_pieces if bit)
+    whole = pieces > 0 and have >= pieces
+    if pieces:
+        figures["percent"] = 100.0 if whole else round(min(have * 100.0 / pieces, 99.9), 1)
+    figures["downtotal"] = float(atp.total_downloaded)
+    figures["uptotal"] = float(atp.total_uploaded)
+    return figures, whole
 
 
 def info_hash_of(ti: Any) -> str:
