@@ -217,6 +217,38 @@ async def status_is(tr: Daemon, *codes: int) -> bool:
     return (await tr.rpc.torrent()).get("status") in codes
 
 
+async def time_transfer(
+    name: str,
+    dial: Callable[[], None],
+    progress: Callable[[], Awaitable[tuple[bool, bool]]],
+) -> Timing:
+    """Time one transfer: ``progress`` says (a byte arrived, complete). The downloader
+    is told of its peer once a second (Transmission does not dial 127/8 peers itself)."""
+    start = time.monotonic()
+    first = 0.0
+    next_dial = start
+    while True:
+        now = time.monotonic()
+        if now > start + DEADLINE:
+            raise RuntimeError(f"{name}: not done after {DEADLINE} s")
+        if now >= next_dial:
+            dial()
+            next_dial = now + 1.0
+        got_bytes, complete = await progress()
+        if got_bytes and not first:
+            first = time.monotonic() - start
+        if complete:
+            return Timing(name, first, time.monotonic() - start)
+        await asyncio.sleep(0.02)  # a sampling interval, not synchronisation
+
+
+def engine_progress(eng: Engine, sha1: str) -> Callable[[], Awaitable[tuple[bool, bool]]]:
+    async def progress() -> tuple[bool, bool]:
+        return eng.handles[sha1].status().total_wanted_done > 0, sha1 in eng.complete
+
+    return progress
+
+
 async def to_transmission(
     tmp: Path, size: int, lt_set: dict[str, Any], tr_set: dict[str, Any]
 ) -> Timing:
@@ -226,22 +258,12 @@ async def to_transmission(
         sha1 = eng.add(load_torrent(made.data), source.parent, seed_mode=True)
         await tr.rpc.call("torrent-add", metainfo=base64.b64encode(made.data).decode())
         await poll(lambda: status_is(tr, 4, 6), 30, "Transmission to start")  # 4 downloading
-        start = time.monotonic()
-        first = 0.0
-        next_dial = start
-        while True:
-            now = time.monotonic()
-            if now > start + DEADLINE:
-                raise RuntimeError(f"to-tr: not done after {DEADLINE} s")
-            if now >= next_dial:  # Transmission does not dial 127/8 peers itself
-                eng.connect_peer(sha1, tr.peer)
-                next_dial = now + 1.0
+
+        async def progress() -> tuple[bool, bool]:
             info = await tr.rpc.torrent()
-            if not first and info.get("haveValid", 0) > 0:
-                first = time.monotonic() - start
-            if info.get("percentDone", 0) >= 1.0:
-                return Timing("to-tr", first, time.monotonic() - start)
-            await asyncio.sleep(0.05)
+            return info.get("haveValid", 0) > 0, info.get("percentDone", 0) >= 1.0
+
+        return await time_transfer("to-tr", lambda: eng.connect_peer(sha1, tr.peer), progress)
 
 
 async def from_transmission(
@@ -259,21 +281,9 @@ async def from_transmission(
         await tr.rpc.call("torrent-add", metainfo=base64.b64encode(data).decode())
         await poll(lambda: status_is(tr, 6), 60, "Transmission to seed")  # after its check
         sha1 = eng.add(load_torrent(data), tmp / "in")
-        start = time.monotonic()
-        first = 0.0
-        next_dial = start
-        while True:
-            now = time.monotonic()
-            if now > start + DEADLINE:
-                raise RuntimeError(f"from-tr: not done after {DEADLINE} s")
-            if now >= next_dial:
-                eng.connect_peer(sha1, tr.peer)
-                next_dial = now + 1.0
-            if not first and eng.handles[sha1].status().total_wanted_done > 0:
-                first = time.monotonic() - start
-            if sha1 in eng.complete:
-                return Timing("from-tr", first, time.monotonic() - start)
-            await asyncio.sleep(0.02)
+        return await time_transfer(
+            "from-tr", lambda: eng.connect_peer(sha1, tr.peer), engine_progress(eng, sha1)
+        )
 
 
 async def node_to_node(
@@ -285,21 +295,10 @@ async def node_to_node(
         seed.add(load_torrent(made.data), source.parent, seed_mode=True)
         sha1 = eng.add(load_torrent(made.data), tmp / "in")
         assert seed.listen_port is not None
-        start = time.monotonic()
-        first = 0.0
-        next_dial = start
-        while True:
-            now = time.monotonic()
-            if now > start + DEADLINE:
-                raise RuntimeError(f"node: not done after {DEADLINE} s")
-            if now >= next_dial:
-                eng.connect_peer(sha1, (NODE_IP, seed.listen_port))
-                next_dial = now + 1.0
-            if not first and eng.handles[sha1].status().total_wanted_done > 0:
-                first = time.monotonic() - start
-            if sha1 in eng.complete:
-                return Timing("node", first, time.monotonic() - start)
-            await asyncio.sleep(0.02)
+        seed_addr = (NODE_IP, seed.listen_port)
+        return await time_transfer(
+            "node", lambda: eng.connect_peer(sha1, seed_addr), engine_progress(eng, sha1)
+        )
 
 
 def parse_overrides(pairs: list[str], as_json: bool) -> dict[str, Any]:
