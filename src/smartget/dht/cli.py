@@ -7,13 +7,16 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from smartget.config import HOSTPORT, common_options, setup_logging
 from smartget.errors import SmartGetError
 from smartget.lifecycle import on_stop_signals
+
+if TYPE_CHECKING:
+    from smartget.dht.driver import DHT
 
 log = logging.getLogger("smartget.dht")
 
@@ -112,7 +115,7 @@ async def _serve(
         loaded = node.load(state) if state is not None else 0
         log.info("listening on %s:%d, %d nodes loaded", node.bind_ip, node.bind_port, loaded)
         seeds = list(bootstrap) or ([] if loaded else list(DEFAULT_BOOTSTRAP))
-        boot = asyncio.create_task(node.bootstrap(seeds))
+        boot = asyncio.create_task(_join(node, seeds))
         try:
             while not stop.is_set():
                 try:
@@ -136,6 +139,15 @@ async def _serve(
             if state is not None:
                 saved = node.save(state)
                 log.info("saved %d nodes to %s", saved, state)
+
+
+async def _join(node: DHT, seeds: list[Addr]) -> None:
+    """Bootstrap, then fill every bucket at once: bootstrapping looks up our own id
+    only, so the far buckets would otherwise wait for their 15-minute refresh, and
+    lookups from here could stall short of a target on the other side of the space."""
+    await node.bootstrap(seeds)
+    log.info("bootstrapped: %d nodes; building the table", len(node.root))
+    log.info("table built: %d nodes", await node.build_table())
 
 
 @dht.command("get-peers")

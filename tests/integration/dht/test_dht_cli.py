@@ -60,3 +60,42 @@ async def test_run_announce_get_peers_and_state(tmp_path: Path) -> None:
     assert proc.returncode == 0, rest.decode()
     assert state.stat().st_size % 26 == 0
     assert state.stat().st_size >= 26
+
+
+async def _line(proc: asyncio.subprocess.Process, pattern: str, within: float) -> re.Match[str]:
+    """The first line of the process's stderr that matches ``pattern``."""
+    assert proc.stderr is not None
+    async with asyncio.timeout(within):
+        while True:
+            line = (await proc.stderr.readline()).decode()
+            assert line, f"the node exited before logging {pattern!r}"
+            if match := re.search(pattern, line):
+                return match
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_run_builds_its_table_after_bootstrap() -> None:
+    procs = []
+    try:
+        first = await asyncio.create_subprocess_exec(
+            *SMARTGET, "run", "--bind", "127.0.1.73:0", "--bootstrap", "127.0.1.79:9",
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(first)
+        port = (await _line(first, r"listening on 127\.0\.1\.73:(\d+)", 20)).group(1)
+        second = await asyncio.create_subprocess_exec(
+            *SMARTGET, "run", "--bind", "127.0.1.74:0", "--bootstrap", f"127.0.1.73:{port}",
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        procs.append(second)
+        await _line(second, r"bootstrapped: 1 nodes", 30)
+        built = await _line(second, r"table built: (\d+) nodes", 60)
+        assert int(built.group(1)) == 1  # the only other node, still there
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            async with asyncio.timeout(20):
+                await proc.wait()
+    assert [p.returncode for p in procs] == [0, 0]
