@@ -23,3 +23,15 @@ def wait_until_sync(predicate: Callable[[], bool], within: float, what: str = "s
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {within} s")
         time.sleep(0.02)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, within: float = 10.0) -> None:
+    """SIGTERM a child that is still running; SIGKILL it if it is not gone within ``within`` s."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

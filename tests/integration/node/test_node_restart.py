@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from smartget.net import free_port
+from tests.helpers import stop_process
 
 from .conftest import AUTH, TOKEN, node_settings, random_file, sha256, started, task, wait_until
 
@@ -49,13 +50,7 @@ async def node_process(tmp: Path, port: int, *extra: str) -> AsyncIterator[Proce
             await wait_until(up, within=30, what="the node process")
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc, within=20)
         log.close()
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from smartget.net import free_port
 from smartget.node.files import create_files_app
+from tests.helpers import stop_process
 from tests.integration.node.conftest import (
     Tracker,
     node_settings,
@@ -53,13 +54,7 @@ async def aria2c(tmp: Path, torrent: Path, directory: Path, *extra: str) -> Asyn
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
         log.close()
 
 

@@ -44,6 +44,7 @@ import pytest
 
 from smartget.net import free_port
 from smartget.node.files import create_files_app
+from tests.helpers import stop_process
 from tests.integration.node.conftest import (
     Tracker,
     node_settings,
@@ -217,13 +218,7 @@ async def transmission(tmp: Path, ip: str, download_dir: Path) -> AsyncIterator[
         await wait_until(rpc_ready, within=15, what="transmission-daemon's RPC")
         yield daemon
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
 
 
 async def test_transmission_downloads_a_torrent_the_node_made(tmp_path: Path) -> None:
