@@ -9,6 +9,7 @@ given on the command line win over the file; the file wins over built-in default
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import re
@@ -27,9 +28,12 @@ __all__ = [
     "SIZE",
     "HostPort",
     "common_options",
+    "config_from",
     "load_toml",
+    "options_from",
     "parse_hostport",
     "parse_size",
+    "setting",
     "setup_logging",
 ]
 
@@ -200,3 +204,109 @@ def is_loopback_or_private(host: str) -> bool:
         return not ipaddress.ip_address(host).is_global
     except ValueError:
         return False
+
+
+# --- One source per setting -------------------------------------------------------------
+#
+# A core's settings are a frozen dataclass whose fields carry their default, help and
+# range (``setting``). The core takes that object (as aioquic's QuicConnection takes one
+# QuicConfiguration); the CLI makes its options from it (``options_from``) and builds it
+# back from click's keyword arguments (``config_from``). No default is written twice.
+
+C = TypeVar("C")
+
+_SETTING = "smartget.setting"
+
+
+@dataclasses.dataclass(frozen=True)
+class _SettingInfo:
+    help: str
+    min: float | None
+    max: float | None
+    click_type: Any
+    flag: str | None
+    envvar: str | None
+    show_default: bool | str
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    click_type: Any = None,
+    flag: str | None = None,
+    envvar: str | None = None,
+    show_default: bool | str = True,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A config field with its default, ``--help`` text and range in one place.
+
+    ``flag`` overrides the option's name (default: ``--field-name``); ``click_type``
+    overrides the type made from the field's annotation (``HOSTPORT``, ``RATE``, a Path).
+    """
+    info = _SettingInfo(help, min, max, click_type, flag, envvar, show_default)
+    metadata = {_SETTING: info}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _settings_of(cls: type) -> list[tuple[dataclasses.Field[Any], _SettingInfo]]:
+    return [(f, f.metadata[_SETTING]) for f in dataclasses.fields(cls) if _SETTING in f.metadata]
+
+
+def _click_type(field: dataclasses.Field[Any], info: _SettingInfo) -> Any:
+    if info.click_type is not None:
+        return info.click_type
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    if kind == "bool":
+        return None
+    if kind == "int":
+        return click.IntRange(
+            None if info.min is None else int(info.min), None if info.max is None else int(info.max)
+        )
+    if kind == "float":
+        return click.FloatRange(info.min, info.max)
+    return None
+
+
+def options_from(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """A decorator adding one click option per ``setting`` field of ``cls``."""
+
+    def decorate(func: F) -> F:
+        for field, info in reversed(_settings_of(cls)):
+            if field.name in exclude:
+                continue
+            name = info.flag or "--" + field.name.replace("_", "-")
+            default = (
+                field.default_factory()
+                if field.default_factory is not dataclasses.MISSING
+                else field.default
+            )
+            kind = _click_type(field, info)
+            if kind is None and isinstance(default, bool):
+                func = click.option(
+                    name, field.name, is_flag=True, default=default, help=info.help
+                )(func)
+                continue
+            func = click.option(
+                name,
+                field.name,
+                type=kind,
+                default=default,
+                envvar=info.envvar,
+                show_default=info.show_default,
+                help=info.help,
+            )(func)
+        return func
+
+    return decorate
+
+
+def config_from(cls: type[C], kwargs: dict[str, Any], **overrides: Any) -> C:
+    """Build ``cls`` from click's keyword arguments, popping the fields it takes."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+    return cls(**values, **overrides)

@@ -1,12 +1,31 @@
-"""Process lifecycle shared by every service run in the foreground."""
+"""Process lifecycle shared by every service: stop signals and task supervision.
+
+Supervision policy, the same in every service (:class:`Supervisor`):
+
+* An **essential** task is part of what the service *is* (the hub's store writer, the
+  DHT's socket loop): if it crashes, the service cannot keep its promises, so the crash
+  cancels every other task and propagates out of ``async with Supervisor(...)``, and
+  the process exits with the error.
+* An **auxiliary** task is a helper the service can live without for a while (a
+  reporter, a heartbeat, a deadline timer): a crash is logged with its traceback and
+  the task is started again after a backoff that doubles from ``restart_after`` up to
+  ``max_backoff``. A task that returns normally is done and is not restarted.
+
+Leaving the ``async with`` normally cancels what is still running and waits for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any
 
-__all__ = ["STOP_SIGNALS", "on_stop_signals"]
+__all__ = ["STOP_SIGNALS", "Supervisor", "on_stop_signals"]
+
+log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -16,3 +35,86 @@ def on_stop_signals(callback: Callable[[int], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, callback, sig)
+
+
+class Supervisor:
+    """Runs a service's background tasks under the policy in this module's docstring."""
+
+    def __init__(
+        self, service: str, *, restart_after: float = 1.0, max_backoff: float = 60.0
+    ) -> None:
+        self.service = service
+        self.restart_after = restart_after
+        self.max_backoff = max_backoff
+        self._group = asyncio.TaskGroup()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._entered = False
+        self.restarts = 0
+
+    async def __aenter__(self) -> Supervisor:
+        await self._group.__aenter__()
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await self._group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # One essential task's crash is the common case: raise it as itself, so
+            # callers see the error rather than a group of one.
+            crashes = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
+            if len(crashes) == 1 and (exc is None or isinstance(exc, asyncio.CancelledError)):
+                raise crashes[0] from None
+            raise
+
+    def start(
+        self,
+        make: Callable[[], Coroutine[Any, Any, Any]] | Coroutine[Any, Any, Any],
+        *,
+        name: str,
+        essential: bool,
+    ) -> asyncio.Task[Any]:
+        """Run a task. An auxiliary task that may restart needs a factory (``make``)."""
+        if not self._entered:
+            raise RuntimeError("start tasks inside 'async with Supervisor(...)'")
+        if essential:
+            coro = make() if callable(make) else make
+            task = self._group.create_task(coro, name=f"{self.service}:{name}")
+        else:
+            task = self._group.create_task(
+                self._keep_running(make, name), name=f"{self.service}:{name}"
+            )
+        self._tasks.append(task)
+        return task
+
+    async def _keep_running(
+        self, make: Callable[[], Coroutine[Any, Any, Any]] | Coroutine[Any, Any, Any], name: str
+    ) -> None:
+        backoff = self.restart_after
+        first = True
+        while True:
+            if callable(make):
+                coro = make()
+            elif first:
+                coro = make
+            else:  # a bare coroutine cannot run twice
+                log.error("%s: task %s crashed and cannot be restarted", self.service, name)
+                return
+            first = False
+            try:
+                await coro
+                return
+            except Exception:
+                log.exception(
+                    "%s: task %s crashed; restarting in %.1f s", self.service, name, backoff
+                )
+            self.restarts += 1
+            await asyncio.sleep(backoff)
+            backoff = min(self.max_backoff, backoff * 2)

@@ -1,6 +1,8 @@
 """Settings: HOST:PORT, sizes, and --config TOML files feeding click options."""
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -8,7 +10,15 @@ from click.testing import CliRunner
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from smartget.config import HOSTPORT, common_options, parse_hostport, parse_size
+from smartget.config import (
+    HOSTPORT,
+    common_options,
+    config_from,
+    options_from,
+    parse_hostport,
+    parse_size,
+    setting,
+)
 from smartget.errors import ConfigError
 
 
@@ -122,3 +132,32 @@ def test_parse_size_raises_only_config_error(text: str) -> None:
     except ConfigError:
         return
     assert size >= 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    ttl: float = setting(60.0, "Seconds of silence.", min=0.1)
+    count: int = setting(39, "Retries.", min=0, max=100)
+    listen: tuple[str, int] = setting(("0.0.0.0", 1), "Where.", click_type=HOSTPORT)
+    loud: bool = setting(False, "Shout.")
+
+
+def test_options_come_from_the_config_and_build_it_back() -> None:
+    seen: list[_Example] = []
+
+    @click.command()
+    @options_from(_Example)
+    def cmd(**kwargs: Any) -> None:
+        seen.append(config_from(_Example, kwargs))
+        assert kwargs == {}
+
+    runner = CliRunner()
+    assert runner.invoke(cmd, []).exit_code == 0
+    assert seen[-1] == _Example()
+    result = runner.invoke(cmd, ["--ttl", "2.5", "--count", "7", "--listen", "1.2.3.4:5", "--loud"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == _Example(2.5, 7, ("1.2.3.4", 5), True)
+    assert runner.invoke(cmd, ["--count", "101"]).exit_code == 2  # the range is the field's
+    help_text = runner.invoke(cmd, ["--help"]).output
+    assert "Seconds of silence." in help_text
+    assert "default: 60.0" in help_text

@@ -1,0 +1,80 @@
+"""The supervision policy: essential crashes stop the service, auxiliary ones restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smartget.lifecycle import Supervisor
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_an_essential_crash_stops_the_service_with_its_own_error() -> None:
+    stopped = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    async def crash() -> None:
+        raise RuntimeError("disk gone")
+
+    async def service() -> None:
+        async with asyncio.timeout(5), Supervisor("svc") as sup:
+            sup.start(forever, name="forever", essential=True)
+            sup.start(crash, name="crash", essential=True)
+            await asyncio.Event().wait()
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        await service()
+    assert stopped.is_set()
+
+
+async def test_an_auxiliary_crash_is_logged_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
+    runs = 0
+    third = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError(f"crash {runs}")
+        third.set()
+
+    async with asyncio.timeout(5), Supervisor("svc", restart_after=0.01) as sup:
+        sup.start(flaky, name="flaky", essential=False)
+        await third.wait()
+    assert runs == 3
+    assert sup.restarts == 2
+    assert "svc: task flaky crashed" in caplog.text
+
+
+async def test_leaving_the_block_cancels_what_still_runs() -> None:
+    cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with asyncio.timeout(5), Supervisor("svc") as sup:
+        sup.start(forever, name="forever", essential=False)
+        await asyncio.sleep(0)
+    assert cancelled.is_set()
+
+
+async def test_start_outside_the_block_is_refused() -> None:
+    async def nothing() -> None:
+        return None
+
+    sup = Supervisor("svc")
+    coro = nothing()
+    with pytest.raises(RuntimeError, match="inside"):
+        sup.start(coro, name="x", essential=True)
+    coro.close()
