@@ -21,10 +21,13 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     ├── TrackerError                hub: tracker refused an announce or scrape
     ├── CollectorError              hub: a status report that cannot be accepted
     ├── NodeAgentError              node: a task failed
+    │   ├── TaskError               a task body is malformed
+    │   ├── HubError                the hub refused the node or could not be reached
     │   ├── FetchError              an HTTP fetch failed or was cut short
     │   ├── TorrentError            libtorrent refused a torrent
     │   └── UnsafePathError         a path from a request escapes its root
     ├── DHTError                    dht: a lookup or bootstrap failed
+    ├── PushError                   push: could not start (no hub, no nodes, no seed)
     ├── MeshError                   mesh: routing, TLS or authorization
     │   ├── AuthError               a peer failed authentication or authorization
     │   ├── RouteError              no route to the destination
@@ -42,6 +45,7 @@ __all__ = [
     "DHTError",
     "DatapackError",
     "FetchError",
+    "HubError",
     "KRPCError",
     "MeshError",
     "NodeAgentError",
@@ -49,11 +53,13 @@ __all__ = [
     "NodeNotFoundError",
     "NotPermittedError",
     "ProtocolError",
+    "PushError",
     "RegistryError",
     "RelayError",
     "RouteError",
     "SmartGetError",
     "StoreError",
+    "TaskError",
     "TextProtocolError",
     "TorrentError",
     "TrackerError",
@@ -139,6 +145,14 @@ class NodeAgentError(SmartGetError):
     """A task on the edge node failed."""
 
 
+class TaskError(NodeAgentError):
+    """The task body is malformed; the message says what was expected and what came."""
+
+
+class HubError(NodeAgentError):
+    """The hub refused the node's registration or heartbeat, or could not be reached."""
+
+
 class FetchError(NodeAgentError):
     """An HTTP fetch failed, or delivered fewer or more bytes than announced."""
 
@@ -153,6 +167,10 @@ class UnsafePathError(NodeAgentError):
 
 class DHTError(SmartGetError):
     """A DHT operation (bootstrap, lookup, announce) failed."""
+
+
+class PushError(SmartGetError):
+    """The push could not start (no hub, no nodes, maketorrent failed)."""
 
 
 class MeshError(SmartGetError):

@@ -32,7 +32,7 @@ import click
 import httpx
 
 from smartget.config import setup_logging
-from smartget.errors import SmartGetError
+from smartget.errors import PushError, SmartGetError
 
 __all__ = ["FleetNode", "NodeOutcome", "PushError", "PushResult", "push", "push_command"]
 
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 PING_FAILURES = 3  # consecutive failed pings before a node counts as gone
 POLL = 0.25  # seconds between progress polls, with a hub that cannot long-poll
 LONG_POLL = 1.0  # seconds a progress request may wait for news
-
-
-class PushError(SmartGetError):
-    """The push could not start (no hub, no nodes, maketorrent failed)."""
 
 
 @dataclass(frozen=True)

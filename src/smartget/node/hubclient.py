@@ -28,17 +28,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from smartget.errors import NodeAgentError
+from smartget.errors import ConfigError, HubError
 
-__all__ = ["HubClient", "HubInfo"]
+__all__ = ["HubClient", "HubError", "HubInfo"]
 
 log = logging.getLogger(__name__)
 
 IO_TIMEOUT = 5.0
-
-
-class HubError(NodeAgentError):
-    """The hub refused or could not be reached."""
 
 
 class _Forgotten(HubError):
@@ -68,7 +64,7 @@ class HubClient:
         heartbeat: float = 20.0,
     ) -> None:
         if not http_url and not text_address:
-            raise ValueError("HubClient needs http_url or text_address")
+            raise ConfigError("HubClient needs http_url or text_address")
         self.info = info
         self.free_slots = free_slots
         self.text_address = text_address

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from smartget.errors import NodeAgentError
+from smartget.errors import TaskError
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -88,10 +88,6 @@ MAX_STRING = 4096
 # The status of a download stopped at its task's deadline: the one status SmartGet adds to
 # seed 003's 'Initial startup', 'downloading', 'download success' and 'seeding'.
 EXPIRED = "expired"
-
-
-class TaskError(NodeAgentError):
-    """The task body is malformed; the message says what was expected and what came."""
 
 
 @dataclass(frozen=True)
