@@ -40,7 +40,6 @@ import heapq
 import ipaddress
 import itertools
 import os
-import socket
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from smartget.dht.lookup import Lookup
 from smartget.dht.peers import PeerStore
 from smartget.dht.routing import K, Node, RoutingTable
 from smartget.dht.tokens import TokenManager
-from smartget.errors import KRPCError
+from smartget.errors import DHTError, KRPCError
 
 __all__ = [
     "AnnounceDone",
@@ -333,7 +332,7 @@ class DHTCore:
     ) -> int:
         """get_peers lookup, then announce_peer to the 8 closest with their tokens."""
         if not 0 < port < 65536 and not implied_port:
-            raise ValueError(f"port must be 1 to 65535, got {port}")
+            raise DHTError(f"port must be 1 to 65535, got {port}")
         lookup_id = self.get_peers(info_hash, now)
         self._announces[lookup_id] = _Announce(lookup_id, info_hash, port, implied_port)
         if lookup_id not in self._lookups:  # finished at once: empty table
@@ -423,7 +422,7 @@ class DHTCore:
         """BEP 42's ``ip``: the requester's compact address (None unless IPv4)."""
         packed = self._packed_ips.get(addr[0], b"")
         if packed == b"":
-            packed = socket.inet_aton(addr[0]) if krpc.is_ipv4(addr[0]) else None
+            packed = krpc.pack_ipv4(addr[0]) if krpc.is_ipv4(addr[0]) else None
             if len(self._packed_ips) >= MAX_RATE_ENTRIES:
                 self._packed_ips.clear()
             self._packed_ips[addr[0]] = packed

@@ -22,7 +22,6 @@ bencoding the dicts (a property test holds them to that).
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Final, NewType
@@ -57,9 +56,11 @@ __all__ = [
     "encode_response",
     "envelope",
     "error_of",
+    "format_ipv4",
     "get_peers_body",
     "is_ipv4",
     "node_id",
+    "pack_ipv4",
     "query_fields",
     "response_of",
     "tid_of",
@@ -272,18 +273,36 @@ def encode_error(tid: bytes, code: int, message: str) -> bytes:
 # -- compact encodings (BEP 5 "Contact Encoding") ---------------------------------------
 
 
+def pack_ipv4(ip: str) -> bytes:
+    """``"1.2.3.4"`` -> 4 bytes (a dotted quad only); :class:`KRPCError` otherwise.
+
+    Written out rather than ``socket.inet_aton`` so that the codec imports no socket.
+    """
+    parts = ip.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
+        octets = [int(p) for p in parts]
+        if max(octets) < 256:
+            return bytes(octets)
+    raise KRPCError(f"expected a dotted-quad IPv4 address, got {ip[:64]!r}")
+
+
+def format_ipv4(packed: bytes) -> str:
+    """4 bytes -> ``"1.2.3.4"``."""
+    return f"{packed[0]}.{packed[1]}.{packed[2]}.{packed[3]}"
+
+
 def compact_addr(addr: Addr) -> bytes:
     """``("1.2.3.4", 6881)`` -> 6 bytes. IPv4 only, as BEP 5's compact format."""
     try:
-        return socket.inet_aton(addr[0]) + _PORT.pack(addr[1])
-    except (OSError, struct.error) as exc:
+        return pack_ipv4(addr[0]) + _PORT.pack(addr[1])
+    except (KRPCError, struct.error) as exc:
         raise KRPCError(f"cannot encode {addr!r} as a compact IPv4 address") from exc
 
 
 def decode_compact_addr(data: bytes) -> Addr:
     if len(data) != 6:
         raise KRPCError(f"compact address is 6 bytes, got {len(data)}")
-    return socket.inet_ntoa(data[:4]), _PORT.unpack(data[4:])[0]
+    return format_ipv4(data), _PORT.unpack(data[4:])[0]
 
 
 def decode_nodes(data: Any) -> list[tuple[NodeId, Addr]]:

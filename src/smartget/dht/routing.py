@@ -24,8 +24,10 @@ distance of any of its nodes to the target, so buckets are visited in order of t
 bound and the walk stops once K nodes closer than the next bound are in hand. Replies
 use :meth:`RoutingTable.compact_closest`: when the target's bucket holds exactly K nodes,
 none bad, they are the answer, and their joined 26-byte records are cached
-in the bucket until it changes (a node added, replaced or removed) or any node turns
-bad, good again or moves (a module-wide epoch, bumped by :attr:`Node.failed`'s setter).
+in the bucket until it changes (a node added, replaced or removed) or any node of the
+table turns bad, good again or moves (the table's epoch, bumped by :attr:`Node.failed`'s
+setter). The epoch belongs to the table, not the process: one table's failures leave
+every other table's caches alone.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from __future__ import annotations
 import bisect
 import heapq
 import os
-import socket
 import struct
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Protocol
+
+from smartget.dht.krpc import format_ipv4, pack_ipv4
 
 __all__ = [
     "BAD_AFTER_FAILURES",
@@ -61,14 +64,19 @@ REPLACEMENTS: Final = 8
 
 _NODE = struct.Struct("!20s4sH")
 
-# Bumped whenever a node turns bad or good again, or changes address: the per-bucket
-# caches of compact "nodes" strings (Bucket._nodes_blob) built before are then stale.
-_epoch = 0
 
+class _Epoch:
+    """A table's change counter: bumped whenever one of its nodes turns bad or good
+    again, or changes address; the buckets' cached compact "nodes" strings
+    (Bucket._nodes_blob) built before are then stale."""
 
-def _node_changed() -> None:
-    global _epoch
-    _epoch += 1
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
 
 
 class Node:
@@ -76,6 +84,7 @@ class Node:
 
     __slots__ = (
         "_compact",
+        "_epochs",
         "_failed",
         "id",
         "id_int",
@@ -104,6 +113,7 @@ class Node:
         self.last_query = last_query  # when it last sent us a query
         self._failed = failed  # queries in a row it did not answer
         self._compact: bytes | None = None
+        self._epochs: tuple[_Epoch, ...] = ()  # of the tables that hold it (usually one)
 
     def __repr__(self) -> str:
         return f"Node({self.id.hex()[:12]}.., {self.ip}:{self.port}, failed={self.failed})"
@@ -120,8 +130,12 @@ class Node:
     @failed.setter
     def failed(self, value: int) -> None:
         if (value >= BAD_AFTER_FAILURES) != (self._failed >= BAD_AFTER_FAILURES):
-            _node_changed()  # it went bad (or came back): cached replies must drop it
+            self._changed()  # it went bad (or came back): cached replies must drop it
         self._failed = value
+
+    def _changed(self) -> None:
+        for epoch in self._epochs:
+            epoch.bump()
 
     def is_good(self, now: float) -> bool:
         """Seed: responded within 15 minutes, or responded ever and queried us within 15."""
@@ -140,7 +154,7 @@ class Node:
         """26 bytes: id, IPv4, port (BEP 5 "Contact Encoding")."""
         compact = self._compact
         if compact is None:
-            compact = self._compact = _NODE.pack(self.id, socket.inet_aton(self.ip), self.port)
+            compact = self._compact = _NODE.pack(self.id, pack_ipv4(self.ip), self.port)
         return compact
 
     @classmethod
@@ -148,7 +162,7 @@ class Node:
         if len(info) != 26:
             raise ValueError(f"compact node info is 26 bytes, got {len(info)}")
         nid, ip, port = _NODE.unpack(info)
-        return cls(nid, socket.inet_ntoa(ip), port)
+        return cls(nid, format_ipv4(ip), port)
 
     @classmethod
     def from_compact_infos(cls, infos: bytes) -> list[Node]:
@@ -169,6 +183,7 @@ class Bucket:
 
     __slots__ = (
         "_blob_epoch",
+        "_epoch",
         "_nodes_blob",
         "id",
         "id_length",
@@ -178,7 +193,9 @@ class Bucket:
         "replacements",
     )
 
-    def __init__(self, id: int = 0, id_length: int = 0, max_size: int = K) -> None:
+    def __init__(
+        self, id: int = 0, id_length: int = 0, max_size: int = K, epoch: _Epoch | None = None
+    ) -> None:
         self.id = id  # the prefix, as an int of id_length bits
         self.id_length = id_length
         self.max_size = max_size
@@ -188,6 +205,7 @@ class Bucket:
         # the compact infos of ``nodes`` joined, while valid (see RoutingTable.compact_closest)
         self._nodes_blob: bytes | None = None
         self._blob_epoch = -1
+        self._epoch = epoch if epoch is not None else _Epoch()  # its table's
 
     def __repr__(self) -> str:
         return f"Bucket({self.prefix_str() or '*'}, {len(self.nodes)} nodes)"
@@ -240,6 +258,8 @@ class Bucket:
             _merge_node(known, node)
             self.last_changed = now
             return AddResult.UPDATED, None
+        if self._epoch not in node._epochs:
+            node._epochs = (*node._epochs, self._epoch)
         if len(self.nodes) < self.max_size:
             self.nodes[id_int] = node
             self._nodes_blob = None
@@ -275,8 +295,8 @@ class Bucket:
 
     def split(self) -> tuple[Bucket, Bucket]:
         """Two children, one bit longer, sharing this bucket's nodes and replacements."""
-        low = Bucket(self.id << 1, self.id_length + 1, self.max_size)
-        high = Bucket((self.id << 1) | 1, self.id_length + 1, self.max_size)
+        low = Bucket(self.id << 1, self.id_length + 1, self.max_size, self._epoch)
+        high = Bucket((self.id << 1) | 1, self.id_length + 1, self.max_size, self._epoch)
         for child in (low, high):
             child.last_changed = self.last_changed
         shift = ID_BITS - self.id_length - 1
@@ -290,7 +310,7 @@ class Bucket:
         """The parent of this bucket and its sibling ``bucket``; the best K nodes stay."""
         if self.id_length != bucket.id_length or self.id >> 1 != bucket.id >> 1:
             raise ValueError(f"{self!r} and {bucket!r} are not siblings")
-        parent = Bucket(self.id >> 1, self.id_length - 1, self.max_size)
+        parent = Bucket(self.id >> 1, self.id_length - 1, self.max_size, self._epoch)
         parent.last_changed = max(self.last_changed, bucket.last_changed)
         ranked = sorted(
             [*self.nodes.values(), *bucket.nodes.values()],
@@ -312,7 +332,7 @@ def _merge_node(known: Node, fresh: Node) -> None:
     if (known.ip, known.port) != (fresh.ip, fresh.port) and fresh.last_response:
         known.ip, known.port = fresh.ip, fresh.port
         known._compact = None
-        _node_changed()
+        known._changed()
 
 
 class HasId(Protocol):
@@ -334,7 +354,8 @@ class RoutingTable:
 
     def __init__(self, max_size: int = K) -> None:
         self.max_size = max_size
-        self._buckets: list[Bucket] = [Bucket(0, 0, max_size)]
+        self._epoch = _Epoch()  # this table's alone (see the module docstring)
+        self._buckets: list[Bucket] = [Bucket(0, 0, max_size, self._epoch)]
         self._starts: list[int] = [0]
         self._by_id: dict[int, Node] = {}
         self._dhts: list[HasId] = []
@@ -447,12 +468,12 @@ class RoutingTable:
         bucket = self._buckets[bisect.bisect_right(self._starts, int.from_bytes(id, "big")) - 1]
         if len(bucket.nodes) == k:
             blob = bucket._nodes_blob
-            if blob is not None and bucket._blob_epoch == _epoch:
+            if blob is not None and bucket._blob_epoch == self._epoch.value:
                 return blob
             nodes = bucket.nodes.values()
             if not any(n._failed >= BAD_AFTER_FAILURES for n in nodes):
                 blob = bucket._nodes_blob = b"".join([n.compact_info() for n in nodes])
-                bucket._blob_epoch = _epoch
+                bucket._blob_epoch = self._epoch.value
                 return blob
         return b"".join([n.compact_info() for n in self.get_closest_nodes(id, k=k)])
 
@@ -561,7 +582,7 @@ class RoutingTable:
 
     def empty(self) -> None:
         """Forget every node and bucket (registrations stay)."""
-        self._buckets = [Bucket(0, 0, self.max_size)]
+        self._buckets = [Bucket(0, 0, self.max_size, self._epoch)]
         self._starts = [0]
         self._by_id.clear()
 

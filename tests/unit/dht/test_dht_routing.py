@@ -167,6 +167,22 @@ def test_compact_closest_follows_every_change_of_the_table() -> None:
         _same_set(table, target)
 
 
+def test_tables_keep_their_caches_apart() -> None:
+    """A node going bad in one table stales that table's cached replies only."""
+    target = bytes(20)
+    first = _table_with(b"\xff" * 20, [_node(prefix=0, last_response=NOW) for _ in range(8)])
+    second = _table_with(b"\xff" * 20, [_node(prefix=0, last_response=NOW) for _ in range(8)])
+    cached = second.compact_closest(target)
+    assert second.compact_closest(target) is cached  # served from the bucket's cache
+    victim = first.get_closest_nodes(target)[0]
+    first.compact_closest(target)
+    victim.failed = 3
+    assert victim.compact_info() not in first.compact_closest(target)
+    assert second.compact_closest(target) is cached  # untouched by the other table
+    _same_set(first, target)
+    _same_set(second, target)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
