@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCServer
 
+from smartget.hub.app import HubSettings, running
 from smartget.hub.relay import RelaySettings
 from smartget.hub.relay.xmlrpc import parse_request
-from smartget.hub.service import HubSettings, running
 
 IPS = ("127.0.4.2", "127.0.4.3", "127.0.4.4")
 

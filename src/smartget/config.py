@@ -25,6 +25,7 @@ from smartget.errors import ConfigError
 __all__ = [
     "HOSTPORT",
     "RATE",
+    "REQUIRED",
     "SIZE",
     "HostPort",
     "common_options",
@@ -216,6 +217,7 @@ def is_loopback_or_private(host: str) -> bool:
 C = TypeVar("C")
 
 _SETTING = "smartget.setting"
+REQUIRED: Any = dataclasses.MISSING  # setting(REQUIRED, ...): no default, a required option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,9 +247,12 @@ def setting(
 
     ``flag`` overrides the option's name (default: ``--field-name``); ``click_type``
     overrides the type made from the field's annotation (``HOSTPORT``, ``RATE``, a Path).
+    ``REQUIRED`` as the default makes a field without default and a required option.
     """
     info = _SettingInfo(help, min, max, click_type, flag, envvar, show_default)
     metadata = {_SETTING: info}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=metadata)
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -272,32 +277,50 @@ def _click_type(field: dataclasses.Field[Any], info: _SettingInfo) -> Any:
     return None
 
 
-def options_from(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
-    """A decorator adding one click option per ``setting`` field of ``cls``."""
+def options_from(cls: type, *, exclude: tuple[str, ...] = (), prefix: str = "") -> Callable[[F], F]:
+    """A decorator adding one click option per ``setting`` field of ``cls``.
+
+    With ``prefix`` (``"relay"``), field ``rate`` is ``--relay-rate`` (``relay_rate``).
+    """
+    pre = f"{prefix}_" if prefix else ""
 
     def decorate(func: F) -> F:
         for field, info in reversed(_settings_of(cls)):
             if field.name in exclude:
                 continue
-            name = info.flag or "--" + field.name.replace("_", "-")
-            default = (
-                field.default_factory()
-                if field.default_factory is not dataclasses.MISSING
-                else field.default
+            param = pre + field.name
+            name = info.flag or "--" + param.replace("_", "-")
+            required = (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
             )
+            if required:
+                default = None
+            elif field.default_factory is not dataclasses.MISSING:
+                default = field.default_factory()
+            else:
+                default = field.default
+            if isinstance(default, tuple) and len(default) == 2:  # an address, as typed
+                default = f"{default[0]}:{default[1]}"
             kind = _click_type(field, info)
             if kind is None and isinstance(default, bool):
                 func = click.option(
-                    name, field.name, is_flag=True, default=default, help=info.help
+                    name,
+                    param,
+                    is_flag=True,
+                    default=default,
+                    show_default=info.show_default if "/" in name else False,
+                    help=info.help,
                 )(func)
                 continue
             func = click.option(
                 name,
-                field.name,
+                param,
                 type=kind,
                 default=default,
+                required=required,
                 envvar=info.envvar,
-                show_default=info.show_default,
+                show_default=False if required else info.show_default,
                 help=info.help,
             )(func)
         return func
@@ -305,8 +328,13 @@ def options_from(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[F], F
     return decorate
 
 
-def config_from(cls: type[C], kwargs: dict[str, Any], **overrides: Any) -> C:
+def config_from(cls: type[C], kwargs: dict[str, Any], *, prefix: str = "", **overrides: Any) -> C:
     """Build ``cls`` from click's keyword arguments, popping the fields it takes."""
+    pre = f"{prefix}_" if prefix else ""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
-    return cls(**values, **overrides)
+    values = {
+        key.removeprefix(pre): kwargs.pop(key)
+        for key in list(kwargs)
+        if key.startswith(pre) and key.removeprefix(pre) in names
+    }
+    return cls(**{**values, **overrides})

@@ -8,21 +8,31 @@ Server-rendered, no script: every value is escaped.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
+from collections.abc import Iterable
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from smartget.auth import presented_secret, secret_matches
+from smartget.hub.collector import Collector
+from smartget.hub.registry import Registry
+from smartget.hub.tracker import Tracker
 
-    from smartget.hub.service import Hub
+__all__ = ["DashboardView", "add_dashboard"]
 
-__all__ = ["add_dashboard"]
+
+class DashboardView(Protocol):
+    """What the dashboard reads from the hub (never changes it)."""
+
+    registry: Registry
+    tracker: Tracker
+    collector: Collector
+    token: str
+
+    def now(self) -> float: ...
+
 
 MAX_ROWS = 500
 STYLE = """
@@ -32,20 +42,6 @@ table{border-collapse:collapse}td,th{padding:.2em .7em;border-bottom:1px solid #
 text-align:left}th{background:#f4f4f4}.num{text-align:right}.muted{color:#888}
 .bar{display:inline-block;height:.7em;background:#4a8;vertical-align:middle}
 """
-
-
-def _authorized(request: Request, token: str) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.encode(), token.encode())
-    if scheme.lower() == "basic":
-        try:
-            _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(password.encode(), token.encode())
-    return False
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], numeric: set[int]) -> str:
@@ -75,7 +71,7 @@ def _mib(rate: float) -> str:
     return f"{rate / (1 << 20):.1f} MiB/s"
 
 
-def render(hub: Hub) -> str:
+def render(hub: DashboardView) -> str:
     registry, tracker, collector = hub.registry, hub.tracker, hub.collector
     stats = registry.statistics()
     nodes = sorted(registry.get_nodes().values(), key=lambda n: n.node_id)[:MAX_ROWS]
@@ -132,11 +128,12 @@ def render(hub: Hub) -> str:
 </body></html>"""
 
 
-def add_dashboard(app: FastAPI, hub: Hub) -> None:
+def add_dashboard(app: FastAPI, hub: DashboardView) -> None:
     @app.get("/", include_in_schema=False)
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard(request: Request) -> Response:
-        if not _authorized(request, hub.token):
+        given = presented_secret(request.headers.get("authorization", ""))
+        if not secret_matches(given, hub.token):
             return Response(
                 "the dashboard needs the hub's token: any user name, the token as password\n",
                 status_code=401,

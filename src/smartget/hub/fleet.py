@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -26,33 +26,26 @@ from pydantic import BaseModel, Field
 
 from smartget.errors import CollectorError, TrackerError
 from smartget.hub import tracker as tr
-from smartget.hub.collector import Report, parse_report
+from smartget.hub.collector import Collector, Report
+from smartget.hub.commands import HubCommands
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
-    from smartget.hub.service import Hub
-
-__all__ = ["FLEET_SCHEMA", "add_fleet_routes", "load_fleet_state"]
+__all__ = ["FleetHost", "add_fleet_routes"]
 
 MAX_REPORT = 64 * 1024
 BENCODE = "text/plain"
 
-FLEET_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tracker_torrents (info_hash TEXT PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS collector_done (
-    nodeid TEXT NOT NULL, sha1 TEXT NOT NULL, report TEXT NOT NULL,
-    PRIMARY KEY (nodeid, sha1)
-);
-"""
 
+class FleetHost(Protocol):
+    """What the tracker and collector routes need from the hub."""
 
-def load_fleet_state(db: sqlite3.Connection) -> tuple[list[bytes], list[Report]]:
-    """Tracked info-hashes and finished downloads, as saved."""
-    db.executescript(FLEET_SCHEMA)
-    hashes = [bytes.fromhex(h) for (h,) in db.execute("SELECT info_hash FROM tracker_torrents")]
-    reports = [Report(**json.loads(r)) for (r,) in db.execute("SELECT report FROM collector_done")]
-    return hashes, reports
+    commands: HubCommands
+    tracker: tr.Tracker
+    collector: Collector
+
+    def now(self) -> float: ...
+    def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]: ...
+    def save_done(self, report: Report) -> Awaitable[None]: ...
+    def forget_done(self, sha1: str) -> Awaitable[None]: ...
 
 
 class _Arrivals:
@@ -78,9 +71,9 @@ class TorrentIn(BaseModel):
 
 
 def add_fleet_routes(
-    app: FastAPI, hub: Hub, authorized: Callable[..., Coroutine[Any, Any, None]]
+    app: FastAPI, hub: FleetHost, authorized: Callable[..., Coroutine[Any, Any, None]]
 ) -> None:
-    tracker, collector = hub.tracker, hub.collector
+    tracker, collector, commands = hub.tracker, hub.collector, hub.commands
     arrivals = _Arrivals()
 
     @app.get("/announce", tags=["tracker"], response_class=Response)
@@ -89,16 +82,12 @@ def add_fleet_routes(
         client = request.client.host if request.client else "0.0.0.0"
         try:
             query = tr.parse_announce(request.url.query, client)
-            if not tracker.is_tracked(query.info_hash) and hub.registry.get_node_ids_by_addr(
-                client
-            ):
-                # A fleet node announcing made this torrent or was asked to fetch it.
-                tracker.allow(query.info_hash)
-                await hub.store.submit(_save_torrent(query.info_hash.hex(), ""))
-            reply = tracker.announce(query, hub.now())
+            announced = commands.announce(query, client, hub.now())
         except TrackerError as exc:
             return Response(tr.encode_failure(str(exc)), media_type=BENCODE)
-        return Response(tr.encode_announce(reply, query), media_type=BENCODE)
+        if announced.newly_tracked:
+            await hub.save_tracked(query.info_hash.hex())
+        return Response(tr.encode_announce(announced.reply, query), media_type=BENCODE)
 
     @app.get("/scrape", tags=["tracker"], response_class=Response)
     async def scrape(request: Request) -> Response:
@@ -119,16 +108,16 @@ def add_fleet_routes(
                 data = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise CollectorError(f"a report is JSON: {exc}") from None
-            report = parse_report(data, hub.now())
-            done = collector.receive(report)
+            client = request.client.host if request.client else ""
+            reported = commands.report(data, client, hub.now())
             arrivals.notify()
         except CollectorError as exc:
             return JSONResponse({"result": "failed", "traceback": str(exc)}, status_code=400)
-        client = request.client.host if request.client else ""
-        if hub.registry.get_node_ids_by_addr(client) and tracker.allow(bytes.fromhex(report.sha1)):
-            await hub.store.submit(_save_torrent(report.sha1, report.torrentfile))
-        if done:
-            await hub.store.submit(_save_done(report))
+        report = reported.report
+        if reported.newly_tracked:
+            await hub.save_tracked(report.sha1, report.torrentfile)
+        if reported.done:
+            await hub.save_done(report)
             return JSONResponse({"result": "success"})
         return JSONResponse({"result": "received"})
 
@@ -138,8 +127,8 @@ def add_fleet_routes(
     async def add_torrent(body: TorrentIn) -> dict[str, Any]:
         """Let the tracker serve this torrent (push does this before nodes download)."""
         info_hash = body.info_hash.lower()
-        if tracker.allow(bytes.fromhex(info_hash)):
-            await hub.store.submit(_save_torrent(info_hash, body.name))
+        if commands.track(bytes.fromhex(info_hash)):
+            await hub.save_tracked(info_hash, body.name)
         return {"info_hash": info_hash, "tracked": True}
 
     @api.get("/torrents")
@@ -181,34 +170,7 @@ def add_fleet_routes(
     async def forget(sha1: str) -> Response:
         if not collector.forget(sha1.lower()):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reports for {sha1}")
-        await hub.store.submit(_forget_done(sha1.lower()))
+        await hub.forget_done(sha1.lower())
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     app.include_router(api)
-
-
-def _save_torrent(info_hash: str, name: str) -> Callable[[sqlite3.Connection], None]:
-    def write(db: sqlite3.Connection) -> None:
-        db.execute("INSERT OR IGNORE INTO tracker_torrents VALUES (?, ?)", (info_hash, name))
-
-    return write
-
-
-def _save_done(report: Report) -> Callable[[sqlite3.Connection], None]:
-    row = (
-        report.nodeid,
-        report.sha1,
-        json.dumps({k: v for k, v in report.as_dict().items() if k != "done"}),
-    )
-
-    def write(db: sqlite3.Connection) -> None:
-        db.execute("INSERT OR REPLACE INTO collector_done VALUES (?, ?, ?)", row)
-
-    return write
-
-
-def _forget_done(sha1: str) -> Callable[[sqlite3.Connection], None]:
-    def write(db: sqlite3.Connection) -> None:
-        db.execute("DELETE FROM collector_done WHERE sha1 = ?", (sha1,))
-
-    return write

@@ -7,9 +7,8 @@ open. Changes are durable before the response leaves, as on the text protocol.
 
 from __future__ import annotations
 
-import hmac
 import socket
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import prometheus_client as prom
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -18,17 +17,45 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from smartget import __version__
-from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
+from smartget.auth import secret_matches
+from smartget.errors import (
+    NodeExistsError,
+    NodeNotFoundError,
+    NotPermittedError,
+    RegistryError,
+)
 from smartget.httpserver import BodyLimit, EmbeddedServer
-from smartget.hub.dashboard import add_dashboard
-from smartget.hub.fleet import add_fleet_routes
-from smartget.hub.registry import MAX_STATUS, Node
-from smartget.hub.relay.http import RPC2Passthrough, add_relay_routes
+from smartget.hub.commands import FromOperator, HubCommands
+from smartget.hub.dashboard import DashboardView, add_dashboard
+from smartget.hub.fleet import FleetHost, add_fleet_routes
+from smartget.hub.registry import MAX_STATUS, Node, Registry
+from smartget.hub.relay.http import RelayHost, RPC2Passthrough, add_relay_routes
 
-if TYPE_CHECKING:
-    from smartget.hub.service import Hub
+__all__ = ["HubAPI", "create_app", "start_http"]
 
-__all__ = ["create_app", "start_http"]
+
+class HubAPI(FleetHost, DashboardView, RelayHost, Protocol):
+    """What the HTTP app needs from the hub (hub/app.py's Hub provides it)."""
+
+    registry: Registry
+    commands: HubCommands
+    metrics: prom.CollectorRegistry
+
+    async def save(self) -> None: ...
+
+
+# The JSON API's one mapping from the command core's errors to HTTP statuses.
+_STATUS_OF: tuple[tuple[type[RegistryError], int], ...] = (
+    (NodeNotFoundError, status.HTTP_404_NOT_FOUND),
+    (NotPermittedError, status.HTTP_403_FORBIDDEN),
+    (RegistryError, status.HTTP_400_BAD_REQUEST),
+)
+
+
+async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
+    code = next(code for kind, code in _STATUS_OF if isinstance(exc, kind))
+    return JSONResponse({"detail": str(exc)}, status_code=code)
+
 
 MAX_BODY = 1 << 20
 _bearer = HTTPBearer(auto_error=False)
@@ -87,19 +114,20 @@ def _out(node: Node) -> NodeOut:
     return NodeOut.model_validate(node.as_dict())
 
 
-def create_app(hub: Hub) -> FastAPI:
+def create_app(hub: HubAPI) -> FastAPI:
     app = FastAPI(
         title="SmartGet hub",
         version=__version__,
         description="The fleet's node registry, tracker, status collector and co2 relay.",
+        exception_handlers={RegistryError: _registry_error},
     )
+    commands = hub.commands
 
     async def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if credentials is None or not hmac.compare_digest(
-            credentials.credentials.encode(), hub.token.encode()
-        ):
+        given = credentials.credentials if credentials is not None else None
+        if not secret_matches(given, hub.token):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or wrong token: send 'Authorization: Bearer <token>' "
@@ -144,15 +172,13 @@ def create_app(hub: Hub) -> FastAPI:
     @api.post("/nodes", status_code=status.HTTP_201_CREATED, response_model=NodeOut)
     async def register(body: NodeIn, request: Request) -> Any:
         """Register a node; 409 (with the existing id) if its ip and port are taken."""
-        ip = body.ip or (request.client.host if request.client else "")
-        info = body.model_dump(exclude={"ip", "port", "status"})
+        caller = FromOperator(request.client.host if request.client else "")
+        info = body.model_dump(exclude={"ip", "port"})
         try:
-            node = hub.registry.register(ip, body.port, hub.now(), **info)
+            node = commands.register(caller, body.port, hub.now(), ip=body.ip, **info)
         except NodeExistsError as exc:
-            existing = hub.registry.get_node_ids_by_addr_port(ip, body.port)
+            existing = hub.registry.get_node_ids_by_addr_port(body.ip or caller.ip, body.port)
             return JSONResponse({"detail": str(exc), "id": existing[0]}, status_code=409)
-        if body.status:
-            hub.registry.set_node_status(node.node_id, body.status, hub.now())
         await hub.save()
         return _out(node)
 
@@ -164,24 +190,20 @@ def create_app(hub: Hub) -> FastAPI:
     async def update(node_id: int, body: NodeUpdate) -> NodeOut:
         """Change a node's zone, name, ports or URLs."""
         get_node(node_id)
-        node = hub.registry.update_info(node_id, **body.model_dump(exclude_none=True))
+        node = commands.update_info(FromOperator(), node_id, **body.model_dump(exclude_none=True))
         await hub.save()
         return _out(node)
 
     @api.put("/nodes/{node_id}/status", response_model=NodeOut)
     async def set_status(node_id: int, body: StatusIn) -> NodeOut:
         """The heartbeat: a node's free capacity. A zombie that calls this is back."""
-        get_node(node_id)
-        node = hub.registry.set_node_status(node_id, body.status, hub.now())
+        node = commands.set_status(FromOperator(), node_id, body.status, hub.now())
         await hub.save()
         return _out(node)
 
     @api.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
     async def deregister(node_id: int) -> Response:
-        try:
-            hub.registry.rm_node(node_id)
-        except NodeNotFoundError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        commands.deregister(FromOperator(), node_id)
         await hub.save()
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -192,10 +214,7 @@ def create_app(hub: Hub) -> FastAPI:
         Most free capacity first, ties in turn, the zone's nodes first; each node handed
         out has its status lowered by one.
         """
-        try:
-            nodes = hub.registry.request_nodes(body.n, zone=body.zone, exclude_ids=body.exclude)
-        except RegistryError as exc:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        nodes = commands.request_nodes(FromOperator(), body.n, zone=body.zone, exclude=body.exclude)
         await hub.save()
         return {"nodes": [_out(n) for n in nodes]}
 
@@ -220,7 +239,7 @@ def create_app(hub: Hub) -> FastAPI:
     return app
 
 
-async def start_http(hub: Hub, sock: socket.socket) -> EmbeddedServer:
+async def start_http(hub: HubAPI, sock: socket.socket) -> EmbeddedServer:
     """Serve the hub's app on ``sock`` in this loop."""
     app = create_app(hub)
     # /RPC2 limits its own body so that too large is an XML-RPC fault (hub/relay/http.py).

@@ -34,9 +34,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartget.errors import NodeExistsError, NodeNotFoundError, NotPermittedError, RegistryError
+from smartget.errors import (
+    ConfigError,
+    NodeExistsError,
+    NodeNotFoundError,
+    NotPermittedError,
+    RegistryError,
+)
 
 __all__ = [
+    "DEFAULT_NODE_TTL",
+    "DEFAULT_ZOMBIE_GRACE",
     "HUB_ID",
     "MAX_STATUS",
     "STATUS_NOT_AVAILABLE",
@@ -144,6 +152,10 @@ class _StatusIndex:
             yield from self.buckets[status]
 
 
+DEFAULT_NODE_TTL = 60.0  # seconds of silence before a node is a zombie
+DEFAULT_ZOMBIE_GRACE = 300.0  # further seconds before a zombie is removed
+
+
 class Registry:
     """Nodes keyed by (ip, port) with their free capacity, liveness and zone.
 
@@ -151,9 +163,11 @@ class Registry:
     silent that much longer is removed.
     """
 
-    def __init__(self, *, node_ttl: float = 60.0, zombie_grace: float = 300.0) -> None:
+    def __init__(
+        self, *, node_ttl: float = DEFAULT_NODE_TTL, zombie_grace: float = DEFAULT_ZOMBIE_GRACE
+    ) -> None:
         if node_ttl <= 0 or zombie_grace < 0:
-            raise ValueError("node_ttl must be > 0 and zombie_grace >= 0")
+            raise ConfigError("node_ttl must be > 0 and zombie_grace >= 0")
         self.node_ttl = node_ttl
         self.zombie_grace = zombie_grace
         self.max_node_id = 0

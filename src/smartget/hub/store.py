@@ -13,9 +13,11 @@ function runs on the loop once, when the next transaction starts. Everything cha
 until then is collected into one write (one row per changed node, however often it
 changed), instead of one write built per command.
 
-Other parts of the hub (relay registry, tracker, collector) keep their own tables in
-the same file: they create and load them at start-up with :meth:`Store.read_now` and
-write with :meth:`Store.submit`.
+Other parts of the hub keep their own tables in the same file, created and loaded at
+start-up with :meth:`Store.read_now` and written with :meth:`Store.submit`: the relay
+registry (hub/relay/store.py), and the fleet's tracked torrents and finished downloads
+(``load_fleet_state``, ``save_torrent``, ``save_done``, ``forget_done`` below). Every
+SQL statement of the hub is in one of those two files.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -30,9 +33,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smartget.errors import StoreError
+from smartget.hub.collector import Report
 from smartget.hub.registry import Changes, Node
 
-__all__ = ["NODE_COLUMNS", "Store", "load_nodes", "save_changes"]
+__all__ = [
+    "FLEET_SCHEMA",
+    "NODE_COLUMNS",
+    "Store",
+    "forget_done",
+    "load_fleet_state",
+    "load_nodes",
+    "save_changes",
+    "save_done",
+    "save_torrent",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -211,3 +225,52 @@ def load_nodes(db: sqlite3.Connection) -> tuple[list[Node], int]:
     if nodes:
         next_id = max(next_id, nodes[-1].node_id + 1)
     return nodes, next_id
+
+
+FLEET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tracker_torrents (info_hash TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collector_done (
+    nodeid TEXT NOT NULL, sha1 TEXT NOT NULL, report TEXT NOT NULL,
+    PRIMARY KEY (nodeid, sha1)
+);
+"""
+
+
+def load_fleet_state(db: sqlite3.Connection) -> tuple[list[bytes], list[Report]]:
+    """Tracked info-hashes and finished downloads, as saved."""
+    db.executescript(FLEET_SCHEMA)
+    hashes = [bytes.fromhex(h) for (h,) in db.execute("SELECT info_hash FROM tracker_torrents")]
+    reports = [Report(**json.loads(r)) for (r,) in db.execute("SELECT report FROM collector_done")]
+    return hashes, reports
+
+
+def save_torrent(info_hash: str, name: str) -> Write:
+    """A write that remembers a tracked torrent (hex info-hash)."""
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT OR IGNORE INTO tracker_torrents VALUES (?, ?)", (info_hash, name))
+
+    return write
+
+
+def save_done(report: Report) -> Write:
+    """A write that remembers a finished download the collector answered ``success`` to."""
+    row = (
+        report.nodeid,
+        report.sha1,
+        json.dumps({k: v for k, v in report.as_dict().items() if k != "done"}),
+    )
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("INSERT OR REPLACE INTO collector_done VALUES (?, ?, ?)", row)
+
+    return write
+
+
+def forget_done(sha1: str) -> Write:
+    """A write that forgets every finished download of one torrent."""
+
+    def write(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM collector_done WHERE sha1 = ?", (sha1,))
+
+    return write

@@ -25,16 +25,14 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
 from smartget.hub import textproto as tp
-from smartget.hub.registry import Registry
+from smartget.hub.commands import FromNode, HubCommands
 
-if TYPE_CHECKING:
-    from smartget.hub.service import Hub
-
-__all__ = ["TextProtocolServer", "execute"]
+__all__ = ["TextProtocolServer", "TextServerContext", "execute"]
 
 log = logging.getLogger(__name__)
 
@@ -46,51 +44,59 @@ _NOT_SAVED = tp.bad_request("the hub could not save this change; try again")
 _DONE = tp.Mode.DONE
 
 
-def _register(registry: Registry, event: tp.Register, peer_ip: str, now: float) -> bytes:
+# The text front end's one mapping from the command core's results and errors to
+# replies: one handler per event type (a dict lookup, the hot path of every command).
+
+
+def _register(core: HubCommands, event: tp.Register, caller: FromNode, now: float) -> bytes:
     try:
-        node = registry.register(peer_ip, event.port, now)
+        node = core.register(caller, event.port, now)
     except NodeExistsError:
         return NODE_EXISTS
-    log.info("registered node %d at %s:%d", node.node_id, peer_ip, event.port)
+    except RegistryError as exc:
+        return tp.bad_request(str(exc))
+    log.info("registered node %d at %s:%d", node.node_id, caller.ip, event.port)
     return tp.ok([str(node.node_id)])
 
 
-def _deregister(registry: Registry, event: tp.Deregister, peer_ip: str, now: float) -> bytes:
+def _deregister(core: HubCommands, event: tp.Deregister, caller: FromNode, now: float) -> bytes:
     try:
-        node = registry.rm_node(registry.get_node_id(peer_ip, event.port))
+        node = core.deregister_port(caller, event.port)
     except NodeNotFoundError:
         return NOT_FOUND
-    log.info("deregistered node %d at %s:%d", node.node_id, peer_ip, event.port)
+    log.info("deregistered node %d at %s:%d", node.node_id, caller.ip, event.port)
     return OK
 
 
-def _request_nodes(registry: Registry, event: tp.RequestNodes, peer_ip: str, now: float) -> bytes:
-    zone = registry.zone_of_addr(peer_ip)
-    nodes = registry.request_nodes(event.n, zone=zone, exclude_addr=peer_ip)
+def _request_nodes(
+    core: HubCommands, event: tp.RequestNodes, caller: FromNode, now: float
+) -> bytes:
+    nodes = core.request_nodes(caller, event.n)
     if not nodes:
         return NOT_FOUND
     return tp.ok(f"{node.addr} {node.port}" for node in nodes)
 
 
-def _set_status(registry: Registry, event: tp.SetStatus, peer_ip: str, now: float) -> bytes:
+def _set_status(core: HubCommands, event: tp.SetStatus, caller: FromNode, now: float) -> bytes:
     try:
-        registry.set_node_status(event.node_id, event.status, now, addr=peer_ip)
+        core.set_status(caller, event.node_id, event.status, now)
     except RegistryError as exc:
         return tp.bad_request(str(exc))
     return OK
 
 
-def _start_session(registry: Registry, event: tp.StartSession, peer_ip: str, now: float) -> bytes:
+def _start_session(
+    core: HubCommands, event: tp.StartSession, caller: FromNode, now: float
+) -> bytes:
     return OK
 
 
-def _bad_request(registry: Registry, event: tp.BadRequest, peer_ip: str, now: float) -> bytes:
-    log.debug("bad request from %s: %s", peer_ip, event.reason)
+def _bad_request(core: HubCommands, event: tp.BadRequest, caller: FromNode, now: float) -> bytes:
+    log.debug("bad request from %s: %s", caller.ip, event.reason)
     return tp.bad_request(event.reason)
 
 
-# One handler per event type: a dict lookup, the hot path of every command.
-_HANDLERS: dict[type, Callable[[Registry, Any, str, float], bytes]] = {
+_HANDLERS: dict[type, Callable[[HubCommands, Any, FromNode, float], bytes]] = {
     tp.Register: _register,
     tp.Deregister: _deregister,
     tp.RequestNodes: _request_nodes,
@@ -100,17 +106,33 @@ _HANDLERS: dict[type, Callable[[Registry, Any, str, float], bytes]] = {
 }
 
 
-def execute(registry: Registry, event: tp.Event, peer_ip: str, now: float) -> bytes:
+def execute(core: HubCommands, event: tp.Event, peer_ip: str, now: float) -> bytes:
     """Carry out one command for a client at ``peer_ip``; return the reply bytes."""
-    return _HANDLERS[type(event)](registry, event, peer_ip, now)
+    return _HANDLERS[type(event)](core, event, FromNode(peer_ip), now)
+
+
+@dataclass(frozen=True)
+class TextServerContext:
+    """What every connection of the text server shares (built by the hub's app.py)."""
+
+    commands: HubCommands
+    # Sends the registry's changes to the store; the future resolves once durable
+    # (None: nothing to save).
+    commit: Callable[[], asyncio.Future[None] | None]
+    line_timeout: float = tp.LINE_TIMEOUT
+    idle_timeout: float = tp.IDLE_TIMEOUT
+    connections: set[TextProtocolServer] = field(default_factory=set)
+    # Plain ints on the hot path; the hub's metrics turn them into a counter.
+    command_counts: collections.Counter[type] = field(default_factory=collections.Counter)
 
 
 class TextProtocolServer(asyncio.Protocol):
     """One client connection. Created by ``loop.create_server`` for each accept."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, context: TextServerContext) -> None:
+        self.context = context
         self.peer_ip = "?"
+        self._caller = FromNode("?")
         self._transport: asyncio.Transport | None = None
         self._conn: tp.TextConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -120,10 +142,10 @@ class TextProtocolServer(asyncio.Protocol):
         self._outbox: collections.deque[tuple[asyncio.Future[None] | None, bytes, int]] = (
             collections.deque()
         )
-        # Looked up once, used on every read. The clock is hub.now's (the loop's time)
-        # without the extra call.
-        self._registry = hub.registry
-        self._counts = hub.command_counts
+        # Looked up once, used on every read. The clock is the hub's (the loop's time).
+        self._core = context.commands
+        self._registry = context.commands.registry
+        self._counts = context.command_counts
         self._clock = asyncio.get_running_loop().time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,13 +153,14 @@ class TextProtocolServer(asyncio.Protocol):
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"
-        settings = self.hub.settings
+        self._caller = FromNode(self.peer_ip)
+        context = self.context
         self._conn = tp.TextConnection(
             self._clock(),
-            line_timeout=settings.line_timeout,
-            idle_timeout=settings.idle_timeout,
+            line_timeout=context.line_timeout,
+            idle_timeout=context.idle_timeout,
         )
-        self.hub.text_connections.add(self)
+        context.connections.add(self)
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -161,7 +184,7 @@ class TextProtocolServer(asyncio.Protocol):
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.hub.text_connections.discard(self)
+        self.context.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         self._outbox.clear()
@@ -194,19 +217,20 @@ class TextProtocolServer(asyncio.Protocol):
         The replies leave at once unless a change they acknowledge (or an earlier reply
         still waiting) needs a commit first: only then do they go through the outbox.
         """
-        registry, peer_ip, counts, handlers = self._registry, self.peer_ip, self._counts, _HANDLERS
+        registry, core, caller, counts = self._registry, self._core, self._caller, self._counts
+        handlers = _HANDLERS
         changes_before = registry.change_count
         if len(events) == 1:  # one command per read: the request-response case
             event = events[0]
             kind = type(event)
             counts[kind] += 1
-            reply = handlers[kind](registry, event, peer_ip, now)
+            reply = handlers[kind](core, event, caller, now)
         else:
             replies = []
             for event in events:
                 kind = type(event)
                 counts[kind] += 1
-                replies.append(handlers[kind](registry, event, peer_ip, now))
+                replies.append(handlers[kind](core, event, caller, now))
             reply = b"".join(replies)
         changed = registry.change_count != changes_before
         transport = self._transport
@@ -217,8 +241,8 @@ class TextProtocolServer(asyncio.Protocol):
             return
         # Only this read's own changes make its replies wait: another connection's
         # pending commit is no concern of theirs. A commit's future is never done when
-        # hub.commit returns it (the store resolves it later, on the loop).
-        committed = self.hub.commit() if changed else None
+        # commit returns it (the store resolves it later, on the loop).
+        committed = self.context.commit() if changed else None
         outbox = self._outbox
         if committed is not None and (not outbox or outbox[-1][0] is not committed):
             committed.add_done_callback(self._committed)  # one per commit, not per read
@@ -270,7 +294,7 @@ class TextProtocolServer(asyncio.Protocol):
         self._timer_at = deadline
         if deadline is not None:
             loop = asyncio.get_running_loop()
-            # The protocol's clock is the loop's clock (hub.now), so deadlines compare.
+            # The protocol's clock is the loop's clock (the hub's), so deadlines compare.
             self._timer = loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:

@@ -33,6 +33,7 @@ import fastbencode
 from smartget.errors import TrackerError
 
 __all__ = [
+    "DEFAULT_INTERVAL",
     "Announce",
     "AnnounceReply",
     "Scrape",
@@ -179,6 +180,9 @@ def parse_scrape(raw_query: str) -> Scrape:
     return Scrape(tuple(hashes))
 
 
+DEFAULT_INTERVAL = 30  # seconds between announces asked of clients
+
+
 class Tracker:
     """Swarms by info-hash; peers that stop announcing are forgotten after ``peer_ttl``.
 
@@ -188,7 +192,7 @@ class Tracker:
     def __init__(
         self,
         *,
-        interval: int = 30,
+        interval: int = DEFAULT_INTERVAL,
         open_tracker: bool = False,
         zone_of: Callable[[str], str | None] = lambda ip: None,
         has_capacity: Callable[[str], bool] = lambda ip: False,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from smartget.hub.service import Hub, HubSettings, running
+from smartget.hub.app import Hub, HubSettings, running
 
 TOKEN = "test-token"
 

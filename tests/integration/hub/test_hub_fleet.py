@@ -12,7 +12,7 @@ import fastbencode
 import httpx
 import pytest
 
-from smartget.hub.service import Hub, HubSettings, running
+from smartget.hub.app import Hub, HubSettings, running
 
 from .conftest import TOKEN
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from smartget.hub.service import Hub
+from smartget.hub.app import Hub
 
 from .conftest import send
 

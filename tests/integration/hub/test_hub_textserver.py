@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from smartget.hub.service import Hub
+from smartget.hub.app import Hub
 from tests.helpers import wait_until
 
 from .conftest import send
@@ -152,7 +152,7 @@ async def test_client_that_does_not_read_does_not_block_others(hub: Hub) -> None
 async def test_zombie_and_revival(tmp_path: object) -> None:
     from pathlib import Path
 
-    from smartget.hub.service import HubSettings, running
+    from smartget.hub.app import HubSettings, running
 
     assert isinstance(tmp_path, Path)
     settings = HubSettings(

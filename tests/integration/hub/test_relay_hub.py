@@ -17,8 +17,8 @@ from xmlrpc.server import SimpleXMLRPCServer
 import httpx
 import pytest
 
+from smartget.hub.app import Hub, HubSettings, running
 from smartget.hub.relay import RelaySettings
-from smartget.hub.service import Hub, HubSettings, running
 
 HUB_IP = "127.0.4.1"
 SAT_IPS = ("127.0.4.2", "127.0.4.3", "127.0.4.4")

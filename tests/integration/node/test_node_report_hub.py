@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from smartget.hub.service import HubSettings
-from smartget.hub.service import running as hub_running
+from smartget.hub.app import HubSettings
+from smartget.hub.app import running as hub_running
 
 from .conftest import node_settings, random_file, serve, started, task, wait_until
 

@@ -10,21 +10,32 @@ relay's own (``RelaySettings.max_request``), so :class:`RPC2Passthrough` lets
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from smartget.auth import presented_secret, secret_matches
+from smartget.hub.relay.service import RelayService
 from smartget.hub.relay.xmlrpc import APPLICATION_ERROR, TRANSPORT_ERROR, dump_fault
 
-if TYPE_CHECKING:
-    from smartget.hub.service import Hub
+__all__ = [
+    "BODY_TIMEOUT",
+    "RPC2_PATH",
+    "RPC2Passthrough",
+    "RelayHost",
+    "add_relay_routes",
+    "caller_address",
+]
 
-__all__ = ["BODY_TIMEOUT", "RPC2_PATH", "RPC2Passthrough", "add_relay_routes", "caller_address"]
+
+class RelayHost(Protocol):
+    """What ``/RPC2`` needs from the hub."""
+
+    relay: RelayService
+    token: str
+
 
 RPC2_PATH = "/RPC2"
 BODY_TIMEOUT = 30.0  # seconds to receive a whole request body
@@ -56,22 +67,6 @@ def _fault(code: int, message: str) -> Response:
     return _xml(dump_fault(code, message))
 
 
-def _token_ok(request: Request, token: str) -> bool:
-    """The hub's token as HTTP Basic password (``http://relay:TOKEN@hub/RPC2``, which
-    ``xmlrpc.client.ServerProxy`` sends) or as a Bearer token."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        given = value.strip()
-    elif scheme.lower() == "basic":
-        try:
-            given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-    else:
-        return False
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
 async def _read_body(request: Request, limit: int) -> bytes | Response:
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
@@ -88,7 +83,7 @@ async def _read_body(request: Request, limit: int) -> bytes | Response:
     return bytes(body)
 
 
-def add_relay_routes(app: FastAPI, hub: Hub) -> None:
+def add_relay_routes(app: FastAPI, hub: RelayHost) -> None:
     """Add ``POST /RPC2`` (co2's relay registry, seed 004) to the hub's app."""
 
     @app.post(
@@ -103,7 +98,8 @@ def add_relay_routes(app: FastAPI, hub: Hub) -> None:
         pinged; `sys.listMethods`, `sys.methodHelp` and `sys.methodSignature` describe
         every method."""
         relay = hub.relay
-        if relay.settings.require_token and not _token_ok(request, hub.token):
+        given = presented_secret(request.headers.get("authorization", ""))
+        if relay.settings.require_token and not secret_matches(given, hub.token):
             return _fault(
                 APPLICATION_ERROR,
                 "this relay needs the hub's token: call http://relay:TOKEN@HOST:PORT/RPC2 "

@@ -42,6 +42,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smartget import __version__
+from smartget.config import setting
 from smartget.errors import RelayError, StoreError
 from smartget.hub.relay import store as relay_store
 from smartget.hub.relay.client import CallFailed, SatelliteClient
@@ -77,23 +78,48 @@ PROGRESS_DELAY = 0.1
 PING_CONCURRENCY = 64
 
 
-@dataclass
+@dataclass(frozen=True)
 class RelaySettings:
-    """The relay's knobs (``smartget hub --relay-*``)."""
+    """The relay's knobs: each field makes ``smartget hub --relay-FIELD`` (config.setting)."""
 
-    max_satellites: int = 100
-    ping_interval: float = 60.0
-    ping_timeout: float = 10.0
-    ping_fails: int = 3  # failed pings in a row before a satellite is dropped
-    notify_timeout: float = 10.0
-    queue: int = 1000  # accepted messages not yet delivered to every recipient
-    rate: float = 100.0  # messages relayed a second
-    mailbox: int = 100  # messages waiting for one satellite
-    max_request: int = MAX_REQUEST_BYTES
-    require_token: bool = False  # XML-RPC callers must send the hub's token
+    max_satellites: int = setting(
+        100,
+        "Satellites that may be registered at once; relay.register past it is a fault.",
+        min=1,
+        max=2**31 - 1,
+    )
+    ping_interval: float = setting(
+        60.0, "Seconds between two rounds of pings to every satellite.", min=0.05
+    )
+    ping_timeout: float = setting(10.0, "Seconds a satellite has to answer a ping.", min=0.05)
+    ping_fails: int = setting(3, "Failed pings in a row after which a satellite is dropped.", min=1)
+    notify_timeout: float = setting(
+        10.0, "Seconds a satellite has to take one relayed message (its notify call).", min=0.05
+    )
+    queue: int = setting(
+        1000,
+        "Accepted messages not yet delivered to every satellite (kept in the store, so "
+        "they survive a restart); past it relay.relay answers a 'busy' fault.",
+        min=1,
+    )
+    rate: float = setting(100.0, "Messages relayed a second.", min=0.001)
+    mailbox: int = setting(
+        100,
+        "Messages waiting for one slow satellite before further ones to it are dropped.",
+        min=1,
+    )
+    max_request: int = setting(
+        MAX_REQUEST_BYTES, "Largest XML-RPC request body, in bytes.", min=1024
+    )
+    require_token: bool = setting(
+        False,
+        "Require the hub's token on /RPC2 (as http://relay:TOKEN@HOST/RPC2); co2 "
+        "satellites call an open relay, which is the default.",
+        flag="--relay-require-token/--relay-open",
+    )
     drain_timeout: float = 5.0  # on stop, how long queued messages may still go out
-    maintainer: str = ""
-    maintainer_email: str = ""
+    maintainer: str = setting("", "Shown by system.get_properties.", show_default=False)
+    maintainer_email: str = setting("", "Shown by system.get_properties.", show_default=False)
 
 
 class _Mailbox:

@@ -1,38 +1,63 @@
-"""The hub service: the registry, its store, the text server, the HTTP app, liveness.
+"""The hub's composition root: the one place that builds its parts and wires them.
 
-:class:`Hub` owns the state shared by every front end; :func:`running` starts it all in
-the current event loop and stops it cleanly::
+::
+
+    text protocol (textserver) ─┐
+    JSON API (http)  ───────────┼─> HubCommands (commands.py, sans-IO) ─> Registry, Tracker,
+    tracker/collector (fleet) ──┘                                         Collector
+    relay /RPC2 (relay/http) ─────> RelayService (relay/) ─┐
+    dashboard ──────────────────> read-only views           ├─> Store (SQLite, one writer)
+    liveness sweep (here) ──────> Registry.expire ──────────┘
+
+Each front end declares the small interface it needs (a ``Protocol`` or a context
+dataclass); :class:`Hub`, built here, provides all of them. Nothing imports this module
+but the CLI, the demo and tests. :func:`running` starts it all in the current loop::
 
     async with running(HubSettings(data_dir=Path("var/hub"))) as hub:
         print(hub.text_address, hub.http_url)
         await hub.wait_stopped()
+
+Supervision (smartget.lifecycle): the store writer, the liveness sweep and the relay
+are essential; if one crashes, the hub stops with its error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from smartget.config import HOSTPORT, REQUIRED, setting
 from smartget.errors import ConfigError
 from smartget.hub import textproto
 from smartget.hub.collector import Collector as StatusCollector
-from smartget.hub.fleet import load_fleet_state
-from smartget.hub.registry import Registry
+from smartget.hub.collector import Report
+from smartget.hub.commands import HubCommands
+from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
-from smartget.hub.store import Store, Write, load_nodes, save_changes
-from smartget.hub.textserver import TextProtocolServer
-from smartget.hub.tracker import Tracker
+from smartget.hub.store import (
+    Store,
+    Write,
+    forget_done,
+    load_fleet_state,
+    load_nodes,
+    save_changes,
+    save_done,
+    save_torrent,
+)
+from smartget.hub.textserver import TextProtocolServer, TextServerContext
+from smartget.hub.tracker import DEFAULT_INTERVAL, Tracker
+from smartget.lifecycle import Supervisor
 from smartget.net import bind_tcp
 
 __all__ = ["Hub", "HubSettings", "running"]
@@ -43,21 +68,54 @@ TOKEN_FILE = "hub.token"
 STORE_FILE = "hub.sqlite3"
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubSettings:
-    """Everything ``smartget hub`` takes; ``None`` for ``http`` runs no HTTP server."""
+    """Everything ``smartget hub`` takes; each ``setting`` field is one of its flags.
 
-    data_dir: Path
-    listen: tuple[str, int] = ("0.0.0.0", 20110)
-    http: tuple[str, int] | None = ("0.0.0.0", 8200)
-    node_ttl: float = 60.0
-    zombie_grace: float = 300.0
-    token: str | None = None
+    ``http=None`` runs no HTTP server.
+    """
+
+    data_dir: Path = setting(
+        REQUIRED,
+        "Where the SQLite store and the generated API token live.",
+        click_type=click.Path(file_okay=False, path_type=Path),
+    )
+    listen: tuple[str, int] = setting(
+        ("0.0.0.0", 20110),
+        "Address of the backtick text protocol (seed 000).",
+        click_type=HOSTPORT,
+    )
+    http: tuple[str, int] | None = setting(
+        ("0.0.0.0", 8200),
+        "Address of the HTTP API, metrics and docs.",
+        click_type=HOSTPORT,
+    )
+    node_ttl: float = setting(
+        DEFAULT_NODE_TTL, "Seconds without setstatus before a node becomes a zombie.", min=0.1
+    )
+    zombie_grace: float = setting(
+        DEFAULT_ZOMBIE_GRACE, "Further seconds before a zombie is removed.", min=0
+    )
+    token: str | None = setting(
+        None,
+        "Bearer token of the JSON API [env SMARTGET_HUB_TOKEN; default: "
+        "generated in DATA_DIR/hub.token].",
+        envvar="SMARTGET_HUB_TOKEN",
+        show_default=False,
+    )
+    open_tracker: bool = setting(
+        False,
+        "Track any info-hash at /announce, not only torrents the fleet made or fetches.",
+    )
+    tracker_interval: int = setting(
+        DEFAULT_INTERVAL,
+        "Seconds between announces the tracker asks clients for.",
+        min=5,
+        max=3600,
+    )
     line_timeout: float = textproto.LINE_TIMEOUT
     idle_timeout: float = textproto.IDLE_TIMEOUT
     relay: RelaySettings = field(default_factory=RelaySettings)  # co2 relay (hub/relay/)
-    open_tracker: bool = False  # track any info-hash, not only the fleet's
-    tracker_interval: int = 30  # seconds between announces that the tracker asks for
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -76,36 +134,39 @@ def load_or_create_token(data_dir: Path) -> str:
     return token
 
 
-class _HubCollector(Collector):
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+class _HubMetrics(Collector):
+    def __init__(self, registry: Registry, text: TextServerContext) -> None:
+        self.registry = registry
+        self.text = text
 
     def collect(self) -> Iterable[Metric]:
-        stats = self.hub.registry.statistics()
+        stats = self.registry.statistics()
         for key in ("nodes", "available", "idle", "zombies", "free_slots"):
             yield GaugeMetricFamily(f"smartget_hub_{key}", f"Registry: {key}", value=stats[key])
         commands = CounterMetricFamily(
             "smartget_hub_text_commands", "Text protocol commands", labels=["command"]
         )
-        for kind, count in sorted((k.__name__, n) for k, n in self.hub.command_counts.items()):
+        counts = self.text.command_counts.items()
+        for kind, count in sorted((k.__name__, n) for k, n in counts):
             commands.add_metric([kind], count)
         yield commands
 
 
 class Hub:
-    """State shared by the hub's front ends. Touch it only from the event loop."""
+    """The running hub: its parts, wired, and its addresses. Use it from the loop only.
+
+    It provides what each front end declares it needs (``textserver.TextServerContext``,
+    ``http.HubAPI``, ``fleet.FleetHost``, ``dashboard.DashboardView``,
+    ``relay.http.RelayHost``).
+    """
 
     def __init__(self, settings: HubSettings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.registry = Registry(node_ttl=settings.node_ttl, zombie_grace=settings.zombie_grace)
         self.token = settings.token or load_or_create_token(settings.data_dir)
-        self.text_connections: set[TextProtocolServer] = set()
         self.text_address: tuple[str, int] = settings.listen
         self.http_address: tuple[str, int] | None = settings.http
-        self.metrics = prom.CollectorRegistry()
-        self.metrics.register(_HubCollector(self))
-        self.relay = RelayService(settings.relay, store, metrics=self.metrics)  # /RPC2
         self.tracker = Tracker(
             interval=settings.tracker_interval,
             open_tracker=settings.open_tracker,
@@ -113,14 +174,28 @@ class Hub:
             has_capacity=lambda ip: self.registry.free_capacity_of_addr(ip) > 0,
         )
         self.collector = StatusCollector()
-        # Plain ints on the hot path; the collector turns them into a Prometheus counter.
-        self.command_counts: collections.Counter[type] = collections.Counter()
+        self.commands = HubCommands(self.registry, self.tracker, self.collector)
+        self.text = TextServerContext(
+            commands=self.commands,
+            commit=self.commit,
+            line_timeout=settings.line_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+        self.metrics = prom.CollectorRegistry()
+        self.metrics.register(_HubMetrics(self.registry, self.text))
+        self.relay = RelayService(settings.relay, store, metrics=self.metrics)  # /RPC2
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
+    @property
+    def text_connections(self) -> set[TextProtocolServer]:
+        return self.text.connections
+
     def now(self) -> float:
-        """The registry's clock: the event loop's monotonic time."""
+        """The hub's clock: the event loop's monotonic time."""
         return self._loop.time()
+
+    # -- durability: what a reply acknowledges is saved first ---------------------------
 
     def commit(self) -> asyncio.Future[None] | None:
         """Send the registry's changes to the store; the future resolves once durable.
@@ -141,6 +216,19 @@ class Hub:
         """Commit the registry's changes and wait until they are durable."""
         if (committed := self.commit()) is not None:
             await committed
+
+    def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]:
+        """Make a newly tracked torrent durable (hex info-hash)."""
+        return self.store.submit(save_torrent(info_hash, name))
+
+    def save_done(self, report: Report) -> Awaitable[None]:
+        """Make a finished download durable (the collector answered ``success``)."""
+        return self.store.submit(save_done(report))
+
+    def forget_done(self, sha1: str) -> Awaitable[None]:
+        return self.store.submit(forget_done(sha1))
+
+    # -- lifecycle ----------------------------------------------------------------------
 
     @property
     def http_url(self) -> str:
@@ -200,12 +288,12 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
     log.info("store %s: %d nodes, next id %d", store.path, len(nodes), next_id)
     log.info("relay: %d satellites restored", satellites)
 
-    async with asyncio.TaskGroup() as tasks:
-        writer = tasks.create_task(store.run(), name="store-writer")
-        expiry = tasks.create_task(hub.expire_forever(), name="liveness")
-        relay = tasks.create_task(hub.relay.run(), name="relay")
+    async with Supervisor("hub") as tasks:
+        writer = tasks.start(store.run, name="store-writer", essential=True)
+        expiry = tasks.start(hub.expire_forever, name="liveness", essential=True)
+        relay = tasks.start(hub.relay.run, name="relay", essential=True)
         text_server = await loop.create_server(
-            lambda: TextProtocolServer(hub), sock=text_sock, backlog=1024
+            lambda: TextProtocolServer(hub.text), sock=text_sock, backlog=1024
         )
         hub.text_address = text_sock.getsockname()[:2]
         log.info("text protocol on %s:%d", *hub.text_address)

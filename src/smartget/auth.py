@@ -1,0 +1,40 @@
+"""One token check for every HTTP face of SmartGet (hub API, dashboard, relay, node).
+
+A client presents a secret in the ``Authorization`` header, either as a Bearer token
+or as the password of HTTP Basic (any user name): browsers ask for Basic, and
+``xmlrpc.client.ServerProxy("http://relay:TOKEN@hub/RPC2")`` sends it. Comparison is
+in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+__all__ = ["presented_secret", "secret_matches"]
+
+
+def presented_secret(authorization: str, *, basic: bool = True) -> str | None:
+    """The secret in an ``Authorization`` header value, or None if there is none.
+
+    ``Bearer T`` gives ``T``; with ``basic``, ``Basic base64(user:P)`` gives ``P``.
+    """
+    scheme, _, value = authorization.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip()
+    if basic and scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def secret_matches(given: str | None, expected: str) -> bool:
+    """True if ``given`` is ``expected`` (constant time; None never matches)."""
+    if given is None or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -1,0 +1,160 @@
+"""The hub's command rules, in one place for every front end (sans-IO).
+
+The text protocol (seed 000) and the JSON API carry the same registry commands, and
+the tracker and the collector decide what the fleet's torrents are. Who asks decides
+what a command may do; the front ends only say who is asking:
+
+==============  ====================================  ===================================
+command         a node (``FromNode``: text protocol,  an operator (``FromOperator``: the
+                known by its TCP peer address)        JSON API, holding the hub's token)
+==============  ====================================  ===================================
+register        at its own IP                         at any IP it names (default: its own)
+deregister      only its own ip+port                  any node, by id
+requestnodes    its own zone first; never itself      the zone it names; never the ids
+                                                      it names
+setstatus       only a node registered at its IP      any node; ``status`` from 0
+update info     (not offered)                         any node
+==============  ====================================  ===================================
+
+Fleet rules: a fleet node (an IP the registry knows) that announces a torrent or
+reports on one made it or was asked to fetch it, so the tracker starts tracking it.
+
+Every command raises the :mod:`smartget.errors` tree (``RegistryError`` and below);
+each front end maps those to its replies in one place. Nothing here does I/O: the
+caller passes ``now`` and persists what changed (``Registry.change_count``, and the
+``newly_tracked`` flags the fleet commands return).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from smartget.hub import tracker as tr
+from smartget.hub.collector import Collector, Report, parse_report
+from smartget.hub.registry import Node, Registry
+
+__all__ = [
+    "Announced",
+    "Caller",
+    "FromNode",
+    "FromOperator",
+    "HubCommands",
+    "Reported",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FromNode:
+    """A node speaking for itself; its identity is the TCP peer address."""
+
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class FromOperator:
+    """A controller holding the hub's token; ``ip`` is where it called from."""
+
+    ip: str = ""
+
+
+Caller = FromNode | FromOperator
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """The tracker's answer, and whether this announce made the torrent tracked."""
+
+    reply: tr.AnnounceReply
+    newly_tracked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """A status report taken in: ``done`` ends its node's reporting (answer ``success``)."""
+
+    report: Report
+    done: bool
+    newly_tracked: bool
+
+
+class HubCommands:
+    """The rules of the table above over the registry, the tracker and the collector."""
+
+    def __init__(self, registry: Registry, tracker: tr.Tracker, collector: Collector) -> None:
+        self.registry = registry
+        self.tracker = tracker
+        self.collector = collector
+
+    # -- registry ---------------------------------------------------------------------
+
+    def register(
+        self, caller: Caller, port: int, now: float, *, ip: str | None = None, **info: Any
+    ) -> Node:
+        """Register a node at the caller's IP (an operator may name another).
+
+        ``status`` in ``info`` sets the first free capacity. Raises NodeExistsError.
+        """
+        addr = ip if ip and isinstance(caller, FromOperator) else caller.ip
+        status = int(info.pop("status", 0) or 0)
+        node = self.registry.register(addr, port, now, **info)
+        if status:
+            self.registry.set_node_status(node.node_id, status, now)
+        return node
+
+    def deregister(self, caller: Caller, node_id: int) -> Node:
+        """Remove a node; a node may remove only itself (NotPermittedError)."""
+        if isinstance(caller, FromNode):
+            self.registry.check_owner(node_id, caller.ip)
+        return self.registry.rm_node(node_id)
+
+    def deregister_port(self, caller: FromNode, port: int) -> Node:
+        """The text protocol's ``deregister PORT``: the node at the caller's IP and port."""
+        return self.registry.rm_node(self.registry.get_node_id(caller.ip, port))
+
+    def request_nodes(
+        self,
+        caller: Caller,
+        n: int,
+        *,
+        zone: str | None = None,
+        exclude: Iterable[int] = (),
+    ) -> list[Node]:
+        """Hand out up to ``n`` free nodes, lowering each one's status by one."""
+        if isinstance(caller, FromNode):
+            zone = self.registry.zone_of_addr(caller.ip)
+            return self.registry.request_nodes(n, zone=zone, exclude_addr=caller.ip)
+        return self.registry.request_nodes(n, zone=zone, exclude_ids=exclude)
+
+    def set_status(self, caller: Caller, node_id: int, status: int, now: float) -> Node:
+        """The heartbeat; a node may set only its own (NotPermittedError)."""
+        addr = caller.ip if isinstance(caller, FromNode) else None
+        return self.registry.set_node_status(node_id, status, now, addr=addr)
+
+    def update_info(self, caller: FromOperator, node_id: int, **info: object) -> Node:
+        """Change a node's zone, name, ports or URLs."""
+        return self.registry.update_info(node_id, **info)
+
+    # -- fleet: tracker and collector ---------------------------------------------------
+
+    def is_fleet_address(self, ip: str) -> bool:
+        return bool(self.registry.get_node_ids_by_addr(ip))
+
+    def track(self, info_hash: bytes) -> bool:
+        """Track a torrent (a controller's ``POST /api/torrents``); True if it is new."""
+        return self.tracker.allow(info_hash)
+
+    def announce(self, query: tr.Announce, caller_ip: str, now: float) -> Announced:
+        """A BitTorrent announce; raises TrackerError for an untracked torrent."""
+        newly = False
+        if not self.tracker.is_tracked(query.info_hash) and self.is_fleet_address(caller_ip):
+            newly = self.tracker.allow(query.info_hash)
+        return Announced(self.tracker.announce(query, now), newly)
+
+    def report(self, data: object, caller_ip: str, now: float) -> Reported:
+        """A seed 003 status report; raises CollectorError for a malformed one."""
+        report = parse_report(data, now)
+        done = self.collector.receive(report)
+        newly = self.is_fleet_address(caller_ip) and self.tracker.allow(bytes.fromhex(report.sha1))
+        return Reported(report, done, newly)
