@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from smartget import __version__
+from smartget.errors import SmartGetError
 
 # name -> (module, attribute, one-line help shown by `smartget --help`)
 SERVICES: dict[str, tuple[str, str, str]] = {
@@ -47,6 +48,14 @@ class LazyGroup(click.Group):
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # The one place where SmartGet's own errors become a clean message and exit
+        # status 1 (click's), instead of a traceback: the services just raise.
+        try:
+            return super().invoke(ctx)
+        except SmartGetError as exc:
+            raise click.ClickException(str(exc)) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SERVICES[name][2]) for name in self.list_commands(ctx)]

@@ -27,6 +27,7 @@ import click
 import httpx
 
 from smartget.config import RATE, SIZE
+from smartget.errors import StartupError
 from smartget.net import free_port
 
 __all__ = ["Fleet", "demo", "local_fleet"]
@@ -94,12 +95,12 @@ def _wait(
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
-                raise click.ClickException(f"{name} exited with {proc.returncode} during start-up")
+                raise StartupError(f"{name} exited with {proc.returncode} during start-up")
         with contextlib.suppress(httpx.HTTPError, OSError):
             if check():
                 return
         time.sleep(0.1)
-    raise click.ClickException(f"{what} not ready within {within:g} s")
+    raise StartupError(f"{what} not ready within {within:g} s")
 
 
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:

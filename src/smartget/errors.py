@@ -8,16 +8,23 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     SmartGetError
     ├── ConfigError                 bad flag, bad TOML, unknown key
     ├── StoreError                  SQLite store could not be opened or written
+    ├── StartupError                a service did not start (exited, or not ready in time)
     ├── ProtocolError               a peer sent bytes we cannot accept (has .hint)
     │   ├── TextProtocolError       hub: backtick datahub protocol
     │   ├── BencodeError            bencoded data (tracker, torrents)
     │   ├── KRPCError               dht: KRPC message (has .code, BEP 5 201-204)
+    │   ├── XmlRpcError             hub: co2 relay XML-RPC message (has .code)
     │   └── DatapackError           mesh: MSW Datapack
     ├── RegistryError               hub: node registry refused an operation
     │   ├── NodeExistsError         that ip+port is already registered
     │   ├── NodeNotFoundError       no such node id / ip+port
     │   └── NotPermittedError       the caller may not touch that node
     ├── RelayError                  hub: co2 relay registry refused an operation
+    │   ├── RelayFullError          max_satellites are registered
+    │   ├── SatelliteNotFoundError  no satellite has that host_id
+    │   ├── RelayNotPermittedError  the caller is not at the host_id it acts for
+    │   ├── RelayBusyError          the relay's queue is full: try again later
+    │   └── CallFailed              a call to a satellite returned no value (has .fault)
     ├── TrackerError                hub: tracker refused an announce or scrape
     ├── CollectorError              hub: a status report that cannot be accepted
     ├── NodeAgentError              node: a task failed
@@ -40,6 +47,7 @@ from __future__ import annotations
 __all__ = [
     "AuthError",
     "BencodeError",
+    "CallFailed",
     "CollectorError",
     "ConfigError",
     "DHTError",
@@ -55,9 +63,14 @@ __all__ = [
     "ProtocolError",
     "PushError",
     "RegistryError",
+    "RelayBusyError",
     "RelayError",
+    "RelayFullError",
+    "RelayNotPermittedError",
     "RouteError",
+    "SatelliteNotFoundError",
     "SmartGetError",
+    "StartupError",
     "StoreError",
     "TaskError",
     "TextProtocolError",
@@ -66,6 +79,7 @@ __all__ = [
     "TranscodeError",
     "UnsafePathError",
     "UpdateError",
+    "XmlRpcError",
 ]
 
 
@@ -79,6 +93,10 @@ class ConfigError(SmartGetError):
 
 class StoreError(SmartGetError):
     """The SQLite store could not be opened, read or written."""
+
+
+class StartupError(SmartGetError):
+    """A service (a process of the local demo fleet) exited or was not ready in time."""
 
 
 class ProtocolError(SmartGetError):
@@ -109,6 +127,15 @@ class KRPCError(ProtocolError):
         self.code = code
 
 
+class XmlRpcError(ProtocolError):
+    """Bytes that are not an acceptable XML-RPC message; ``code`` is the fault code
+    (default -32700, "parse error", of the XML-RPC fault code conventions)."""
+
+    def __init__(self, message: str, code: int = -32700) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class DatapackError(ProtocolError):
     """An MSW Datapack that is malformed or over a limit."""
 
@@ -131,6 +158,31 @@ class NotPermittedError(RegistryError):
 
 class RelayError(SmartGetError):
     """The co2 relay registry refused an operation."""
+
+
+class RelayFullError(RelayError):
+    """The relay already holds ``max_satellites`` satellites."""
+
+
+class SatelliteNotFoundError(RelayError):
+    """No satellite with that host_id is registered (seed: ``_verify_registration``)."""
+
+
+class RelayNotPermittedError(RelayError):
+    """The caller's address is not the one in the host_id it acts for."""
+
+
+class RelayBusyError(RelayError):
+    """The limiter's queue is full: try again later (nothing queued was dropped)."""
+
+
+class CallFailed(RelayError):
+    """A call to a satellite did not return a value; ``fault`` is set (an
+    ``xmlrpc.client.Fault``) if it answered with an XML-RPC fault: alive, but refused."""
+
+    def __init__(self, message: str, fault: Exception | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 class TrackerError(SmartGetError):

@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from smartget.config import common_options, config_from, options_from, setup_logging
-from smartget.errors import SmartGetError
 from smartget.hub.app import HubSettings, running
 from smartget.hub.relay.service import RelaySettings
 from smartget.lifecycle import on_stop_signals
@@ -38,10 +37,7 @@ def hub(log_level: str, **options: Any) -> None:
     setup_logging(log_level)
     relay = config_from(RelaySettings, options, prefix="relay")
     settings = config_from(HubSettings, options, relay=relay)
-    try:
-        asyncio.run(_serve(settings))
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    asyncio.run(_serve(settings))
 
 
 async def _serve(settings: HubSettings) -> None:

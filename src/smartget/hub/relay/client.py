@@ -15,21 +15,12 @@ from typing import Any
 
 import httpx
 
-from smartget.errors import RelayError
+from smartget.errors import CallFailed
 from smartget.hub.relay.xmlrpc import XmlRpcError, dump_request, parse_response
 
 __all__ = ["MAX_RESPONSE_BYTES", "CallFailed", "SatelliteClient"]
 
 MAX_RESPONSE_BYTES = 64 * 1024
-
-
-class CallFailed(RelayError):
-    """A call to a satellite did not return a value; ``fault`` is set if it answered
-    with an XML-RPC fault (so it is alive, but refused)."""
-
-    def __init__(self, message: str, fault: xmlrpc.client.Fault | None = None) -> None:
-        super().__init__(message)
-        self.fault = fault
 
 
 class SatelliteClient:

@@ -27,7 +27,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from smartget.errors import RelayError
+from smartget.errors import (
+    RelayBusyError,
+    RelayError,
+    RelayFullError,
+    RelayNotPermittedError,
+    SatelliteNotFoundError,
+)
 
 __all__ = [
     "RelayBusyError",
@@ -40,22 +46,6 @@ __all__ = [
     "host_id_of",
     "split_host_id",
 ]
-
-
-class RelayFullError(RelayError):
-    """The relay already holds ``max_satellites`` satellites."""
-
-
-class SatelliteNotFoundError(RelayError):
-    """No satellite with that host_id is registered (seed: ``_verify_registration``)."""
-
-
-class RelayNotPermittedError(RelayError):
-    """The caller's address is not the one in the host_id it acts for."""
-
-
-class RelayBusyError(RelayError):
-    """The limiter's queue is full: try again later (nothing queued was dropped)."""
 
 
 def host_id_of(ip: str, port: int) -> str:

@@ -16,7 +16,7 @@ and ``system.methodSignature`` are served as well, for standard XML-RPC clients.
 
 from __future__ import annotations
 
-import time
+import datetime
 import xmlrpc.client
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,7 +79,7 @@ class MethodSpec:
 
 def to_datetime(epoch: float) -> xmlrpc.client.DateTime:
     """Seconds since the epoch -> an XML-RPC dateTime.iso8601, in UTC."""
-    return xmlrpc.client.DateTime(time.gmtime(epoch))
+    return xmlrpc.client.DateTime(datetime.datetime.fromtimestamp(epoch, datetime.UTC))
 
 
 def _int(value: int) -> int:

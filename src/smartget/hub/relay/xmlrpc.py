@@ -29,7 +29,7 @@ from typing import Any
 from defusedxml.common import DefusedXmlException
 from defusedxml.xmlrpc import DefusedExpatParser
 
-from smartget.errors import ProtocolError
+from smartget.errors import XmlRpcError
 
 __all__ = [
     "APPLICATION_ERROR",
@@ -65,14 +65,6 @@ MAX_DEPTH = 32
 MAX_METHOD_NAME = 128
 MAX_FAULT_TEXT = 1000
 INT_MAX = 2**31 - 1  # XML-RPC's <int> is 32 bits
-
-
-class XmlRpcError(ProtocolError):
-    """Bytes that are not an acceptable XML-RPC message; ``code`` is the fault code."""
-
-    def __init__(self, message: str, code: int = PARSE_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
