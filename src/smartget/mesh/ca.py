@@ -228,17 +228,18 @@ def _signed_bytes(dp: Datapack) -> bytes:
     return f"msw-sig/1\n{dp.method} {dp.app}\n{head}\n{digest}".encode()
 
 
-def sign_datapack(dp: Datapack, ident: NodeIdentity, now: float | None = None) -> None:
-    """Add ``sig`` and ``cert`` so the destination can verify ``id`` through proxies.
+def sign_datapack(dp: Datapack, ident: NodeIdentity, now: float | None = None) -> Datapack:
+    """``dp`` with ``sig`` and ``cert``, so the destination can verify ``id`` through proxies.
 
     A file packet's content is covered by its signed ``sha256`` header; the signed
     ``time`` (unix seconds) lets a receiver refuse an old packet replayed by a proxy.
     """
-    dp.head["id"] = ident.node_id
-    dp.head.setdefault("time", str(int(time.time() if now is None else now)))
-    dp.head.pop("sig", None)
-    dp.head["cert"] = ident.cert_b64
-    dp.head["sig"] = base64.b64encode(ident.key.sign(_signed_bytes(dp))).decode("ascii")
+    stamp = dp.head["time"] if "time" in dp.head else str(int(time.time() if now is None else now))
+    unsigned = dp.with_head(
+        {"id": ident.node_id, "time": stamp, "cert": ident.cert_b64}, drop=("sig",)
+    )
+    signature = base64.b64encode(ident.key.sign(_signed_bytes(unsigned))).decode("ascii")
+    return unsigned.with_head({"sig": signature})
 
 
 _CERT_CACHE: dict[tuple[bytes, str], tuple[str, Ed25519PublicKey, datetime.datetime]] = {}

@@ -159,7 +159,7 @@ def run(
     130/143 on SIGINT/SIGTERM.
     """
     from smartget.mesh.ca import load_identity
-    from smartget.mesh.node import DEFAULT_APPS, MeshSettings, read_peers_file
+    from smartget.mesh.settings import DEFAULT_APPS, MeshSettings, read_peers_file
 
     setup_logging(log_level)
     try:
@@ -193,7 +193,7 @@ def run(
 
 
 async def _serve(settings: Any) -> int:
-    from smartget.mesh.node import running
+    from smartget.mesh.service import running
 
     got: list[int] = []
     async with running(settings) as node:

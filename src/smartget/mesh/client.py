@@ -15,8 +15,9 @@ from pathlib import Path
 
 from smartget.errors import MeshError
 from smartget.mesh.apps import App, AppContext
-from smartget.mesh.datapack import Datapack
-from smartget.mesh.node import MeshSettings, running
+from smartget.mesh.datapack import Datapack, Received
+from smartget.mesh.service import running
+from smartget.mesh.settings import MeshSettings
 
 __all__ = ["CLIENT_APP", "send_one"]
 
@@ -43,7 +44,7 @@ async def send_one(
     filename: str | None = None,
     wait: float = 10.0,
     wait_all: bool = False,
-) -> list[Datapack]:
+) -> list[Received]:
     """Send one packet through ``via``; return the replies that came within ``wait`` s.
 
     Raises :class:`MeshError` with the reason when the link cannot be made (refused,
@@ -87,7 +88,7 @@ async def send_one(
                 raise MeshError(f"could not write the packet to {host}:{port} in time") from None
             if link.closed.done():
                 raise MeshError(f"{host}:{port} closed the link: {node.last_error or 'closed'}")
-            replies: list[Datapack] = []
+            replies: list[Received] = []
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             while (left := deadline - loop.time()) > 0:

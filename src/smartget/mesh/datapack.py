@@ -19,6 +19,12 @@ on the first ``": "`` only, so a value may hold ``": "``); a blank line ends the
 pipelined on one connection. It is the codec's own header: :func:`encode` writes it and
 :class:`DatapackDecoder` consumes it; it never shows in :attr:`Datapack.head`.
 
+A :class:`Datapack` is immutable (its head is a read-only view of a private copy): a
+router or node that changes ``to``, ``hops`` or ``id`` makes a new one with
+:meth:`Datapack.with_head`, so a packet already queued on a link or handed to an app is
+never changed under its holder. What only the receiving node knows (the proven sender,
+where a received file was stored) travels beside it in :class:`Received`.
+
 Method ``file`` streams a file: ``length`` is the file's size and ``sha256`` its digest.
 The decoder does not hold a file in memory: it emits :class:`FileStarted`, then
 :class:`FileChunk` events as bytes arrive, then :class:`FileFinished`. Every other method
@@ -36,7 +42,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from smartget.errors import DatapackError
 
@@ -54,6 +62,7 @@ __all__ = [
     "FileFinished",
     "FileStarted",
     "PacketReceived",
+    "Received",
     "encode",
     "encode_head",
     "new_flag",
@@ -82,26 +91,45 @@ def new_flag() -> str:
     return secrets.token_hex(8)
 
 
-@dataclass(slots=True)
+_NO_HEAD: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Datapack:
     """One MSW packet: where it goes (``app``, ``head['to']``), what it says (``body``).
 
-    ``file`` is the local path of a file packet's content; it never goes on the wire
-    (the bytes of the file do). ``origin`` is set by the receiving node to the sender's
-    node id when it is proven (by TLS on a direct link, or by a signature), else None.
+    Immutable: ``head`` is a read-only view of a copy made at construction; change a
+    packet with :meth:`with_head` (or :func:`dataclasses.replace`). ``file`` is the local
+    path of a file packet's content; it never goes on the wire (the file's bytes do).
     """
 
     method: str = "post"
     app: str = "all"
-    head: dict[str, str] = field(default_factory=dict)
+    head: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     version: str = VERSION
     file: str | None = None
-    origin: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head", MappingProxyType(dict(self.head)))
 
     @property
     def flag(self) -> str:
         return self.head.get("flag", "")
+
+    def with_head(
+        self, changes: Mapping[str, str] = _NO_HEAD, /, *, drop: Iterable[str] = ()
+    ) -> Datapack:
+        """A copy whose head has ``changes`` set and the keys in ``drop`` removed."""
+        gone = frozenset(drop)
+        head = {k: v for k, v in self.head.items() if k not in gone}
+        head.update(changes)
+        return Datapack(self.method, self.app, head, self.body, self.version, self.file)
+
+    def with_defaults(self, defaults: Mapping[str, str]) -> Datapack:
+        """A copy with the headers of ``defaults`` it lacks (``self`` if it lacks none)."""
+        missing = {k: v for k, v in defaults.items() if k not in self.head}
+        return self.with_head(missing) if missing else self
 
     def reply(self, body: bytes = b"", **head: str) -> Datapack:
         """A reply to this packet, as the seed's ``dp.reply()``.
@@ -115,6 +143,49 @@ class Datapack:
         if self.flag:
             new_head["re"] = self.flag
         return Datapack("reply", self.head.get("from", "all"), new_head, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A packet as delivered to an app on this node, with what only this node knows.
+
+    ``origin`` is the sender's node id when the node proved it (by TLS on a direct link,
+    or by a signature), else None; ``via`` is the peer whose link it came in on (None:
+    from a local app); ``file`` is where a received file was stored. The packet's own
+    fields read through (``dp.head``, ``dp.body``, ``dp.reply()``...).
+    """
+
+    datapack: Datapack
+    origin: str | None = None
+    via: str | None = None
+    file: str | None = None
+
+    @property
+    def method(self) -> str:
+        return self.datapack.method
+
+    @property
+    def app(self) -> str:
+        return self.datapack.app
+
+    @property
+    def head(self) -> Mapping[str, str]:
+        return self.datapack.head
+
+    @property
+    def body(self) -> bytes:
+        return self.datapack.body
+
+    @property
+    def version(self) -> str:
+        return self.datapack.version
+
+    @property
+    def flag(self) -> str:
+        return self.datapack.flag
+
+    def reply(self, body: bytes = b"", **head: str) -> Datapack:
+        return self.datapack.reply(body, **head)
 
 
 def _check_value(key: str, value: str) -> None:
@@ -260,7 +331,7 @@ class DatapackDecoder:
                 continue
             if len(buf) - pos < length:
                 break
-            dp.body = bytes(buf[pos : pos + length])
+            dp = Datapack(dp.method, dp.app, dp.head, bytes(buf[pos : pos + length]), dp.version)
             pos += length
             self._pending = None
             self.packets += 1

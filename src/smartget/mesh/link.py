@@ -1,83 +1,99 @@
-"""One authenticated TLS link to a peer node: a thin asyncio driver of the Datapack codec.
+"""One authenticated TLS link to a peer node: the asyncio driver of a LinkSession.
 
 The TLS handshake (mutual, 1.3, our CA; ca.py) is over before :meth:`connection_made`
 runs, so a peer without a valid certificate never gets a byte read. The peer's id is its
-certificate's common name. The link counts as *up* only once the peer's first packet
-(its heartbeat) arrived: in TLS 1.3 a client learns that the server refused its
-certificate only on its first read.
+certificate's common name. The protocol state (framing, "up", the order of packets
+around files, the outbox) is the sans-IO :class:`~smartget.mesh.session.LinkSession`;
+this module does the I/O around it and reports to its :class:`LinkOwner` (the node).
 
-Reading: bytes go into a :class:`~smartget.mesh.datapack.DatapackDecoder`; whole
-packets go to the owner; file content is written to a temporary file under
-``tmp_dir`` and hashed on the way by a worker thread (_rxfile.py), and handed over only
-when its size and sha256 match; packets behind it wait, so order is kept. A malformed
-frame closes this link and nothing else.
+Reading: bytes go into the session; whole packets go to the owner; file content is
+written to a temporary file under ``tmp_dir`` and hashed on the way by a worker thread
+(_rxfile.py), and handed over only when its size and sha256 match; packets behind it
+wait, so order is kept. A malformed frame closes this link and nothing else.
 
-Writing: packets wait in an outbox drained by one writer task, which joins small
-packets into one TLS write (one record per batch, not per packet), streams files in
-chunks, and respects the transport's flow control. A relay whose outbox grows past
-``OUTBOX_HIGH`` stops reading the links feeding it (:meth:`Link.hold`) until it drains
-to half; with the apps' queues (apps/__init__.py) this carries backpressure hop by hop.
-If the link dies, whatever is still in the outbox goes back to the router.
+Writing: one writer task drains the session's outbox: small packets joined into one
+TLS write (one record per batch, not per packet), files streamed in chunks, within the
+transport's flow control. A relay whose outbox grows past ``OUTBOX_HIGH`` stops reading
+the links feeding it (:meth:`Link.hold`) until it drains to half; with the apps' queues
+(apps/__init__.py) this carries backpressure hop by hop. If the link dies, whatever is
+still in the outbox goes back to the owner to be routed again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
-import re
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from smartget.errors import AuthError, DatapackError
 from smartget.mesh import datapack as dpk
+from smartget.mesh import session as ss
 from smartget.mesh._rxfile import IncomingFile
 from smartget.mesh.ca import peer_id_from_ssl
 
-BYE_APP = "net-bye"  # control packet on a duplicate link: "stop using this one" (retire)
-RETIRE_GRACE = 10.0  # seconds a retiring link waits for the peer to close it
-
-if TYPE_CHECKING:
-    from smartget.mesh.node import Node
-
-__all__ = ["Link", "safe_relpath"]
+__all__ = ["OUTBOX_HIGH", "Link", "LinkLimits", "LinkOwner"]
 
 log = logging.getLogger(__name__)
 
+RETIRE_GRACE = 10.0  # seconds a retiring link waits for the peer to close it
 DISK_BACKLOG = 64  # chunks received but not yet written before reading pauses
 OUTBOX_HIGH = 10_000  # packets waiting here before the links feeding us stop being read
-BATCH_BYTES = 256 * 1024
 FILE_CHUNK = 256 * 1024
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def safe_relpath(name: str) -> Path | None:
-    """``name`` as a relative path that stays inside its root, or None (issue 7, "Files")."""
-    if not name or "\x00" in name or name.startswith(("/", "\\")) or len(name) > 1024:
-        return None
-    parts = [p for p in re.split(r"[/\\]+", name) if p not in ("", ".")]
-    if not parts or any(p == ".." or ":" in p for p in parts):
-        return None
-    return Path(*parts)
+@dataclass(frozen=True)
+class LinkLimits:
+    """What every link of a node is given: where files land, size and silence limits."""
+
+    tmp_dir: Path
+    max_file: int = dpk.MAX_FILE
+    idle_timeout: float = 0.0  # seconds without a byte before closing (0: never)
+
+
+class LinkOwner(Protocol):
+    """What a link needs from the node that made it."""
+
+    @property
+    def node_id(self) -> str: ...
+    def now(self) -> float: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+    def link_made(self, link: Link) -> None: ...
+    def link_up(self, link: Link) -> None: ...
+    def link_failed(self, link: Link, reason: str) -> None: ...
+    def link_lost(self, link: Link) -> None: ...
+    def peer_retired(self, link: Link) -> None: ...
+    def packet_from(self, link: Link, dp: dpk.Datapack) -> None: ...
+    def file_sent(self, dp: dpk.Datapack) -> None: ...
 
 
 class Link(asyncio.Protocol):
     """A TLS connection to one peer; created by the node for each accept or dial."""
 
-    def __init__(self, node: Node, *, dialed: bool, expected_id: str | None = None) -> None:
-        self.node = node
+    def __init__(
+        self,
+        owner: LinkOwner,
+        limits: LinkLimits,
+        *,
+        dialed: bool,
+        expected_id: str | None = None,
+    ) -> None:
+        self.owner = owner
+        self.limits = limits
         self.dialed = dialed
         self.expected_id = expected_id
         self.peer_id = ""
         self.peer_host = ""
-        self.up = False  # the peer's first packet arrived
         self.retiring = False  # a duplicate link, told "bye": read on until the peer closes
         self.closed = asyncio.get_running_loop().create_future()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.session = ss.LinkSession(max_file=limits.max_file)
         self._transport: asyncio.Transport | None = None
-        self._decoder = dpk.DatapackDecoder(max_file=node.settings.max_file)
-        self._outbox: collections.deque[dpk.Datapack] = collections.deque()
         self._wake = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -87,11 +103,13 @@ class Link(asyncio.Protocol):
         self._feeders: set[Link] = set()  # links paused because our outbox is long
         self._last_rx = 0.0
         self._idle: asyncio.TimerHandle | None = None
-        # The file being received (None while none is, or while refused ones are skipped).
-        self._rx_file: IncomingFile | None = None
+        self._rx_file: IncomingFile | None = None  # the file being received
         self._rx_dp: dpk.Datapack | None = None
-        # Events that wait while a received file is checked; None when not stalled.
-        self._backlog: collections.deque[dpk.Event] | None = None
+
+    @property
+    def up(self) -> bool:
+        """The peer's first packet arrived."""
+        return self.session.up
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -102,39 +120,31 @@ class Link(asyncio.Protocol):
         self.peer_host = peer[0] if peer else ""
         try:
             self.peer_id = peer_id_from_ssl(transport.get_extra_info("ssl_object"))
-            if self.peer_id == self.node.node_id:
-                raise AuthError("peer presents our own node id")
-            if self.expected_id and self.peer_id != self.expected_id:
-                raise AuthError(
-                    f"expected node {self.expected_id!r}, the certificate says {self.peer_id!r}"
-                )
+            ss.check_peer(self.peer_id, self.owner.node_id, self.expected_id)
         except AuthError as exc:
             log.warning("refusing link from %s: %s", self.peer_host, exc)
             transport.abort()
             return
-        self._last_rx = self.node.now()
-        self._writer = self.node.spawn(self._write_loop())
+        self._last_rx = self.owner.now()
+        self._writer = self.owner.spawn(self._write_loop())
         self._arm_idle()
-        self.node.link_made(self)
+        self.owner.link_made(self)
 
     def data_received(self, data: bytes) -> None:
-        self._last_rx = self.node.now()
+        self._last_rx = self.owner.now()
         try:
-            events = self._decoder.receive_data(data)
+            events = self.session.receive_data(data)
         except DatapackError as exc:
             log.warning("closing link to %s: malformed frame: %s", self.peer_id, exc)
             self.stats["malformed"] += 1
             self.abort()
             return
-        if self._backlog is not None:
-            self._backlog.extend(events)
-        else:
-            self._run(collections.deque(events))
+        self._handle(events)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.up and self.peer_id:
-            self.node.last_error = str(exc or "the peer closed the link before its first packet")
-            self.node.link_failed()
+            reason = str(exc or "the peer closed the link before its first packet")
+            self.owner.link_failed(self, reason)
         if self._idle is not None:
             self._idle.cancel()
         if self._writer is not None:
@@ -146,12 +156,12 @@ class Link(asyncio.Protocol):
         self._writable.set()
         self._release_feeders()
         if self._current_file is not None:  # cut short: route it again with the rest
-            self._outbox.appendleft(self._current_file)
+            self.session.queue_first(self._current_file)
             self._current_file = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self.peer_id:
-            self.node.link_lost(self)
+            self.owner.link_lost(self)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -161,50 +171,40 @@ class Link(asyncio.Protocol):
 
     # -- reading -------------------------------------------------------------------
 
-    def _run(self, events: collections.deque[dpk.Event]) -> None:
-        """Handle events in order; stop after a file's end until its content is checked."""
-        while events:
-            event = events.popleft()
+    def _handle(self, events: list[ss.SessionEvent]) -> None:
+        for event in events:
             match event:
-                case dpk.PacketReceived(dp):
+                case ss.Packet(dp):
                     self.stats["packets_in"] += 1
-                    if not self.up:
-                        self.up = True
-                        self.node.link_up(self)
-                    if dp.app == BYE_APP:
-                        self.node.peer_retired(self)
-                        continue
-                    self.node.packet_from(self, dp)
-                case dpk.FileStarted(dp, _):
-                    self._start_rx(dp)
-                case dpk.FileChunk(data):
+                    self.owner.packet_from(self, dp)
+                case ss.LinkUp():
+                    self.owner.link_up(self)
+                case ss.PeerRetired():
+                    self.stats["packets_in"] += 1
+                    self.owner.peer_retired(self)
+                case ss.FileBegun(dp):
+                    self._rx_file = IncomingFile(
+                        self.limits.tmp_dir, dp.head["sha256"], self._disk_backlog
+                    )
+                    self._rx_dp = dataclasses.replace(dp, file=self._rx_file.path)
+                case ss.FileData(data):
                     if self._rx_file is not None:
                         self._rx_file.write(data)
-                case dpk.FileFinished():
+                case ss.FileEnded():
                     incoming, rx_dp = self._rx_file, self._rx_dp
                     self._rx_file = self._rx_dp = None
-                    if incoming is not None and rx_dp is not None:
-                        # Later packets wait for the file, so the order on the wire holds.
-                        self._backlog = events
-                        self.pause("file")
-                        self.node.spawn(self._finish_rx(incoming, rx_dp))
-                        return
-        self._backlog = None
-
-    def _start_rx(self, dp: dpk.Datapack) -> None:
-        digest = dp.head.get("sha256", "")
-        name = safe_relpath(dp.head.get("filename", ""))
-        if name is None or not _SHA256.fullmatch(digest):
-            log.warning(
-                "refusing file %r from %s: needs a filename inside the receive root and sha256",
-                dp.head.get("filename", "")[:80],
-                self.peer_id,
-            )
-            self.stats["files_refused"] += 1
-            return  # its chunks are read and dropped
-        self._rx_file = IncomingFile(self.node.tmp_dir, digest, self._disk_backlog)
-        self._rx_dp = dp
-        dp.file = self._rx_file.path
+                    assert incoming is not None
+                    assert rx_dp is not None
+                    self.pause("file")  # later packets wait in the session for the file
+                    self.owner.spawn(self._finish_rx(incoming, rx_dp))
+                case ss.FileRefused(dp, reason):
+                    log.warning(
+                        "refusing file %r from %s: %s",
+                        dp.head.get("filename", "")[:80],
+                        self.peer_id,
+                        reason,
+                    )
+                    self.stats["files_refused"] += 1
 
     def _disk_backlog(self, pending: int) -> None:
         # The disk is slower than the network: stop reading until it catches up.
@@ -217,23 +217,21 @@ class Link(asyncio.Protocol):
         try:
             if await incoming.finish():
                 self.stats["files_in"] += 1
-                self.node.packet_from(self, dp)
+                self.owner.packet_from(self, dp)
             else:
                 log.warning(
                     "dropping file %r from %s: sha256 mismatch", dp.head["filename"], self.peer_id
                 )
                 self.stats["files_refused"] += 1
         finally:
-            events = self._backlog or collections.deque()
-            self._backlog = None
             self.resume("file")
-            self._run(events)
+            self._handle(self.session.file_checked())
 
     # -- writing -------------------------------------------------------------------
 
     def send(self, dp: dpk.Datapack) -> None:
         """Queue ``dp``; never blocks. If the link dies first, the node routes it again."""
-        self._outbox.append(dp)
+        self.session.queue(dp)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -250,9 +248,7 @@ class Link(asyncio.Protocol):
 
     def take_outbox(self) -> list[dpk.Datapack]:
         """Empty the outbox and return what was in it (the link is gone: route it again)."""
-        pending = list(self._outbox)
-        self._outbox.clear()
-        return pending
+        return self.session.take_outbox()
 
     @property
     def sending_file(self) -> bool:
@@ -260,7 +256,7 @@ class Link(asyncio.Protocol):
 
     @property
     def queued(self) -> int:
-        return len(self._outbox)
+        return self.session.queued
 
     async def wait_flushed(self) -> None:
         """Wait until everything queued is written to the socket (or the link is gone).
@@ -269,51 +265,39 @@ class Link(asyncio.Protocol):
         """
         # The transport has no "buffer empty" event below its high-water mark: poll.
         while self._transport is not None and (  # noqa: ASYNC110
-            self._outbox
+            self.session.queued
             or self._current_file is not None
             or self._transport.get_write_buffer_size()
         ):
             await asyncio.sleep(0.01)
 
     async def _write_loop(self) -> None:
-        outbox = self._outbox
+        session = self.session
         try:
             while True:
-                if not outbox:
+                if not session.queued:
                     self._wake.clear()
                     await self._wake.wait()
                 transport = self._transport
                 if transport is None:
                     return
-                batch: list[bytes] = []
-                size = 0
-                while outbox and size < BATCH_BYTES and outbox[0].method != "file":
-                    data = self._encode(outbox.popleft())
-                    batch.append(data)
-                    size += len(data)
-                if batch:
-                    transport.write(b"".join(batch))
-                    self.stats["packets_out"] += len(batch)
-                    self.stats["bytes_out"] += size
-                elif outbox:
-                    self._current_file = outbox.popleft()
+                data, count = session.next_batch()
+                if count:
+                    transport.write(data)
+                    self.stats["packets_out"] += count
+                    self.stats["bytes_out"] += len(data)
+                elif (file_dp := session.next_file()) is not None:
+                    self._current_file = file_dp
                     try:
-                        await self._send_file(self._current_file)
+                        await self._send_file(file_dp)
                     finally:
                         self._current_file = None
                 await self._writable.wait()
-                if self._feeders and len(outbox) <= OUTBOX_HIGH // 2:
+                if self._feeders and session.queued <= OUTBOX_HIGH // 2:
                     self._release_feeders()
                 await asyncio.sleep(0)  # let readers and other links run between batches
         finally:
             self._writable.set()
-
-    def _encode(self, dp: dpk.Datapack) -> bytes:
-        try:
-            return dpk.encode(dp)
-        except DatapackError as exc:  # an app built a bad packet: drop it, not the link
-            log.warning("not sending a malformed packet to %s: %s", self.peer_id, exc)
-            return b""
 
     async def _send_file(self, dp: dpk.Datapack) -> None:
         transport = self._transport
@@ -346,12 +330,12 @@ class Link(asyncio.Protocol):
                 transport.abort()
         finally:
             if self._current_file is dp:  # else the node took it back to route again
-                self.node.file_sent(dp)
+                self.owner.file_sent(dp)
 
     # -- lifetime ------------------------------------------------------------------
 
     def _arm_idle(self) -> None:
-        timeout = self.node.settings.idle_timeout
+        timeout = self.limits.idle_timeout
         if timeout:
             loop = asyncio.get_running_loop()
             self._idle = loop.call_at(self._last_rx + timeout, self._check_idle)
@@ -361,12 +345,10 @@ class Link(asyncio.Protocol):
         if self._transport is None:
             return
         if self._pausers:  # we stopped reading; the peer is not to blame
-            self._last_rx = self.node.now()
-        if self.node.now() - self._last_rx >= self.node.settings.idle_timeout:
+            self._last_rx = self.owner.now()
+        if self.owner.now() - self._last_rx >= self.limits.idle_timeout:
             log.info(
-                "closing link to %s: silent for %.0f s",
-                self.peer_id,
-                self.node.settings.idle_timeout,
+                "closing link to %s: silent for %.0f s", self.peer_id, self.limits.idle_timeout
             )
             self.abort()
         else:
@@ -399,7 +381,8 @@ class Link(asyncio.Protocol):
         if self.retiring:
             return
         self.retiring = True
-        self.send(dpk.Datapack("post", BYE_APP, {}, b""))
+        self.session.bye()
+        self._wake.set()
         # A peer that never answers "bye" is closed on anyway.
         asyncio.get_running_loop().call_later(RETIRE_GRACE, self.close)
 
@@ -412,7 +395,7 @@ class Link(asyncio.Protocol):
             "peer": self.peer_id,
             "dialed": self.dialed,
             "up": self.up,
-            "queued": len(self._outbox),
-            "packets_in_decoder": self._decoder.packets,
+            "queued": self.session.queued,
+            "packets_in_decoder": self.session.decoder.packets,
             **self.stats,
         }

@@ -30,15 +30,26 @@ A packet with no next hop waits in the retry queue: it is tried again every
 after ``retry_count`` failed tries
 (seed: "重试失败次数超过39次，数据包将被丢弃"; 3.9 s apart per DESIGN.md).
 The clock is the caller's ``now``; :meth:`get_timer` says when :meth:`handle_timer` is due.
+
+Packets are immutable: every change (``id``, ``to``, ``hops``) makes a copy, so the copy
+a :class:`Transmit` hands to a link is never touched again. ``hops`` counts the links a
+packet was given to, one per :class:`Transmit`; a packet handed back by a link that went
+down (:meth:`Router.reroute`) never crossed it, so that hop is taken back first.
+
+Every tunable is in one frozen :class:`RouterConfig` whose fields carry their default,
+help and range; ``smartget mesh run`` makes its options from it.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import heapq
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
+from smartget.config import setting
 from smartget.mesh.datapack import Datapack, new_flag
 
 __all__ = [
@@ -48,6 +59,7 @@ __all__ = [
     "Dial",
     "Dropped",
     "Router",
+    "RouterConfig",
     "Transmit",
 ]
 
@@ -63,6 +75,24 @@ def small_number(text: str, digits: int = 9) -> bool:
 
 def valid_id(text: str) -> bool:
     return 0 < len(text) <= 64 and not set(text) - _ID_CHARS
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """How a node routes: the settings of ``smartget mesh run`` that the router takes."""
+
+    retry_count: int = setting(39, "Tries before a packet with no route is dropped.", min=1)
+    retry_interval: float = setting(
+        3.9, "Seconds between tries of a packet with no route.", min=0.01
+    )
+    max_hops: int = setting(16, "Packets that crossed more links are dropped.", min=1, max=255)
+    dial_learned: bool = setting(
+        True,
+        "Dial addresses learned from peers (off: use only --peers and proxies).",
+        flag="--dial-learned/--no-dial-learned",
+    )
+    dedupe_seconds: float = 600.0  # how long a flag is remembered (and a signature fresh)
+    dedupe_max: int = 200_000  # flags remembered at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,23 +147,15 @@ class Router:
     def __init__(
         self,
         node_id: str,
+        config: RouterConfig | None = None,
         *,
         listen: str = "",
-        max_hops: int = 16,
-        retry_count: int = 39,
-        retry_interval: float = 3.9,
-        dedupe_seconds: float = 600.0,
-        dedupe_max: int = 200_000,
-        dial_learned: bool = True,
+        **changes: Any,
     ) -> None:
+        """``changes`` replace single fields of ``config`` (``Router("a", max_hops=3)``)."""
         self.node_id = node_id
+        self.config = dataclasses.replace(config or RouterConfig(), **changes)
         self.listen = listen  # "host:port" advertised to peers ("" = not dialable)
-        self.max_hops = max_hops
-        self.retry_count = retry_count
-        self.retry_interval = retry_interval
-        self.dedupe_seconds = dedupe_seconds
-        self.dedupe_max = dedupe_max
-        self.dial_learned = dial_learned
         self.default_route: str | None = None  # next hop when nothing better is known
         # Reverse paths: origin -> the link its last packet came in on. A reply can go
         # back that way before any heartbeat has advertised the origin.
@@ -180,29 +202,29 @@ class Router:
         ``peer_host`` is the link's remote address, used for a peer that listens on a
         wildcard address (``0.0.0.0:PORT``).
         """
-        head = dp.head
         if sender is None:
-            head.setdefault("flag", new_flag())
-            head["id"] = self.node_id
-            self._remember(f"{head['flag']}>{head.get('to', '')}", now)
+            dp = dp.with_head({"flag": dp.flag or new_flag(), "id": self.node_id})
+            self._remember(f"{dp.flag}>{dp.head.get('to', '')}", now)
         else:
+            head = dp.head
             flag = head.get("flag", "")
             if flag:
                 # A source route may pass a node twice (b&c&b), each time with less 'to'.
                 key = f"{flag}>{head.get('to', '')}"
                 seen_at = self._seen.get(key)
-                if seen_at is not None and seen_at >= now - self.dedupe_seconds:
+                if seen_at is not None and seen_at >= now - self.config.dedupe_seconds:
                     self.stats["duplicates"] += 1
                     return [Dropped(dp, f"duplicate flag {flag}", "debug")]
                 self._remember(key, now)
             hops = head.get("hops", "0")
-            if not small_number(hops) or int(hops) > self.max_hops:
+            if not small_number(hops) or int(hops) > self.config.max_hops:
                 self.stats["dropped"] += 1
-                return [Dropped(dp, f"hop limit: hops={hops[:8]!r} > {self.max_hops}")]
-            origin = head.setdefault("id", sender)
+                return [Dropped(dp, f"hop limit: hops={hops[:8]!r} > {self.config.max_hops}")]
+            dp = dp.with_defaults({"id": sender})
+            origin = dp.head["id"]
             if origin != sender and valid_id(origin):
                 self._learn_reverse(origin, sender)
-            if dp.app == NET_APP and "to" not in head:
+            if dp.app == NET_APP and "to" not in dp.head:
                 return self._heartbeat(sender, dp, now, peer_host)
         return self._dispatch(dp, now, sender)
 
@@ -212,39 +234,47 @@ class Router:
         while hops and hops[0] == self.node_id:
             hops.pop(0)
         if not hops:
-            dp.head.pop("to", None)
             self.stats["delivered"] += 1
-            return [Deliver(dp, sender)]
+            return [Deliver(dp.with_head(drop=("to",)) if to else dp, sender)]
         if any(not (valid_id(hop) or hop == "*") for hop in hops) or "*" in hops[:-1]:
             self.stats["dropped"] += 1
             return [Dropped(dp, f"bad 'to' {to[:64]!r}: node ids joined by '&', '*' last")]
         if hops == ["*"]:
             return self._broadcast(dp, sender)
-        dp.head["to"] = "&".join(hops)
+        rest = "&".join(hops)
+        if rest != to:
+            dp = dp.with_head({"to": rest})
         action = self._forward(dp)
         if action is not None:
             return [action]
-        self._enqueue(dp, now + self.retry_interval)
+        self._enqueue(dp, now + self.config.retry_interval)
         return []
 
     def reroute(self, dp: Datapack, now: float) -> list[Action]:
-        """Route again a packet that was given to a link that then went down."""
+        """Route again a packet of an earlier :class:`Transmit` that its link never wrote.
+
+        Its ``hops`` counts that link already; it never crossed it, so the hop is taken
+        back before the packet goes out again (else it would count twice).
+        """
         if not dp.head.get("to"):
             return [Dropped(dp, "its link went down (a broadcast copy is not retried)")]
+        hops = dp.head.get("hops", "")
+        if small_number(hops):
+            back = int(hops) - 1
+            dp = dp.with_head({"hops": str(back)}) if back > 0 else dp.with_head(drop=("hops",))
         action = self._forward(dp)
         if action is not None:
             return [action]
-        self._enqueue(dp, now + self.retry_interval)
+        self._enqueue(dp, now + self.config.retry_interval)
         return []
 
     def _broadcast(self, dp: Datapack, sender: str | None) -> list[Action]:
         actions: list[Action] = []
-        base = {k: v for k, v in dp.head.items() if k != "to"}
+        base = dp.with_head(drop=("to",))
         for peer in sorted(self.peers):
             if peer == sender:
                 continue
-            copy = Datapack(dp.method, dp.app, dict(base), dp.body, dp.version, dp.file)
-            actions.append(self._transmit(peer, copy))
+            actions.append(self._transmit(peer, base))
         if not actions:
             actions.append(Dropped(dp, "broadcast with no direct peer"))
         return actions
@@ -254,10 +284,12 @@ class Router:
         return None if hop is None else self._transmit(hop, dp)
 
     def _transmit(self, peer: str, dp: Datapack) -> Transmit:
+        """The copy for ``peer``, one more hop on it (the original stays as it was)."""
         hops = dp.head.get("hops", "0")
-        dp.head["hops"] = str(int(hops) + 1 if small_number(hops) else 1)
         self.stats["transmitted"] += 1
-        return Transmit(peer, dp)
+        return Transmit(
+            peer, dp.with_head({"hops": str(int(hops) + 1 if small_number(hops) else 1)})
+        )
 
     def _learn_reverse(self, origin: str, peer: str) -> None:
         reverse = self._reverse
@@ -270,8 +302,8 @@ class Router:
         seen = self._seen
         seen[flag] = now
         seen.move_to_end(flag)
-        limit = now - self.dedupe_seconds
-        while seen and (len(seen) > self.dedupe_max or next(iter(seen.values())) < limit):
+        limit = now - self.config.dedupe_seconds
+        while seen and (len(seen) > self.config.dedupe_max or next(iter(seen.values())) < limit):
             seen.popitem(last=False)
 
     # -- retry queue ---------------------------------------------------------------
@@ -298,7 +330,7 @@ class Router:
                 continue
             entry.tries += 1
             self.stats["retries"] += 1
-            if entry.tries >= self.retry_count:
+            if entry.tries >= self.config.retry_count:
                 self.stats["dropped"] += 1
                 to = entry.datapack.head.get("to", "")
                 actions.append(
@@ -307,7 +339,7 @@ class Router:
                     )
                 )
             else:
-                self._enqueue(entry.datapack, now + self.retry_interval, entry.tries)
+                self._enqueue(entry.datapack, now + self.config.retry_interval, entry.tries)
         return actions
 
     def _flush(self, now: float) -> list[Action]:
@@ -367,7 +399,7 @@ class Router:
             advert[dest] = 1
             if addr and len(addr) <= 300 and dest != self.node_id:
                 self.addresses[dest] = addr
-                if self.dial_learned and dest not in self.peers:
+                if self.config.dial_learned and dest not in self.peers:
                     host, _, port = addr.rpartition(":")
                     if host and small_number(port, 5) and int(port) < 65536:
                         actions.append(Dial(dest, host.strip("[]"), int(port)))
@@ -381,7 +413,7 @@ class Router:
         routes: dict[str, tuple[str, int]] = {}
         for peer in sorted(self._adverts):
             for dest, dist in self._adverts[peer].items():
-                if dest == self.node_id or dest in self.peers or dist + 1 > self.max_hops:
+                if dest == self.node_id or dest in self.peers or dist + 1 > self.config.max_hops:
                     continue
                 best = routes.get(dest)
                 if best is None or dist + 1 < best[1]:

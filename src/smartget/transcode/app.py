@@ -43,7 +43,7 @@ from typing import Any
 
 from smartget.errors import TranscodeError
 from smartget.mesh.apps import App, AppContext, sha256_file
-from smartget.mesh.datapack import Datapack
+from smartget.mesh.datapack import Datapack, Received
 from smartget.transcode import ffmpeg as ff
 from smartget.transcode import plan as pl
 
@@ -195,7 +195,7 @@ class ServerApp(App):
             same_frames=s.params.same_frames,
         )
         self.phase = "transcoding"
-        ctx.node.spawn(self._offer(ctx))
+        ctx.spawn(self._offer(ctx))
         log.info(
             "job %s: %d video segments%s, %.2f s, %d frames; waiting for workers",
             self.job_id,
@@ -243,19 +243,17 @@ class ServerApp(App):
                     _discard(dp.file)
                     ctx.send(dp.reply(op="ack", accepted="no", reason="no such job"))
             elif op == "alive":
-                self.plan.seen(worker, ctx.node.now())
+                self.plan.seen(worker, ctx.now())
                 self._wake.set()
             elif dp.method == "file" and op == "result":
                 self._on_result(ctx, dp, worker)
             elif op == "failed":
                 index = _int(dp.head.get("task"))
                 reason = dp.head.get("reason", "no reason given")[:1000]
-                self._events(
-                    self.plan.fail(index, worker, f"ffmpeg failed: {reason}", ctx.node.now())
-                )
+                self._events(self.plan.fail(index, worker, f"ffmpeg failed: {reason}", ctx.now()))
 
-    def _on_ask(self, ctx: AppContext, dp: Datapack, worker: str) -> None:
-        plan, now = self.plan, ctx.node.now()
+    def _on_ask(self, ctx: AppContext, dp: Received, worker: str) -> None:
+        plan, now = self.plan, ctx.now()
         if self.outcome.done() or (plan is not None and plan.finished):
             ctx.send(dp.reply(op="done", job=self.job_id))
             return
@@ -284,7 +282,7 @@ class ServerApp(App):
         ctx.send(Datapack("file", APP_NAME, head, file=os.fspath(path)))
         log.debug("job %s: task %d to %s", self.job_id, task.index, worker)
 
-    def _on_result(self, ctx: AppContext, dp: Datapack, worker: str) -> None:
+    def _on_result(self, ctx: AppContext, dp: Received, worker: str) -> None:
         assert self.plan is not None
         assert dp.file is not None
         index = _int(dp.head.get("task"))
@@ -296,18 +294,18 @@ class ServerApp(App):
         name = f"res{index:05d}-{self._results}.mkv"
         dest = self.settings.work_dir / "results" / name
         os.replace(dp.file, dest)  # out of the shared receive root, under our own name
-        ctx.node.spawn(self._check(ctx, dp, worker, index, dest))
+        ctx.spawn(self._check(ctx, dp, worker, index, dest))
 
     async def _check(
-        self, ctx: AppContext, dp: Datapack, worker: str, index: int, path: Path
+        self, ctx: AppContext, dp: Received, worker: str, index: int, path: Path
     ) -> None:
         assert self.plan is not None
         try:
             probe = await ff.probe(self.settings.ffmpeg, path, within=300)
         except TranscodeError as exc:
-            events = self.plan.fail(index, worker, f"result rejected: {exc}", ctx.node.now())
+            events = self.plan.fail(index, worker, f"result rejected: {exc}", ctx.now())
         else:
-            events = self.plan.accept(index, worker, path.name, probe, ctx.node.now())
+            events = self.plan.accept(index, worker, path.name, probe, ctx.now())
         accepted = any(isinstance(e, pl.TaskAccepted) for e in events)
         if not accepted:
             _discard(path)
@@ -315,7 +313,7 @@ class ServerApp(App):
         ctx.send(dp.reply(op="ack", accepted="yes" if accepted else "no", reason=_line(reason)))
         self._events(events)
         if any(isinstance(e, pl.JobDone) for e in events):
-            ctx.node.spawn(self._join())
+            ctx.spawn(self._join())
 
     def _events(self, events: list[pl.Event]) -> None:
         self._wake.set()
@@ -340,9 +338,9 @@ class ServerApp(App):
         while True:
             self._wake.clear()
             deadline = self.plan.get_timer() if self.plan else None
-            if deadline is not None and deadline <= ctx.node.now():
+            if deadline is not None and deadline <= ctx.now():
                 assert self.plan is not None
-                self._events(self.plan.handle_timer(ctx.node.now()))
+                self._events(self.plan.handle_timer(ctx.now()))
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
@@ -476,7 +474,7 @@ class WorkerApp(App):
                 self._top_up(ctx)
 
     def _on_packet(
-        self, ctx: AppContext, group: asyncio.TaskGroup, dp: Datapack, work: Path
+        self, ctx: AppContext, group: asyncio.TaskGroup, dp: Received, work: Path
     ) -> None:
         op = dp.head.get("op", "")
         if op == "offer" and dp.origin and self.server in (None, dp.origin):
@@ -487,7 +485,7 @@ class WorkerApp(App):
             if dp.file:
                 _discard(dp.file)
             return
-        now = ctx.node.now()
+        now = ctx.now()
         self._asks.pop(dp.head.get("re", ""), None)
         if dp.method == "file" and op == "task":
             assert dp.file is not None
@@ -514,7 +512,7 @@ class WorkerApp(App):
 
     def _top_up(self, ctx: AppContext) -> None:
         """One ask per free slot, unless the server told us to wait."""
-        now = ctx.node.now()
+        now = ctx.now()
         if self.server is None or now < self._backoff_until or self.finished.is_set():
             return
         while len(self._busy) + len(self._asks) < self.concurrency:
@@ -525,7 +523,7 @@ class WorkerApp(App):
         """Heartbeats while working; forget unanswered asks; ask again after a wait."""
         next_alive = 0.0
         while True:
-            now = ctx.node.now()
+            now = ctx.now()
             for flag, deadline in list(self._asks.items()):
                 if deadline <= now:
                     del self._asks[flag]
@@ -551,7 +549,7 @@ class WorkerApp(App):
                 async with asyncio.timeout_at(wake_at):
                     await self._wake.wait()
 
-    async def _work(self, ctx: AppContext, dp: Datapack, key: tuple[str, int], work: Path) -> None:
+    async def _work(self, ctx: AppContext, dp: Received, key: tuple[str, int], work: Path) -> None:
         job, index = key
         assert dp.file is not None
         assert self.ffmpeg is not None

@@ -85,7 +85,7 @@ def _mesh_settings(
     heartbeat: float,
     app: Any,
 ) -> Any:
-    from smartget.mesh.node import MeshSettings, read_peers_file
+    from smartget.mesh.settings import MeshSettings, read_peers_file
 
     return MeshSettings(
         tls_dir=tls_dir,
@@ -216,7 +216,7 @@ def serve(
         )
         server = ServerApp(job)
         settings = _mesh_settings(tls_dir, directory, listen, peers, heartbeat, server)
-        from smartget.mesh.node import running
+        from smartget.mesh.service import running
 
         async with running(settings) as node:
             waiter = asyncio.ensure_future(server.wait())
@@ -297,7 +297,7 @@ def work(
     setup_logging(log_level)
 
     async def main(directory: Path) -> int:
-        from smartget.mesh.node import running
+        from smartget.mesh.service import running
 
         app = WorkerApp(server, ffmpeg=ffmpeg, concurrency=concurrency, heartbeat=heartbeat,
                         threads=threads, once=once)  # fmt: skip

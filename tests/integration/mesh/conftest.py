@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from smartget.mesh import App, AppContext, Datapack, MeshSettings, Node
+from smartget.mesh import App, AppContext, MeshSettings, Node, Received
 from smartget.mesh.ca import init_ca, issue_node
+from tests.helpers import wait_until
 
 LINE = ["a", "b", "c", "d", "e"]
 
@@ -31,20 +32,13 @@ class Probe(App):
         self.ready.set()
         await asyncio.Event().wait()
 
-    async def next(self, within: float = 10.0) -> Datapack:
+    async def next(self, within: float = 10.0) -> Received:
         assert self.ctx is not None
         async with asyncio.timeout(within):
             return await self.ctx.receive()
 
     def empty(self) -> bool:
         return self.ctx is None or self.ctx.queue.empty()
-
-
-async def eventually(predicate: Callable[[], object], within: float = 10.0) -> None:
-    """Wait until ``predicate()`` is true, polling, for at most ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - the state has no event of its own
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -104,8 +98,8 @@ async def line(
             for name in LINE:
                 await probes[name].ready.wait()
         # Converged: a has a route to e, and e to a.
-        await eventually(
-            lambda: nodes["a"].router.next_hop("e") and nodes["e"].router.next_hop("a"), 20
+        await wait_until(
+            lambda: bool(nodes["a"].router.next_hop("e") and nodes["e"].router.next_hop("a")), 20
         )
         yield nodes, probes
     finally:

@@ -10,8 +10,9 @@ import pytest
 from smartget.mesh import Datapack, Node
 from smartget.mesh import apps as mesh_apps
 from smartget.mesh import link as mesh_link
+from tests.helpers import wait_until
 
-from .conftest import Probe, eventually, fast
+from .conftest import Probe, fast
 
 
 @pytest.mark.asyncio
@@ -37,8 +38,8 @@ async def test_slow_app_pauses_the_chain_without_loss(
             await nodes[name].start()
             previous = nodes[name].address
         p, q, r = nodes["p"], nodes["q"], nodes["r"]
-        await eventually(lambda: p.router.next_hop("r") == "q", 20)
-        await eventually(lambda: probes["p"].ctx is not None)
+        await wait_until(lambda: p.router.next_hop("r") == "q", 20)
+        await wait_until(lambda: probes["p"].ctx is not None, 10)
         total = 20_000
         body = b"x" * 512
         ctx = probes["p"].ctx
@@ -47,8 +48,8 @@ async def test_slow_app_pauses_the_chain_without_loss(
             ctx.send(Datapack("post", "probe", {"to": "r", "n": str(i)}, body))
         # r's probe reads nothing yet: r stops reading q, q's outbox to r fills, q stops
         # reading p. q holds a bounded number of packets, not all of them.
-        await eventually(lambda: r.links["q"].stats["paused"] > 0, 20)
-        await eventually(lambda: q.links["p"].stats["paused"] > 0, 20)
+        await wait_until(lambda: r.links["q"].stats["paused"] > 0, 20)
+        await wait_until(lambda: q.links["p"].stats["paused"] > 0, 20)
         assert q.links["r"].queued < total // 2
         assert probes["r"].ctx is not None
         got = [int((await probes["r"].next()).head["n"]) for _ in range(total)]

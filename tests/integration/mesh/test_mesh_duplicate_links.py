@@ -10,8 +10,9 @@ import pytest
 
 from smartget.mesh import Datapack, Node
 from smartget.net import free_port
+from tests.helpers import wait_until
 
-from .conftest import Probe, eventually, fast
+from .conftest import Probe, fast
 
 
 @pytest.mark.asyncio
@@ -41,7 +42,7 @@ async def test_simultaneous_dials_keep_every_packet(
 
         async def stream(src: str, dst: str) -> None:
             # Start on whichever link comes up first: it may be the one retired.
-            await eventually(lambda: dst in nodes[src].links, 10)
+            await wait_until(lambda: dst in nodes[src].links, 10)
             ctx = probes[src].ctx
             assert ctx is not None
             for i in range(300):
@@ -54,7 +55,7 @@ async def test_simultaneous_dials_keep_every_packet(
             got = [int((await probes[name].next()).body) for _ in range(300)]
             assert sorted(got) == list(range(300))
         # One link per side in the end, the same one.
-        await eventually(lambda: len([c for c in nodes["x"].connections if c.up]) == 1, 15)
+        await wait_until(lambda: len([c for c in nodes["x"].connections if c.up]) == 1, 15)
     finally:
         for node in nodes.values():
             await node.aclose()

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 from smartget.mesh import Datapack, Node
 from smartget.mesh.cli import mesh
+from tests.helpers import wait_until
 
-from .conftest import Probe, eventually, fast
+from .conftest import Probe, fast
 
 
 @pytest.mark.asyncio
@@ -34,7 +35,7 @@ async def test_nodes_dial_addresses_they_learn(pki: Callable[[str], Path], tmp_p
             previous = node.address
         x, _, z = nodes
         # z only knew y; it learns x's address from y's heartbeat and links to it.
-        await eventually(lambda: "x" in z.links and "z" in x.links, 15)
+        await wait_until(lambda: "x" in z.links and "z" in x.links, 15)
         assert x.router.next_hop("z") == "z"
     finally:
         for node in nodes:
@@ -65,7 +66,7 @@ async def test_apps_dir_module_is_loaded_and_served(
     node = Node(settings)
     try:
         await node.start()
-        await eventually(lambda: probe.ctx is not None)
+        await wait_until(lambda: probe.ctx is not None, 10)
         assert probe.ctx is not None
         reply = await probe.ctx.request(Datapack("post", "upper", {}, b"seed 001"), within=5)
         assert reply.body == b"SEED 001"
@@ -102,10 +103,10 @@ async def test_own_address_in_the_peers_file_is_dialed_once(
     node = Node(settings)
     try:
         await node.start()
-        await eventually(lambda: node._addr_id.get(("127.0.2.72", port)) == "me")
-        await eventually(lambda: not node.dialing)
+        await wait_until(lambda: node._addr_id.get(("127.0.2.72", port)) == "me", 10)
+        await wait_until(lambda: not node.dialing, 10)
         dials, rounds = node.stats["dials"], node.stats["heartbeat_rounds"]
-        await eventually(lambda: node.stats["heartbeat_rounds"] >= rounds + 3)
+        await wait_until(lambda: node.stats["heartbeat_rounds"] >= rounds + 3, 10)
         assert node.stats["dials"] == dials  # known to be ourselves: not dialed again
         assert node.links == {}
     finally:

@@ -18,8 +18,9 @@ from smartget.mesh.apps import sha256_file
 from smartget.mesh.ca import client_context, load_identity
 from smartget.mesh.client import send_one
 from smartget.mesh.datapack import encode, encode_head
+from tests.helpers import wait_until
 
-from .conftest import Probe, eventually
+from .conftest import Probe
 
 Line = tuple[dict[str, Node], dict[str, Probe]]
 
@@ -101,7 +102,7 @@ async def test_file_through_proxies_is_verified_and_confined(line: Line, tmp_pat
     assert sha256_file(stored) == sha256_file(src)
     tmp_dirs = [tmp_path / "data" / n / "tmp" for n in "abcd"]
     # The relays' copies are removed once sent on.
-    await eventually(lambda: not any(os.listdir(d) for d in tmp_dirs), 5)
+    await wait_until(lambda: not any(os.listdir(d) for d in tmp_dirs), 5)
 
 
 async def _raw_link(

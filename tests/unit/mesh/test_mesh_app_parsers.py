@@ -13,7 +13,7 @@ from smartget.errors import ConfigError, UpdateError
 from smartget.mesh.apps.console import parse_line
 from smartget.mesh.apps.shell import parse_argv
 from smartget.mesh.apps.update import parse_version
-from smartget.mesh.node import MAX_PEERS_FILE, read_peers_file
+from smartget.mesh.settings import MAX_PEERS_FILE, read_peers_file
 
 CONSOLE_SHAPES = st.from_regex(
     r"(\(file\))?(\(net [a-z&*]{0,8}\)?)?[a-z]{0,6}:?[^;\n]{0,12};?([a-z]{0,3}:?[a-z]{0,3},?){0,3}",

@@ -217,3 +217,32 @@ def test_reply_goes_back_the_way_the_request_came_before_any_heartbeat() -> None
     assert action.peer == "d"
     router.link_down("d", 1.0)
     assert router.next_hop("ops") is None
+
+
+def test_rerouted_packet_counts_each_link_once() -> None:
+    routers = linked(("a", "b"), ("b", "c"), ("a", "d"), ("d", "c"))
+    a = routers["a"]
+    [first] = a.route(Datapack("post", "x", {"to": "c", "flag": "h"}), 0.0)
+    assert isinstance(first, Transmit)
+    assert first.datapack.head["hops"] == "1"
+    a.link_down(first.peer, 1.0)
+    [again] = a.reroute(first.datapack, 1.0)  # handed back unsent by the dead link
+    assert isinstance(again, Transmit)
+    assert again.datapack.head["hops"] == "1"  # the dead link was never crossed
+    a.link_down(again.peer, 2.0)
+    assert a.reroute(again.datapack, 2.0) == []  # no way left: the retry queue
+    [flushed] = a.link_up("c", 3.0)  # a direct link to c appears
+    assert isinstance(flushed, Transmit)
+    assert flushed.datapack.head["hops"] == "1"
+
+
+def test_routing_never_changes_the_callers_packet() -> None:
+    routers = linked(("a", "b"), ("b", "c"))
+    dp = Datapack("post", "x", {"to": "b&c"}, b"body")
+    [sent] = routers["a"].route(dp, 0.0)
+    assert isinstance(sent, Transmit)
+    assert dict(dp.head) == {"to": "b&c"}
+    assert sent.datapack.head["hops"] == "1"
+    [relayed] = routers["b"].route(sent.datapack, 0.0, sender="a")
+    assert isinstance(relayed, Transmit)
+    assert (sent.datapack.head["to"], relayed.datapack.head["to"]) == ("b&c", "c")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import io
 import json
 import tarfile
@@ -32,7 +33,7 @@ from smartget.mesh.ca import (
     verify_datapack,
 )
 from smartget.mesh.datapack import Datapack
-from smartget.mesh.link import safe_relpath
+from smartget.mesh.policy import safe_relpath
 
 
 @pytest.fixture
@@ -63,15 +64,11 @@ def test_node_dir_from_another_ca_does_not_load(pki: Path) -> None:
 
 def test_signature_proves_origin_and_detects_tampering(pki: Path) -> None:
     alpha = load_identity(pki / "alpha")
-    dp = Datapack("post", "shell", {"to": "x&y", "flag": "f"}, b"uptime")
-    sign_datapack(dp, alpha)
-    dp.head["to"] = "y"  # proxies change 'to' and 'hops'
-    dp.head["hops"] = "3"
+    dp = sign_datapack(Datapack("post", "shell", {"to": "x&y", "flag": "f"}, b"uptime"), alpha)
+    dp = dp.with_head({"to": "y", "hops": "3"})  # proxies change 'to' and 'hops'
     assert verify_datapack(dp, alpha.ca_cert) == "alpha"
     for change in ({"body": b"rm -rf /"}, {"app": "update"}):
-        forged = Datapack(dp.method, dp.app, dict(dp.head), dp.body)
-        for key, value in change.items():
-            setattr(forged, key, value)
+        forged = dataclasses.replace(dp, **change)  # type: ignore[arg-type]
         with pytest.raises(AuthError):
             verify_datapack(forged, alpha.ca_cert)
     relabelled = Datapack(dp.method, dp.app, {**dp.head, "id": "beta"}, dp.body)
@@ -85,8 +82,7 @@ def test_signature_from_another_ca_is_refused(pki: Path) -> None:
     init_ca(pki / "other")
     issue_node(pki / "other", "alpha", pki / "fake")
     fake = load_identity(pki / "fake")
-    dp = Datapack("post", "shell", {}, b"id")
-    sign_datapack(dp, fake)
+    dp = sign_datapack(Datapack("post", "shell", {}, b"id"), fake)
     with pytest.raises(AuthError):
         verify_datapack(dp, load_identity(pki / "alpha").ca_cert)
 
@@ -216,13 +212,12 @@ def test_update_older_or_other_key_refused(
 
 def test_old_signatures_refused_when_asked(pki: Path) -> None:
     alpha = load_identity(pki / "alpha")
-    dp = Datapack("post", "shell", {}, b"id")
-    sign_datapack(dp, alpha, now=1_000_000)
+    dp = sign_datapack(Datapack("post", "shell", {}, b"id"), alpha, now=1_000_000)
     assert dp.head["time"] == "1000000"
     assert verify_datapack(dp, alpha.ca_cert) == "alpha"  # no age asked
     assert verify_datapack(dp, alpha.ca_cert, max_age=600, now=1_000_500) == "alpha"
     with pytest.raises(AuthError, match="not within 600 s"):
         verify_datapack(dp, alpha.ca_cert, max_age=600, now=1_000_601)
-    dp.head["time"] = "2000000"  # the time is signed
+    dp = dp.with_head({"time": "2000000"})  # the time is signed
     with pytest.raises(AuthError):
         verify_datapack(dp, alpha.ca_cert)

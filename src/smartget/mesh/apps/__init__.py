@@ -12,14 +12,20 @@ forwarder delivers by ``Datapack.app``. Here an app is an object with a ``name``
                 dp = await ctx.receive()          # this app's own queue
                 ctx.send(dp.reply(dp.body))       # never waits on another app
 
-``ctx.send`` routes at once (locally by ``app``, over the mesh when ``to`` is set) and
-never blocks. ``await ctx.request(dp, timeout)`` sends and waits for the reply that
-carries ``re: <flag>``. ``await ctx.send_file(path, to=..., app=...)`` streams a file:
-the receiver's app gets a Datapack with method ``file`` whose ``file`` attribute is the
-verified copy under its receive root, and ``head['filename']`` the name it was sent as.
-``dp.origin`` is the sender's node id when the node proved it: by TLS on a direct
-link, or, for packets that came through proxies, by the origin's signature when the app
-sets ``verify_origin`` or has an ``--allow`` rule.
+``ctx.send`` routes at once (locally by ``app``, over the mesh when ``to`` is set),
+never blocks, and returns the packet as sent (its ``flag`` set). ``await
+ctx.request(dp, within)`` sends and waits for the reply that carries ``re: <flag>``.
+``await ctx.send_file(path, to=..., app=...)`` streams a file. ``ctx.receive()`` gives a
+:class:`~smartget.mesh.datapack.Received`: the packet (read through: ``dp.head``,
+``dp.body``, ``dp.reply()``) and what the node knows of it. ``dp.origin`` is the
+sender's node id when the node proved it: by TLS on a direct link, or, for packets that
+came through proxies, by the origin's signature when the app sets ``verify_origin`` or
+has an ``--allow`` rule. For method ``file``, ``dp.file`` is the verified copy under
+the receive root and ``head['filename']`` the name it was sent as.
+
+An app sees the node only through its :class:`AppContext`, which reaches the node
+through the small :class:`AppHost` protocol (the node implements it); apps never hold
+the node itself.
 
 Where apps come from (issue 7, "Node"): the built-ins below; any module in
 ``--apps-dir`` that defines ``create_app()`` (or an ``app`` object); and entry points in
@@ -36,22 +42,20 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from smartget.errors import ConfigError, MeshError
-from smartget.mesh.datapack import Datapack, new_flag
-
-if TYPE_CHECKING:
-    from smartget.mesh.node import Node
+from smartget.mesh.datapack import Datapack, Received, new_flag
 
 __all__ = [
     "BUILTIN_APPS",
     "ENTRY_POINT_GROUP",
     "App",
     "AppContext",
+    "AppHost",
+    "Received",
     "load_apps",
     "sha256_file",
 ]
@@ -68,6 +72,18 @@ class Pausable(Protocol):
 
     def pause(self, reason: str) -> None: ...
     def resume(self, reason: str) -> None: ...
+
+
+class AppHost(Protocol):
+    """What an app's context needs from the node."""
+
+    @property
+    def node_id(self) -> str: ...
+    def send(self, dp: Datapack) -> Datapack: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+    def now(self) -> float: ...
+    async def wait_quiet(self) -> None: ...
+    def request_restart(self) -> None: ...
 
 
 class App:
@@ -95,32 +111,56 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
     return hasher.hexdigest(), size
 
 
-@dataclass
 class AppContext:
-    """What the node gives an app: its queue, the send API, its directories, settings."""
+    """What the node gives an app: its queue, the send API, its directories, settings.
 
-    node: Node
-    name: str
-    data_dir: Path
-    settings: dict[str, Any] = field(default_factory=dict)
-    queue: asyncio.Queue[Datapack] = field(default_factory=asyncio.Queue)
-    dropped: int = 0
-    _replies: dict[str, asyncio.Future[Datapack]] = field(default_factory=dict)
-    _paused: set[Pausable] = field(default_factory=set)
+    ``data_dir`` is the app's own directory, ``node_dir`` the node's (shared by every
+    app), ``recv_root`` where received files are stored.
+    """
+
+    def __init__(
+        self,
+        host: AppHost,
+        name: str,
+        *,
+        data_dir: Path,
+        node_dir: Path,
+        recv_root: Path,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self._host = host
+        self.name = name
+        self.data_dir = data_dir
+        self.node_dir = node_dir
+        self.recv_root = recv_root
+        self.settings: dict[str, Any] = settings or {}
+        self.queue: asyncio.Queue[Received] = asyncio.Queue()
+        self.dropped = 0
+        self.log = logging.getLogger(f"smartget.mesh.apps.{name}")
+        self._replies: dict[str, asyncio.Future[Received]] = {}
+        self._paused: set[Pausable] = set()
 
     @property
     def node_id(self) -> str:
-        return self.node.node_id
+        return self._host.node_id
 
-    @property
-    def recv_root(self) -> Path:
-        return self.node.recv_root
+    def now(self) -> float:
+        """The node's monotonic clock (the event loop's), in seconds."""
+        return self._host.now()
 
-    @property
-    def log(self) -> logging.Logger:
-        return logging.getLogger(f"smartget.mesh.apps.{self.name}")
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task of the node (cancelled when the node stops)."""
+        return self._host.spawn(coro)
 
-    async def receive(self) -> Datapack:
+    async def wait_quiet(self) -> None:
+        """Wait until the node has nothing left to send; wrap it in ``asyncio.timeout``."""
+        await self._host.wait_quiet()
+
+    def request_restart(self) -> None:
+        """Stop the node so that ``smartget mesh supervise`` restarts it (exit 0)."""
+        self._host.request_restart()
+
+    async def receive(self) -> Received:
         """The next packet for this app (replies awaited by :meth:`request` excepted)."""
         dp = await self.queue.get()
         if self._paused and self.queue.qsize() <= QUEUE_HIGH // 2:
@@ -130,15 +170,15 @@ class AppContext:
         return dp
 
     def send(self, dp: Datapack) -> Datapack:
-        """Route ``dp`` now (``from`` defaults to this app); returns it with its flag set."""
-        dp.head.setdefault("from", self.name)
-        self.node.send(dp)
-        return dp
+        """Route ``dp`` now (``from`` defaults to this app); returns it as sent (flag set)."""
+        return self._host.send(dp.with_defaults({"from": self.name}))
 
-    async def request(self, dp: Datapack, within: float) -> Datapack:
+    async def request(self, dp: Datapack, within: float) -> Received:
         """Send ``dp`` and wait up to ``within`` s for its reply; :class:`MeshError` if none."""
-        flag = dp.head.setdefault("flag", new_flag())
-        future: asyncio.Future[Datapack] = asyncio.get_running_loop().create_future()
+        if not dp.flag:
+            dp = dp.with_head({"flag": new_flag()})
+        flag = dp.flag
+        future: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
         self._replies[flag] = future
         try:
             self.send(dp)
@@ -164,7 +204,7 @@ class AppContext:
         )
         return self.send(dp)
 
-    def deliver(self, dp: Datapack, link: Pausable | None = None) -> None:
+    def deliver(self, dp: Received, link: Pausable | None = None) -> None:
         """Called by the node: wake a waiting :meth:`request`, else queue.
 
         Backpressure: an app more than ``QUEUE_HIGH`` packets behind stops the links

@@ -50,10 +50,9 @@ def parse_line(line: str) -> tuple[Datapack, bool]:
         head[key.strip()] = value.strip()
     if to is not None:
         head["to"] = to
-    dp = Datapack("file" if is_file else "post", app, head, b"" if is_file else body.encode())
     if is_file:
-        dp.file = body.strip()
-    return dp, is_file
+        return Datapack("file", app, head, b"", file=body.strip()), True
+    return Datapack("post", app, head, body.encode()), False
 
 
 class ConsoleApp(App):
@@ -69,7 +68,7 @@ class ConsoleApp(App):
             loop.call_soon_threadsafe(lines.put_nowait, None)
 
         threading.Thread(target=read_stdin, name="mesh-console", daemon=True).start()
-        ctx.node.spawn(self._print_replies(ctx))
+        ctx.spawn(self._print_replies(ctx))
         while (line := await lines.get()) is not None:
             if not line.strip():
                 continue
@@ -77,8 +76,9 @@ class ConsoleApp(App):
                 dp, is_file = parse_line(line)
                 if is_file:
                     path = Path(dp.file or "")
-                    to = dp.head.pop("to", ctx.node_id)
-                    await ctx.send_file(path, to=to, app=dp.app, **dp.head)
+                    head = dict(dp.head)
+                    to = head.pop("to", ctx.node_id)
+                    await ctx.send_file(path, to=to, app=dp.app, **head)
                 else:
                     ctx.send(dp)
             except (ValueError, OSError) as exc:

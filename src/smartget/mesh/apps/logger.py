@@ -22,7 +22,7 @@ class LoggerApp(App):
     verify_origin = True
 
     async def run(self, ctx: AppContext) -> None:
-        path = Path(ctx.settings.get("path") or ctx.node.settings.data_dir / "log.txt")
+        path = Path(ctx.settings.get("path") or ctx.node_dir / "log.txt")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Small appends to a local file: cheaper inline than a thread per packet.
         with open(path, "a", encoding="utf-8") as log_file:  # noqa: ASYNC230

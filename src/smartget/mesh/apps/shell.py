@@ -1,6 +1,6 @@
 """shell: runs an argv list on this node and replies with exit code and output.
 
-Closed by default (node.py ``CLOSED_APPS``): only node ids named in the config
+Closed by default (policy.py ``CLOSED_APPS``): only node ids named in the config
 (``--allow shell=ID``) may use it, and the sender must be proven. Nothing runs through a
 shell: the body is a JSON array of strings (``["ls", "-l", "/tmp"]``) or words split as
 a shell would quote them (``ls -l /tmp``), never interpreted (no pipes, globs, $VARS).
@@ -18,7 +18,7 @@ import json
 import shlex
 
 from smartget.mesh.apps import App, AppContext
-from smartget.mesh.datapack import Datapack
+from smartget.mesh.datapack import Received
 
 __all__ = ["APP", "ShellApp", "parse_argv"]
 
@@ -46,9 +46,9 @@ class ShellApp(App):
         while True:
             dp = await ctx.receive()
             if dp.method in ("post", "get"):
-                ctx.node.spawn(self._execute(ctx, dp))
+                ctx.spawn(self._execute(ctx, dp))
 
-    async def _execute(self, ctx: AppContext, dp: Datapack) -> None:
+    async def _execute(self, ctx: AppContext, dp: Received) -> None:
         timeout = float(ctx.settings.get("timeout", 60))
         limit = int(ctx.settings.get("max_output", 1 << 20))
         try:

@@ -42,7 +42,7 @@ import smartget
 from smartget.errors import MeshError, UpdateError
 from smartget.mesh.apps import App, AppContext
 from smartget.mesh.ca import load_public_key
-from smartget.mesh.link import safe_relpath
+from smartget.mesh.policy import safe_relpath
 
 __all__ = [
     "APP",
@@ -249,8 +249,8 @@ class UpdateApp(App):
                 # Let the reply (and anything else queued) leave before the node stops.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RESTART_GRACE):
-                        await ctx.node.wait_quiet()
-                ctx.node.request_restart()
+                        await ctx.wait_quiet()
+                ctx.request_restart()
 
 
 APP = UpdateApp
