@@ -28,7 +28,8 @@ from pathlib import Path
 
 from smartget.mesh.ca import init_ca, issue_node
 from smartget.net import free_port
-from smartget.transcode.ffmpeg import default_ffmpeg, parse_probe, probe_argv
+from smartget.transcode.ffmpeg import parse_probe, probe_argv
+from smartget.transcode.runner import default_ffmpeg
 
 FFMPEG = default_ffmpeg()
 SMARTGET = [sys.executable, "-m", "smartget", "transcode"]

@@ -191,8 +191,9 @@ def serve(
     Exits 0 once OUTPUT is complete and checked (duration, frames, a clean decode);
     on any failure it exits 1 with the reason and leaves no OUTPUT behind.
     """
-    from smartget.transcode.app import JobSettings, ServerApp
-    from smartget.transcode.ffmpeg import JobParams, default_ffmpeg
+    from smartget.transcode.ffmpeg import JobParams
+    from smartget.transcode.runner import default_ffmpeg
+    from smartget.transcode.server import JobSettings, ServerApp
 
     setup_logging(log_level)
     try:
@@ -292,7 +293,7 @@ def work(
 
     Runs until SIGINT/SIGTERM (exit 130/143), or with --once until the job is done.
     """
-    from smartget.transcode.app import WorkerApp
+    from smartget.transcode.worker import WorkerApp
 
     setup_logging(log_level)
 

@@ -1,12 +1,12 @@
-"""ffmpeg argv builders, an output parser, and asyncio runners.
+"""ffmpeg without running it: job parameters, argv builders, output parsing (sans-IO).
 
-Every command is an argv list handed to ``asyncio.create_subprocess_exec`` (never a shell
-string); every run has a deadline and bounded output. The binary is the one shipped in
-the ``imageio-ffmpeg`` wheel unless ``--ffmpeg PATH`` names another (issue 8). That
-wheel ships no ffprobe, so probing is done with ffmpeg itself: one ``-c copy -f null``
-pass reads every packet (cheap) and prints the input's header on stderr (streams,
-``Duration:``) and ``frame=N`` on the ``-progress`` channel. A full decode pass
-(``-v error -f null``) is the "reads without errors" check on the joined output.
+Every command is an argv list (never a shell string), run by runner.py with a deadline
+and bounded output. The binary is the one shipped in the ``imageio-ffmpeg`` wheel unless
+``--ffmpeg PATH`` names another (issue 8). That wheel ships no ffprobe, so probing is
+done with ffmpeg itself: one ``-c copy -f null`` pass reads every packet (cheap) and
+prints the input's header on stderr (streams, ``Duration:``) and ``frame=N`` on the
+``-progress`` channel (:func:`parse_probe`). A full decode pass (``-v error -f null``)
+is the "reads without errors" check on the joined output.
 
 The pipeline (seed 001, plugins/ffmpeg.py: "对视频进行切片，分发，转码，收集合并"):
 
@@ -23,8 +23,6 @@ The pipeline (seed 001, plugins/ffmpeg.py: "对视频进行切片，分发，转
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Sequence
@@ -36,21 +34,18 @@ from smartget.errors import TranscodeError
 __all__ = [
     "MAX_OUTPUT",
     "SEGMENT_FORMAT",
+    "Capped",
     "FFmpegResult",
     "JobParams",
     "Probe",
     "check_extra_args",
     "concat_list",
     "decode_argv",
-    "decode_check",
-    "default_ffmpeg",
     "extract_audio_argv",
     "join_argv",
     "parse_probe",
     "preflight_argv",
-    "probe",
     "probe_argv",
-    "run_ffmpeg",
     "split_argv",
     "transcode_argv",
 ]
@@ -59,15 +54,6 @@ MAX_OUTPUT = 64 * 1024  # bytes kept from the head and from the tail of each str
 MAX_PARAMS_JSON = 8 * 1024
 SEGMENT_FORMAT = "matroska"  # holds any codec, and ffmpeg writes exact durations into it
 _BASE = ["-hide_banner", "-nostdin", "-y"]
-
-
-def default_ffmpeg() -> str:
-    """The ffmpeg binary of the imageio-ffmpeg wheel."""
-    import imageio_ffmpeg
-
-    path = imageio_ffmpeg.get_ffmpeg_exe()
-    assert isinstance(path, str)
-    return path
 
 
 # -- job parameters --------------------------------------------------------------------
@@ -237,7 +223,7 @@ def join_argv(ffmpeg: str, list_path: Path, audio: Path | None, out: Path) -> li
     return [*argv, "-c", "copy", str(out)]
 
 
-# -- running ---------------------------------------------------------------------------
+# -- results ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -254,7 +240,9 @@ class FFmpegResult:
 
 
 @dataclass
-class _Capped:
+class Capped:
+    """The first and last ``MAX_OUTPUT`` bytes of a stream (the middle is cut)."""
+
     head: bytearray = field(default_factory=bytearray)
     tail: bytearray = field(default_factory=bytearray)
     cut: bool = False
@@ -269,46 +257,6 @@ class _Capped:
     def text(self) -> str:
         data = bytes(self.head) + (b"\n...\n" + bytes(self.tail) if self.cut else b"")
         return data.decode("utf-8", "replace")
-
-
-async def _drain(stream: asyncio.StreamReader | None, sink: _Capped) -> None:
-    if stream is None:
-        return
-    while data := await stream.read(65536):
-        sink.add(data)
-
-
-async def run_ffmpeg(
-    argv: Sequence[str], *, within: float, cwd: Path | None = None
-) -> FFmpegResult:
-    """Run ``argv``; at most ``within`` seconds (then killed: TranscodeError).
-
-    Output is kept bounded: the first and last 64 KiB of stdout and of stderr.
-    """
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=cwd,
-        )
-    except OSError as exc:
-        raise TranscodeError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
-    out, err = _Capped(), _Capped()
-    try:
-        async with asyncio.timeout(within):
-            await asyncio.gather(_drain(proc.stdout, out), _drain(proc.stderr, err))
-            await proc.wait()
-    except TimeoutError:
-        raise TranscodeError(f"ffmpeg ran past its {within:g} s limit and was killed") from None
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return FFmpegResult(proc.returncode, out.text(), err.text())
 
 
 # -- probing ---------------------------------------------------------------------------
@@ -366,21 +314,3 @@ def parse_probe(stderr: str, progress: str) -> Probe:
         frames=int(frames[-1]) if frames else 0,
         codecs=tuple(codecs),
     )
-
-
-async def probe(ffmpeg: str, path: Path, within: float = 120.0) -> Probe:
-    """Probe ``path``; TranscodeError with ffmpeg's reason if it is not readable media."""
-    result = await run_ffmpeg(probe_argv(ffmpeg, path), within=within)
-    if result.returncode != 0:
-        raise TranscodeError(f"{path.name}: ffmpeg cannot read it: {result.error_text()}")
-    try:
-        return parse_probe(result.stderr, result.stdout)
-    except TranscodeError as exc:
-        raise TranscodeError(f"{path.name}: {exc}") from None
-
-
-async def decode_check(ffmpeg: str, path: Path, within: float = 600.0) -> None:
-    """Decode every frame of ``path``; TranscodeError if ffmpeg reports any error."""
-    result = await run_ffmpeg(decode_argv(ffmpeg, path), within=within)
-    if result.returncode != 0 or result.stderr.strip():
-        raise TranscodeError(f"{path.name} does not decode cleanly: {result.error_text()}")

@@ -10,7 +10,7 @@ import pytest
 
 from smartget.mesh import App, MeshSettings
 from smartget.mesh.ca import init_ca, issue_node
-from smartget.transcode.ffmpeg import default_ffmpeg
+from smartget.transcode.runner import default_ffmpeg
 
 FFMPEG = default_ffmpeg()
 

@@ -13,8 +13,8 @@ import pytest
 from smartget.errors import TranscodeError
 from smartget.mesh import Node
 from smartget.transcode import JobParams, JobSettings, ServerApp, WorkerApp
-from smartget.transcode.app import partial_path
-from smartget.transcode.ffmpeg import decode_check, probe
+from smartget.transcode.runner import decode_check, probe
+from smartget.transcode.server import partial_path
 from tests.integration.transcode.conftest import FFMPEG, node_settings
 
 QUICK = JobParams(scale="160:120", extra=("-preset", "ultrafast"))
