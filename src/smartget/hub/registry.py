@@ -275,9 +275,15 @@ class Registry:
         With ``addr``, only a caller at the node's own IP may (NotPermittedError). Only
         a changed status is recorded for the store: the heartbeat's time is liveness,
         which every restart resets anyway (:meth:`restore` counts all as just seen).
+
+        ``-1`` (seed 000: a node declaring itself a zombie, which the original accepted):
+        the node is a zombie from now, no longer handed out, and removed after the
+        zombie grace unless it sends a status again.
         """
         if not STATUS_NOT_AVAILABLE <= status <= MAX_STATUS:
-            raise RegistryError(f"status must be from 0 to {MAX_STATUS}, got {status}")
+            if status != STATUS_ZOMBIE:
+                raise RegistryError(f"status must be from -1 to {MAX_STATUS}, got {status}")
+            return self._declare_zombie(node_id, now, addr)
         node = self._nodes.get(node_id)
         if node is None:
             raise NodeNotFoundError(f"no node has id {node_id}")
@@ -293,6 +299,17 @@ class Registry:
         alive[node_id] = now  # to the end: _alive stays ordered by last heartbeat
         if node.status != status:
             self._change_status(node, status)
+        return node
+
+    def _declare_zombie(self, node_id: int, now: float, addr: str | None) -> Node:
+        node = self._get(node_id)
+        if addr is not None and node.addr != addr:
+            raise NotPermittedError(f"node {node_id} belongs to {node.addr}, not to {addr}")
+        node.last_seen = now
+        if node.status != STATUS_ZOMBIE:
+            self._alive.pop(node_id, None)
+            self._zombies[node_id] = now  # the grace counts from the declaration
+            self._change_status(node, STATUS_ZOMBIE)
         return node
 
     def decrease_node_status(self, node_id: int, n: int = 1) -> Node:

@@ -13,8 +13,13 @@ garbage. The driver answers each event in order with the bytes from :func:`ok`,
 Modes (DESIGN.md, "SmartGet text protocol"):
 
 ============  ==========================================================================
-SINGLE        the original's way: one command per connection, read to LF or EOF
-              (CRLF accepted), reply, close.
+SINGLE        the original's way: one command per connection, reply, close. The command
+              ends at LF (CRLF accepted), at EOF, or when the bytes so far parse as a
+              whole command and the client then stays quiet for ``quiet`` seconds
+              (50 ms): the original clients send `` `register 4321`` with no line end,
+              keep their side open and wait for one reply. A command whose bytes arrive
+              further apart than that is cut there (``register 43`` + ``21`` 50 ms
+              later registers port 43); a line end never waits.
 SESSION       after `` `session`` (answered ``200 OK``): one command per line, answered
               in order; pipelining allowed; blank lines are ignored.
 DONE          nothing more is read; close once the replies are out.
@@ -50,6 +55,7 @@ from smartget.hub.registry import MAX_STATUS  # one limit for both front ends
 __all__ = [
     "MAX_LINE",
     "MAX_REQUEST_NODES",
+    "QUIET",
     "BadRequest",
     "Command",
     "Deregister",
@@ -68,6 +74,7 @@ __all__ = [
 MAX_LINE = 1024
 LINE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 300.0
+QUIET = 0.05  # seconds of silence after a whole command without line end (SINGLE mode)
 MAX_REQUEST_NODES = 1000
 MAX_NODE_ID = 2**63 - 1
 
@@ -203,7 +210,8 @@ def _setstatus(words: list[bytes]) -> Command:
         if 0 < node_id <= MAX_NODE_ID and status <= MAX_STATUS:
             return SetStatus(node_id, status)
     node_id = _number(raw_id, "ID", 1, MAX_NODE_ID)
-    return SetStatus(node_id, _number(raw_status, "STATUS", 0, MAX_STATUS))
+    # -1: the node declares itself a zombie (seed 000's status list; the original took it)
+    return SetStatus(node_id, _number(raw_status, "STATUS", -1, MAX_STATUS))
 
 
 def _session(words: list[bytes]) -> Command:
@@ -254,6 +262,14 @@ def parse_command(line: bytes) -> Command:
     return parser(words)
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        parse_command(line)
+    except TextProtocolError:
+        return False
+    return True
+
+
 class TextConnection:
     """One client connection of the text protocol, without I/O.
 
@@ -267,11 +283,13 @@ class TextConnection:
         "_fast_limit",
         "_last_activity",
         "_opened",
+        "_whole_since",
         "idle_timeout",
         "line_timeout",
         "max_line",
         "mode",
         "partial_since",
+        "quiet",
     )
 
     def __init__(
@@ -281,8 +299,13 @@ class TextConnection:
         max_line: int = MAX_LINE,
         line_timeout: float = LINE_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
+        quiet: float = QUIET,
     ) -> None:
         self.mode = Mode.SINGLE
+        self.quiet = quiet
+        #: SINGLE mode: since when the buffer (no line end yet) parses as a whole
+        #: command, or None. It is answered once the client stays quiet for ``quiet``.
+        self._whole_since: float | None = None
         self.max_line = max_line
         self.line_timeout = line_timeout
         self.idle_timeout = idle_timeout
@@ -350,6 +373,8 @@ class TextConnection:
                     self._buffer = b""
                     return events
         self._buffer = rest
+        if self.mode is _SINGLE:  # still no line: is what came so far a whole command?
+            self._whole_since = now if rest and _parses(rest.removesuffix(b"\r")) else None
         if len(rest) > self.max_line:
             events.append(self._fatal(self._too_long(rest)))
         elif not rest:
@@ -378,6 +403,8 @@ class TextConnection:
         if self.mode is _DONE:
             return None
         if self.mode is _SINGLE:
+            if self._whole_since is not None:
+                return min(self._opened + self.line_timeout, self._whole_since + self.quiet)
             return self._opened + self.line_timeout
         if self.partial_since is not None:
             return self.partial_since + self.line_timeout
@@ -387,6 +414,13 @@ class TextConnection:
         deadline = self.deadline()
         if deadline is None or now < deadline:
             return []
+        if self._whole_since is not None and now >= self._whole_since + self.quiet:
+            # A whole command without line end, and the client went quiet: answer it.
+            line = self._buffer.removesuffix(b"\r")
+            self._buffer = b""
+            self.partial_since = self._whole_since = None
+            event = self._line(line)
+            return [] if event is None else [event]
         if self.mode is _SESSION and self.partial_since is None:
             return [self._fatal(f"session idle for {self.idle_timeout:g} s; closing")]
         return [self._fatal(f"no complete line within {self.line_timeout:g} s")]
@@ -414,4 +448,5 @@ class TextConnection:
     def _fatal(self, reason: str) -> BadRequest:
         self.mode = _DONE
         self._buffer = b""
+        self._whole_since = None
         return BadRequest(reason)

@@ -53,7 +53,7 @@ def test_seed_lookups() -> None:
     with pytest.raises(NodeNotFoundError):
         registry.get_node_status(99)
     with pytest.raises(RegistryError):
-        registry.set_node_status(1, -1, now=0)
+        registry.set_node_status(1, -2, now=0)  # -1 is a zombie (seed 000)
 
 
 def test_make_and_add_node() -> None:
@@ -250,3 +250,19 @@ def test_indexes_stay_consistent_under_any_sequence(ops: list[tuple[str, int, in
         elif op == "zone" and node_id is not None:
             registry.update_info(node_id, zone="zz" * (b % 2))
         assert_indexes_consistent(registry)
+
+
+def test_a_node_that_declares_itself_a_zombie_is_not_handed_out_and_can_return() -> None:
+    registry = Registry(node_ttl=60, zombie_grace=30)
+    node = registry.register("10.0.0.1", 80, now=0)
+    registry.set_node_status(node.node_id, 3, now=1)
+    registry.set_node_status(node.node_id, -1, now=2, addr="10.0.0.1")
+    assert node.status == -1
+    assert registry.request_nodes(5) == []
+    assert registry.statistics()["zombies"] == 1
+    assert registry.expire(now=31) == ([], [])  # the grace counts from the declaration
+    registry.set_node_status(node.node_id, 2, now=10)  # back with its next status
+    assert registry.statistics()["zombies"] == 0
+    assert [n.node_id for n in registry.request_nodes(1)] == [node.node_id]
+    registry.set_node_status(node.node_id, -1, now=40)
+    assert registry.expire(now=71) == ([], [node])

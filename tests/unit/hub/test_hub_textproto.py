@@ -20,6 +20,7 @@ from smartget.hub import textproto as tp
         (b"`requestnodes 5 1", tp.RequestNodes(5)),
         (b"`setstatus 1 2", tp.SetStatus(1, 2)),
         (b"`setstatus 7 0", tp.SetStatus(7, 0)),
+        (b"`setstatus 7 -1", tp.SetStatus(7, -1)),  # a node declaring itself a zombie
         (b"`session", tp.StartSession()),
     ],
 )
@@ -41,7 +42,7 @@ def test_parse(line: bytes, command: tp.Command) -> None:
         (b"`register x", "PORT must be a whole number"),
         (b"`requestnodes 0", "N must be from 1 to 1000"),
         (b"`requestnodes 1 x", "LEGACY must be a whole number"),
-        (b"`setstatus 1 -1", "STATUS must be from 0"),
+        (b"`setstatus 1 -2", "STATUS must be from -1"),
         (b"`setstatus 0 1", "ID must be from 1"),
         (b"`setstatus 1", "usage: `setstatus ID STATUS"),
         (b"`register \xff", "only ASCII"),
@@ -73,6 +74,43 @@ def test_single_mode_eof_ends_the_line() -> None:
     assert conn.receive_data(b"`requestnodes 2", now=0) == []
     assert conn.receive_eof(now=0) == [tp.RequestNodes(2)]
     assert conn.done
+
+
+def test_a_whole_command_without_line_end_is_answered_once_the_client_is_quiet() -> None:
+    """The original clients send `register 4321 with no line end and wait (issue 17)."""
+    conn = tp.TextConnection(now=0, line_timeout=5, quiet=0.05)
+    assert conn.receive_data(b"`register 43", now=1) == []
+    assert conn.deadline() == pytest.approx(1.05)
+    # More bytes within the quiet period: the command was not whole yet.
+    assert conn.receive_data(b"21", now=1.03) == []
+    assert conn.handle_timer(now=1.05) == []
+    assert conn.deadline() == pytest.approx(1.08)
+    assert conn.handle_timer(now=1.08) == [tp.Register(4321)]
+    assert conn.done
+
+
+def test_a_partial_command_waits_for_the_rest_or_the_line_timeout() -> None:
+    conn = tp.TextConnection(now=0, line_timeout=5, quiet=0.05)
+    assert conn.receive_data(b"`regis", now=0) == []
+    assert conn.deadline() == 5  # no whole command: only the line timeout
+    assert conn.receive_data(b"ter 7", now=2) == []
+    assert conn.deadline() == pytest.approx(2.05)
+    assert conn.handle_timer(now=2.05) == [tp.Register(7)]
+
+
+def test_garbage_without_line_end_keeps_the_line_timeout() -> None:
+    conn = tp.TextConnection(now=0, line_timeout=5, quiet=0.05)
+    assert conn.receive_data(b"`fly 1", now=0) == []
+    assert conn.deadline() == 5
+    assert conn.handle_timer(now=5) == [tp.BadRequest("no complete line within 5 s")]
+
+
+def test_session_without_line_end_starts_a_session() -> None:
+    conn = tp.TextConnection(now=0, quiet=0.05)
+    assert conn.receive_data(b"`session", now=0) == []
+    assert conn.handle_timer(now=0.05) == [tp.StartSession()]
+    assert conn.mode is tp.Mode.SESSION
+    assert conn.receive_data(b"`setstatus 1 2\n", now=0.1) == [tp.SetStatus(1, 2)]
 
 
 def test_empty_connection_gets_an_answer() -> None:
