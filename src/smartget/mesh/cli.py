@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
-from smartget.config import HOSTPORT, common_options, setup_logging
+from smartget.config import HOSTPORT, common_options, config_from, options_from, setup_logging
 from smartget.errors import ConfigError, SmartGetError
 from smartget.lifecycle import on_stop_signals
+from smartget.mesh.router import RouterConfig
+from smartget.mesh.settings import MeshSettings
 
 log = logging.getLogger("smartget.mesh")
 
@@ -85,40 +87,8 @@ def _parse_allow(values: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
     help="Node ids that may send to APP (repeat; * = any member). Apps not named are open "
     "to all members; shell and update are closed unless named.",
 )
-@click.option(
-    "--heartbeat",
-    type=click.FloatRange(min=0.05),
-    default=10.0,
-    show_default=True,
-    help="Seconds between peer-list exchanges (and redials).",
-)
-@click.option(
-    "--retry-count",
-    type=click.IntRange(min=1),
-    default=39,
-    show_default=True,
-    help="Tries before a packet with no route is dropped.",
-)
-@click.option(
-    "--retry-interval",
-    type=click.FloatRange(min=0.01),
-    default=3.9,
-    show_default=True,
-    help="Seconds between tries of a packet with no route.",
-)
-@click.option(
-    "--max-hops",
-    type=click.IntRange(min=1, max=255),
-    default=16,
-    show_default=True,
-    help="Packets that crossed more links are dropped.",
-)
-@click.option(
-    "--dial-learned/--no-dial-learned",
-    default=True,
-    show_default=True,
-    help="Dial addresses learned from peers (off: use only --peers and proxies).",
-)
+@options_from(MeshSettings)  # --heartbeat
+@options_from(RouterConfig)  # --retry-count, --retry-interval, --max-hops, --dial-learned
 @click.option(
     "--program-dir",
     type=DIR,
@@ -142,13 +112,10 @@ def run(
     id: str | None,
     allow: tuple[str, ...],
     heartbeat: float,
-    retry_count: int,
-    retry_interval: float,
-    max_hops: int,
-    dial_learned: bool,
     program_dir: Path | None,
     release_pubkey: Path | None,
     log_level: str,
+    **options: Any,
 ) -> None:
     """Run a mesh node in the foreground.
 
@@ -159,9 +126,10 @@ def run(
     130/143 on SIGINT/SIGTERM.
     """
     from smartget.mesh.ca import load_identity
-    from smartget.mesh.settings import DEFAULT_APPS, MeshSettings, read_peers_file
+    from smartget.mesh.settings import DEFAULT_APPS, read_peers_file
 
     setup_logging(log_level)
+    routing = config_from(RouterConfig, options)
     try:
         ident = load_identity(tls_dir)
         if id and id != ident.node_id:
@@ -175,10 +143,10 @@ def run(
             apps_dir=apps_dir,
             allow=_parse_allow(allow),
             heartbeat=heartbeat,
-            retry_count=retry_count,
-            retry_interval=retry_interval,
-            max_hops=max_hops,
-            dial_learned=dial_learned,
+            retry_count=routing.retry_count,
+            retry_interval=routing.retry_interval,
+            max_hops=routing.max_hops,
+            dial_learned=routing.dial_learned,
             app_settings={
                 "update": {
                     "program_dir": str(program_dir) if program_dir else None,
