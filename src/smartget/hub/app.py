@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from smartget.auth import write_private
 from smartget.config import HOSTPORT, REQUIRED, setting
 from smartget.errors import ConfigError
 from smartget.hub import textproto
@@ -126,10 +126,7 @@ def load_or_create_token(data_dir: Path) -> str:
         if token:
             return token
     token = secrets.token_urlsafe(24)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
+    write_private(path, token + "\n")
     log.warning("no --token given: generated one in %s (send it as 'Authorization: Bearer')", path)
     return token
 

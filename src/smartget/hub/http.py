@@ -218,6 +218,12 @@ def create_app(hub: HubAPI) -> FastAPI:
         await hub.save()
         return {"nodes": [_out(n) for n in nodes]}
 
+    @api.get("/relay/dump", response_class=Response, tags=["relay"])
+    async def relay_dump() -> Response:
+        """A co2 satellite dump (XML) of the relay's satellites, notify_pass included:
+        another relay takes it with ``--relay-import``. Keep it private."""
+        return Response(hub.relay.export_dump(), media_type="text/xml")
+
     @api.get("/stats")
     async def stats() -> dict[str, int]:
         return hub.registry.statistics()

@@ -449,3 +449,28 @@ async def test_a_satellite_refusing_notify_is_counted(
         await hub.relay.ping_all()
         raw = await a.call(hub, "relay.get_satellite_props_raw", {"host_id": b.host_id})
         assert (raw["ping_fails"], raw["ping_count"]) == (0, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_relay_migrates_its_satellites_by_co2_dump(
+    tmp_path: Path, satellites: list[FakeSatellite]
+) -> None:
+    """Dump from one relay (on exit, and by API), import into another: relaying goes on."""
+    a, b, _ = satellites
+    dump = tmp_path / "satellites.xml"
+    async with hub_at(tmp_path / "old", export_file=dump) as hub:
+        for sat in (a, b):
+            await sat.register(hub)
+        async with httpx.AsyncClient(base_url=hub.http_url) as client:
+            answer = await client.get(
+                "/api/relay/dump", headers={"Authorization": "Bearer test-token"}
+            )
+            assert (await client.get("/api/relay/dump")).status_code == 401
+        assert answer.status_code == 200
+        assert b.notify_pass.encode() in answer.content
+    assert dump.stat().st_mode & 0o777 == 0o600  # it holds every notify_pass
+    async with hub_at(tmp_path / "new", import_file=dump) as hub:
+        assert await a.call(hub, "relay.get_satellites") == [a.host_id, b.host_id]
+        assert await a.call(hub, "relay.relay", {"host_id": a.host_id, "data": "moved"}) == "OK"
+        got = await b.next_notify()
+        assert got == {"host_id": a.host_id, "data": "moved", "notify_pass": b.notify_pass}

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from smartget.errors import (
+    ConfigError,
     RelayBusyError,
     RelayError,
     RelayFullError,
@@ -137,7 +138,7 @@ class SatelliteRegistry:
 
     def __init__(self, *, max_satellites: int = 100, ping_fails_limit: int = 3) -> None:
         if max_satellites < 1 or ping_fails_limit < 1:
-            raise ValueError("max_satellites and ping_fails_limit must be >= 1")
+            raise ConfigError("max_satellites and ping_fails_limit must be >= 1")
         self.max_satellites = max_satellites
         self.ping_fails_limit = ping_fails_limit
         self._sats: dict[str, Satellite] = {}
@@ -277,6 +278,11 @@ class SatelliteRegistry:
         """Load persisted satellites (start-up); they count against no limit."""
         for sat in satellites:
             self._sats[sat.host_id] = sat
+
+    def adopt(self, sat: Satellite) -> None:
+        """Add a satellite as it is (from a co2 dump), to be saved."""
+        self._sats[sat.host_id] = sat
+        self._dirty[sat.host_id] = sat
 
     def drain_changes(self) -> RelayChanges:
         changes = RelayChanges()

@@ -35,13 +35,16 @@ import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import click
 import prometheus_client as prom
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smartget import __version__
+from smartget.auth import write_private
 from smartget.config import setting
 from smartget.errors import RelayError, StoreError
 from smartget.hub.relay import store as relay_store
@@ -51,6 +54,7 @@ from smartget.hub.relay.core import (
     Satellite,
     SatelliteRegistry,
 )
+from smartget.hub.relay.dump import dump_satellites, load_satellites_dump
 from smartget.hub.relay.methods import Dispatcher, to_datetime
 from smartget.hub.relay.outbox import Message, Outbox
 from smartget.hub.relay.xmlrpc import (
@@ -116,6 +120,20 @@ class RelaySettings:
         "Require the hub's token on /RPC2 (as http://relay:TOKEN@HOST/RPC2); co2 "
         "satellites call an open relay, which is the default.",
         flag="--relay-require-token/--relay-open",
+    )
+    import_file: Path | None = setting(
+        None,
+        "A co2 satellite dump (XML) to register satellites from at start.",
+        click_type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        flag="--relay-import",
+        show_default=False,
+    )
+    export_file: Path | None = setting(
+        None,
+        "Write a co2 satellite dump (XML, mode 0600) here on exit.",
+        click_type=click.Path(dir_okay=False, path_type=Path),
+        flag="--relay-export",
+        show_default=False,
     )
     drain_timeout: float = 5.0  # on stop, how long queued messages may still go out
     maintainer: str = setting("", "Shown by system.get_properties.", show_default=False)
@@ -186,6 +204,8 @@ class RelayService:
         every recipient (start-up; blocks briefly). Returns the number of satellites."""
         sats = self.store.read_now(relay_store.load_satellites)
         self.registry.restore(sats)
+        if self.settings.import_file is not None:
+            self.import_dump(self.settings.import_file.read_bytes())
         messages, last_seq = self.store.read_now(relay_store.load_messages)
         self.outbox.last_seq = max(self.outbox.last_seq, last_seq)
         for msg in self.outbox.restore(messages, self.registry.host_ids()):
@@ -199,6 +219,28 @@ class RelayService:
                 self._queue.qsize(),
             )
         return len(sats)
+
+    def import_dump(self, data: bytes) -> int:
+        """Register the satellites of a co2 dump (relay/dump.py); returns how many were new.
+
+        A satellite already registered keeps its state; past max_satellites the rest are
+        skipped with a warning. They are saved by the next flush.
+        """
+        added = 0
+        for sat in load_satellites_dump(data):
+            if sat.host_id in self.registry:
+                continue
+            if len(self.registry) >= self.registry.max_satellites:
+                log.warning("relay: full; %s and later satellites of the dump skipped", sat.host_id)
+                break
+            self.registry.adopt(sat)
+            added += 1
+        log.info("relay: %d satellites imported from a dump", added)
+        return added
+
+    def export_dump(self) -> bytes:
+        """A co2 satellite dump of every registered satellite (with its notify_pass)."""
+        return dump_satellites(self.registry.satellites())
 
     async def run(self) -> None:
         """The dispatcher, the pinger, the flusher and the mailboxes, until :meth:`aclose`."""
@@ -235,6 +277,9 @@ class RelayService:
             await asyncio.shield(self.store.submit_later(self._outbox_write))
         except StoreError as exc:
             log.error("relay: could not save statistics on the way out: %s", exc)
+        if self.settings.export_file is not None:
+            write_private(self.settings.export_file, self.export_dump())
+            log.info("relay: satellite dump written to %s", self.settings.export_file)
         await self.client.aclose()
 
     async def wait_idle(self) -> None:
