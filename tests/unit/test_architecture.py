@@ -40,6 +40,10 @@ CORES = (
     "smartget.mesh.datapack",
     "smartget.mesh.router",
     "smartget.mesh.policy",
+    "smartget.mesh.session",
+    "smartget.mesh.registry",
+    "smartget.transcode.ffmpeg",
+    "smartget.transcode.messages",
     "smartget.transcode.plan",
 )
 
