@@ -1,10 +1,13 @@
 """The task handlers of seed 003: maketorrent, download, shutdown, shutdownall, delete.
 
 :class:`Agent` ties the parts together: paths are confined by :class:`Roots`, files
-fetched by :class:`Fetcher`, torrents run by :class:`Engine`, rows kept in
-:class:`NodeState`, progress reported by an optional :class:`Reporter`. :meth:`handle`
-never raises: every failure becomes seed 003's response with ``result`` ``failed`` and
-the reason in ``traceback``.
+fetched by :class:`Fetcher`, torrents run by a :class:`TorrentEngine` (libtorrent's
+:class:`~smartget.node.engine.Engine` in a node), rows kept in :class:`NodeState`,
+progress reported by an optional :class:`StatusReporter`. The engine and the reporter
+are the small Protocols declared here, so this module loads neither libtorrent nor
+httpx; :mod:`smartget.node.service` wires the real ones in. :meth:`handle` never
+raises: every failure becomes seed 003's response with ``result`` ``failed`` and the
+reason in ``traceback``.
 
 Download deadlines (a download task's ``expire``; the rules are in
 :mod:`smartget.node.tasks`): the deadline is written with the torrent's row before the
@@ -25,26 +28,20 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from smartget.errors import NodeAgentError, SmartGetError, TorrentError
-from smartget.node.engine import (
-    INITIAL,
-    Engine,
-    TorrentStatus,
-    info_hash_of,
-    load_torrent,
-    resume_progress,
-)
-from smartget.node.fetcher import Fetcher
+from smartget.errors import NodeAgentError, SmartGetError, TaskError, TorrentError
 from smartget.node.maker import make_torrent, write_atomic
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
-from smartget.node.reporter import Reporter
 from smartget.node.state import NodeState, TorrentRecord
-from smartget.node.tasks import EXPIRED, Deadlines, NodeIdentity, Task, TaskError, response
+from smartget.node.status import INITIAL, Torrent, TorrentStatus, expired_status
+from smartget.node.tasks import EXPIRED, Deadlines, NodeIdentity, Task, response
 
-__all__ = ["Agent", "TaskResult"]
+if TYPE_CHECKING:
+    from smartget.node.fetcher import Fetcher
+
+__all__ = ["Agent", "StatusReporter", "TaskResult", "TorrentEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +50,46 @@ TORRENT_SUFFIX = ".torrent"
 # times; the clock may be stepped), and retries an expiry that failed after EXPIRE_RETRY.
 MAX_TIMER = 60.0
 EXPIRE_RETRY = 10.0
+
+
+class TorrentEngine(Protocol):
+    """What the agent asks of the BitTorrent engine."""
+
+    def load(self, data: bytes) -> Torrent: ...
+
+    def add(
+        self,
+        ti: Any,
+        save_path: Path,
+        *,
+        rename_to: str | None = None,
+        seed_mode: bool = False,
+        resume: bytes | None = None,
+    ) -> str: ...
+
+    async def remove(self, sha1: str, *, within: float = 10.0) -> bool: ...
+
+    def has(self, sha1: str) -> bool: ...
+
+    def is_complete(self, sha1: str) -> bool: ...
+
+    def torrents(self) -> list[str]: ...
+
+    def status(self, sha1: str) -> TorrentStatus: ...
+
+    def resume_path(self, sha1: str) -> Path: ...
+
+    def resume_progress(self, resume: bytes | None) -> tuple[dict[str, float], bool]: ...
+
+
+class StatusReporter(Protocol):
+    """What the agent tells the status reporter."""
+
+    def track(self, sha1: str, *, done: bool = False, retries: int = 0) -> None: ...
+
+    def untrack(self, sha1: str) -> None: ...
+
+    def changed(self, sha1: str, status: str) -> None: ...
 
 
 class TaskResult:
@@ -69,13 +106,13 @@ class Agent:
         self,
         identity: NodeIdentity,
         roots: Roots,
-        engine: Engine,
+        engine: TorrentEngine,
         fetcher: Fetcher,
         state: NodeState,
         *,
         files_url: str,
         trackers: tuple[str, ...] = (),
-        reporter: Reporter | None = None,
+        reporter: StatusReporter | None = None,
     ) -> None:
         self.identity = identity
         self.roots = roots
@@ -186,7 +223,7 @@ class Agent:
                 )
             )
             self._arm(made.sha1, None)  # complete from the start: nothing to bound
-            self.engine.add(load_torrent(made.data), path.parent, seed_mode=True)
+            self.engine.add(self.engine.load(made.data).info, path.parent, seed_mode=True)
             self._track(made.sha1)
         return TaskResult(
             {
@@ -211,12 +248,12 @@ class Agent:
         rel = url_relpath(url)
         torrent_path = self.roots.under(root, rel)
         fetched = await self.fetcher.fetch_small(url, max_retries=task.max_retries)
-        ti = load_torrent(fetched.body)
-        sha1 = info_hash_of(ti)
+        torrent = self.engine.load(fetched.body)
+        sha1 = torrent.sha1
         wanted = task.arg("sha1").strip().lower()
         if wanted and wanted != sha1:
             raise TorrentError(f"the torrent's sha1 is {sha1}, the task asked for {wanted}")
-        data_rel = _data_relpath(rel, ti.name())
+        data_rel = _data_relpath(rel, torrent.name)
         data_path = self.roots.under(root, data_rel)
         args: dict[str, Any] = {
             "filename": str(data_path),
@@ -226,7 +263,7 @@ class Agent:
             "torrentfileurl": url,
         }
         async with self._lock:
-            if sha1 in self.engine.handles:
+            if self.engine.has(sha1):
                 args["already"] = True
                 self._merge_deadline(sha1, task.expire_at)
                 return TaskResult(
@@ -252,7 +289,7 @@ class Agent:
                     expire_at=task.expire_at,
                 )
             )
-            self.engine.add(ti, data_path.parent, rename_to=data_path.name)
+            self.engine.add(torrent.info, data_path.parent, rename_to=data_path.name)
             self._arm(sha1, task.expire_at)
             if self.reporter is not None:
                 self.reporter.untrack(sha1)  # a new task reports afresh, even after expiry
@@ -270,7 +307,7 @@ class Agent:
         async with self._lock:
             if not sha1:
                 sha1 = self._sha1_of_url(url, task.arg("wwwroot"))
-            if self.state.get(sha1) is None and sha1 not in self.engine.handles:
+            if self.state.get(sha1) is None and not self.engine.has(sha1):
                 raise TorrentError(f"no torrent with sha1 {sha1} runs on this node")
             await self._stop(sha1)
         return TaskResult({})
@@ -279,7 +316,7 @@ class Agent:
         async with self._lock:
             for record in self.state.torrents():
                 await self._stop(record.sha1)
-            for sha1 in list(self.engine.handles):
+            for sha1 in self.engine.torrents():
                 await self._stop(sha1)
         return TaskResult({})
 
@@ -363,7 +400,7 @@ class Agent:
             with contextlib.suppress(FileNotFoundError):
                 resume = resume_path.read_bytes()
             if record.expire_at is not None and record.expire_at <= now:
-                if not resume_progress(resume)[1]:
+                if not self.engine.resume_progress(resume)[1]:
                     self._track_restored(record)
                     figures = self._expire_stopped(record.sha1)
                     self._mark_expired(record, figures, down_for=now - record.expire_at)
@@ -372,9 +409,9 @@ class Agent:
                 record.expire_at = None
                 self.state.set_expire(record.sha1, None)
             try:
-                ti = load_torrent(await asyncio.to_thread(Path(record.torrentfile).read_bytes))
+                data = await asyncio.to_thread(Path(record.torrentfile).read_bytes)
                 self.engine.add(
-                    ti,
+                    self.engine.load(data).info,
                     Path(record.save_path),
                     rename_to=record.rename_to or None,
                     seed_mode=record.seed_mode and resume is None,
@@ -390,18 +427,13 @@ class Agent:
 
     def _track_restored(self, record: TorrentRecord) -> None:
         if self.reporter is not None:
-            self.reporter.schedule.track(
-                record.sha1,
-                self.reporter.clock(),
-                done=record.report_done,
-                retries=record.report_retries,
-            )
+            self.reporter.track(record.sha1, done=record.report_done, retries=record.report_retries)
 
     # ---- download deadlines ----------------------------------------------------------
 
     def on_change(self, sha1: str) -> None:
         """The engine saw a state change: a complete torrent forgets its deadline."""
-        if sha1 in self.deadlines and sha1 in self.engine.complete:
+        if sha1 in self.deadlines and self.engine.is_complete(sha1):
             self._arm(sha1, None)
             self.state.set_expire(sha1, None)
             log.info("download %s complete before its deadline; it keeps seeding", sha1)
@@ -412,27 +444,25 @@ class Agent:
         if record is None:
             return None
         if record.expired:
-            figures = record.expired_figures()
-            st = TorrentStatus(
-                sha1=sha1,
-                name=Path(record.data_path).name,
-                status=EXPIRED,
-                percent=figures.get("percent", 0.0),
-                downrate=0,
-                uprate=0,
-                downtotal=int(figures.get("downtotal", 0)),
-                uptotal=int(figures.get("uptotal", 0)),
-                numpeers=0,
-                numseeds=0,
-                timeleft=0,
-                complete=False,
-                error="",
-            )
-        elif sha1 in self.engine.handles:
+            st = expired_status(sha1, Path(record.data_path).name, record.expired_figures())
+        elif self.engine.has(sha1):
             st = self.engine.status(sha1)
         else:
             return None
         return st, Path(record.torrentfile).name, record.taskid
+
+    def torrents_status(self) -> list[dict[str, Any]]:
+        """``GET /status``: every running torrent, then those stopped at their deadline."""
+        torrents = []
+        for sha1 in self.engine.torrents():
+            st = self.engine.status(sha1)
+            record = self.state.get(sha1)
+            torrents.append({**st.__dict__, "torrentfile": record.torrentfile if record else ""})
+        # Stopped at their deadline: no longer in the engine, still the node's business.
+        for record in self.state.torrents():
+            if record.expired and (shown := self.report_status(record.sha1)) is not None:
+                torrents.append({**shown[0].__dict__, "torrentfile": record.torrentfile})
+        return torrents
 
     async def run_deadlines(self) -> None:
         """Stop downloads at their tasks' deadlines; one task per node (cancel to stop)."""
@@ -468,7 +498,7 @@ class Agent:
     def _merge_deadline(self, sha1: str, at: float | None) -> None:
         """Another download task for a running torrent: keep the later deadline."""
         record = self.state.get(sha1)
-        if record is None or record.expire_at is None or sha1 in self.engine.complete:
+        if record is None or record.expire_at is None or self.engine.is_complete(sha1):
             return  # unbounded already, or complete: nothing to bound
         later = None if at is None else max(at, record.expire_at)
         if later != record.expire_at:
@@ -483,10 +513,10 @@ class Agent:
             if record.expire_at > time.time():
                 self._arm(sha1, record.expire_at)  # the wall clock stepped back
                 return
-            if sha1 in self.engine.complete:
+            if self.engine.is_complete(sha1):
                 self.state.set_expire(sha1, None)  # completed: it keeps seeding
                 return
-            if sha1 in self.engine.handles:
+            if self.engine.has(sha1):
                 st = self.engine.status(sha1)
                 figures = {"percent": st.percent, "downtotal": st.downtotal, "uptotal": st.uptotal}
                 await self.engine.remove(sha1)  # like /shutdown: data and .torrent stay
@@ -502,7 +532,7 @@ class Agent:
         with contextlib.suppress(FileNotFoundError):
             resume = path.read_bytes()
         path.unlink(missing_ok=True)
-        return resume_progress(resume)[0]
+        return self.engine.resume_progress(resume)[0]
 
     def _mark_expired(
         self, record: TorrentRecord, figures: dict[str, float], *, down_for: float | None = None

@@ -6,6 +6,9 @@ routes (``/puttask``: download or delete; ``/shutdowntask``: shutdown or shutdow
 ``GET /status`` lists the torrents, ``/metrics`` is for Prometheus. Every route needs
 credentials (see :mod:`smartget.node.auth`): 401 ``Unauthorized`` otherwise.
 
+The app depends on :class:`TaskRunner`, the part of the agent it calls, and on a
+``statistics`` callable for ``/metrics``; :mod:`smartget.node.service` passes them in.
+
 The body is read raw and parsed by :func:`~smartget.node.tasks.parse_task`, whatever the
 Content-Type (the original clients post JSON without one). A malformed task gets seed
 003's response with ``result`` ``failed`` and the reason in ``traceback``, HTTP 200 like
@@ -15,7 +18,8 @@ every task answer, never a 500.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import prometheus_client as prom
 from fastapi import FastAPI, Request, Response
@@ -24,15 +28,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smartget import __version__
+from smartget.errors import TaskError
 from smartget.node.auth import Credentials
-from smartget.node.tasks import EVENTS, TaskError, parse_task, peek_taskid
+from smartget.node.tasks import EVENTS, NodeIdentity, Task, parse_task, peek_taskid
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from smartget.node.agent import Agent
-
-__all__ = ["create_api_app"]
+__all__ = ["ROUTES", "TaskRunner", "create_api_app"]
 
 # route -> events it accepts (seed 003 and the original's grouped routes)
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -42,17 +42,31 @@ ROUTES: dict[str, tuple[str, ...]] = {
 }
 
 
-class _AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+class TaskRunner(Protocol):
+    """What the API asks of the agent."""
+
+    @property
+    def identity(self) -> NodeIdentity: ...
+
+    async def handle(self, task: Task) -> dict[str, Any]: ...
+
+    def failure(self, event: str, taskid: str, reason: str) -> dict[str, Any]: ...
+
+    def torrents_status(self) -> list[dict[str, Any]]: ...
+
+
+class _StatsCollector(Collector):
+    def __init__(self, statistics: Callable[[], Mapping[str, int]]) -> None:
+        self.statistics = statistics
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        stats = {**self.agent.engine.statistics(), **self.agent.statistics()}
-        for key, value in stats.items():
+        for key, value in self.statistics().items():
             yield GaugeMetricFamily(f"smartget_node_{key}", f"node: {key}", value=value)
 
 
-def create_api_app(agent: Agent, credentials: Credentials) -> FastAPI:
+def create_api_app(
+    agent: TaskRunner, credentials: Credentials, statistics: Callable[[], Mapping[str, int]]
+) -> FastAPI:
     app = FastAPI(
         title="SmartGet node",
         version=__version__,
@@ -60,7 +74,7 @@ def create_api_app(agent: Agent, credentials: Credentials) -> FastAPI:
         "delete, ping. Authenticate with ?user=U&pwd=<md5 of password> or a bearer token.",
     )
     metrics = prom.CollectorRegistry()
-    metrics.register(_AgentCollector(agent))
+    metrics.register(_StatsCollector(statistics))
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Response:
@@ -106,16 +120,7 @@ def create_api_app(agent: Agent, credentials: Credentials) -> FastAPI:
     @app.get("/status")
     async def status() -> dict[str, Any]:
         """Every torrent of this node with its progress."""
-        torrents = []
-        for sha1 in list(agent.engine.handles):
-            st = agent.engine.status(sha1)
-            record = agent.state.get(sha1)
-            torrents.append({**st.__dict__, "torrentfile": record.torrentfile if record else ""})
-        # Stopped at their deadline: no longer in the engine, still the node's business.
-        for record in agent.state.torrents():
-            if record.expired and (shown := agent.report_status(record.sha1)) is not None:
-                torrents.append({**shown[0].__dict__, "torrentfile": record.torrentfile})
-        return {"nodeid": agent.identity.nodeid, "torrents": torrents}
+        return {"nodeid": agent.identity.nodeid, "torrents": agent.torrents_status()}
 
     @app.get("/metrics")
     async def metrics_route() -> Response:

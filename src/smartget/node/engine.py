@@ -8,10 +8,11 @@ handles them in the loop, so no Python code ever runs on libtorrent's threads an
 call blocks the loop for long. Things that wait on libtorrent (removal, resume data,
 completion) wait on futures that alerts resolve, each with a deadline.
 
-Completion (issue 4): a torrent counts as complete only after ``torrent_finished_alert``
-*and then* ``cache_flushed_alert`` for it: a file hashed right at the finished alert can
-still be incomplete on disk. Torrents this node made itself (seed mode) are complete
-from the start.
+The engine is a thin driver of the sans-IO swarm policy in :mod:`smartget.node.policy`
+(completion, web-seed hold, striping, the tick schedule): it reads libtorrent, feeds
+the policy the figures and the time, and applies its decisions. The agent uses the
+narrow API below (``has``, ``is_complete``, ``torrents``, ``status``, ``add``,
+``remove``, ...), never the session or the handles.
 
 Resume data is asked for on every state change, after completion, every
 ``resume_interval`` seconds for torrents that changed, and at shutdown; it is written to
@@ -22,20 +23,8 @@ Network (issue 4, "one machine"): listen and outgoing interfaces bound to ``--ip
 UPnP, NAT-PMP and libtorrent's DHT off; outgoing uTP off (it costs seconds against
 TCP-only peers). Rate limits apply to every peer, loopback and LAN included: by default
 libtorrent puts those in its "local" peer class, which is exempt, so the peer class
-filter puts every address in the global class instead.
-
-Swarm efficiency under upload caps (issue 6): with a capped seed the seed's upload is
-the bottleneck, so every piece it sends twice, and every tick it cannot fill, is time
-lost. :func:`_swarm_tuning` holds the libtorrent settings that were measured to matter
-(how libtorrent's rate limiter works and why each setting, in its docstring), and each
-download is split into stripes (:func:`stripe_priorities`) so that peers fetch
-different pieces from the seed and the rest from each other: re-checked every 0.1 s
-while the download is young and its peers are still connecting, then once a second
-(checking only once a second, a seed at 20 MiB/s sent 1.13-1.15 F at N = 8, against
-1.10-1.11 F).
-Without a cap nothing is hoarded on loopback, but on a real network a connection
-carries at most reqq blocks per round trip, so an uncapped node advertises a deep queue
-(:func:`request_queue_for`, measured with ``benchmarks/wan.py``).
+filter puts every address in the global class instead. Swarm efficiency under upload
+caps (issue 6): :func:`~smartget.node.policy.swarm_tuning`.
 """
 
 from __future__ import annotations
@@ -46,7 +35,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,81 +42,54 @@ import libtorrent as lt
 
 from smartget import __version__
 from smartget.errors import TorrentError
+from smartget.node.policy import (
+    REQUEST_QUEUE,
+    SWARM_UNCHOKE_SLOTS,
+    UNCAPPED_REQUEST_QUEUE,
+    YOUNG_CHECK,
+    Completion,
+    Striping,
+    TickSchedule,
+    WebSeedHolds,
+    request_queue_for,
+    stripe_priorities,
+    swarm_tuning,
+)
+from smartget.node.settings import EngineSettings
+from smartget.node.status import (
+    DOWNLOAD_SUCCESS,
+    DOWNLOADING,
+    INITIAL,
+    SEEDING,
+    Torrent,
+    TorrentStatus,
+    percent_done,
+    status_label,
+)
 
+# Re-exported for the benchmarks and older imports; they live in the pure modules.
 __all__ = [
+    "DOWNLOADING",
+    "DOWNLOAD_SUCCESS",
+    "INITIAL",
+    "REQUEST_QUEUE",
+    "SEEDING",
+    "UNCAPPED_REQUEST_QUEUE",
     "Engine",
     "EngineSettings",
+    "Torrent",
     "TorrentStatus",
     "info_hash_of",
     "load_torrent",
+    "request_queue_for",
     "resume_progress",
+    "stripe_priorities",
 ]
 
 log = logging.getLogger(__name__)
 
-# Seed 003's status strings ("status" of status_response).
-INITIAL = "Initial startup"
-DOWNLOADING = "downloading"
-DOWNLOAD_SUCCESS = "download success"
-SEEDING = "seeding"
-
 MAX_TORRENT_BYTES = 16 << 20
-BLOCK = 16 << 10  # bytes a peer requests at a time (BEP 3's usual 2^14)
-REQUEST_QUEUE = 8  # least block requests a peer may queue at this node (see _swarm_tuning)
-UNCAPPED_REQUEST_QUEUE = 500  # ... without an upload cap (see request_queue_for)
-TICK_MS = 5  # libtorrent's tick, when its rate limiter hands out quota (see _swarm_tuning)
-QUEUE_TICKS = 5  # the requests a peer may queue cover this many ticks of the upload cap
-# A new download's peers connect within a few tenths of a second of each other; its
-# stripes are checked this often while it is young, then once a second (_restripe).
-YOUNG_CHECK = 0.1
-YOUNG_FOR = 3.0
-SWARM_UNCHOKE_SLOTS = 32  # peers a node uploads to at once, at least
-
-
-@dataclass
-class EngineSettings:
-    ip: str = "0.0.0.0"
-    bt_port: int = 6881
-    upload_limit: int = 0  # bytes/s, 0 = none
-    download_limit: int = 0
-    outgoing_utp: bool = False
-    resume_interval: float = 5.0
-    unchoke_slots: int = 8  # upload slots, reported to the hub as free capacity
-    # Seconds a download may go without progress from peers before it may use the
-    # torrent's web seeds (the origin); 0 uses them from the start. The fleet should
-    # fetch from each other, so the origin sends each byte about once (DESIGN.md).
-    webseed_fallback: float = 10.0
-    # The reqq this node advertises: how many block requests one peer may queue here.
-    # None: REQUEST_QUEUE, or more under a high upload cap (request_queue_for).
-    peer_request_queue: int | None = None
-
-
-@dataclass
-class _HeldWebSeeds:
-    """Web seeds taken off a download until its peers stop making progress."""
-
-    urls: list[str]
-    progress: int  # total_wanted_done at the last check that saw progress
-    since: float  # when that progress was seen
-
-
-@dataclass(frozen=True)
-class TorrentStatus:
-    """One torrent's figures, in seed 003's status_response vocabulary."""
-
-    sha1: str
-    name: str
-    status: str
-    percent: float
-    downrate: int
-    uprate: int
-    downtotal: int
-    uptotal: int
-    numpeers: int
-    numseeds: int
-    timeleft: int
-    complete: bool
-    error: str
+_swarm_tuning = swarm_tuning  # the name the tests knew
 
 
 def load_torrent(data: bytes) -> Any:
@@ -188,9 +149,8 @@ class Engine:
         self.settings = settings
         self.resume_dir = resume_dir
         self.on_change = on_change or (lambda sha1: None)
-        self.handles: dict[str, Any] = {}
-        self.complete: set[str] = set()
-        self._flushing: set[str] = set()
+        self.handles: dict[str, Any] = {}  # the driver's own; others use the methods
+        self._completion = Completion()
         self._waiters: dict[tuple[str, str], list[asyncio.Future[Any]]] = {}
         self._resume_pending: dict[str, int] = {}
         self.listen_port: int | None = None
@@ -198,10 +158,9 @@ class Engine:
         self._session: Any = None
         self._pipe: tuple[int, int] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._held_web_seeds: dict[str, _HeldWebSeeds] = {}
-        self._stripes: dict[str, tuple[str, ...]] = {}
+        self._holds = WebSeedHolds(settings.webseed_fallback)
+        self._striping = Striping()
         self._added: dict[str, float] = {}  # sha1 -> when it was added (monotonic)
-        self.restripes = 0
         self.alerts_handled = 0
         self.resume_saves = 0
         self.resume_rejected = 0
@@ -240,7 +199,7 @@ class Engine:
             "active_limit": -1,
             "active_seeds": -1,
             "active_downloads": -1,
-        } | _swarm_tuning(s)
+        } | swarm_tuning(s)
 
     async def start(self) -> None:
         """Open the session; returns once BitTorrent is listening (or raises)."""
@@ -340,11 +299,14 @@ class Engine:
         except RuntimeError as exc:
             raise TorrentError(f"libtorrent refused the torrent {sha1}: {exc}") from None
         self.handles[sha1] = handle
-        self._added[sha1] = time.monotonic()
-        if not seed_mode and self.settings.webseed_fallback > 0:
-            self._hold_web_seeds(sha1, handle, ti)
+        now = time.monotonic()
+        self._added[sha1] = now
+        if not seed_mode and self._holds.enabled:
+            urls = [*handle.url_seeds(), *(seed["url"] for seed in ti.web_seeds())]
+            for url in self._holds.hold(sha1, urls, now):
+                handle.remove_url_seed(url)
         if seed_mode:
-            self.complete.add(sha1)
+            self._completion.seeded(sha1)
             self.request_resume(sha1)
         return sha1
 
@@ -354,8 +316,7 @@ class Engine:
         self._added.pop(sha1, None)
         if handle is None:
             return False
-        self.complete.discard(sha1)
-        self._flushing.discard(sha1)
+        self._completion.forget(sha1)
         waiter = self._wait_for("removed", sha1)
         self._session.remove_torrent(handle)
         with contextlib.suppress(TimeoutError):
@@ -364,6 +325,37 @@ class Engine:
         with contextlib.suppress(FileNotFoundError):
             (self.resume_dir / f"{sha1}.resume").unlink()
         return True
+
+    @property
+    def complete(self) -> set[str]:
+        """The torrents that are complete (finished and flushed); read only."""
+        return self._completion.complete
+
+    @property
+    def restripes(self) -> int:
+        return self._striping.restripes
+
+    def has(self, sha1: str) -> bool:
+        """Whether ``sha1`` runs in the session."""
+        return sha1 in self.handles
+
+    def is_complete(self, sha1: str) -> bool:
+        return sha1 in self._completion
+
+    def torrents(self) -> list[str]:
+        """The info-hashes of the torrents that run, in the order they were added."""
+        return list(self.handles)
+
+    @staticmethod
+    def load(data: bytes) -> Torrent:
+        """Parse .torrent bytes (:func:`load_torrent`)."""
+        ti = load_torrent(data)
+        return Torrent(info_hash_of(ti), ti.name(), ti)
+
+    @staticmethod
+    def resume_progress(resume: bytes | None) -> tuple[dict[str, float], bool]:
+        """:func:`resume_progress`: the figures of a torrent not in the session."""
+        return resume_progress(resume)
 
     def connect_peer(self, sha1: str, address: tuple[str, int]) -> None:
         """Tell a torrent about a peer (tests and controllers that know one)."""
@@ -377,25 +369,20 @@ class Engine:
         if handle is None:
             raise TorrentError(f"no torrent with sha1 {sha1}")
         st = handle.status()
-        complete = sha1 in self.complete
+        complete = sha1 in self._completion
         states = lt.torrent_status.states
-        if complete and st.state == states.seeding:
-            label = SEEDING
-        elif complete:
-            label = DOWNLOAD_SUCCESS
-        elif st.state in (states.downloading, states.finished, states.seeding):
-            # Finished but not flushed yet is not complete (issue 4). The label must
-            # change at the flush too: the reporter reports at once on a new label.
-            label = DOWNLOADING
-        else:
-            label = INITIAL
+        label = status_label(
+            complete=complete,
+            seeding=st.state == states.seeding,
+            transferring=st.state in (states.downloading, states.finished, states.seeding),
+        )
         remaining = max(0, st.total_wanted - st.total_wanted_done)
         rate = st.download_payload_rate
         return TorrentStatus(
             sha1=sha1,
             name=st.name,
             status=label,
-            percent=100.0 if complete else round(min(st.progress * 100.0, 99.9), 1),
+            percent=percent_done(st.progress, complete=complete),
             downrate=st.download_payload_rate,
             uprate=st.upload_payload_rate,
             downtotal=max(st.all_time_download, st.total_payload_download),
@@ -409,7 +396,7 @@ class Engine:
 
     async def wait_complete(self, sha1: str, within: float) -> None:
         """Wait until ``sha1`` is complete (finished and flushed to disk)."""
-        if sha1 in self.complete:
+        if sha1 in self._completion:
             return
         waiter = self._wait_for("complete", sha1)
         async with asyncio.timeout(within):
@@ -423,7 +410,7 @@ class Engine:
     def statistics(self) -> dict[str, int]:
         return {
             "torrents": len(self.handles),
-            "complete": len(self.complete),
+            "complete": len(self._completion),
             "alerts_handled": self.alerts_handled,
             "resume_saves": self.resume_saves,
             "resume_rejected": self.resume_rejected,
@@ -460,51 +447,36 @@ class Engine:
         self.resume_saves += 1
 
     async def _tick_forever(self) -> None:
-        last_resume = last_second = time.monotonic()
+        schedule = TickSchedule(self.settings.resume_interval, time.monotonic())
         while True:
             await asyncio.sleep(YOUNG_CHECK)
             now = time.monotonic()
-            if now - last_second < 1.0:
-                # Between seconds, only young downloads: at 20 MiB/s a seed sends a
-                # third of a 64 MiB file in the first second, unstriped (issue 6).
-                self._restripe(young_after=now - YOUNG_FOR)
-                continue
-            last_second = now
-            self._release_web_seeds(now)
-            self._restripe()
-            if now - last_resume >= self.settings.resume_interval:
-                last_resume = now
+            tick = schedule.tick(now)
+            if tick.release_web_seeds:
+                self._release_web_seeds(now)
+            self._restripe(young_after=tick.young_after)
+            if tick.save_resume:
                 for sha1 in list(self.handles):
                     self.request_resume(sha1)
 
-    def _hold_web_seeds(self, sha1: str, handle: Any, ti: Any) -> None:
-        urls = set(handle.url_seeds()) | {seed["url"] for seed in ti.web_seeds()}
-        if not urls:
-            return
-        for url in urls:
-            handle.remove_url_seed(url)
-        self._held_web_seeds[sha1] = _HeldWebSeeds(sorted(urls), 0, time.monotonic())
-
     def _release_web_seeds(self, now: float) -> None:
         """Give a download its web seeds back once peers stopped helping it."""
-        for sha1, held in list(self._held_web_seeds.items()):
+        for sha1 in self._holds.held():
             handle = self.handles.get(sha1)
-            if handle is None or sha1 in self.complete:
-                del self._held_web_seeds[sha1]
+            if handle is None or sha1 in self._completion:
+                self._holds.forget(sha1)
                 continue
-            done = handle.status().total_wanted_done
-            if done > held.progress:
-                held.progress, held.since = done, now
-            elif now - held.since >= self.settings.webseed_fallback:
-                log.info(
-                    "%s: no progress from peers for %.0f s; using its web seed(s) %s",
-                    sha1,
-                    now - held.since,
-                    ", ".join(held.urls),
-                )
-                for url in held.urls:
-                    handle.add_url_seed(url)
-                del self._held_web_seeds[sha1]
+            fallback = self._holds.check(sha1, handle.status().total_wanted_done, now)
+            if fallback is None:
+                continue
+            log.info(
+                "%s: no progress from peers for %.0f s; using its web seed(s) %s",
+                sha1,
+                fallback.idle,
+                ", ".join(fallback.urls),
+            )
+            for url in fallback.urls:
+                handle.add_url_seed(url)
 
     def _restripe(self, young_after: float | None = None) -> None:
         """Re-split downloads into stripes when their set of downloading peers changed.
@@ -514,8 +486,8 @@ class Engine:
         for sha1, handle in self.handles.items():
             if young_after is not None and self._added.get(sha1, 0.0) <= young_after:
                 continue
-            if sha1 in self.complete:
-                self._stripes.pop(sha1, None)
+            if sha1 in self._completion:
+                self._striping.forget(sha1)
                 continue
             own, members = self.settings.ip, []
             for peer in handle.get_peer_info():
@@ -525,18 +497,14 @@ class Engine:
                     own = str(peer.local_endpoint[0])
                 if not peer.flags & peer.seed:
                     members.append(str(peer.ip[0]))
-            key = tuple(sorted({own, *members}))
-            if self._stripes.get(sha1) == key:
+            key = self._striping.changed(sha1, own, members)
+            if key is None:
                 continue
             ti = handle.torrent_file()
             if ti is None:
                 continue
-            self._stripes[sha1] = key
-            num_pieces = ti.num_pieces()
-            priorities = stripe_priorities(num_pieces, own, [own, *members])
-            handle.prioritize_pieces(priorities or [4] * num_pieces)
-            self.restripes += 1
-            log.debug("%s: stripe %d of %d", sha1, key.index(own), len(key) if priorities else 0)
+            handle.prioritize_pieces(self._striping.assign(sha1, key, own, ti.num_pieces()))
+            log.debug("%s: stripe %d of %d", sha1, key.index(own), len(key) if len(key) > 1 else 0)
 
     # ---- alerts ----------------------------------------------------------------------
 
@@ -593,18 +561,14 @@ class Engine:
                 lt.torrent_status.states.finished,
                 lt.torrent_status.states.seeding,
             )
-            if finished and sha1 not in self.complete and sha1 not in self._flushing:
-                # Issue 4: flush before counting it complete.
-                self._flushing.add(sha1)
-                alert.handle.flush_cache()
+            if finished and self._completion.finished(sha1):
+                alert.handle.flush_cache()  # issue 4: flushed before it counts as complete
             self.request_resume(sha1)
             self.on_change(sha1)
             return
         if isinstance(alert, lt.cache_flushed_alert):
             sha1 = _hash_of_alert(alert)
-            if sha1 in self._flushing:
-                self._flushing.discard(sha1)
-                self.complete.add(sha1)
+            if self._completion.flushed(sha1):
                 log.info("torrent %s complete and flushed", sha1)
                 self._resolve("complete", sha1)
                 self.request_resume(sha1)
@@ -616,127 +580,6 @@ class Engine:
             return
         if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             log.warning("torrent: %s", alert.message())
-
-
-def request_queue_for(upload_limit: int) -> int:
-    """The reqq to advertise by default: 500 without an upload cap, else 8 or more.
-
-    Under a cap, enough requests that what one peer has queued here covers
-    ``QUEUE_TICKS`` ticks of the cap (see :func:`_swarm_tuning`): 8 up to 5 MiB/s, 32
-    at 20 MiB/s. That small queue stops peers hoarding the capped seed's upload, which
-    only a cap makes the bottleneck on loopback.
-
-    Without a cap the queue must cover the path's bandwidth-delay product instead: one
-    connection carries at most reqq x 16 KiB per round trip. Measured with
-    ``benchmarks/wan.py`` (64 MiB, one connection through a delay proxy): reqq 8 gave
-    4.8 / 2.5 / 1.1 MB/s at 20 / 50 / 100 ms RTT, 128 gave 67 / 31 / 16 MB/s and 500
-    gave 127 / 68 / 36 MB/s (and 3 connections 3 x that); at RTT 0 reqq 8 held a
-    connection to 83-99 MB/s against 290-345 for 32 and more, and a 4-node loopback
-    ``smartget demo --upload-limit 0`` (64 MiB) took 0.64-0.67 s at 500 against
-    0.82-0.91 s at 8, origin 1.00 F both. 500 is also libtorrent 2.1's default
-    ``max_out_request_queue``: what it queues at peers that advertise no reqq.
-    """
-    if upload_limit <= 0:
-        return UNCAPPED_REQUEST_QUEUE
-    ticks_worth = upload_limit * TICK_MS * QUEUE_TICKS // 1000
-    return max(REQUEST_QUEUE, -(-ticks_worth // BLOCK))
-
-
-def _swarm_tuning(settings: EngineSettings) -> dict[str, int]:
-    """libtorrent settings for a fleet swarm under upload caps (issue 6, measured).
-
-    How libtorrent 2.x enforces an upload cap (``bandwidth_manager.cpp``,
-    ``bandwidth_limit.hpp``) explains most of them. The cap is a bucket of quota that
-    grows by cap x tick only on a tick when some connection waits for quota. A
-    connection gets quota at once only while the bucket holds more than a second of
-    quota; otherwise it waits for the next tick, and then gets at most what it asked
-    for: the bytes in its send buffer (what its peer requested and the disk has read).
-    So a fresh node's first second under a cap is paced by ticks: each tick, each
-    connection sends what its peer had on order. A second of quota, saved up while the
-    node sends less than the cap, is what ends that phase; until then every byte a
-    connection could not send at its tick is lost for good (up to one second of the
-    cap per node, measured: a 2-node 8 MiB push at 20 MiB/s took 2.2 s for 0.4 s).
-
-    Each setting removed a cost measured with ``benchmarks/distribution.py``,
-    ``smartget demo`` and two engines in one process:
-
-    * ``tick_interval`` 5 ms (default 500): a connection waiting for quota waits a
-      tick, the handshake's messages included, and each tick hands a connection what
-      it had on order: at most reqq blocks. 20 ms held one connection at 20 MiB/s to
-      ~8 MiB/s and the 4-node demo at 0.55-0.62 efficiency; 5 ms with the reqq
-      below sends 32 MiB at 20 MiB/s in 1.8 s (bound 1.6) and the demo reaches 0.84.
-      At reqq 8, 2 ms did as well for one connection and no better in the demo
-      (0.66-0.77 against 0.70-0.82 at 5 ms); 3-4 ms and 10 ms did worse.
-      Shorter ticks cost CPU: an idle session uses 0.4 % of a core at 5 ms, 1 % at 2.
-    * ``send_buffer_low_watermark`` reqq blocks (default 10 KiB): a node reads ahead
-      from disk what it uploads in half a second, *as measured*, so a fresh connection
-      had one block in its send buffer at a time, one block per two ticks
-      (400 KiB/s for the first second). The node now reads every request it accepted
-      (up to 1 MiB a connection).
-    * ``whole_pieces_threshold`` 0 (default 20 s): peers that can fetch a piece in 20 s
-      ask for runs of up to 8 MiB of *contiguous* pieces; two peers in the same run
-      then fetch the same pieces from the seed one after the other.
-    * ``max_allowed_in_request_queue`` (what we advertise as ``reqq``; the remote's
-      ``reqq`` overrides ``max_out_request_queue``, which only counts for peers that
-      advertise none) 2000 -> 500 without an upload cap, for real networks' round
-      trips (figures in :func:`request_queue_for`); under a cap, 8 blocks, or what the
-      cap sends in 5 ticks if more (32 at 20 MiB/s). With deep queues every peer had
-      a quarter of the file requested from the rate-limited seed, so whatever another
-      peer could have given it was already on order from the seed; the seed sent the
-      file twice. 8 blocks per connection was the best of 4, 8, 16, 32 at 8 and 16
-      peers and 4 MiB/s; but a tick hands a connection at most what it has on order,
-      so under a higher cap 8 blocks cannot fill the ticks (one connection, 20 MiB/s,
-      5 ms: 32 MiB in 4.3-5.0 s at 8 blocks, 1.8-2.2 s at 16, 1.8 s at 32).
-      The price of the small queue under a cap is paid at WAN round trips
-      (``benchmarks/wan.py``, 4 MiB/s cap, 16 MiB a downloader): one connection got
-      1.7 MB/s at 50 ms and 1.0 at 100 ms (3.5-3.7 at reqq 32-128); three connections
-      together still filled the cap at 50 ms (3.8 MB/s at reqq 8) but not at 100 ms
-      (2.6). Covering 100 ms of the cap instead (26 blocks at 4 MiB/s, 128 at 20)
-      cost the loopback fleet: demo 0.84 -> 0.78, distribution N = 8 0.88 ->
-      0.84-0.86 with the seed sending 1.08-1.11 F; so the cap's rule stays, and a
-      capped fleet on long paths sets ``--peer-request-queue`` (32-64).
-      Transmission 3.00 clients pay too: Transmission sends one batch of at most
-      ``reqq`` requests a second to a peer, so it downloads reqq x 16 KiB/s from each
-      node (``benchmarks/transmission_interop.py``): 128 KiB/s from a capped node,
-      more from an uncapped one (reqq 500). Under a cap, a reqq of 64 / 500 gives it
-      1 / 4 MB/s but at N = 8 the seed sent 1.16 F instead of 1.06 F (efficiency
-      0.79 against 0.86); 16 was within noise of 8 (0.85-0.86) and 32 cost 0.83.
-      ``smartget node --peer-request-queue`` sets it for fleets that serve Transmission.
-    * ``request_queue_time`` 1 s (default 3): a downloader queues a second of its
-      measured rate, capped by the reqq above.
-    """
-    reqq = settings.peer_request_queue or request_queue_for(settings.upload_limit)
-    read_ahead = min(reqq * BLOCK, 1 << 20)  # per connection; reqq may be 2000 (the CLI's)
-    return {
-        "tick_interval": TICK_MS,
-        "send_buffer_low_watermark": read_ahead,
-        "send_buffer_watermark": max(500 << 10, read_ahead),
-        "whole_pieces_threshold": 0,
-        "max_allowed_in_request_queue": reqq,
-        "max_out_request_queue": reqq,
-        "request_queue_time": 1,
-    }
-
-
-def stripe_priorities(num_pieces: int, own: str, members: list[str]) -> list[int] | None:
-    """Piece priorities that give each downloading peer its own stripe of the file.
-
-    Rarest-first alone has every peer pick among the same pieces that only the seed
-    holds, so two peers often fetch the same piece from the seed at the same time
-    and the seed (the bottleneck under upload caps) sends it twice. Every fleet peer
-    sees the same set of downloading peers (``members``, by address, itself
-    included), so the one at rank ``r`` of ``M`` favours pieces ``i % M == r``: one
-    priority step (5 over the default 4). libtorrent picks the lowest
-    (availability + 1) x (8 - priority); one step reorders pieces of the same
-    availability only, so rarest-first stays: a piece only the seed has still comes
-    before one that another peer could give. None when there is nothing to split
-    (fewer than two members, or not a member).
-    """
-    ranked = sorted(set(members))
-    if len(ranked) < 2 or own not in ranked:
-        return None
-    rank, count = ranked.index(own), len(ranked)
-    return [5 if index % count == rank else 4 for index in range(num_pieces)]
 
 
 def _bracket(ip: str) -> str:

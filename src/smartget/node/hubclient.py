@@ -61,7 +61,7 @@ class HubClient:
         http_url: str | None = None,
         text_address: tuple[str, int] | None = None,
         token: str = "",
-        heartbeat: float = 20.0,
+        heartbeat: float,  # NodeSettings.heartbeat
     ) -> None:
         if not http_url and not text_address:
             raise ConfigError("HubClient needs http_url or text_address")

@@ -1,4 +1,4 @@
-"""The node service: state, engine, task API, file server, reporter, hub client.
+"""The node service's composition root: the one place that builds and wires the parts.
 
 :func:`running` starts it all in the current event loop and stops it cleanly (resume
 data saved, deregistered from the hub)::
@@ -6,6 +6,17 @@ data saved, deregistered from the hub)::
     async with running(NodeSettings(ip="127.0.3.2", zone="z", wwwroot=..., data_dir=...)) as node:
         print(node.api_url, node.files_url)
         await node.wait_stopped()
+
+The parts and the arrows between them are drawn in ``README.md`` beside this file. Each
+part knows the others only through the small Protocols it declares (the agent's
+``TorrentEngine`` and ``StatusReporter``, the API's ``TaskRunner``) or through the
+callables passed in here (the engine's ``on_change``, the reporter's ``lookup`` and
+``persist``, the hub client's ``free_slots``).
+
+Background tasks (the deadline timer, the reporter, the hub client) run under one
+:class:`~smartget.lifecycle.Supervisor`. None is essential: the node serves tasks and
+torrents without them, so a crash is logged with its traceback and the task restarted
+after a backoff; it never takes the node down.
 
 Data dir layout: ``node.sqlite3`` (torrents and reporting state), ``resume/`` (libtorrent
 resume data), ``node.password`` (generated API password, when none is configured).
@@ -17,22 +28,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from smartget.errors import TorrentError
 from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.lifecycle import Supervisor
 from smartget.net import bind_tcp
 from smartget.node.agent import Agent
 from smartget.node.api import create_api_app
 from smartget.node.auth import Credentials
-from smartget.node.engine import Engine, EngineSettings, TorrentStatus
+from smartget.node.engine import Engine
 from smartget.node.fetcher import Fetcher
 from smartget.node.files import create_files_app
 from smartget.node.hubclient import HubClient, HubInfo
 from smartget.node.paths import Roots
 from smartget.node.reporter import Reporter, ReportSchedule
+from smartget.node.settings import NodeSettings
 from smartget.node.state import NodeState
+from smartget.node.status import TorrentStatus
 from smartget.node.tasks import MAX_TASK_BYTES, NodeIdentity
 
 __all__ = ["Node", "NodeSettings", "running"]
@@ -40,37 +52,6 @@ __all__ = ["Node", "NodeSettings", "running"]
 log = logging.getLogger(__name__)
 
 STATE_FILE = "node.sqlite3"
-
-
-@dataclass
-class NodeSettings:
-    """Everything ``smartget node`` takes (and a few knobs only tests and libraries set)."""
-
-    ip: str
-    zone: str
-    wwwroot: Path
-    data_dir: Path
-    api: tuple[str, int] = ("0.0.0.0", 8090)
-    files: tuple[str, int] = ("0.0.0.0", 8080)
-    bt_port: int = 6881
-    hub: tuple[str, int] | None = None
-    hub_http: str | None = None
-    report_url: str | None = None
-    report_interval: float = 30.0
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    trackers: tuple[str, ...] = ()
-    upload_limit: int = 0
-    download_limit: int = 0
-    extra_roots: tuple[Path, ...] = ()
-    heartbeat: float = 20.0
-    resume_interval: float = 5.0
-    outgoing_utp: bool = False
-    webseed_fallback: float = 10.0  # see EngineSettings
-    peer_request_queue: int | None = None  # see EngineSettings
-    name: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Node:
@@ -120,18 +101,61 @@ class Node:
             stats.update({f"hub_{k}": v for k, v in self.hub.statistics().items()})
         return stats
 
-    def _on_change(self, sha1: str) -> None:
-        self.agent.on_change(sha1)
-        if self.reporter is None:
-            return
-        with contextlib.suppress(TorrentError):
-            self.reporter.changed(sha1, self.engine.status(sha1).status)
 
-    def _lookup(self, sha1: str) -> tuple[TorrentStatus, str, str] | None:
-        return self.agent.report_status(sha1)
+def _build(node: Node, state: NodeState, roots: Roots, fetcher: Fetcher) -> None:
+    """Make the engine, the reporter and the agent, and connect their callbacks."""
+    s = node.settings
 
-    def _persist_report(self, sha1: str, done: bool, retries: int) -> None:
-        self.agent.state.update_report(sha1, done=done, retries=retries)
+    def on_change(sha1: str) -> None:  # the engine saw a torrent change state
+        node.agent.on_change(sha1)
+        if node.reporter is not None:
+            with contextlib.suppress(TorrentError):
+                node.reporter.changed(sha1, node.engine.status(sha1).status)
+
+    def lookup(sha1: str) -> tuple[TorrentStatus, str, str] | None:  # what to report
+        return node.agent.report_status(sha1)
+
+    def persist(sha1: str, done: bool, retries: int) -> None:  # how far reporting got
+        state.update_report(sha1, done=done, retries=retries)
+
+    node.engine = Engine(s.engine_settings(), s.data_dir / "resume", on_change=on_change)
+    if s.report_url:
+        node.reporter = Reporter(
+            s.report_url, ReportSchedule(s.report_interval), node.identity, lookup, persist
+        )
+    node.agent = Agent(
+        node.identity,
+        roots,
+        node.engine,
+        fetcher,
+        state,
+        files_url=node.files_url,
+        trackers=s.trackers,
+        reporter=node.reporter,
+    )
+
+
+def _hub_client(node: Node) -> HubClient | None:
+    s = node.settings
+    if not (s.hub_http or s.hub):
+        return None
+    info = HubInfo(
+        ip=s.ip,
+        port=node.api_address[1],
+        name=s.name or node.identity.nodeid,
+        zone=s.zone,
+        bt_port=node.bt_port,
+        api_url=node.api_url,
+        files_url=node.files_url,
+    )
+    return HubClient(
+        info,
+        node.engine.free_upload_slots,
+        http_url=s.hub_http,
+        text_address=None if s.hub_http else s.hub,
+        token=s.token or "",
+        heartbeat=s.heartbeat,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -146,43 +170,15 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     node.api_address = api_sock.getsockname()[:2]
     node.files_address = files_sock.getsockname()[:2]
     state = NodeState(s.data_dir / STATE_FILE)
-    engine = Engine(
-        EngineSettings(
-            ip=s.ip,
-            bt_port=s.bt_port,
-            upload_limit=s.upload_limit,
-            download_limit=s.download_limit,
-            outgoing_utp=s.outgoing_utp,
-            resume_interval=s.resume_interval,
-            webseed_fallback=s.webseed_fallback,
-            peer_request_queue=s.peer_request_queue,
-        ),
-        s.data_dir / "resume",
-        on_change=node._on_change,
-    )
-    node.engine = engine
     fetcher = Fetcher()
-    if s.report_url:
-        node.reporter = Reporter(
-            s.report_url,
-            ReportSchedule(s.report_interval),
-            node.identity,
-            node._lookup,
-            node._persist_report,
-        )
-    node.agent = Agent(
-        node.identity,
-        roots,
-        engine,
-        fetcher,
-        state,
-        files_url=node.files_url,
-        trackers=s.trackers,
-        reporter=node.reporter,
-    )
-    api_server = EmbeddedServer(
-        BodyLimit(create_api_app(node.agent, credentials), MAX_TASK_BYTES), api_sock, name="api"
-    )
+    _build(node, state, roots, fetcher)
+    engine, agent = node.engine, node.agent
+
+    def api_statistics() -> dict[str, int]:
+        return {**engine.statistics(), **agent.statistics()}
+
+    api_app = create_api_app(agent, credentials, api_statistics)
+    api_server = EmbeddedServer(BodyLimit(api_app, MAX_TASK_BYTES), api_sock, name="api")
     files_server = EmbeddedServer(create_files_app(roots.wwwroot), files_sock, name="files")
     try:
         await engine.start()
@@ -192,46 +188,26 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         state.close()
         await fetcher.aclose()
         raise
-    restored = await node.agent.restore()
+    restored = await agent.restore()
     log.info("BitTorrent on %s:%d; %d torrents restored", s.ip, node.bt_port, restored)
-    if s.hub_http or s.hub:
-        info = HubInfo(
-            ip=s.ip,
-            port=node.api_address[1],
-            name=s.name or node.identity.nodeid,
-            zone=s.zone,
-            bt_port=node.bt_port,
-            api_url=node.api_url,
-            files_url=node.files_url,
-        )
-        node.hub = HubClient(
-            info,
-            engine.free_upload_slots,
-            http_url=s.hub_http,
-            text_address=None if s.hub_http else s.hub,
-            token=s.token or "",
-            heartbeat=s.heartbeat,
-        )
-    background: list[asyncio.Task[None]] = []
+    node.hub = _hub_client(node)
+    # Entered and left by hand, not with ``async with``: the caller's exception, thrown
+    # in at the yield, must come out as itself rather than inside an ExceptionGroup.
+    supervisor = Supervisor("node")
+    await supervisor.__aenter__()
     try:
         await api_server.start()
         await files_server.start()
         log.info("task API on %s, files on %s", node.api_url, node.files_url)
-        # Not a TaskGroup: the caller's exceptions must come out unwrapped. Each task is
-        # cancelled and awaited below; a crash is logged at once.
-        background.append(asyncio.create_task(node.agent.run_deadlines(), name="deadlines"))
+        supervisor.start(agent.run_deadlines, name="deadlines", essential=False)
         if node.reporter is not None:
-            background.append(asyncio.create_task(node.reporter.run(), name="reporter"))
+            supervisor.start(node.reporter.run, name="reporter", essential=False)
         if node.hub is not None:
-            background.append(asyncio.create_task(node.hub.run(), name="hub-client"))
-        for task in background:
-            task.add_done_callback(_log_crash)
+            supervisor.start(node.hub.run, name="hub-client", essential=False)
         yield node
     finally:
         log.info("node stopping")
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await supervisor.__aexit__(None, None, None)
         await api_server.stop()
         await files_server.stop()
         if node.hub is not None:
@@ -243,8 +219,3 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         await fetcher.aclose()
         state.close()
         log.info("node stopped")
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s crashed", task.get_name(), exc_info=task.exception())

@@ -90,19 +90,14 @@ class Tracker:
         return Starlette(routes=[Route("/announce", announce)])
 
 
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool] | bool], *, within: float, what: str
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], *, within: float, what: str
 ) -> None:
-    """Poll ``predicate`` every 50 ms until true; fail after ``within`` seconds."""
+    """:func:`tests.helpers.wait_until` for a predicate that must await (an HTTP poll)."""
     deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
+    while not await predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
+            raise AssertionError(f"{what} not reached within {within} s")
         await asyncio.sleep(0.05)
 
 

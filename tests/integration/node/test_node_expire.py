@@ -28,8 +28,18 @@ from smartget.net import free_port
 from smartget.node.files import create_files_app
 from smartget.node.maker import make_torrent
 from smartget.node.tasks import EXPIRED
+from tests.helpers import wait_until
 
-from .conftest import AUTH, TOKEN, node_settings, random_file, serve, started, task, wait_until
+from .conftest import (
+    AUTH,
+    TOKEN,
+    node_settings,
+    random_file,
+    serve,
+    started,
+    task,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -223,7 +233,7 @@ async def node_process(tmp: Path, port: int) -> AsyncIterator[asyncio.subprocess
                     return reply.text == "PONG"
                 return False
 
-            await wait_until(up, within=30, what="the node process")
+            await wait_until_async(up, within=30, what="the node process")
         yield proc
     finally:
         if proc.returncode is None:

@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from smartget.hub.app import HubSettings
 from smartget.hub.app import running as hub_running
+from tests.helpers import wait_until
 
-from .conftest import node_settings, random_file, serve, started, task, wait_until
+from .conftest import node_settings, random_file, serve, started, task
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ import pytest
 
 from smartget.net import free_port
 from smartget.node.files import create_files_app
-from tests.helpers import stop_process
+from tests.helpers import stop_process, wait_until
 from tests.integration.node.conftest import (
     Tracker,
     node_settings,
@@ -24,7 +24,6 @@ from tests.integration.node.conftest import (
     sha256,
     started,
     task,
-    wait_until,
 )
 
 pytestmark = [

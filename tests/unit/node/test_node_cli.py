@@ -9,13 +9,9 @@ from click.testing import CliRunner
 
 from smartget.cli import cli
 from smartget.node import cli as node_cli
-from smartget.node.engine import (
-    REQUEST_QUEUE,
-    UNCAPPED_REQUEST_QUEUE,
-    EngineSettings,
-    _swarm_tuning,
-    request_queue_for,
-)
+from smartget.node.policy import REQUEST_QUEUE, UNCAPPED_REQUEST_QUEUE, request_queue_for
+from smartget.node.policy import swarm_tuning as _swarm_tuning
+from smartget.node.settings import EngineSettings
 
 OPTIONS = [
     "--ip", "--zone", "--wwwroot", "--data-dir", "--api", "--files", "--bt-port", "--hub",

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smartget.errors import StoreError
-from smartget.node.engine import TorrentStatus
-from smartget.node.reporter import ReportSchedule, is_final
+from smartget.node.report import ReportSchedule, is_final
 from smartget.node.state import SCHEMA, SCHEMA_VERSION, NodeState, TorrentRecord
+from smartget.node.status import TorrentStatus
 from smartget.node.tasks import EXPIRED, Deadlines
 
 

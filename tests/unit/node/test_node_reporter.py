@@ -9,7 +9,7 @@ import pytest
 
 from smartget.errors import ConfigError
 from smartget.node.auth import Credentials, md5_hex
-from smartget.node.reporter import MAX_BACKOFF, ReportSchedule, is_success_reply
+from smartget.node.report import MAX_BACKOFF, ReportSchedule, is_success_reply
 
 
 def test_due_interval_change_and_end() -> None:

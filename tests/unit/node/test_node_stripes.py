@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smartget.node.engine import stripe_priorities
+from smartget.node.policy import stripe_priorities
 
 
 @given(

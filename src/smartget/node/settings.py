@@ -1,0 +1,129 @@
+"""The node's settings, each default and help text written once.
+
+:class:`EngineSettings` is what the libtorrent engine takes; :class:`NodeSettings` is
+everything ``smartget node`` takes. A field made with :func:`smartget.config.setting`
+carries its default, ``--help`` text and range: ``smartget node``'s options are made
+from :class:`NodeSettings` (:func:`smartget.config.options_from`), and the fields the
+node shares with the engine are copied from :class:`EngineSettings` (:func:`_engine`),
+so neither a default nor a help text is written twice.
+
+Pure data: importing this module loads neither libtorrent nor asyncio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from smartget.config import HOSTPORT, RATE, setting
+
+__all__ = ["EngineSettings", "NodeSettings"]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What :class:`smartget.node.engine.Engine` takes."""
+
+    ip: str = "0.0.0.0"
+    bt_port: int = setting(6881, "BitTorrent listen port (on --ip).", min=0, max=65535)
+    upload_limit: int = setting(
+        0,
+        "Upload rate limit for all peers, loopback included (e.g. 10MiB/s; 0: none).",
+        click_type=RATE,
+    )
+    download_limit: int = setting(
+        0, "Download rate limit for all peers (0: none).", click_type=RATE
+    )
+    outgoing_utp: bool = setting(False, "Dial peers over uTP too (it costs seconds against TCP).")
+    resume_interval: float = setting(
+        5.0, "Seconds between saves of changed torrents' resume data.", min=0.1
+    )
+    unchoke_slots: int = 8  # upload slots, reported to the hub as free capacity
+    # The fleet should fetch from each other, so the origin sends each byte about once
+    # (DESIGN.md); see policy.WebSeedHolds.
+    webseed_fallback: float = setting(
+        10.0,
+        "Seconds a download may go without progress from peers before it also fetches "
+        "from the torrent's web seed, the origin (0: from the start).",
+        min=0,
+    )
+    # None: policy.REQUEST_QUEUE, or more under a high upload cap (policy.request_queue_for).
+    peer_request_queue: int | None = setting(
+        None,
+        "Block requests one peer may queue at this node (N, the reqq it advertises) "
+        "[default: 500 without --upload-limit; under one, 8, or what the cap sends in 25 ms "
+        "if more: 32 at 20MiB/s]. One connection carries at most N x 16 KiB per round trip "
+        "(N = 8: 2.6 MB/s at 50 ms). Under a cap, deeper queues let a peer order more from "
+        "the node that others could have given it, so the seed sends more than the file "
+        "once; Transmission 3.00 downloads at most N x 16 KiB/s from a node, so a capped "
+        "fleet that serves it may want 64 or more.",
+        click_type=click.IntRange(1, 2000),
+        show_default=False,
+    )
+
+
+def _engine(name: str) -> Any:
+    """The field ``name`` of :class:`EngineSettings` again: the same default and help."""
+    (same,) = [f for f in fields(EngineSettings) if f.name == name]
+    return field(default=same.default, metadata=same.metadata)
+
+
+@dataclass
+class NodeSettings:
+    """Everything ``smartget node`` takes (and a few knobs only tests and libraries set)."""
+
+    ip: str
+    zone: str
+    wwwroot: Path
+    data_dir: Path
+    api: tuple[str, int] = setting(("0.0.0.0", 8090), "Task API address.", click_type=HOSTPORT)
+    files: tuple[str, int] = setting(
+        ("0.0.0.0", 8080),
+        "File server address (serves wwwroot, with Range; web seeds need it).",
+        click_type=HOSTPORT,
+    )
+    bt_port: int = _engine("bt_port")
+    hub: tuple[str, int] | None = setting(
+        None, "Hub's text protocol HOST:PORT.", click_type=HOSTPORT, show_default=False
+    )
+    hub_http: str | None = setting(
+        None,
+        "Hub's JSON API URL, e.g. http://hub:8200 (token: http://:TOKEN@hub:8200 or --token).",
+        show_default=False,
+    )
+    report_url: str | None = setting(None, "Collector URL for status reports.", show_default=False)
+    report_interval: float = setting(30.0, "Seconds between status reports of a torrent.", min=0.1)
+    user: str | None = setting(
+        None, "API user (clients send ?user=U&pwd=md5(P)).", show_default=False
+    )
+    password: str | None = setting(
+        None,
+        "API password [env SMARTGET_NODE_PASSWORD].",
+        envvar="SMARTGET_NODE_PASSWORD",
+        show_default=False,
+    )
+    token: str | None = setting(
+        None,
+        "API bearer token [env SMARTGET_NODE_TOKEN]; also sent to --hub-http.",
+        envvar="SMARTGET_NODE_TOKEN",
+        show_default=False,
+    )
+    trackers: tuple[str, ...] = ()
+    upload_limit: int = _engine("upload_limit")
+    download_limit: int = _engine("download_limit")
+    extra_roots: tuple[Path, ...] = ()
+    heartbeat: float = 20.0  # seconds between heartbeats to the hub
+    resume_interval: float = _engine("resume_interval")
+    outgoing_utp: bool = _engine("outgoing_utp")
+    webseed_fallback: float = _engine("webseed_fallback")
+    peer_request_queue: int | None = _engine("peer_request_queue")
+    name: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def engine_settings(self) -> EngineSettings:
+        """The engine's part of these settings."""
+        shared = {f.name for f in fields(EngineSettings)} & {f.name for f in fields(self)}
+        return EngineSettings(**{name: getattr(self, name) for name in shared})
