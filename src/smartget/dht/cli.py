@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from smartget.config import HOSTPORT, common_options, setup_logging
+from smartget.config import HOSTPORT, common_options, config_from, options_from, setup_logging
+from smartget.dht.core import DHTConfig
 from smartget.errors import SmartGetError
 from smartget.lifecycle import on_stop_signals
 
@@ -79,20 +80,14 @@ def dht() -> None:
     help="Routing table file (btdht format: 26-byte node records), loaded at start and "
     "saved on exit.",
 )
-@click.option(
-    "--rate-limit",
-    type=click.FloatRange(min=0),
-    default=200.0,
-    show_default=True,
-    help="Queries per second accepted from one IP (0: no limit); more are dropped.",
-)
+@options_from(DHTConfig)  # --rate-limit
 @common_options
 def run(
     bind: Addr,
     bootstrap: tuple[Addr, ...],
     state: Path | None,
-    rate_limit: float,
     log_level: str,
+    **options: Any,
 ) -> None:
     """Run a DHT node until SIGINT or SIGTERM.
 
@@ -100,7 +95,7 @@ def run(
     routers (router.utorrent.com, dht.transmissionbt.com, ...).
     """
     setup_logging(log_level)
-    _run(_serve(bind, bootstrap, state, rate_limit))
+    _run(_serve(bind, bootstrap, state, config_from(DHTConfig, options).rate_limit))
 
 
 async def _serve(

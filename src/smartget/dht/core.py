@@ -47,6 +47,7 @@ from typing import Any, Final
 
 from fastbencode import bencode
 
+from smartget.config import setting
 from smartget.dht import krpc
 from smartget.dht.krpc import Addr
 from smartget.dht.lookup import Lookup
@@ -57,6 +58,7 @@ from smartget.errors import DHTError, KRPCError
 
 __all__ = [
     "AnnounceDone",
+    "DHTConfig",
     "DHTCore",
     "ErrorReceived",
     "Event",
@@ -67,10 +69,26 @@ __all__ = [
     "default_ignored_nets",
 ]
 
-QUERY_TIMEOUT: Final = 2.0
+
+@dataclass(frozen=True)
+class DHTConfig:
+    """A DHT node's tunables, each default written once: the core's keyword defaults
+    and ``smartget dht run``'s options are made from these fields."""
+
+    rate_limit: float = setting(
+        200.0,
+        "Queries per second accepted from one IP (0: no limit); more are dropped.",
+        min=0,
+    )
+    rate_burst: float = 400.0  # ... with this much burst (a token bucket per IP)
+    query_timeout: float = 2.0  # seconds before one of our queries is sent again or fails
+
+
+_DEFAULTS: Final = DHTConfig()
+QUERY_TIMEOUT: Final = _DEFAULTS.query_timeout
+RATE_LIMIT: Final = _DEFAULTS.rate_limit
+RATE_BURST: Final = _DEFAULTS.rate_burst
 MAINTENANCE: Final = 5.0
-RATE_LIMIT: Final = 200.0  # queries per second per IP ...
-RATE_BURST: Final = 400.0  # ... with this much burst
 MAX_RATE_ENTRIES: Final = 50_000
 MAX_TRANSACTIONS: Final = 4096
 
