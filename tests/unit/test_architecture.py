@@ -23,6 +23,7 @@ CORES = (
     "smartget.hub.registry",
     "smartget.hub.textproto",
     "smartget.hub.tracker",
+    "smartget.hub.udptracker",
     "smartget.hub.collector",
     "smartget.hub.commands",
     "smartget.hub.relay.core",

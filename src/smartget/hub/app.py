@@ -4,7 +4,10 @@
 
     text protocol (textserver) ─┐
     JSON API (http)  ───────────┼─> HubCommands (commands.py, sans-IO) ─> Registry, Tracker,
-    tracker/collector (fleet) ──┘                                         Collector
+    tracker/collector (fleet, ──┤                                         Collector
+      fastlane: hot HTTP routes)│
+    UDP tracker (udpserver) ────┘
+    swarm keeper (here) ────────> Tracker.expire, drain_changes ──> Store
     relay /RPC2 (relay/http) ─────> RelayService (relay/) ─┐
     dashboard ──────────────────> read-only views           ├─> Store (SQLite, one writer)
     liveness sweep (here) ──────> Registry.expire ──────────┘
@@ -27,6 +30,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +44,7 @@ from prometheus_client.registry import Collector
 from smartget.auth import write_private
 from smartget.config import HOSTPORT, REQUIRED, setting
 from smartget.errors import ConfigError
+from smartget.httpserver import HttpLimits
 from smartget.hub import textproto
 from smartget.hub.collector import Collector as StatusCollector
 from smartget.hub.collector import Report
@@ -51,12 +57,16 @@ from smartget.hub.store import (
     forget_done,
     load_fleet_state,
     load_nodes,
+    load_swarms,
     save_changes,
     save_done,
+    save_swarms,
     save_torrent,
 )
 from smartget.hub.textserver import TextProtocolServer, TextServerContext
-from smartget.hub.tracker import DEFAULT_INTERVAL, Tracker
+from smartget.hub.tracker import DEFAULT_INTERVAL, SavedPeer, Tracker, default_peer_lifetime
+from smartget.hub.udpserver import UdpTrackerServer
+from smartget.hub.udptracker import UdpTracker
 from smartget.lifecycle import Supervisor
 from smartget.net import bind_tcp
 
@@ -66,6 +76,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_FILE = "hub.token"
 STORE_FILE = "hub.sqlite3"
+SWARM_KEEPING = 5.0  # seconds between expiring silent peers and saving swarm changes
 
 
 @dataclass(frozen=True)
@@ -109,10 +120,30 @@ class HubSettings:
     )
     tracker_interval: int = setting(
         DEFAULT_INTERVAL,
-        "Seconds between announces the tracker asks clients for.",
+        "Seconds between announces the tracker asks clients for (libtorrent, the "
+        "nodes' engine, announces no more often than every 300 s whatever is asked).",
         min=5,
         max=3600,
     )
+    tracker_peer_lifetime: float = setting(
+        0,
+        "Seconds a peer stays listed without announcing [0: 2 x max(interval, 300) + 60, "
+        "two real libtorrent announce rounds and a minute].",
+        min=0,
+    )
+    udp_tracker: tuple[str, int] = setting(
+        ("0.0.0.0", 6969),
+        "Address of the UDP tracker (BEP 15); the fleet's torrents list it first.",
+        click_type=HOSTPORT,
+    )
+    no_udp_tracker: bool = setting(False, "Run no UDP tracker.")
+    text_max_connections: int = setting(
+        4096, "Text protocol connections open at once; past it new ones are refused.", min=1
+    )
+    text_max_per_ip: int = setting(
+        64, "Text protocol connections open at once from one address.", min=1
+    )
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # --http-*
     line_timeout: float = textproto.LINE_TIMEOUT
     idle_timeout: float = textproto.IDLE_TIMEOUT
     relay: RelaySettings = field(default_factory=RelaySettings)  # co2 relay (hub/relay/)
@@ -166,10 +197,14 @@ class Hub:
         self.http_address: tuple[str, int] | None = settings.http
         self.tracker = Tracker(
             interval=settings.tracker_interval,
+            peer_lifetime=settings.tracker_peer_lifetime or None,
             open_tracker=settings.open_tracker,
             zone_of=self.registry.zone_of_addr,
             has_capacity=lambda ip: self.registry.free_capacity_of_addr(ip) > 0,
+            is_fleet=lambda ip: bool(self.registry.get_node_ids_by_addr(ip)),
         )
+        self.udp_tracker_address: tuple[str, int] | None = None
+        self.udp_tracker: UdpTrackerServer | None = None
         self.collector = StatusCollector()
         self.commands = HubCommands(self.registry, self.tracker, self.collector)
         self.text = TextServerContext(
@@ -177,6 +212,8 @@ class Hub:
             commit=self.commit,
             line_timeout=settings.line_timeout,
             idle_timeout=settings.idle_timeout,
+            max_connections=settings.text_max_connections,
+            max_per_ip=settings.text_max_per_ip,
         )
         self.metrics = prom.CollectorRegistry()
         self.metrics.register(_HubMetrics(self.registry, self.text))
@@ -225,6 +262,40 @@ class Hub:
     def forget_done(self, sha1: str) -> Awaitable[None]:
         return self.store.submit(forget_done(sha1))
 
+    def _swarm_write(self) -> Write | None:
+        if not self.tracker.has_changes:
+            return None
+        now = self.now()
+        to_wall = time.time() - now
+        changes = self.tracker.drain_changes(now)
+        return save_swarms(changes, to_wall, now + to_wall - self.tracker.peer_ttl)
+
+    async def save_swarms(self) -> None:
+        """Save the swarms' changes (peers joined or changed, counts) and wait for it."""
+        if self.tracker.has_changes:
+            await self.store.submit_later(self._swarm_write)
+
+    def restore_swarms(self, peers: list[SavedPeer], downloaded: dict[bytes, int]) -> int:
+        """Saved peers back in their swarms, with their age (saved in wall-clock time)."""
+        to_mono = self.now() - time.time()
+        aged = [
+            SavedPeer(p.info_hash, p.ip, p.port, p.peer_id, p.left, p.last_seen + to_mono)
+            for p in peers
+        ]
+        restored = self.tracker.restore(aged, downloaded, self.now())
+        self.tracker.drain_changes(self.now())  # what was just loaded needs no write
+        return restored
+
+    async def keep_swarms(self) -> None:
+        """Forget silent peers and save what changed, every few seconds, in one write."""
+        while True:
+            await asyncio.sleep(SWARM_KEEPING)
+            self.tracker.expire(self.now())
+            try:
+                await self.save_swarms()
+            except Exception:
+                log.exception("could not save the tracker's swarms")
+
     # -- lifecycle ----------------------------------------------------------------------
 
     @property
@@ -255,12 +326,33 @@ class Hub:
                 )
             for node in removed:
                 log.warning("zombie node %d (%s:%d) removed", node.node_id, node.addr, node.port)
-            self.tracker.expire(self.now())
             if zombies or removed:
                 try:
                     await self.save()
                 except Exception:
                     log.exception("could not save liveness changes")
+
+
+def _bind_udp(host: str, port: int) -> socket.socket | None:
+    """The UDP tracker's socket, or None (logged) if the address is taken: the HTTP
+    tracker serves every torrent too, and /api/trackers then lists only it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        log.error(
+            "UDP tracker: cannot listen on %s:%d (%s); running without it "
+            "(--udp-tracker HOST:PORT picks another address)",
+            host,
+            port,
+            exc.strerror,
+        )
+        return None
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    return sock
 
 
 @contextlib.asynccontextmanager
@@ -277,18 +369,42 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         for info_hash in torrents:
             hub.tracker.allow(info_hash)
         hub.collector.restore(finished)
+        peers, downloaded = store.read_now(load_swarms)
+        restored = hub.restore_swarms(peers, downloaded)
         text_sock = bind_tcp(*settings.listen)
         http_sock = bind_tcp(*settings.http) if settings.http else None
+        udp_sock = None if settings.no_udp_tracker else _bind_udp(*settings.udp_tracker)
     except BaseException:
         store.close_now()
         raise
     log.info("store %s: %d nodes, next id %d", store.path, len(nodes), next_id)
+    log.info(
+        "tracker: %d peers restored; interval %d s, peer lifetime %d s",
+        restored,
+        hub.tracker.interval,
+        hub.tracker.peer_ttl,
+    )
+    if hub.tracker.peer_ttl < default_peer_lifetime(hub.tracker.interval):
+        log.warning(
+            "tracker: a peer lifetime of %g s is shorter than libtorrent's real announce "
+            "rounds (300 s at least): swarms of the fleet's nodes will look empty",
+            hub.tracker.peer_ttl,
+        )
     log.info("relay: %d satellites restored", satellites)
 
     async with Supervisor("hub") as tasks:
         writer = tasks.start(store.run, name="store-writer", essential=True)
         expiry = tasks.start(hub.expire_forever, name="liveness", essential=True)
         relay = tasks.start(hub.relay.run, name="relay", essential=True)
+        swarms = tasks.start(hub.keep_swarms, name="swarms", essential=False)
+        if udp_sock is not None:
+            core = UdpTracker(hub.tracker, hub.commands.announce, secrets.token_bytes(32))
+            hub.udp_tracker = UdpTrackerServer(
+                core, udp_sock, now=hub.now, save_tracked=lambda h: hub.save_tracked(h.hex())
+            )
+            hub.udp_tracker.start()
+            hub.udp_tracker_address = hub.udp_tracker.address
+            log.info("UDP tracker (BEP 15) on %s:%d", *hub.udp_tracker_address)
         text_server = await loop.create_server(
             lambda: TextProtocolServer(hub.text), sock=text_sock, backlog=1024
         )
@@ -310,10 +426,14 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
                 conn.close()
             if http_server is not None:
                 await http_server.stop()
+            if hub.udp_tracker is not None:
+                await hub.udp_tracker.aclose()
             expiry.cancel()
+            swarms.cancel()
             await hub.relay.aclose()  # drains queued relays (bounded), then saves
             await relay
             await hub.save()
+            await hub.save_swarms()
             await store.aclose()
             await writer
             log.info("hub stopped")

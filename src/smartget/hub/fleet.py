@@ -3,13 +3,16 @@
 * ``GET /announce``, ``GET /scrape``: the BitTorrent tracker (hub/tracker.py), open to
   any client, answering bencoded replies (failures too, as BEP 3 says).
 * ``POST /report_peerstatus``: the seed 003 report target (hub/collector.py).
+* ``/api/trackers``: the announce URLs the fleet's torrents list (UDP first, then HTTP).
 * ``/api/torrents``, ``/api/progress``: the JSON API (token) over both. A controller
   follows a push by long-polling ``/api/progress?after=SEQ&wait=S``: the answer comes as
   soon as a report newer than ``SEQ`` arrived (``X-Progress-Seq`` says the newest), or
   after ``S`` seconds; no polling interval is added to a push's times.
 
-State a reply acknowledges is saved first: a torrent the tracker was told to track,
-and a finished download the collector answered ``success`` to.
+The three hot routes are served by :class:`FleetHandlers`, which the hub's fast lane
+(hub/fastlane.py) calls without FastAPI in the way. State a reply acknowledges is saved
+first: a torrent the tracker was told to track, and a finished download the collector
+answered ``success`` to.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from smartget.errors import CollectorError, TrackerError
@@ -29,7 +31,7 @@ from smartget.hub import tracker as tr
 from smartget.hub.collector import Collector, Report
 from smartget.hub.commands import HubCommands
 
-__all__ = ["FleetHost", "add_fleet_routes"]
+__all__ = ["FleetHandlers", "FleetHost", "add_fleet_routes"]
 
 MAX_REPORT = 64 * 1024
 BENCODE = "text/plain"
@@ -41,6 +43,7 @@ class FleetHost(Protocol):
     commands: HubCommands
     tracker: tr.Tracker
     collector: Collector
+    udp_tracker_address: tuple[str, int] | None
 
     def now(self) -> float: ...
     def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]: ...
@@ -70,56 +73,111 @@ class TorrentIn(BaseModel):
     name: str = Field("", max_length=256)
 
 
-def add_fleet_routes(
-    app: FastAPI, hub: FleetHost, authorized: Callable[..., Coroutine[Any, Any, None]]
-) -> None:
-    tracker, collector, commands = hub.tracker, hub.collector, hub.commands
-    arrivals = _Arrivals()
+class FleetHandlers:
+    """The hot routes' work, for every front end that serves them: the fast lane
+    (hub/fastlane.py, its raw HTTP and its ASGI path) and the FastAPI routes below.
 
-    @app.get("/announce", tags=["tracker"], response_class=Response)
-    async def announce(request: Request) -> Response:
+    Each takes the request as bytes and the caller's IP, and returns the status, the
+    body, and an awaitable to wait for *before* sending (a save the reply
+    acknowledges), or None.
+    """
+
+    def __init__(self, hub: FleetHost) -> None:
+        self.hub = hub
+        self.commands = hub.commands
+        self.tracker = hub.tracker
+        self.arrivals = _Arrivals()
+
+    def announce(self, query: str, client: str) -> tuple[bytes, Awaitable[None] | None]:
         """BitTorrent announce (BEP 3), compact peers (BEP 23); fleet peers ranked first."""
-        client = request.client.host if request.client else "0.0.0.0"
         try:
-            query = tr.parse_announce(request.url.query, client)
-            announced = commands.announce(query, client, hub.now())
+            request = tr.parse_announce(query, client)
+            announced = self.commands.announce(request, client, self.hub.now())
         except TrackerError as exc:
-            return Response(tr.encode_failure(str(exc)), media_type=BENCODE)
-        if announced.newly_tracked:
-            await hub.save_tracked(query.info_hash.hex())
-        return Response(tr.encode_announce(announced.reply, query), media_type=BENCODE)
+            return tr.encode_failure(str(exc)), None
+        saved = self.hub.save_tracked(request.info_hash.hex()) if announced.newly_tracked else None
+        return tr.encode_announce(announced.reply, request), saved
 
-    @app.get("/scrape", tags=["tracker"], response_class=Response)
-    async def scrape(request: Request) -> Response:
+    def scrape(self, query: str) -> bytes:
         try:
-            files = tracker.scrape(tr.parse_scrape(request.url.query), hub.now())
+            files = self.tracker.scrape(tr.parse_scrape(query), self.hub.now())
         except TrackerError as exc:
-            return Response(tr.encode_failure(str(exc)), media_type=BENCODE)
-        return Response(tr.encode_scrape(files), media_type=BENCODE)
+            return tr.encode_failure(str(exc))
+        return tr.encode_scrape(files)
 
-    @app.post("/report_peerstatus", tags=["collector"])
-    async def report_peerstatus(request: Request) -> JSONResponse:
+    def report(self, body: bytes, client: str) -> tuple[int, bytes, Awaitable[None] | None]:
         """A node's status report (seed 003); ``success`` once it shows the download done."""
-        body = await request.body()
         try:
             if len(body) > MAX_REPORT:
                 raise CollectorError(f"report larger than {MAX_REPORT} bytes")
             try:
                 data = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise CollectorError(f"a report is JSON: {exc}") from None
-            client = request.client.host if request.client else ""
-            reported = commands.report(data, client, hub.now())
-            arrivals.notify()
+            reported = self.commands.report(data, client, self.hub.now())
+            self.arrivals.notify()
         except CollectorError as exc:
-            return JSONResponse({"result": "failed", "traceback": str(exc)}, status_code=400)
+            failed = json.dumps({"result": "failed", "traceback": str(exc)}).encode()
+            return 400, failed, None
         report = reported.report
+        waits = []
         if reported.newly_tracked:
-            await hub.save_tracked(report.sha1, report.torrentfile)
+            waits.append(self.hub.save_tracked(report.sha1, report.torrentfile))
         if reported.done:
-            await hub.save_done(report)
-            return JSONResponse({"result": "success"})
-        return JSONResponse({"result": "received"})
+            waits.append(self.hub.save_done(report))
+            return 200, b'{"result":"success"}', _all(waits)
+        return 200, b'{"result":"received"}', _all(waits)
+
+
+def _all(waits: list[Awaitable[None]]) -> Awaitable[None] | None:
+    if not waits:
+        return None
+    if len(waits) == 1:
+        return waits[0]
+
+    async def every() -> None:
+        for wait in waits:
+            await wait
+
+    return every()
+
+
+def add_fleet_routes(
+    app: FastAPI,
+    hub: FleetHost,
+    authorized: Callable[..., Coroutine[Any, Any, None]],
+    handlers: FleetHandlers | None = None,
+) -> FleetHandlers:
+    """The fleet's routes on ``app``; returns the handlers the fast lane shares.
+
+    The hub's fast lane answers ``/announce``, ``/scrape`` and ``/report_peerstatus``
+    before FastAPI sees them; these routes document them and serve any other mount.
+    """
+    tracker, collector, commands = hub.tracker, hub.collector, hub.commands
+    handlers = handlers or FleetHandlers(hub)
+    arrivals = handlers.arrivals
+
+    @app.get("/announce", tags=["tracker"], response_class=Response)
+    async def announce(request: Request) -> Response:
+        """BitTorrent announce (BEP 3), compact peers (BEP 23); fleet peers ranked first."""
+        client = request.client.host if request.client else "0.0.0.0"
+        body, saved = handlers.announce(request.url.query, client)
+        if saved is not None:
+            await saved
+        return Response(body, media_type=BENCODE)
+
+    @app.get("/scrape", tags=["tracker"], response_class=Response)
+    async def scrape(request: Request) -> Response:
+        return Response(handlers.scrape(request.url.query), media_type=BENCODE)
+
+    @app.post("/report_peerstatus", tags=["collector"])
+    async def report_peerstatus(request: Request) -> Response:
+        """A node's status report (seed 003); ``success`` once it shows the download done."""
+        client = request.client.host if request.client else ""
+        code, body, saved = handlers.report(await request.body(), client)
+        if saved is not None:
+            await saved
+        return Response(body, status_code=code, media_type="application/json")
 
     api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], tags=["fleet"])
 
@@ -130,6 +188,19 @@ def add_fleet_routes(
         if commands.track(bytes.fromhex(info_hash)):
             await hub.save_tracked(info_hash, body.name)
         return {"info_hash": info_hash, "tracked": True}
+
+    @api.get("/trackers")
+    async def trackers(request: Request) -> list[str]:
+        """The announce URLs for torrents the fleet makes: UDP (BEP 15) first, then HTTP.
+
+        Both name the host the caller reached the hub at.
+        """
+        host = request.url.hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        http = f"{str(request.base_url).rstrip('/')}/announce"
+        if hub.udp_tracker_address is None:
+            return [http]
+        return [f"udp://{host}:{hub.udp_tracker_address[1]}/announce", http]
 
     @api.get("/torrents")
     async def torrents() -> list[dict[str, Any]]:
@@ -174,3 +245,4 @@ def add_fleet_routes(
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     app.include_router(api)
+    return handlers

@@ -24,10 +24,11 @@ from smartget.errors import (
     NotPermittedError,
     RegistryError,
 )
-from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.httpserver import BodyLimit
 from smartget.hub.commands import FromOperator, HubCommands
 from smartget.hub.dashboard import DashboardView, add_dashboard
-from smartget.hub.fleet import FleetHost, add_fleet_routes
+from smartget.hub.fastlane import FastLaneServer
+from smartget.hub.fleet import FleetHandlers, FleetHost, add_fleet_routes
 from smartget.hub.registry import MAX_STATUS, Node, Registry
 from smartget.hub.relay.http import RelayHost, RPC2Passthrough, add_relay_routes
 
@@ -114,7 +115,7 @@ def _out(node: Node) -> NodeOut:
     return NodeOut.model_validate(node.as_dict())
 
 
-def create_app(hub: HubAPI) -> FastAPI:
+def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
     app = FastAPI(
         title="SmartGet hub",
         version=__version__,
@@ -230,7 +231,7 @@ def create_app(hub: HubAPI) -> FastAPI:
 
     app.include_router(api)
     add_relay_routes(app, hub)  # POST /RPC2: co2's relay registry (hub/relay/)
-    add_fleet_routes(app, hub, authorized)  # tracker, collector (hub/fleet.py)
+    add_fleet_routes(app, hub, authorized, handlers)  # tracker, collector (hub/fleet.py)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
@@ -245,10 +246,11 @@ def create_app(hub: HubAPI) -> FastAPI:
     return app
 
 
-async def start_http(hub: HubAPI, sock: socket.socket) -> EmbeddedServer:
-    """Serve the hub's app on ``sock`` in this loop."""
-    app = create_app(hub)
+async def start_http(hub: HubAPI, sock: socket.socket) -> FastLaneServer:
+    """Serve the hub's app on ``sock`` in this loop, the hot routes in the fast lane."""
+    handlers = FleetHandlers(hub)
+    app = create_app(hub, handlers)
     # /RPC2 limits its own body so that too large is an XML-RPC fault (hub/relay/http.py).
-    server = EmbeddedServer(RPC2Passthrough(BodyLimit(app, MAX_BODY), app), sock, name="hub-http")
+    server = FastLaneServer(RPC2Passthrough(BodyLimit(app, MAX_BODY), app), handlers, sock)
     await server.start()
     return server

@@ -16,7 +16,8 @@ changed), instead of one write built per command.
 Other parts of the hub keep their own tables in the same file, created and loaded at
 start-up with :meth:`Store.read_now` and written with :meth:`Store.submit`: the relay
 registry (hub/relay/store.py), and the fleet's tracked torrents and finished downloads
-(``load_fleet_state``, ``save_torrent``, ``save_done``, ``forget_done`` below). Every
+and the tracker's swarms (``load_fleet_state``, ``save_torrent``, ``save_done``,
+``forget_done``, ``load_swarms``, ``save_swarms`` below). Every
 SQL statement of the hub is in one of those two files.
 """
 
@@ -35,6 +36,7 @@ from typing import Any, TypeVar
 from smartget.errors import StoreError
 from smartget.hub.collector import Report
 from smartget.hub.registry import Changes, Node
+from smartget.hub.tracker import SavedPeer, SwarmChanges
 
 __all__ = [
     "FLEET_SCHEMA",
@@ -43,8 +45,10 @@ __all__ = [
     "forget_done",
     "load_fleet_state",
     "load_nodes",
+    "load_swarms",
     "save_changes",
     "save_done",
+    "save_swarms",
     "save_torrent",
 ]
 
@@ -233,6 +237,16 @@ CREATE TABLE IF NOT EXISTS collector_done (
     nodeid TEXT NOT NULL, sha1 TEXT NOT NULL, report TEXT NOT NULL,
     PRIMARY KEY (nodeid, sha1)
 );
+CREATE TABLE IF NOT EXISTS tracker_peers (
+    info_hash BLOB NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
+    peer_id BLOB NOT NULL, bytes_left INTEGER NOT NULL,
+    seen_at REAL NOT NULL,  -- wall clock (Unix time) of its last announce
+    PRIMARY KEY (info_hash, ip, port)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tracker_peers_seen ON tracker_peers (seen_at);
+CREATE TABLE IF NOT EXISTS tracker_downloaded (
+    info_hash BLOB PRIMARY KEY, downloaded INTEGER NOT NULL
+);
 """
 
 
@@ -272,5 +286,44 @@ def forget_done(sha1: str) -> Write:
 
     def write(db: sqlite3.Connection) -> None:
         db.execute("DELETE FROM collector_done WHERE sha1 = ?", (sha1,))
+
+    return write
+
+
+def load_swarms(db: sqlite3.Connection) -> tuple[list[SavedPeer], dict[bytes, int]]:
+    """The tracker's saved peers (``last_seen`` in wall-clock seconds) and counts."""
+    db.executescript(FLEET_SCHEMA)
+    peers = [
+        SavedPeer(bytes(h), ip, port, bytes(peer_id), left, seen_at)
+        for h, ip, port, peer_id, left, seen_at in db.execute(
+            "SELECT info_hash, ip, port, peer_id, bytes_left, seen_at FROM tracker_peers"
+        )
+    ]
+    counts = {bytes(h): n for h, n in db.execute("SELECT * FROM tracker_downloaded")}
+    return peers, counts
+
+
+def save_swarms(changes: SwarmChanges, to_wall: float, forget_before: float) -> Write:
+    """A write of the tracker's drained changes; ``last_seen + to_wall`` is wall time.
+
+    Rows older than ``forget_before`` (wall clock: beyond the peer lifetime) go too, so
+    the tracker needs to name only the peers that stopped.
+    """
+    rows = [
+        (p.info_hash, p.ip, p.port, p.peer_id, p.left, p.last_seen + to_wall) for p in changes.peers
+    ]
+    gone = changes.gone
+    counts = list(changes.downloaded.items())
+
+    def write(db: sqlite3.Connection) -> None:
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO tracker_peers VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if gone:
+            db.executemany(
+                "DELETE FROM tracker_peers WHERE info_hash = ? AND ip = ? AND port = ?", gone
+            )
+        if counts:
+            db.executemany("INSERT OR REPLACE INTO tracker_downloaded VALUES (?, ?)", counts)
+        db.execute("DELETE FROM tracker_peers WHERE seen_at < ?", (forget_before,))
 
     return write

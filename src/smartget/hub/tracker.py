@@ -5,7 +5,8 @@ Theory of operation
 :func:`parse_announce` and :func:`parse_scrape` turn a raw query string into a request
 or raise :class:`~smartget.errors.TrackerError` (answered as a bencoded
 ``failure reason``, BEP 3). :class:`Tracker` keeps one swarm per info-hash and answers
-with :func:`encode_announce` / :func:`encode_scrape`. Time comes in as ``now``.
+with :func:`encode_announce` / :func:`encode_scrape`; the UDP front end (BEP 15,
+hub/udptracker.py) calls the same :meth:`Tracker.announce`. Time comes in as ``now``.
 
 What makes it a *fleet* tracker: the peer list it hands an announcer is ordered by
 what the hub knows from its node registry (DESIGN.md, "How data flows", step 3):
@@ -17,6 +18,22 @@ Announcers that are not fleet nodes (any BitTorrent client) are served the same 
 they simply have no zone. By default only info-hashes the fleet knows (made by a node,
 or that a node was asked to download: :meth:`Tracker.allow`) are tracked; an open
 tracker tracks any.
+
+Swarms that stay true (issue 18)
+--------------------------------
+A peer is listed until ``peer_lifetime`` seconds pass without an announce from it. The
+lifetime must outlast what clients really do, not what they are asked: libtorrent
+re-announces every ``max(interval, min_announce_interval)`` seconds and its
+``min_announce_interval`` is 300 s by default (the fleet's nodes keep it). So the
+default lifetime is ``2 * max(interval, 300) + 60``: one lost announce is forgiven,
+a peer gone for good leaves within 11 minutes. ``downloaded`` (completed downloads, BEP
+48) is kept per torrent, apart from the swarm, so it survives an emptied swarm; the
+hub saves swarms and counts (:meth:`Tracker.drain_changes`) so a restart keeps them.
+
+Cost of an announce: O(numwant), never O(swarm). Each swarm keeps its seeds and its
+leechers in lists (swap-remove, so a random window is a slice) and the same per zone;
+peers sit in a dict ordered by last announce, so expiry pops the oldest from the
+front. Capacity ranks peers within a random sample twice the size asked for.
 """
 
 from __future__ import annotations
@@ -24,20 +41,26 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 import fastbencode
 
 from smartget.errors import TrackerError
 
 __all__ = [
+    "CLIENT_MIN_INTERVAL",
     "DEFAULT_INTERVAL",
     "Announce",
     "AnnounceReply",
+    "Peer",
+    "SavedPeer",
     "Scrape",
+    "SwarmChanges",
     "Tracker",
+    "default_peer_lifetime",
     "encode_announce",
     "encode_failure",
     "encode_scrape",
@@ -46,10 +69,24 @@ __all__ = [
 ]
 
 MAX_QUERY = 4096
+MAX_FIELDS = 64
 MAX_NUMWANT = 200
 DEFAULT_NUMWANT = 50
 MAX_SCRAPE_HASHES = 100
 EVENTS = ("", "started", "completed", "stopped", "empty", "paused")
+
+DEFAULT_INTERVAL = 300  # seconds between announces asked of clients: libtorrent's floor
+CLIENT_MIN_INTERVAL = 300  # libtorrent's min_announce_interval (the fleet's nodes keep it)
+LIFETIME_GRACE = 60  # seconds beyond two announce rounds before a silent peer goes
+MAX_SWARMS = 100_000
+MAX_PEERS_PER_SWARM = 100_000
+MAX_PEERS = 1_000_000
+OVERSAMPLE = 2  # candidates looked at per peer handed out, to rank by capacity
+
+
+def default_peer_lifetime(interval: float) -> float:
+    """How long a silent peer stays listed: two real announce rounds and a minute."""
+    return 2 * max(interval, CLIENT_MIN_INTERVAL) + LIFETIME_GRACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +111,101 @@ class Scrape:
     info_hashes: tuple[bytes, ...]
 
 
-@dataclass(slots=True)
-class _Peer:
-    peer_id: bytes
-    ip: str
-    port: int
-    left: int
-    last_seen: float
+def _pack(ip: str, port: int) -> bytes:
+    """The compact form of an address: 4 or 16 bytes of IP, 2 of port (BEP 23, BEP 7)."""
+    try:
+        return ipaddress.ip_address(ip).packed + struct.pack("!H", port)
+    except ValueError:
+        raise TrackerError(f"not an IP address: {ip[:48]!r}") from None
 
 
-@dataclass(slots=True)
+class Peer:
+    """One peer of a swarm. Iterates as ``(ip, port, peer_id)``."""
+
+    __slots__ = ("compact", "fleet", "ip", "last_seen", "left", "peer_id", "port", "pos", "zone")
+    __match_args__ = ("ip", "port", "peer_id")
+
+    def __init__(self, ip: str, port: int, peer_id: bytes, left: int = 0, *, now: float = 0.0):
+        self.ip = ip
+        self.port = port
+        self.peer_id = peer_id
+        self.compact = _pack(ip, port)
+        self.left = left
+        self.last_seen = now
+        self.zone: str | None = None
+        self.fleet = True  # may have free capacity: a node of the registry
+        self.pos = [-1, -1]  # index in its swarm's seed/leecher list, and in its zone's
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.ip, self.port, self.peer_id))
+
+    def __repr__(self) -> str:
+        return f"Peer({self.ip!r}, {self.port}, left={self.left})"
+
+
+class _Bag:
+    """A list of peers with O(1) add and remove (swap with the last); slot 0 or 1 of pos."""
+
+    __slots__ = ("items", "slot")
+
+    def __init__(self, slot: int) -> None:
+        self.items: list[Peer] = []
+        self.slot = slot
+
+    def add(self, peer: Peer) -> None:
+        peer.pos[self.slot] = len(self.items)
+        self.items.append(peer)
+
+    def remove(self, peer: Peer) -> None:
+        items, slot = self.items, self.slot
+        index = peer.pos[slot]
+        last = items.pop()
+        if last is not peer:
+            items[index] = last
+            last.pos[slot] = index
+        peer.pos[slot] = -1
+
+    def window(self, rng: random.Random, k: int) -> list[Peer]:
+        """k peers from a random start, wrapping: a slice, so C speed."""
+        items = self.items
+        n = len(items)
+        if n <= k:
+            return items[:]
+        start = int(rng.random() * n)
+        end = start + k
+        return items[start:end] if end <= n else items[start:] + items[: end - n]
+
+
 class _Swarm:
-    peers: dict[tuple[str, int], _Peer] = field(default_factory=dict)
-    downloaded: int = 0  # completed events seen
+    __slots__ = ("leechers", "peers", "seeds", "zones")
+
+    def __init__(self) -> None:
+        # Oldest announce first; OrderedDict, since a dict's first key is found by a scan.
+        self.peers: OrderedDict[tuple[str, int], Peer] = OrderedDict()
+        self.seeds = _Bag(0)
+        self.leechers = _Bag(0)
+        self.zones: dict[tuple[str, bool], _Bag] = {}  # (zone, is seed) -> peers
+
+    def add(self, peer: Peer) -> None:
+        (self.seeds if peer.left == 0 else self.leechers).add(peer)
+        if peer.zone is not None:
+            key = (peer.zone, peer.left == 0)
+            bag = self.zones.get(key)
+            if bag is None:
+                bag = self.zones[key] = _Bag(1)
+            bag.add(peer)
+
+    def remove(self, peer: Peer) -> None:
+        (self.seeds if peer.left == 0 else self.leechers).remove(peer)
+        if peer.zone is not None:
+            key = (peer.zone, peer.left == 0)
+            bag = self.zones[key]
+            bag.remove(peer)
+            if not bag.items:
+                del self.zones[key]
 
     def counts(self) -> tuple[int, int]:
-        seeds = sum(1 for p in self.peers.values() if p.left == 0)
-        return seeds, len(self.peers) - seeds
+        return len(self.seeds.items), len(self.leechers.items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +214,53 @@ class AnnounceReply:
     min_interval: int
     complete: int
     incomplete: int
-    peers: list[tuple[str, int, bytes]]  # ip, port, peer_id
+    peers: Sequence[Peer | tuple[str, int, bytes]]  # ip, port, peer_id
 
 
-def _query(raw: str) -> list[tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class SavedPeer:
+    """A peer as the store keeps it; ``last_seen`` on the tracker's clock."""
+
+    info_hash: bytes
+    ip: str
+    port: int
+    peer_id: bytes
+    left: int
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmChanges:
+    """What changed since the last drain: peers to save, peers gone, counts."""
+
+    peers: list[SavedPeer]
+    gone: list[tuple[bytes, str, int]]
+    downloaded: dict[bytes, int]
+
+
+def _query(raw: str) -> dict[str, str]:
+    """``name -> value`` (still percent-encoded) of a query string; the last one wins."""
     if len(raw) > MAX_QUERY:
         raise TrackerError(f"query longer than {MAX_QUERY} bytes")
-    try:
-        # latin-1 maps each %XX to one code point, so binary info_hash values survive.
-        return parse_qsl(
-            raw, keep_blank_values=True, encoding="latin-1", errors="strict", max_num_fields=64
-        )
-    except ValueError as exc:
-        raise TrackerError(f"malformed query string: {exc}") from None
+    parts = raw.split("&")
+    if len(parts) > MAX_FIELDS:
+        raise TrackerError(f"more than {MAX_FIELDS} fields in the query")
+    fields = {}
+    for part in parts:
+        if part:
+            name, _, value = part.partition("=")
+            fields[name] = value
+    return fields
+
+
+def _unquote(value: str) -> bytes:
+    if "+" in value:
+        value = value.replace("+", " ")
+    return unquote_to_bytes(value) if "%" in value else value.encode("utf-8", "replace")
 
 
 def _hash(value: str, what: str = "info_hash") -> bytes:
-    raw = value.encode("latin-1")
+    raw = _unquote(value)
     if len(raw) != 20:
         raise TrackerError(f"{what} must be 20 bytes, got {len(raw)}")
     return raw
@@ -127,7 +272,7 @@ def _int(fields: dict[str, str], name: str, default: int | None = None, high: in
         if default is None:
             raise TrackerError(f"missing {name}")
         return default
-    if not value.isdigit() or len(value) > 20:
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:
         raise TrackerError(f"{name} must be a non-negative whole number, got {value[:24]!r}")
     number = int(value)
     if number > high:
@@ -138,10 +283,10 @@ def _int(fields: dict[str, str], name: str, default: int | None = None, high: in
 def parse_announce(raw_query: str, client_ip: str) -> Announce:
     """An announce from its query string; ``client_ip`` is the TCP peer address.
 
-    The ``ip`` parameter is honoured only when it is the same family (clients behind
-    a proxy); the peer list is what other peers will dial, so it must be reachable.
+    The ``ip`` parameter is honoured (clients behind a proxy); the peer list is what
+    other peers will dial, so it must be an IP address.
     """
-    fields = dict(_query(raw_query))
+    fields = _query(raw_query)
     if "info_hash" not in fields:
         raise TrackerError("missing info_hash")
     if "peer_id" not in fields:
@@ -151,10 +296,11 @@ def parse_announce(raw_query: str, client_ip: str) -> Announce:
         raise TrackerError(f"unknown event {event[:24]!r}; expected started, completed or stopped")
     ip = client_ip
     if declared := fields.get("ip"):
+        text = _unquote(declared).decode("latin-1")
         try:
-            ip = str(ipaddress.ip_address(declared))
+            ip = str(ipaddress.ip_address(text))
         except ValueError:
-            raise TrackerError(f"ip must be an IP address, got {declared[:48]!r}") from None
+            raise TrackerError(f"ip must be an IP address, got {text[:48]!r}") from None
     port = _int(fields, "port", high=65535)
     if port == 0:
         raise TrackerError("port must be from 1 to 65535")
@@ -174,40 +320,63 @@ def parse_announce(raw_query: str, client_ip: str) -> Announce:
 
 
 def parse_scrape(raw_query: str) -> Scrape:
-    hashes = [_hash(v) for k, v in _query(raw_query) if k == "info_hash"]
-    if len(hashes) > MAX_SCRAPE_HASHES:
-        raise TrackerError(f"at most {MAX_SCRAPE_HASHES} info_hash values per scrape")
+    if len(raw_query) > MAX_QUERY:
+        raise TrackerError(f"query longer than {MAX_QUERY} bytes")
+    hashes = []
+    for part in raw_query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "info_hash":
+            hashes.append(_hash(value))
+            if len(hashes) > MAX_SCRAPE_HASHES:
+                raise TrackerError(f"at most {MAX_SCRAPE_HASHES} info_hash values per scrape")
     return Scrape(tuple(hashes))
 
 
-DEFAULT_INTERVAL = 30  # seconds between announces asked of clients
-
-
 class Tracker:
-    """Swarms by info-hash; peers that stop announcing are forgotten after ``peer_ttl``.
+    """Swarms by info-hash; a peer silent for ``peer_lifetime`` seconds is forgotten.
 
-    ``zone_of(ip)`` and ``has_capacity(ip)`` come from the node registry.
+    ``zone_of(ip)``, ``has_capacity(ip)`` and ``is_fleet(ip)`` come from the node
+    registry (``is_fleet`` only saves asking ``has_capacity`` about strangers).
     """
 
     def __init__(
         self,
         *,
         interval: int = DEFAULT_INTERVAL,
+        peer_lifetime: float | None = None,
         open_tracker: bool = False,
         zone_of: Callable[[str], str | None] = lambda ip: None,
         has_capacity: Callable[[str], bool] = lambda ip: False,
+        is_fleet: Callable[[str], bool] = lambda ip: True,
         rng: random.Random | None = None,
+        max_swarms: int = MAX_SWARMS,
+        max_peers_per_swarm: int = MAX_PEERS_PER_SWARM,
+        max_peers: int = MAX_PEERS,
     ) -> None:
         self.interval = interval
-        self.peer_ttl = 3 * interval
+        self.min_interval = max(1, min(interval // 2, 60))
+        self.peer_ttl = peer_lifetime or default_peer_lifetime(interval)
         self.open_tracker = open_tracker
         self.zone_of = zone_of
         self.has_capacity = has_capacity
+        self.is_fleet = is_fleet
+        self.max_swarms = max_swarms
+        self.max_peers_per_swarm = max_peers_per_swarm
+        self.max_peers = max_peers
         self._rng = rng or random.Random()
         self._allowed: set[bytes] = set()
         self._swarms: dict[bytes, _Swarm] = {}
+        self._downloaded: dict[bytes, int] = {}
+        self._peer_count = 0
+        # Persistence: peers to save (new, seed state changed, or saved long ago).
+        self._dirty: dict[tuple[bytes, str, int], Peer] = {}
+        self._gone: dict[tuple[bytes, str, int], None] = {}
+        self._dirty_counts: set[bytes] = set()
+        self._saved_at: dict[tuple[bytes, str, int], float] = {}
         self.announces = 0
         self.refused = 0
+
+    # -- what is tracked ----------------------------------------------------------------
 
     def allow(self, info_hash: bytes) -> bool:
         """Track this info-hash from now on; True if it was new."""
@@ -224,42 +393,147 @@ class Tracker:
     def allowed(self) -> frozenset[bytes]:
         return frozenset(self._allowed)
 
+    # -- announce -----------------------------------------------------------------------
+
     def announce(self, request: Announce, now: float) -> AnnounceReply:
-        if not self.is_tracked(request.info_hash):
+        info_hash = request.info_hash
+        if not (self.open_tracker or info_hash in self._allowed):
             self.refused += 1
             raise TrackerError(
-                f"unknown torrent {request.info_hash.hex()}: this tracker serves only the "
+                f"unknown torrent {info_hash.hex()}: this tracker serves only the "
                 "fleet's torrents (start the hub with --open-tracker to track any)"
             )
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            if len(self._swarms) >= self.max_swarms:
+                raise TrackerError(f"the tracker holds {self.max_swarms} swarms already")
+            swarm = self._swarms[info_hash] = _Swarm()
         self.announces += 1
-        swarm = self._swarms.setdefault(request.info_hash, _Swarm())
-        self._expire(swarm, now)
+        self._expire(info_hash, swarm, now)
         key = (request.ip, request.port)
+        peer = swarm.peers.get(key)
         if request.event == "stopped":
-            swarm.peers.pop(key, None)
-        else:
-            previous = swarm.peers.get(key)
-            if request.event == "completed" and (previous is None or previous.left > 0):
-                swarm.downloaded += 1
-            swarm.peers[key] = _Peer(request.peer_id, request.ip, request.port, request.left, now)
-        peers = self._pick(swarm, request) if request.event != "stopped" else []
-        seeds, leechers = swarm.counts()
-        if not swarm.peers:
-            del self._swarms[request.info_hash]
-        return AnnounceReply(self.interval, self.interval // 2, seeds, leechers, peers)
-
-    def _pick(self, swarm: _Swarm, request: Announce) -> list[tuple[str, int, bytes]]:
+            if peer is not None:
+                del swarm.peers[key]
+                self._remove(info_hash, swarm, peer)
+                self._gone[info_hash, request.ip, request.port] = None
+            seeds, leechers = swarm.counts()
+            if not swarm.peers:
+                self._drop(info_hash)
+            return AnnounceReply(self.interval, self.min_interval, seeds, leechers, ())
         zone = self.zone_of(request.ip)
-        seeding = request.left == 0
-        ranked = []
-        for (ip, port), peer in swarm.peers.items():
-            if (ip, port) == (request.ip, request.port) or (seeding and peer.left == 0):
-                continue  # never yourself; a seed needs no seeds
-            same_zone = zone is not None and self.zone_of(ip) == zone
-            rank = (not same_zone, not self.has_capacity(ip), self._rng.random())
-            ranked.append((rank, (ip, port, peer.peer_id)))
-        ranked.sort(key=lambda item: item[0])
-        return [peer for _, peer in ranked[: request.numwant]]
+        if peer is None:
+            peer = swarm.peers[key] = self._join(info_hash, swarm, request, zone, now)
+        else:
+            self._update(info_hash, swarm, peer, request, zone, now)
+            swarm.peers.move_to_end(key)  # the most recent announce last
+        picked = self._pick(swarm, peer, zone, request.numwant)
+        seeds, leechers = swarm.counts()
+        return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked)
+
+    def _join(
+        self, info_hash: bytes, swarm: _Swarm, request: Announce, zone: str | None, now: float
+    ) -> Peer:
+        if len(swarm.peers) >= self.max_peers_per_swarm:
+            raise TrackerError(f"swarm {info_hash.hex()} holds {self.max_peers_per_swarm} peers")
+        if self._peer_count >= self.max_peers:
+            raise TrackerError(f"the tracker holds {self.max_peers} peers already")
+        peer = Peer(request.ip, request.port, request.peer_id, request.left, now=now)
+        peer.zone = zone
+        peer.fleet = zone is not None or self.is_fleet(request.ip)
+        swarm.add(peer)
+        self._peer_count += 1
+        if request.event == "completed":  # finished while the tracker did not list it
+            self._count_download(info_hash)
+        self._dirty[info_hash, request.ip, request.port] = peer
+        return peer
+
+    def _update(
+        self,
+        info_hash: bytes,
+        swarm: _Swarm,
+        peer: Peer,
+        request: Announce,
+        zone: str | None,
+        now: float,
+    ) -> None:
+        was_seed = peer.left == 0
+        is_seed = request.left == 0
+        if was_seed != is_seed or zone != peer.zone:
+            swarm.remove(peer)
+            peer.left, peer.zone = request.left, zone
+            swarm.add(peer)
+            if is_seed and not was_seed:  # a leecher finished (completed event or not)
+                self._count_download(info_hash)
+        peer.left = request.left
+        peer.peer_id = request.peer_id
+        peer.last_seen = now
+        dirty_key = (info_hash, peer.ip, peer.port)
+        if was_seed != is_seed or now - self._saved_at.get(dirty_key, -1e18) > self.peer_ttl / 4:
+            self._dirty[dirty_key] = peer
+
+    def _count_download(self, info_hash: bytes) -> None:
+        self._downloaded[info_hash] = self._downloaded.get(info_hash, 0) + 1
+        self._dirty_counts.add(info_hash)
+
+    def _remove(self, info_hash: bytes, swarm: _Swarm, peer: Peer) -> None:
+        swarm.remove(peer)
+        self._peer_count -= 1
+        key = (info_hash, peer.ip, peer.port)
+        self._dirty.pop(key, None)
+        self._saved_at.pop(key, None)
+
+    def _drop(self, info_hash: bytes) -> None:
+        """An emptied swarm goes; its ``downloaded`` stays while the torrent is tracked."""
+        del self._swarms[info_hash]
+        if info_hash not in self._allowed:
+            self._downloaded.pop(info_hash, None)
+
+    def _pick(self, swarm: _Swarm, me: Peer, zone: str | None, numwant: int) -> list[Peer]:
+        """Up to numwant peers: the zone's first, then free capacity, then the rest.
+
+        Never the announcer; a seed gets no seeds. Each rank is a random window of its
+        lists, capacity ranks a window twice the size wanted: O(numwant).
+        """
+        seeding = me.left == 0
+        picked: list[Peer] = []
+        if numwant <= 0:
+            return picked
+        if zone is not None:
+            mine = [swarm.zones.get((zone, False))]
+            if not seeding:
+                mine.append(swarm.zones.get((zone, True)))
+            for bag in mine:
+                if bag is not None and len(picked) < numwant:
+                    window = bag.window(self._rng, OVERSAMPLE * (numwant - len(picked)) + 1)
+                    picked += self._by_capacity(window, me, numwant - len(picked))
+        need = numwant - len(picked)
+        if need > 0:
+            bags = [swarm.leechers] if seeding else [swarm.leechers, swarm.seeds]
+            # Look past the zone's peers (all taken above, fewer than numwant) and yourself.
+            skip = len(picked) + 1
+            total = sum(len(b.items) for b in bags)
+            if total > 0:
+                share = [len(b.items) * (OVERSAMPLE * need + skip) // total + 1 for b in bags]
+                window = [
+                    p for b, k in zip(bags, share, strict=True) for p in b.window(self._rng, k)
+                ]
+                if zone is not None:
+                    window = [p for p in window if p.zone != zone]
+                picked += self._by_capacity(window, me, need)
+        return picked
+
+    def _by_capacity(self, window: list[Peer], me: Peer, need: int) -> list[Peer]:
+        free: list[Peer] = []
+        rest: list[Peer] = []
+        has_capacity = self.has_capacity
+        for p in window:
+            if p is not me:
+                (free if p.fleet and has_capacity(p.ip) else rest).append(p)
+        free += rest
+        return free[:need]
+
+    # -- scrape, views, expiry ----------------------------------------------------------
 
     def scrape(self, request: Scrape, now: float) -> dict[bytes, tuple[int, int, int]]:
         """(complete, downloaded, incomplete) per tracked hash asked for (all if none)."""
@@ -269,12 +543,17 @@ class Tracker:
             if not self.is_tracked(info_hash):
                 continue
             swarm = self._swarms.get(info_hash)
+            downloaded = self._downloaded.get(info_hash, 0)
+            if swarm is not None:
+                self._expire(info_hash, swarm, now)
+                if not swarm.peers:
+                    self._drop(info_hash)
+                    swarm = None
             if swarm is None:
-                files[info_hash] = (0, 0, 0)
+                files[info_hash] = (0, downloaded, 0)
                 continue
-            self._expire(swarm, now)
             seeds, leechers = swarm.counts()
-            files[info_hash] = (seeds, swarm.downloaded, leechers)
+            files[info_hash] = (seeds, downloaded, leechers)
         return files
 
     def swarm(self, info_hash: bytes) -> list[dict[str, object]]:
@@ -288,56 +567,124 @@ class Tracker:
         ]
 
     def expire(self, now: float) -> int:
-        """Forget peers silent for peer_ttl in every swarm; returns how many."""
-        before = sum(len(s.peers) for s in self._swarms.values())
+        """Forget peers silent for peer_lifetime in every swarm; returns how many."""
+        before = self._peer_count
         for info_hash, swarm in list(self._swarms.items()):
-            self._expire(swarm, now)
+            self._expire(info_hash, swarm, now)
             if not swarm.peers:
-                del self._swarms[info_hash]
-        return before - sum(len(s.peers) for s in self._swarms.values())
+                self._drop(info_hash)
+        return before - self._peer_count
 
-    def _expire(self, swarm: _Swarm, now: float) -> None:
+    def _expire(self, info_hash: bytes, swarm: _Swarm, now: float) -> None:
+        """Pop peers from the front (oldest announce first): O(peers expired)."""
         deadline = now - self.peer_ttl
-        for key in [k for k, p in swarm.peers.items() if p.last_seen < deadline]:
-            del swarm.peers[key]
+        peers = swarm.peers
+        while peers:
+            key = next(iter(peers))
+            peer = peers[key]
+            if peer.last_seen >= deadline:
+                return
+            del peers[key]
+            self._remove(info_hash, swarm, peer)  # the store drops rows by age itself
+
+    # -- persistence --------------------------------------------------------------------
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._dirty or self._gone or self._dirty_counts)
+
+    def drain_changes(self, now: float) -> SwarmChanges:
+        """Peers to save (joined, changed state, or last saved a quarter lifetime ago),
+        peers that stopped, and changed ``downloaded`` counts; then start afresh."""
+        peers = [
+            SavedPeer(h, p.ip, p.port, p.peer_id, p.left, p.last_seen)
+            for (h, _, _), p in self._dirty.items()
+        ]
+        for key in self._dirty:
+            self._saved_at[key] = now
+        counts = {h: self._downloaded.get(h, 0) for h in self._dirty_counts}
+        changes = SwarmChanges(peers, list(self._gone), counts)
+        self._dirty, self._gone, self._dirty_counts = {}, {}, set()
+        return changes
+
+    def restore(self, peers: Iterable[SavedPeer], downloaded: dict[bytes, int], now: float) -> int:
+        """Put saved peers back (those still within their lifetime); returns how many."""
+        self._downloaded.update(downloaded)
+        restored = 0
+        for saved in sorted(peers, key=lambda s: s.last_seen):
+            if now - saved.last_seen > self.peer_ttl or not self.is_tracked(saved.info_hash):
+                continue
+            swarm = self._swarms.get(saved.info_hash)
+            if swarm is None:
+                if len(self._swarms) >= self.max_swarms:
+                    continue
+                swarm = self._swarms[saved.info_hash] = _Swarm()
+            key = (saved.ip, saved.port)
+            if key in swarm.peers or len(swarm.peers) >= self.max_peers_per_swarm:
+                continue
+            try:
+                peer = Peer(saved.ip, saved.port, saved.peer_id, saved.left, now=saved.last_seen)
+            except TrackerError:
+                continue
+            peer.zone = self.zone_of(saved.ip)
+            peer.fleet = peer.zone is not None or self.is_fleet(saved.ip)
+            swarm.add(peer)
+            swarm.peers[key] = peer
+            self._saved_at[saved.info_hash, saved.ip, saved.port] = now
+            self._peer_count += 1
+            restored += 1
+        return restored
 
     def statistics(self) -> dict[str, int]:
         return {
             "torrents": len(self._allowed),
             "swarms": len(self._swarms),
-            "peers": sum(len(s.peers) for s in self._swarms.values()),
+            "peers": self._peer_count,
             "announces": self.announces,
             "refused": self.refused,
         }
 
 
-def _compact(peers: list[tuple[str, int, bytes]]) -> tuple[bytes, bytes]:
-    v4, v6 = bytearray(), bytearray()
-    for ip, port, _ in peers:
-        address = ipaddress.ip_address(ip)
-        target = v4 if address.version == 4 else v6
-        target += address.packed + struct.pack("!H", port)
-    return bytes(v4), bytes(v6)
+def _compact(peers: Sequence[Peer | tuple[str, int, bytes]]) -> tuple[bytes, bytes]:
+    v4: list[bytes] = []
+    v6: list[bytes] = []
+    for peer in peers:
+        packed = peer.compact if isinstance(peer, Peer) else _pack(peer[0], peer[1])
+        (v4 if len(packed) == 6 else v6).append(packed)
+    return b"".join(v4), b"".join(v6)
+
+
+def _fields(peer: Peer | tuple[str, int, bytes]) -> tuple[str, int, bytes]:
+    return (peer.ip, peer.port, peer.peer_id) if isinstance(peer, Peer) else peer
 
 
 def encode_announce(reply: AnnounceReply, request: Announce) -> bytes:
+    if request.compact:  # the common case, written out: bencoded keys in sorted order
+        v4, v6 = _compact(reply.peers)
+        six = b"6:peers6%d:%s" % (len(v6), v6) if v6 else b""
+        return (
+            b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%s%se"
+            % (
+                reply.complete,
+                reply.incomplete,
+                reply.interval,
+                reply.min_interval,
+                len(v4),
+                v4,
+                six,
+            )
+        )  # BEP 23 peers, BEP 7 peers6
     body: dict[bytes, object] = {
         b"interval": reply.interval,
         b"min interval": reply.min_interval,
         b"complete": reply.complete,
         b"incomplete": reply.incomplete,
-    }
-    if request.compact:
-        v4, v6 = _compact(reply.peers)
-        body[b"peers"] = v4  # BEP 23
-        if v6:
-            body[b"peers6"] = v6  # BEP 7
-    else:
-        body[b"peers"] = [
+        b"peers": [
             {b"ip": ip.encode(), b"port": port}
             | ({} if request.no_peer_id else {b"peer id": peer_id})
-            for ip, port, peer_id in reply.peers
-        ]
+            for ip, port, peer_id in (_fields(p) for p in reply.peers)
+        ],
+    }
     return bytes(fastbencode.bencode(body))
 
 

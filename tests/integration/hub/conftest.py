@@ -22,6 +22,7 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
         http=("127.0.0.1", 0),
         token=TOKEN,
         line_timeout=0.5,
+        udp_tracker=("127.0.0.1", 0),
     )
     async with running(settings) as started:
         yield started

@@ -104,7 +104,7 @@ def test_seeds_get_no_seeds_and_counts() -> None:
 
 
 def test_silent_peers_expire() -> None:
-    tracker = tr.Tracker(interval=10)
+    tracker = tr.Tracker(interval=10, peer_lifetime=30)
     tracker.allow(HASH)
     announce(tracker, "10.0.0.1")
     assert tracker.expire(now=29) == 0
@@ -156,3 +156,108 @@ def test_announce_round_trips_binary_hashes(
         port,
         left,
     )
+
+
+# -- issue 18: swarms that stay true, at O(numwant) ---------------------------------------
+
+
+def announce_at(
+    tracker: tr.Tracker, ip: str, now: float, left: int = 100, event: str = "", **kw: object
+) -> tr.AnnounceReply:
+    return tracker.announce(tr.parse_announce(query(left=left, event=event, **kw), ip), now=now)
+
+
+def test_default_lifetime_outlasts_libtorrents_real_announce_rounds() -> None:
+    """The demo asks for 5 s; libtorrent still announces every 300 s (its floor)."""
+    tracker = tr.Tracker(interval=5)
+    tracker.allow(HASH)
+    assert tracker.peer_ttl == 2 * tr.CLIENT_MIN_INTERVAL + tr.LIFETIME_GRACE
+    announce_at(tracker, "10.0.0.1", now=0, left=0)  # a seed, announcing as libtorrent does
+    for now in range(300, 3001, 300):  # ten minutes and more of re-announces
+        reply = announce_at(tracker, "10.0.0.2", now=now - 1)
+        assert reply.complete == 1, f"the seed vanished at {now} s"
+        announce_at(tracker, "10.0.0.1", now=now, left=0)
+    # One round lost is forgiven; gone for good, it leaves after the lifetime.
+    assert tracker.expire(now=3000 + 600) == 0  # a round and a half of silence
+    assert tracker.expire(now=2999 + tracker.peer_ttl + 0.5) == 1  # the leecher
+    assert tracker.scrape(tr.Scrape((HASH,)), now=2999 + tracker.peer_ttl + 0.5)[HASH][0] == 1
+    assert tracker.expire(now=3000 + tracker.peer_ttl + 1) == 1
+    assert tracker.statistics()["peers"] == 0
+
+
+def test_downloaded_survives_an_emptied_swarm() -> None:
+    tracker = tr.Tracker(peer_lifetime=10)
+    tracker.allow(HASH)
+    announce_at(tracker, "10.0.0.1", now=0, left=5, event="started")
+    announce_at(tracker, "10.0.0.1", now=1, left=0, event="completed")
+    announce_at(tracker, "10.0.0.1", now=2, left=0, event="completed")  # a repeat counts once
+    announce_at(tracker, "10.0.0.2", now=2, left=0)  # a seed from the start is no download
+    announce_at(tracker, "10.0.0.3", now=2, left=0, event="completed")  # unseen: counts
+    assert tracker.scrape(tr.Scrape((HASH,)), now=3) == {HASH: (3, 2, 0)}
+    assert tracker.expire(now=100) == 3
+    assert tracker.scrape(tr.Scrape((HASH,)), now=100) == {HASH: (0, 2, 0)}
+
+
+def test_announce_cost_does_not_grow_with_the_swarm() -> None:
+    """50,000 peers: numwant peers come back, each rank in order, no peer twice."""
+    zones = {f"10.1.{i // 250}.{i % 250}": "a" for i in range(30)}
+    tracker = tr.Tracker(zone_of=zones.get, rng=random.Random(1), is_fleet=zones.__contains__)
+    tracker.allow(HASH)
+    for i in range(50_000):
+        announce_at(tracker, f"10.1.{i // 250}.{i % 250}", now=0, numwant=0)
+    reply = announce_at(tracker, "10.1.0.0", now=1, numwant=50)
+    ips = [p.ip for p in reply.peers]  # type: ignore[union-attr]
+    assert len(ips) == len(set(ips)) == 50
+    assert "10.1.0.0" not in ips
+    assert set(ips[:29]) == set(zones) - {"10.1.0.0"}  # the whole zone first
+    assert all(zones.get(ip) is None for ip in ips[29:])
+    assert tracker.statistics()["peers"] == 50_000
+
+
+def test_capacity_ranks_within_the_sample() -> None:
+    capacity = {f"10.2.0.{i}" for i in range(0, 200, 2)}
+    tracker = tr.Tracker(has_capacity=capacity.__contains__, rng=random.Random(2))
+    tracker.allow(HASH)
+    for i in range(200):
+        announce_at(tracker, f"10.2.0.{i}", now=0, numwant=0)
+    reply = announce_at(tracker, "10.3.0.1", now=0, numwant=10)
+    assert all(p.ip in capacity for p in reply.peers)  # type: ignore[union-attr]
+
+
+def test_swarms_are_bounded() -> None:
+    tracker = tr.Tracker(open_tracker=True, max_swarms=2, max_peers_per_swarm=2, max_peers=3)
+    announce_at(tracker, "10.0.0.1", now=0)
+    announce_at(tracker, "10.0.0.2", now=0)
+    with pytest.raises(TrackerError, match="holds 2 peers"):
+        announce_at(tracker, "10.0.0.3", now=0)
+    tracker.announce(tr.parse_announce(query(info_hash=OTHER), "10.0.0.1"), now=0)
+    with pytest.raises(TrackerError, match="3 peers already"):
+        tracker.announce(tr.parse_announce(query(info_hash=OTHER), "10.0.0.2"), now=0)
+    with pytest.raises(TrackerError, match="2 swarms already"):
+        tracker.announce(tr.parse_announce(query(info_hash=b"\x01" * 20), "10.0.0.2"), now=0)
+
+
+def test_changes_drain_and_restore_with_their_age() -> None:
+    tracker = tr.Tracker(peer_lifetime=100)
+    tracker.allow(HASH)
+    announce_at(tracker, "10.0.0.1", now=0, left=0)
+    announce_at(tracker, "10.0.0.2", now=10, left=5, event="started")
+    announce_at(tracker, "10.0.0.2", now=20, left=0, event="completed")
+    changes = tracker.drain_changes(now=20)
+    assert {(p.ip, p.left, p.last_seen) for p in changes.peers} == {
+        ("10.0.0.1", 0, 0),
+        ("10.0.0.2", 0, 20),
+    }
+    assert changes.downloaded == {HASH: 1}
+    announce_at(tracker, "10.0.0.1", now=30, left=0)  # nothing new worth a write
+    assert not tracker.has_changes
+    announce_at(tracker, "10.0.0.2", now=31, event="stopped")
+    assert tracker.drain_changes(now=31).gone == [(HASH, "10.0.0.2", 6881)]
+
+    again = tr.Tracker(peer_lifetime=100)
+    again.allow(HASH)
+    assert again.restore(changes.peers, changes.downloaded, now=110) == 1  # .1 is too old
+    assert again.scrape(tr.Scrape((HASH,)), now=110) == {HASH: (1, 1, 0)}
+    reply = announce_at(again, "10.0.0.3", now=111)
+    assert [p.ip for p in reply.peers] == ["10.0.0.2"]  # type: ignore[union-attr]
+    assert again.expire(now=121) == 1  # its age came back with it: seen at 20
