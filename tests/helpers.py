@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
-async def wait_until(predicate: Callable[[], bool], within: float, what: str = "state") -> None:
-    """Poll ``predicate`` (state owned by a timer or another process) for ``within`` s at most."""
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], within: float, what: str = "state"
+) -> None:
+    """Poll ``predicate`` (state owned by a timer or another process) for ``within`` s at most.
+
+    The predicate may be async (an HTTP poll): it is awaited, and a poll that hangs
+    counts against ``within`` too.
+    """
     deadline = time.monotonic() + within
-    while not predicate():
+
+    async def check() -> bool:
+        result = predicate()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(left, 0.001)):
+                if await check():
+                    return
+        except TimeoutError:
+            pass
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {within} s")
         await asyncio.sleep(0.02)

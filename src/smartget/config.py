@@ -313,15 +313,17 @@ def options_from(cls: type, *, exclude: tuple[str, ...] = (), prefix: str = "") 
                     help=info.help,
                 )(func)
                 continue
+            extra: dict[str, Any] = {"required": True} if required else {"default": default}
+            # No default at all for a required option: click 8.3+ takes an explicit
+            # None as a given value and would not ask for the option.
             func = click.option(
                 name,
                 param,
                 type=kind,
-                default=default,
-                required=required,
                 envvar=info.envvar,
                 show_default=False if required else info.show_default,
                 help=info.help,
+                **extra,
             )(func)
         return func
 

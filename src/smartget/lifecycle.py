@@ -67,10 +67,11 @@ class Supervisor:
         try:
             await self._group.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
-            # One essential task's crash is the common case: raise it as itself, so
-            # callers see the error rather than a group of one.
+            # One error is the common case (an essential task's crash, or the body's own
+            # exception, which TaskGroup also wraps): raise it as itself, so callers see
+            # the error rather than a group of one.
             crashes = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
-            if len(crashes) == 1 and (exc is None or isinstance(exc, asyncio.CancelledError)):
+            if len(crashes) == 1:
                 raise crashes[0] from None
             raise
 

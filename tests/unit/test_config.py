@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from smartget.config import (
     HOSTPORT,
+    REQUIRED,
     common_options,
     config_from,
     options_from,
@@ -161,3 +162,18 @@ def test_options_come_from_the_config_and_build_it_back() -> None:
     help_text = runner.invoke(cmd, ["--help"]).output
     assert "Seconds of silence." in help_text
     assert "default: 60.0" in help_text
+
+
+def test_a_required_setting_makes_a_required_option() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Needs:
+        where: str = setting(REQUIRED, "Where.")
+
+    @click.command()
+    @options_from(Needs)
+    def cmd(**kwargs: Any) -> None:
+        config_from(Needs, kwargs)
+
+    result = CliRunner().invoke(cmd, [])
+    assert result.exit_code == 2
+    assert "Missing option '--where'" in result.output

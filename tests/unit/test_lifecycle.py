@@ -78,3 +78,13 @@ async def test_start_outside_the_block_is_refused() -> None:
     with pytest.raises(RuntimeError, match="inside"):
         sup.start(coro, name="x", essential=True)
     coro.close()
+
+
+async def test_the_bodys_own_exception_comes_out_as_itself() -> None:
+    async def service() -> None:
+        async with asyncio.timeout(5), Supervisor("svc") as sup:
+            sup.start(asyncio.Event().wait, name="forever", essential=False)
+            raise KeyError("the caller's own")
+
+    with pytest.raises(KeyError, match="the caller's own"):
+        await service()

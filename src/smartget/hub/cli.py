@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from smartget.config import common_options, config_from, options_from, setup_logging
+from smartget.httpserver import HttpLimits
 from smartget.hub.app import HubSettings, running
 from smartget.hub.relay.service import RelaySettings
 from smartget.lifecycle import on_stop_signals
@@ -23,6 +24,7 @@ log = logging.getLogger("smartget.hub")
 
 @click.command()
 @options_from(HubSettings)
+@options_from(HttpLimits, prefix="http")
 @options_from(RelaySettings, prefix="relay")
 @common_options
 def hub(log_level: str, **options: Any) -> None:
@@ -36,7 +38,8 @@ def hub(log_level: str, **options: Any) -> None:
     """
     setup_logging(log_level)
     relay = config_from(RelaySettings, options, prefix="relay")
-    settings = config_from(HubSettings, options, relay=relay)
+    limits = config_from(HttpLimits, options, prefix="http")
+    settings = config_from(HubSettings, options, relay=relay, http_limits=limits)
     asyncio.run(_serve(settings))
 
 

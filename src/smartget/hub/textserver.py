@@ -41,6 +41,7 @@ OK = tp.ok()
 NOT_FOUND = tp.not_found()
 NODE_EXISTS = tp.bad_request("Node already exists!")
 _NOT_SAVED = tp.bad_request("the hub could not save this change; try again")
+_TOO_MANY = tp.bad_request("too many connections; try again later")
 _DONE = tp.Mode.DONE
 
 
@@ -111,7 +112,7 @@ def execute(core: HubCommands, event: tp.Event, peer_ip: str, now: float) -> byt
     return _HANDLERS[type(event)](core, event, FromNode(peer_ip), now)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class TextServerContext:
     """What every connection of the text server shares (built by the hub's app.py)."""
 
@@ -121,9 +122,27 @@ class TextServerContext:
     commit: Callable[[], asyncio.Future[None] | None]
     line_timeout: float = tp.LINE_TIMEOUT
     idle_timeout: float = tp.IDLE_TIMEOUT
+    # Caps on open connections, in all and from one address: past them a client gets
+    # 400 "too many connections" and is closed (issue 12: no client holds them all).
+    max_connections: int = 4096
+    max_per_ip: int = 64
     connections: set[TextProtocolServer] = field(default_factory=set)
+    per_ip: collections.Counter[str] = field(default_factory=collections.Counter)
     # Plain ints on the hot path; the hub's metrics turn them into a counter.
     command_counts: collections.Counter[type] = field(default_factory=collections.Counter)
+    refused: int = 0
+
+    def admit(self, ip: str) -> bool:
+        if len(self.connections) >= self.max_connections or self.per_ip[ip] >= self.max_per_ip:
+            self.refused += 1
+            return False
+        self.per_ip[ip] += 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
 
 
 class TextProtocolServer(asyncio.Protocol):
@@ -155,6 +174,11 @@ class TextProtocolServer(asyncio.Protocol):
         self.peer_ip = peer[0] if peer else "?"
         self._caller = FromNode(self.peer_ip)
         context = self.context
+        if not context.admit(self.peer_ip):
+            transport.write(_TOO_MANY)
+            transport.close()
+            self._transport = None
+            return
         self._conn = tp.TextConnection(
             self._clock(),
             line_timeout=context.line_timeout,
@@ -165,7 +189,8 @@ class TextProtocolServer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            return  # refused
         now = self._clock()
         events = conn.receive_data(data, now)
         if events:
@@ -178,13 +203,17 @@ class TextProtocolServer(asyncio.Protocol):
             self._arm_timer()
 
     def eof_received(self) -> bool:
-        assert self._conn is not None
+        if self._conn is None:
+            return False
         now = self._clock()
         self._handle(self._conn.receive_eof(now), now)
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is None:
+            return  # refused at connection_made
         self.context.connections.discard(self)
+        self.context.leave(self.peer_ip)
         if self._timer is not None:
             self._timer.cancel()
         self._outbox.clear()

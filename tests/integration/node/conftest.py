@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -88,17 +87,6 @@ class Tracker:
             return Response(bencode({b"interval": 2, b"min interval": 1, b"peers": compact}))
 
         return Starlette(routes=[Route("/announce", announce)])
-
-
-async def wait_until_async(
-    predicate: Callable[[], Awaitable[bool]], *, within: float, what: str
-) -> None:
-    """:func:`tests.helpers.wait_until` for a predicate that must await (an HTTP poll)."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {within} s")
-        await asyncio.sleep(0.05)
 
 
 def node_settings(tmp: Path, ip: str, **extra: Any) -> NodeSettings:

@@ -38,7 +38,6 @@ from .conftest import (
     serve,
     started,
     task,
-    wait_until_async,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -233,7 +232,7 @@ async def node_process(tmp: Path, port: int) -> AsyncIterator[asyncio.subprocess
                     return reply.text == "PONG"
                 return False
 
-            await wait_until_async(up, within=30, what="the node process")
+            await wait_until(up, within=30, what="the node process")
         yield proc
     finally:
         if proc.returncode is None:

@@ -26,7 +26,6 @@ from .conftest import (
     sha256,
     started,
     task,
-    wait_until_async,
 )
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -56,7 +55,7 @@ async def node_process(tmp: Path, port: int, *extra: str) -> AsyncIterator[Proce
                     ).text == "PONG"
                 return False
 
-            await wait_until_async(up, within=30, what="the node process")
+            await wait_until(up, within=30, what="the node process")
         yield proc
     finally:
         await stop_process(proc, within=20)
@@ -96,7 +95,7 @@ async def test_kill_9_mid_download_resumes(tmp_path: Path, origin: tuple[Path, s
                 async def far_enough() -> bool:
                     return await percent() >= 30.0
 
-                await wait_until_async(far_enough, within=40, what="30% downloaded")
+                await wait_until(far_enough, within=40, what="30% downloaded")
                 resume = tmp_path / "b" / "data" / "resume" / f"{sha1}.resume"
                 await wait_until(resume.exists, within=10, what="resume data")
                 os.kill(proc.pid, signal.SIGKILL)
@@ -108,7 +107,7 @@ async def test_kill_9_mid_download_resumes(tmp_path: Path, origin: tuple[Path, s
                 async def resumed() -> bool:
                     return await percent() > 0.0
 
-                await wait_until_async(resumed, within=3, what="progress restored")
+                await wait_until(resumed, within=3, what="progress restored")
                 metrics = (await api.get("/metrics")).text
                 assert "smartget_node_resume_rejected 0.0" in metrics
                 assert "smartget_node_torrents 1.0" in metrics
@@ -116,7 +115,7 @@ async def test_kill_9_mid_download_resumes(tmp_path: Path, origin: tuple[Path, s
                 async def done() -> bool:
                     return await percent() == 100.0
 
-                await wait_until_async(done, within=60, what="completion after restart")
+                await wait_until(done, within=60, what="completion after restart")
                 data = tmp_path / "b" / "www" / "video" / "big.ts"
                 assert sha256(data) == sha256(local)
                 status = (await api.get("/status")).json()["torrents"][0]

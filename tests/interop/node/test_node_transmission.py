@@ -53,7 +53,6 @@ from tests.integration.node.conftest import (
     sha256,
     started,
     task,
-    wait_until_async,
 )
 
 BINARIES = ("transmission-daemon", "transmission-remote", "transmission-create")
@@ -215,7 +214,7 @@ async def transmission(tmp: Path, ip: str, download_dir: Path) -> AsyncIterator[
                 return False
             return True
 
-        await wait_until_async(rpc_ready, within=15, what="transmission-daemon's RPC")
+        await wait_until(rpc_ready, within=15, what="transmission-daemon's RPC")
         yield daemon
     finally:
         await stop_process(proc)
@@ -241,7 +240,7 @@ async def test_transmission_downloads_a_torrent_the_node_made(tmp_path: Path) ->
                 async def downloading() -> bool:
                     return await daemon.state() in ("Idle", "Downloading")
 
-                await wait_until_async(downloading, within=10, what="Transmission to start")
+                await wait_until(downloading, within=10, what="Transmission to start")
 
                 # Transmission 3 drops tracker peers in 127/8 as "martian" addresses
                 # (isMartianAddr in net.c), so the node dials it instead (incoming
