@@ -112,7 +112,7 @@ async def bench_relay(messages: int, n_sats: int, n_senders: int) -> list[tuple[
                 relay=RelaySettings(queue=100_000, rate=1e9, mailbox=messages, ping_interval=3600),
             )
             async with running(settings) as hub:
-                url = f"{hub.http_url}/RPC2"
+                url = hub.http_url.replace("http://", f"http://relay:{hub.token}@") + "/RPC2"
                 sender, receivers = sats[0], sats[1:]
 
                 def drive() -> tuple[float, float]:

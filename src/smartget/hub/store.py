@@ -28,6 +28,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -94,6 +95,10 @@ class Store:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
 
     def _open(self) -> sqlite3.Connection:
+        # Owner only: the file holds satellites' notify_pass and the fleet's state. SQLite
+        # gives its -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

@@ -69,8 +69,10 @@ class FakeSatellite:
         return "pong"
 
     def proxy(self, hub: Hub) -> xmlrpc.client.ServerProxy:
+        # With the hub's token, as satellites of a relay that requires it (the default).
+        url = hub.http_url.replace("http://", f"http://relay:{hub.token}@")
         return xmlrpc.client.ServerProxy(
-            f"{hub.http_url}/RPC2", transport=BoundTransport(self.ip), allow_none=True
+            f"{url}/RPC2", transport=BoundTransport(self.ip), allow_none=True
         )
 
     async def call(self, hub: Hub, method: str, *params: Any) -> Any:
@@ -344,7 +346,7 @@ def _fault_of(response: httpx.Response) -> xmlrpc.client.Fault:
 @pytest.mark.asyncio
 async def test_bad_input_gets_a_fault_never_a_500(tmp_path: Path) -> None:
     async with (
-        hub_at(tmp_path, max_request=64 * 1024) as hub,
+        hub_at(tmp_path, max_request=64 * 1024, require_token=False) as hub,  # --relay-open
         httpx.AsyncClient(base_url=hub.http_url, trust_env=False, timeout=WAIT) as client,
     ):
         bodies = {
@@ -378,8 +380,8 @@ async def test_bad_input_gets_a_fault_never_a_500(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_token_can_be_required(tmp_path: Path) -> None:
-    async with hub_at(tmp_path, require_token=True) as hub:
+async def test_the_token_is_required_by_default(tmp_path: Path) -> None:
+    async with hub_at(tmp_path) as hub:
         host, port = hub.http_address
 
         def calls() -> tuple[str, Any]:
@@ -474,3 +476,24 @@ async def test_a_relay_migrates_its_satellites_by_co2_dump(
         assert await a.call(hub, "relay.relay", {"host_id": a.host_id, "data": "moved"}) == "OK"
         got = await b.next_notify()
         assert got == {"host_id": a.host_id, "data": "moved", "notify_pass": b.notify_pass}
+
+
+@pytest.mark.asyncio
+async def test_one_address_cannot_fill_the_relay(tmp_path: Path) -> None:
+    """Issue 12.10: one IP registered 100 satellites and locked the real ones out."""
+    flooder = FakeSatellite(SAT_IPS[0], "x")
+    try:
+        async with hub_at(tmp_path, max_per_ip=3) as hub:
+            for port in range(20001, 20004):
+                await flooder.call(hub, "relay.register", {"port": port, "notify_pass": "x"})
+            with pytest.raises(xmlrpc.client.Fault, match="already has 3 satellites"):
+                await flooder.call(hub, "relay.register", {"port": 20004, "notify_pass": "x"})
+            other = FakeSatellite(SAT_IPS[1], "y")
+            try:
+                assert await other.register(hub) == other.host_id
+            finally:
+                other.stop()
+            # The store holding every notify_pass is its owner's only.
+            assert (hub.store.path.stat().st_mode & 0o777) == 0o600
+    finally:
+        flooder.stop()

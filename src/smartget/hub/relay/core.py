@@ -136,12 +136,16 @@ class RelayChanges:
 class SatelliteRegistry:
     """Registered satellites by host_id, in registration order."""
 
-    def __init__(self, *, max_satellites: int = 100, ping_fails_limit: int = 3) -> None:
+    def __init__(
+        self, *, max_satellites: int = 100, ping_fails_limit: int = 3, max_per_ip: int = 1 << 30
+    ) -> None:
         if max_satellites < 1 or ping_fails_limit < 1:
             raise ConfigError("max_satellites and ping_fails_limit must be >= 1")
         self.max_satellites = max_satellites
         self.ping_fails_limit = ping_fails_limit
+        self.max_per_ip = max_per_ip
         self._sats: dict[str, Satellite] = {}
+        self._per_ip: dict[str, int] = {}  # satellites per address (issue 12: no flooding)
         self._dirty: dict[str, Satellite | None] = {}
         self.dropped = 0  # satellites dropped for failing pings
         self.relayed = 0  # messages accepted from satellites
@@ -175,6 +179,12 @@ class SatelliteRegistry:
                     f"the relay is full: {len(self._sats)} of {self.max_satellites} "
                     "satellites registered (raise --relay-max-satellites)"
                 )
+            if self._per_ip.get(ip, 0) >= self.max_per_ip:
+                raise RelayFullError(
+                    f"{ip} already has {self.max_per_ip} satellites registered "
+                    "(raise --relay-max-per-ip)"
+                )
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
             sat = Satellite(ip, port, nick or host_id, list(plugins), notify_pass, ctime=now)
             self._sats[host_id] = sat
         else:
@@ -217,7 +227,15 @@ class SatelliteRegistry:
     def _remove(self, sat: Satellite) -> Satellite:
         del self._sats[sat.host_id]
         self._dirty[sat.host_id] = None
+        left = self._per_ip.get(sat.ip, 1) - 1
+        if left > 0:
+            self._per_ip[sat.ip] = left
+        else:
+            self._per_ip.pop(sat.ip, None)
         return sat
+
+    def _count(self, sat: Satellite) -> None:
+        self._per_ip[sat.ip] = self._per_ip.get(sat.ip, 0) + 1
 
     # -- relaying (seed: x_relay_relay, _relay_real) --------------------------------
 
@@ -277,10 +295,14 @@ class SatelliteRegistry:
     def restore(self, satellites: Iterable[Satellite]) -> None:
         """Load persisted satellites (start-up); they count against no limit."""
         for sat in satellites:
+            if sat.host_id not in self._sats:
+                self._count(sat)
             self._sats[sat.host_id] = sat
 
     def adopt(self, sat: Satellite) -> None:
         """Add a satellite as it is (from a co2 dump), to be saved."""
+        if sat.host_id not in self._sats:
+            self._count(sat)
         self._sats[sat.host_id] = sat
         self._dirty[sat.host_id] = sat
 

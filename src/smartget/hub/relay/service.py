@@ -116,10 +116,13 @@ class RelaySettings:
         MAX_REQUEST_BYTES, "Largest XML-RPC request body, in bytes.", min=1024
     )
     require_token: bool = setting(
-        False,
-        "Require the hub's token on /RPC2 (as http://relay:TOKEN@HOST/RPC2); co2 "
-        "satellites call an open relay, which is the default.",
+        True,
+        "Require the hub's token on /RPC2 (satellites call http://relay:TOKEN@HOST/RPC2). "
+        "--relay-open lets anyone register and relay, as co2 did; only on a trusted network.",
         flag="--relay-require-token/--relay-open",
+    )
+    max_per_ip: int = setting(
+        8, "Satellites one address may register; relay.register past it is a fault.", min=1
     )
     import_file: Path | None = setting(
         None,
@@ -161,7 +164,9 @@ class RelayService:
         self.settings = settings
         self.store = store
         self.registry = SatelliteRegistry(
-            max_satellites=settings.max_satellites, ping_fails_limit=settings.ping_fails
+            max_per_ip=settings.max_per_ip,
+            max_satellites=settings.max_satellites,
+            ping_fails_limit=settings.ping_fails,
         )
         self.dispatcher = Dispatcher(self)
         self.client = SatelliteClient()
