@@ -48,6 +48,7 @@ CORES = (
     "smartget.mesh.policy",
     "smartget.mesh.session",
     "smartget.mesh.registry",
+    "smartget.mesh.replay",
     "smartget.transcode.ffmpeg",
     "smartget.transcode.messages",
     "smartget.transcode.plan",

@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from smartget.errors import AuthError, ConfigError
 from smartget.mesh.datapack import Datapack
+from smartget.mesh.policy import final_destination
 
 __all__ = [
     "NODE_ID_RE",
@@ -53,7 +54,7 @@ NODE_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 CA_DAYS = 3650
 NODE_DAYS = 825
 # Headers a proxy changes on the way (to: hops are stripped; hops: counted) or that carry
-# the signature itself; everything else is signed.
+# the signature itself; everything else is signed, the final destination ``dest`` too.
 UNSIGNED_HEADERS = frozenset({"to", "hops", "sig", "cert"})
 _SHA256 = hashes.SHA256()
 
@@ -232,11 +233,14 @@ def sign_datapack(dp: Datapack, ident: NodeIdentity, now: float | None = None) -
     """``dp`` with ``sig`` and ``cert``, so the destination can verify ``id`` through proxies.
 
     A file packet's content is covered by its signed ``sha256`` header; the signed
-    ``time`` (unix seconds) lets a receiver refuse an old packet replayed by a proxy.
+    ``time`` (unix seconds) lets a receiver refuse an old packet replayed by a proxy, and
+    the signed ``dest`` (the last hop of ``to``, policy.py ``final_destination``) one
+    sent on to another node.
     """
     stamp = dp.head["time"] if "time" in dp.head else str(int(time.time() if now is None else now))
+    dest = final_destination(dp.head.get("to", "")) or ident.node_id
     unsigned = dp.with_head(
-        {"id": ident.node_id, "time": stamp, "cert": ident.cert_b64}, drop=("sig",)
+        {"id": ident.node_id, "time": stamp, "dest": dest, "cert": ident.cert_b64}, drop=("sig",)
     )
     signature = base64.b64encode(ident.key.sign(_signed_bytes(unsigned))).decode("ascii")
     return unsigned.with_head({"sig": signature})

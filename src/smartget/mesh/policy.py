@@ -10,6 +10,12 @@ closed unless named.
 On the sending side the same rules say which packets to sign: whatever may pass a
 proxy (a direct link proves the sender by TLS), and everything for the closed apps, so
 a proxy cannot forge who sent it.
+
+Replays (issue 12, item 1): a signature covers the packet's final destination
+(``dest``, :func:`final_destination`), its app, method, flag and signed time; every
+relayed signed packet is checked, whatever its app, and refused when the signature
+fails, is older than ``replay_window`` or names another node (:func:`check_destination`).
+That it runs only once is replay.py's (signer, flag) cache.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from pathlib import Path
 from smartget.errors import AuthError
 from smartget.mesh.datapack import Datapack
 
-__all__ = ["CLOSED_APPS", "Policy", "Verify", "safe_relpath"]
+__all__ = [
+    "CLOSED_APPS",
+    "Policy",
+    "Verify",
+    "check_destination",
+    "final_destination",
+    "relayed_signature",
+    "safe_relpath",
+]
 
 CLOSED_APPS = frozenset({"shell", "update"})
 
@@ -41,12 +55,46 @@ def safe_relpath(name: str) -> Path | None:
     return Path(*parts)
 
 
+def final_destination(to: str) -> str:
+    """What a signature names as the destination of a packet sent with ``to``.
+
+    The last hop (``a&b&c`` -> ``c``); for a broadcast, the node whose direct peers it
+    is for (``a&b&*`` -> ``b&*``; ``*`` alone: the signer's own peers).
+    """
+    hops = [hop for hop in to.split("&") if hop]
+    if not hops:
+        return ""
+    if hops[-1] == "*":
+        return f"{hops[-2]}&*" if len(hops) > 1 else "*"
+    return hops[-1]
+
+
+def relayed_signature(dp: Datapack, sender: str | None) -> bool:
+    """True when ``dp`` came through a proxy and carries a signature to check."""
+    return sender is not None and dp.head.get("id") != sender and "sig" in dp.head
+
+
+def check_destination(dp: Datapack, node_id: str, sender: str, signer: str) -> None:
+    """:class:`AuthError` unless the signed ``dest`` of a relayed ``dp`` is this node.
+
+    ``*`` is for the signer's direct peers (so never relayed); ``X&*`` for X's direct
+    peers, so it must come in on the link from X.
+    """
+    dest = dp.head.get("dest", "")
+    if dest == node_id or (dest.endswith("&*") and dest[:-2] == sender):
+        return
+    raise AuthError(
+        f"packet {dp.flag!r} signed by {signer!r} names destination {dest[:70]!r}, "
+        f"not {node_id!r} (via {sender!r}): refused as a replay"
+    )
+
+
 @dataclass(frozen=True)
 class Policy:
     """The authorization rules of one node.
 
-    ``replay_window`` is how long the router remembers flags: a signature older than
-    that, on a closed or ruled app, could be a replay and is refused.
+    ``replay_window``: a signature whose time is further than that from now is
+    refused (the replay cache keeps each signed flag that long).
     """
 
     node_id: str
@@ -67,7 +115,8 @@ class Policy:
         """The proven origin of ``dp`` (or None), or :class:`AuthError` if the app refuses it.
 
         ``sender`` is the peer whose link it came in on (None: a local app);
-        ``app_verifies`` is the app's wish to know the origin of relayed packets.
+        ``app_verifies`` is the app's wish to know the origin of relayed packets (a
+        signed relayed packet is now always checked; unsigned ones stay unproven).
         """
         if sender is None:
             return self.node_id
@@ -76,13 +125,11 @@ class Policy:
         problem = f"{claimed!r} via {sender!r} is not signed"
         rule = self.allow.get(dp.app)
         closed = dp.app in CLOSED_APPS
-        if origin is None and (rule is not None or closed or app_verifies) and "sig" in dp.head:
-            try:
-                # Closed and ruled apps also refuse old signatures (replays by a proxy).
-                max_age = self.replay_window if rule is not None or closed else None
-                origin = verify(dp, max_age)
-            except AuthError as exc:
-                problem = str(exc)
+        if relayed_signature(dp, sender):
+            # Whatever the app: a signature that fails, is old or is for another node
+            # is a forgery or a replay (issue 12, item 1).
+            origin = verify(dp, self.replay_window)
+            check_destination(dp, self.node_id, sender, origin)
         if rule is None:
             if not closed:
                 return origin

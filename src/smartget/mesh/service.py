@@ -21,6 +21,7 @@ import collections
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -39,8 +40,10 @@ from smartget.mesh.ca import (
 from smartget.mesh.datapack import Datapack, Received, new_flag
 from smartget.mesh.files import FileStore
 from smartget.mesh.link import Link, LinkLimits
-from smartget.mesh.policy import Policy
+from smartget.mesh.policy import Policy, relayed_signature
 from smartget.mesh.registry import DialBook, LinkRegistry
+from smartget.mesh.replay import ReplayCache
+from smartget.mesh.replaylog import ReplayLog
 from smartget.mesh.settings import MeshSettings
 from smartget.net import bind_tcp
 
@@ -61,6 +64,9 @@ class Node:
         self.tmp_dir = self.files.tmp_dir
         self.router = rt.Router(self.node_id, settings.router_config())
         self.policy = Policy(self.node_id, settings.allow, self.router.config.dedupe_seconds)
+        # Signed packets delivered while their signature is valid (issue 12, item 1).
+        self.replays = ReplayCache(self.policy.replay_window)
+        self.replay_log = ReplayLog(settings.data_dir / "replay.log", self.replays)
         self.registry: LinkRegistry[Link] = LinkRegistry(self.node_id)
         self.dials = DialBook(self.node_id)
         self.links = self.registry.links  # the link in use, by peer id
@@ -91,6 +97,7 @@ class Node:
     async def start(self) -> None:
         settings = self.settings
         self.files.prepare()
+        self.replay_log.open(time.time())
         self.apps = load_apps(settings.apps, settings.apps_dir)
         self.apps.update(settings.extra_apps)
         if settings.listen is not None:
@@ -164,6 +171,7 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self._server.wait_closed()
+        self.replay_log.close()
 
     # -- sending -------------------------------------------------------------------
 
@@ -309,6 +317,8 @@ class Node:
             if ctx is None:
                 raise MeshError(f"no app {dp.app!r} on node {self.node_id!r}")
             origin = self._authorize(dp, sender)
+            if origin is not None and relayed_signature(dp, sender):
+                self._admit_signed(dp, origin)
             stored = self.files.store(dp) if dp.method == "file" and sender is not None else None
         except (MeshError, OSError) as exc:
             self.stats["refused"] += 1
@@ -322,6 +332,15 @@ class Node:
         self.stats["delivered"] += 1
         received = Received(dp, origin, sender, stored or dp.file)
         ctx.deliver(received, self.links.get(sender) if sender is not None else None)
+
+    def _admit_signed(self, dp: Datapack, signer: str) -> None:
+        """Record a relayed signed packet's first delivery, on disk before the app has it.
+
+        :class:`AuthError` if it was delivered before (a replay) or the signer is over
+        its share of the cache; OSError if the record cannot be written (then refused).
+        """
+        line = self.replays.admit(signer, dp.flag, float(dp.head["time"]), time.time())
+        self.replay_log.append(line)
 
     # -- timers, dialing, heartbeat --------------------------------------------------
 

@@ -11,8 +11,9 @@ import pytest
 from smartget.errors import AuthError
 from smartget.mesh import session as ss
 from smartget.mesh.datapack import Datapack, Received, encode, encode_head
-from smartget.mesh.policy import Policy
+from smartget.mesh.policy import Policy, final_destination
 from smartget.mesh.registry import DialBook, LinkRegistry
+from smartget.mesh.replay import ReplayCache, parse_record
 
 
 def test_datapack_is_immutable_and_copies_its_head() -> None:
@@ -38,10 +39,17 @@ def test_received_reads_through_to_its_packet() -> None:
 
 def test_policy_closed_apps_ruled_apps_and_signing() -> None:
     policy = Policy("e", {"shell": ["a"]})
-    signed = Datapack("post", "shell", {"id": "a", "sig": "s"})
+    signed = Datapack("post", "shell", {"id": "a", "sig": "s", "dest": "e"})
     assert policy.authorize(signed, "d", app_verifies=False, verify=lambda dp, age: "a") == "a"
     with pytest.raises(AuthError, match="may not use"):
         policy.authorize(signed, "d", app_verifies=False, verify=lambda dp, age: "b")
+    # Signed for another node (or for nothing): a replay, refused by every app.
+    for dest in ("f", "", "*", "c&*"):
+        elsewhere = Datapack("post", "logger", {"id": "a", "sig": "s", "dest": dest})
+        with pytest.raises(AuthError, match="refused as a replay"):
+            policy.authorize(elsewhere, "d", app_verifies=False, verify=lambda dp, age: "a")
+    broadcast = Datapack("post", "logger", {"id": "a", "sig": "s", "dest": "d&*"})
+    assert policy.authorize(broadcast, "d", app_verifies=False, verify=lambda dp, a: "a") == "a"
     with pytest.raises(AuthError, match="needs a proven sender"):
         policy.authorize(Datapack("post", "update", {"id": "a"}), "d", app_verifies=False,
                          verify=lambda dp, age: "a")  # fmt: skip
@@ -51,6 +59,40 @@ def test_policy_closed_apps_ruled_apps_and_signing() -> None:
     assert policy.must_sign(Datapack("post", "x", {"to": "b&c"}), {"b"})
     assert not policy.must_sign(Datapack("post", "x", {"to": "b"}), {"b"})
     assert policy.must_sign(Datapack("post", "shell", {"to": "b"}), {"b"})
+
+
+def test_final_destination_is_what_the_signature_names() -> None:
+    assert final_destination("b") == "b"
+    assert final_destination("a&b&c") == "c"
+    assert final_destination("*") == "*"
+    assert final_destination("a&b&*") == "b&*"
+    assert final_destination("") == ""
+
+
+def test_replay_cache_admits_once_per_window_and_bounds_each_signer() -> None:
+    cache = ReplayCache(600, max_entries=5, per_signer=3)
+    line = cache.admit("ops", "f1", stamp=1000, now=1000)
+    assert parse_record(line) == (1600.0, "ops", "f1")
+    with pytest.raises(AuthError, match="replay"):
+        cache.admit("ops", "f1", stamp=1000, now=1500)
+    cache.admit("ops", "f2", 1000, 1000)
+    cache.admit("ops", "f3", 1000, 1000)
+    with pytest.raises(AuthError, match="more than 3"):
+        cache.admit("ops", "f4", 1000, 1000)  # ops is over its share; others are not
+    cache.admit("beta", "f1", 1000, 1000)
+    cache.admit("beta", "f2", 1000, 1000)
+    with pytest.raises(AuthError, match="full"):
+        cache.admit("gamma", "f1", 1000, 1000)
+    with pytest.raises(AuthError, match="flag"):
+        cache.admit("gamma", "a b", 1000, 1000)
+    cache.admit("ops", "f1", stamp=1700, now=1700)  # expired: the signature is checked by age
+    assert len(cache) == 1
+    again = ReplayCache(600)
+    again.load([(1600.0, "ops", "f1"), (2300.0, "ops", "f1"), (900.0, "x", "y")], now=1000)
+    assert again.seen("ops", "f1", 1500)
+    assert not again.seen("x", "y", 1000)
+    assert parse_record("12 a b c") is None
+    assert parse_record("x ops f") is None
 
 
 def test_session_holds_packets_behind_a_file_until_it_is_checked() -> None:

@@ -74,6 +74,15 @@ def test_signature_proves_origin_and_detects_tampering(pki: Path) -> None:
     relabelled = Datapack(dp.method, dp.app, {**dp.head, "id": "beta"}, dp.body)
     with pytest.raises(AuthError):
         verify_datapack(relabelled, alpha.ca_cert)
+    # The final destination, the flag and the time are signed (issue 12, item 1).
+    assert dp.head["dest"] == "y"
+    for key, value in (("dest", "z"), ("flag", "g"), ("time", "1"), ("method", "get")):
+        if key == "method":
+            forged = dataclasses.replace(dp, method=value)
+        else:
+            forged = dp.with_head({key: value})
+        with pytest.raises(AuthError):
+            verify_datapack(forged, alpha.ca_cert)
     with pytest.raises(AuthError, match="not signed"):
         verify_datapack(Datapack("post", "x", {"id": "alpha"}), alpha.ca_cert)
 
