@@ -88,7 +88,7 @@ def _parse_allow(values: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
     "to all members; shell and update are closed unless named.",
 )
 @options_from(MeshSettings)  # --heartbeat
-@options_from(RouterConfig)  # --retry-count, --retry-interval, --max-hops, --dial-learned
+@options_from(RouterConfig)  # --retry-count, --retry-interval, --max-hops, --dial-learned, ...
 @click.option(
     "--program-dir",
     type=DIR,
@@ -147,6 +147,10 @@ def run(
             retry_interval=routing.retry_interval,
             max_hops=routing.max_hops,
             dial_learned=routing.dial_learned,
+            retry_max_packets=routing.retry_max_packets,
+            retry_max_bytes=routing.retry_max_bytes,
+            max_addresses=routing.max_addresses,
+            address_ttl=routing.address_ttl,
             app_settings={
                 "update": {
                     "program_dir": str(program_dir) if program_dir else None,

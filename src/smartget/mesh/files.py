@@ -24,6 +24,9 @@ class FileStore:
     """The ``tmp`` and ``recv`` directories of one node, and who still needs each tmp file."""
 
     def __init__(self, data_dir: Path) -> None:
+        # Absolute: temporary files are named by absolute paths (mkstemp), and a relative
+        # --data-dir made every one look not ours, so none was ever removed (issue 12, 8).
+        data_dir = data_dir.absolute()
         self.recv_root = data_dir / "recv"
         self.tmp_dir = data_dir / "tmp"
         self._refs: collections.Counter[str] = collections.Counter()
@@ -36,7 +39,7 @@ class FileStore:
             stale.unlink(missing_ok=True)
 
     def _in_flight(self, path: str | None) -> bool:
-        return path is not None and path.startswith(str(self.tmp_dir))
+        return path is not None and os.path.dirname(os.path.abspath(path)) == str(self.tmp_dir)
 
     def queued(self, dp: Datapack) -> None:
         """``dp`` was queued on a link: its tmp file has one more holder."""

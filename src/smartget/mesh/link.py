@@ -69,6 +69,7 @@ class LinkOwner(Protocol):
     def link_lost(self, link: Link) -> None: ...
     def peer_retired(self, link: Link) -> None: ...
     def packet_from(self, link: Link, dp: dpk.Datapack) -> None: ...
+    def screen_file(self, link: Link, dp: dpk.Datapack) -> str | None: ...
     def file_sent(self, dp: dpk.Datapack) -> None: ...
 
 
@@ -92,7 +93,9 @@ class Link(asyncio.Protocol):
         self.retiring = False  # a duplicate link, told "bye": read on until the peer closes
         self.closed = asyncio.get_running_loop().create_future()
         self.stats: collections.Counter[str] = collections.Counter()
-        self.session = ss.LinkSession(max_file=limits.max_file)
+        self.session = ss.LinkSession(
+            max_file=limits.max_file, screen=lambda dp: owner.screen_file(self, dp)
+        )
         self._transport: asyncio.Transport | None = None
         self._wake = asyncio.Event()
         self._writable = asyncio.Event()

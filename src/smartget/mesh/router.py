@@ -28,7 +28,14 @@ seen within ``dedupe_seconds`` with the same remaining ``to`` is dropped as a du
 A packet with no next hop waits in the retry queue: it is tried again every
 ``retry_interval`` seconds, at once when a link comes up or a route appears, and dropped
 after ``retry_count`` failed tries
-(seed: "重试失败次数超过39次，数据包将被丢弃"; 3.9 s apart per DESIGN.md).
+(seed: "重试失败次数超过39次，数据包将被丢弃"; 3.9 s apart per DESIGN.md). The queue holds
+at most ``retry_max_packets`` packets and ``retry_max_bytes`` bytes of heads and bodies
+(a file's content is on disk and counts as its head only): beyond that a new packet is
+dropped (issue 12, item 7: one member sending 16 MiB packets to an unknown node must not
+grow the node without bound).
+
+Learned addresses (heartbeats' ``peers``) are kept for at most ``address_ttl`` seconds
+after they were last advertised and ``max_addresses`` in all, the oldest going first.
 The clock is the caller's ``now``; :meth:`get_timer` says when :meth:`handle_timer` is due.
 
 Packets are immutable: every change (``id``, ``to``, ``hops``) makes a copy, so the copy
@@ -49,7 +56,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartget.config import setting
+from smartget.config import SIZE, setting
 from smartget.mesh.datapack import Datapack, new_flag
 
 __all__ = [
@@ -90,6 +97,22 @@ class RouterConfig:
         True,
         "Dial addresses learned from peers (off: use only --peers and proxies).",
         flag="--dial-learned/--no-dial-learned",
+    )
+    retry_max_packets: int = setting(
+        10_000, "Packets the retry queue holds at most; newer ones are dropped.", min=1
+    )
+    retry_max_bytes: int = setting(
+        64 << 20,
+        "Bytes (heads and bodies) the retry queue holds at most; newer packets are dropped.",
+        min=0,
+        click_type=SIZE,
+        show_default="64MiB",
+    )
+    max_addresses: int = setting(
+        4096, "Addresses learned from heartbeats kept at most (oldest go first).", min=1
+    )
+    address_ttl: float = setting(
+        3600.0, "Seconds a learned address is kept after it was last advertised.", min=1
     )
     dedupe_seconds: float = 600.0  # how long a flag is remembered (and a signature fresh)
     dedupe_max: int = 200_000  # flags remembered at most
@@ -132,6 +155,11 @@ class Dropped:
 Action = Deliver | Transmit | Dial | Dropped
 
 
+def _size(dp: Datapack) -> int:
+    """What a queued packet costs in memory: its body and head (a file's content is on disk)."""
+    return len(dp.body) + sum(len(k) + len(v) + 4 for k, v in dp.head.items()) + 64
+
+
 @dataclass(order=True, slots=True)
 class _Waiting:
     due: float
@@ -161,11 +189,15 @@ class Router:
         # back that way before any heartbeat has advertised the origin.
         self._reverse: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.peers: dict[str, str] = {}  # direct links: id -> advertised "host:port" or ""
-        self.addresses: dict[str, str] = {}  # every id -> "host:port" we have heard of
+        # Every id -> "host:port" we have heard of, oldest advertised first, with when.
+        self.addresses: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._address_seen: dict[str, float] = {}
         self.routes: dict[str, tuple[str, int]] = {}  # id -> (next hop, distance)
         self._adverts: dict[str, dict[str, int]] = {}  # peer -> its distance table
         self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._waiting: list[_Waiting] = []
+        self._waiting_count = 0  # entries not done
+        self._waiting_bytes = 0
         self._seq = 0
         self.stats = collections.Counter[str]()
 
@@ -247,8 +279,8 @@ class Router:
         action = self._forward(dp)
         if action is not None:
             return [action]
-        self._enqueue(dp, now + self.config.retry_interval)
-        return []
+        dropped = self._enqueue(dp, now + self.config.retry_interval)
+        return [dropped] if dropped else []
 
     def reroute(self, dp: Datapack, now: float) -> list[Action]:
         """Route again a packet of an earlier :class:`Transmit` that its link never wrote.
@@ -265,8 +297,8 @@ class Router:
         action = self._forward(dp)
         if action is not None:
             return [action]
-        self._enqueue(dp, now + self.config.retry_interval)
-        return []
+        dropped = self._enqueue(dp, now + self.config.retry_interval)
+        return [dropped] if dropped else []
 
     def _broadcast(self, dp: Datapack, sender: str | None) -> list[Action]:
         actions: list[Action] = []
@@ -308,10 +340,33 @@ class Router:
 
     # -- retry queue ---------------------------------------------------------------
 
-    def _enqueue(self, dp: Datapack, due: float, tries: int = 0) -> None:
+    def _enqueue(self, dp: Datapack, due: float, tries: int = 0) -> Dropped | None:
+        """Queue ``dp`` for a retry at ``due``; a :class:`Dropped` if the queue is full."""
+        size = _size(dp)
+        config = self.config
+        if (
+            self._waiting_count >= config.retry_max_packets
+            or self._waiting_bytes + size > config.retry_max_bytes
+        ):
+            self.stats["retry_full"] += 1
+            full = self.stats["retry_full"]
+            loud = full in (1, 10, 100) or full % 1000 == 0
+            return Dropped(
+                dp,
+                f"retry queue is full ({self._waiting_count} packets, {self._waiting_bytes} "
+                f"bytes; --retry-max-packets/--retry-max-bytes); {full} dropped so far",
+                "warning" if loud else "debug",
+            )
         self._seq += 1
         heapq.heappush(self._waiting, _Waiting(due, self._seq, dp, tries))
+        self._waiting_count += 1
+        self._waiting_bytes += size
         self.stats["queued"] += 1
+        return None
+
+    def _unqueue(self, entry: _Waiting) -> None:
+        self._waiting_count -= 1
+        self._waiting_bytes -= _size(entry.datapack)
 
     def get_timer(self) -> float | None:
         while self._waiting and self._waiting[0].done:
@@ -324,6 +379,7 @@ class Router:
             entry = heapq.heappop(self._waiting)
             if entry.done:
                 continue
+            self._unqueue(entry)
             action = self._forward(entry.datapack)
             if action is not None:
                 actions.append(action)
@@ -339,7 +395,11 @@ class Router:
                     )
                 )
             else:
-                self._enqueue(entry.datapack, now + self.config.retry_interval, entry.tries)
+                dropped = self._enqueue(
+                    entry.datapack, now + self.config.retry_interval, entry.tries
+                )
+                if dropped is not None:
+                    actions.append(dropped)
         return actions
 
     def _flush(self, now: float) -> list[Action]:
@@ -350,12 +410,13 @@ class Router:
                 action = self._forward(entry.datapack)
                 if action is not None:
                     entry.done = True
+                    self._unqueue(entry)
                     actions.append(action)
         return actions
 
     @property
     def waiting(self) -> int:
-        return sum(1 for entry in self._waiting if not entry.done)
+        return self._waiting_count
 
     # -- heartbeat -----------------------------------------------------------------
 
@@ -387,7 +448,7 @@ class Router:
                 listen = f"{peer_host}:{listen[len(wildcard) :]}"
         if peer in self.peers and listen and len(listen) <= 300:
             self.peers[peer] = listen
-            self.addresses[peer] = listen
+            self._learn_address(peer, listen, now)
         advert: dict[str, int] = {}
         for dest, dist in list(routes.items())[:MAX_ADVERT]:
             if isinstance(dest, str) and valid_id(dest) and isinstance(dist, int) and dist > 0:
@@ -398,16 +459,36 @@ class Router:
                 continue
             advert[dest] = 1
             if addr and len(addr) <= 300 and dest != self.node_id:
-                self.addresses[dest] = addr
+                self._learn_address(dest, addr, now)
                 if self.config.dial_learned and dest not in self.peers:
                     host, _, port = addr.rpartition(":")
                     if host and small_number(port, 5) and int(port) < 65536:
                         actions.append(Dial(dest, host.strip("[]"), int(port)))
+        self._age_addresses(now)
         if peer in self.peers:
             self._adverts[peer] = advert
             self._recompute()
             actions.extend(self._flush(now))
         return actions
+
+    def _learn_address(self, node: str, addr: str, now: float) -> None:
+        addresses = self.addresses
+        addresses[node] = addr
+        addresses.move_to_end(node)
+        self._address_seen[node] = now
+        while len(addresses) > self.config.max_addresses:
+            oldest, _ = addresses.popitem(last=False)
+            del self._address_seen[oldest]
+
+    def _age_addresses(self, now: float) -> None:
+        limit = now - self.config.address_ttl
+        addresses = self.addresses
+        while addresses:
+            oldest = next(iter(addresses))
+            if self._address_seen[oldest] >= limit:
+                break
+            del addresses[oldest]
+            del self._address_seen[oldest]
 
     def _recompute(self) -> None:
         routes: dict[str, tuple[str, int]] = {}
@@ -426,5 +507,7 @@ class Router:
             "peers": len(self.peers),
             "routes": len(self.routes),
             "waiting": self.waiting,
+            "waiting_bytes": self._waiting_bytes,
+            "addresses": len(self.addresses),
             "flags_remembered": len(self._seen),
         }

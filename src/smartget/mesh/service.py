@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from smartget.errors import MeshError
+from smartget.errors import AuthError, MeshError
 from smartget.mesh import link as lk
 from smartget.mesh import router as rt
 from smartget.mesh.apps import App, AppContext, load_apps
@@ -266,6 +266,37 @@ class Node:
             self._execute(self.router.route(dp, self.now(), link.peer_id, peer_host=link.peer_host))
         finally:
             self._inbound = None
+
+    def screen_file(self, link: Link, dp: Datapack) -> str | None:
+        """Why a file arriving on ``link`` is refused at its head, or None to receive it.
+
+        A file for an app here is authorized before its body is stored (issue 12, item
+        7): no such app, a sender the app refuses, a bad, misdirected or replayed
+        signature. Files for other nodes are relayed (the retry queue bounds them).
+        """
+        hops = [hop for hop in dp.head.get("to", "").split("&") if hop]
+        while hops and hops[0] == self.node_id:
+            hops.pop(0)
+        if hops:
+            return None
+        sender = link.peer_id
+        dp = dp.with_defaults({"id": sender})
+        try:
+            if dp.app not in self.contexts:
+                raise MeshError(f"no app {dp.app!r} on node {self.node_id!r}")
+            origin = self._authorize(dp, sender)
+            if (
+                origin is not None
+                and relayed_signature(dp, sender)
+                and self.replays.seen(origin, dp.flag, time.time())
+            ):
+                raise AuthError(f"replay: file {dp.flag} signed by {origin!r} was delivered")
+        except MeshError as exc:
+            self.stats["refused"] += 1
+            if dp.head["id"] != self.node_id:
+                self.send(dp.reply(f"refused: {exc}".encode(), error="refused"))
+            return str(exc)
+        return None
 
     def file_sent(self, dp: Datapack) -> None:
         self.files.sent(dp)

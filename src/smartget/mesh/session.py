@@ -13,9 +13,10 @@ on, in order:
   duplicate link (:data:`BYE_APP`).
 - :class:`FileBegun`, :class:`FileData` ..., :class:`FileEnded` for a file packet that
   names a confined ``filename`` and a ``sha256``; :class:`FileRefused` (its bytes are
-  skipped) for one that does not. After :class:`FileEnded` the session holds every
-  later event until the driver has checked the file and calls
-  :meth:`LinkSession.file_checked`: "file, then post about it" keeps its order.
+  skipped) for one that does not, or that the driver's ``screen`` refuses when its head
+  arrives (the node: a file for an app here that would refuse it; issue 12, item 7).
+  After :class:`FileEnded` the session holds every later event until the driver has
+  checked the file and calls :meth:`LinkSession.file_checked`: "file, then post about it" keeps its order.
 
 Packets to send wait in the outbox: :meth:`LinkSession.next_batch` joins the small ones
 into one write, :meth:`LinkSession.next_file` hands out a file packet to stream.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartget.errors import AuthError, DatapackError
@@ -93,7 +95,8 @@ class FileEnded:
 
 @dataclass(frozen=True, slots=True)
 class FileRefused:
-    """A file packet without a confined filename or a sha256; its bytes are skipped."""
+    """A file packet refused at its head (no confined filename or sha256, or screened
+    out); its bytes are skipped, never stored."""
 
     datapack: Datapack
     reason: str
@@ -121,8 +124,15 @@ def _file_problem(dp: Datapack) -> str | None:
 class LinkSession:
     """Everything about one link that is not I/O."""
 
-    def __init__(self, *, max_file: int = dpk.MAX_FILE) -> None:
+    def __init__(
+        self,
+        *,
+        max_file: int = dpk.MAX_FILE,
+        screen: Callable[[Datapack], str | None] | None = None,
+    ) -> None:
+        """``screen(dp)`` is asked about each file's head: a reason refuses it, None keeps it."""
         self.decoder = dpk.DatapackDecoder(max_file=max_file)
+        self._screen = screen
         self.up = False
         self._receiving: Datapack | None = None  # the file whose bytes are being kept
         # Decoder events that wait while a received file is checked; None when not stalled.
@@ -156,6 +166,8 @@ class LinkSession:
                     out.append(PeerRetired() if dp.app == BYE_APP else Packet(dp))
                 case dpk.FileStarted(dp, _):
                     problem = _file_problem(dp)
+                    if problem is None and self._screen is not None:
+                        problem = self._screen(dp)
                     self._receiving = None if problem else dp
                     out.append(FileRefused(dp, problem) if problem else FileBegun(dp))
                 case dpk.FileChunk(data):

@@ -41,6 +41,10 @@ class MeshSettings:
     retry_interval: float = _ROUTER.retry_interval
     max_hops: int = _ROUTER.max_hops
     dial_learned: bool = _ROUTER.dial_learned
+    retry_max_packets: int = _ROUTER.retry_max_packets
+    retry_max_bytes: int = _ROUTER.retry_max_bytes
+    max_addresses: int = _ROUTER.max_addresses
+    address_ttl: float = _ROUTER.address_ttl
     connect_timeout: float = 10.0
     idle_timeout: float = 0.0  # 0: three heartbeats plus 10 s
     max_file: int = MAX_FILE
@@ -57,6 +61,10 @@ class MeshSettings:
             retry_interval=self.retry_interval,
             max_hops=self.max_hops,
             dial_learned=self.dial_learned,
+            retry_max_packets=self.retry_max_packets,
+            retry_max_bytes=self.retry_max_bytes,
+            max_addresses=self.max_addresses,
+            address_ttl=self.address_ttl,
         )
 
 

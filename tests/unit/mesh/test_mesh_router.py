@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -246,3 +248,39 @@ def test_routing_never_changes_the_callers_packet() -> None:
     [relayed] = routers["b"].route(sent.datapack, 0.0, sender="a")
     assert isinstance(relayed, Transmit)
     assert (sent.datapack.head["to"], relayed.datapack.head["to"]) == ("b&c", "c")
+
+
+def test_retry_queue_is_capped_in_packets_and_bytes() -> None:
+    """Issue 12, item 7: packets for an unknown node cannot grow the queue without bound."""
+    router = Router("a", retry_max_packets=3, retry_max_bytes=10_000, retry_interval=1.0)
+    big = Datapack("post", "x", {"to": "nowhere"}, b"x" * 4000)
+    assert router.route(big, 0.0) == []
+    assert router.route(big, 0.0) == []
+    [dropped] = router.route(big, 0.0)  # a third 4000-byte body is over 10,000 bytes
+    assert isinstance(dropped, Dropped)
+    assert "retry queue is full" in dropped.reason
+    assert dropped.level == "warning"
+    small = Datapack("post", "x", {"to": "nowhere"}, b"")
+    assert router.route(small, 0.0) == []
+    [dropped] = router.route(small, 0.0)  # a fourth packet
+    assert "3 packets" in dropped.reason
+    assert router.statistics()["waiting"] == 3
+    router.link_up("nowhere", 0.5)  # sent: room again
+    assert router.statistics()["waiting"] == 0
+    assert router.statistics()["waiting_bytes"] == 0
+    assert router.route(big, 1.0)[0].__class__ is Transmit
+
+
+def test_learned_addresses_are_bounded_and_age_out() -> None:
+    router = Router("a", max_addresses=100, address_ttl=60.0, dial_learned=False)
+    router.link_up("b", 0.0)
+    for round_ in range(5):
+        peers = {f"n{round_}x{i}": f"10.0.{round_}.{i % 250}:1000" for i in range(80)}
+        body = json.dumps({"listen": "", "peers": peers, "routes": {}}).encode()
+        router.route(Datapack("post", NET_APP, {}, body), float(round_), sender="b")
+    assert len(router.addresses) == 100
+    assert "n4x79" in router.addresses  # the newest stay
+    assert "n0x0" not in router.addresses
+    quiet = json.dumps({"listen": "", "peers": {}, "routes": {}}).encode()
+    router.route(Datapack("post", NET_APP, {}, quiet), 100.0, sender="b")
+    assert not router.addresses  # not advertised for over address_ttl
