@@ -229,6 +229,7 @@ class _SettingInfo:
     flag: str | None
     envvar: str | None
     show_default: bool | str
+    multiple: bool
 
 
 def setting(
@@ -242,14 +243,17 @@ def setting(
     envvar: str | None = None,
     show_default: bool | str = True,
     factory: Callable[[], Any] | None = None,
+    multiple: bool = False,
 ) -> Any:
     """A config field with its default, ``--help`` text and range in one place.
+
+    ``multiple``: a repeatable option; the field holds a tuple of its values.
 
     ``flag`` overrides the option's name (default: ``--field-name``); ``click_type``
     overrides the type made from the field's annotation (``HOSTPORT``, ``RATE``, a Path).
     ``REQUIRED`` as the default makes a field without default and a required option.
     """
-    info = _SettingInfo(help, min, max, click_type, flag, envvar, show_default)
+    info = _SettingInfo(help, min, max, click_type, flag, envvar, show_default, multiple)
     metadata = {_SETTING: info}
     if default is REQUIRED:
         return dataclasses.field(metadata=metadata)
@@ -300,6 +304,11 @@ def options_from(cls: type, *, exclude: tuple[str, ...] = (), prefix: str = "") 
                 default = field.default_factory()
             else:
                 default = field.default
+            if info.multiple:
+                func = click.option(
+                    name, param, type=info.click_type, multiple=True, help=info.help
+                )(func)
+                continue
             if isinstance(default, tuple) and len(default) == 2:  # an address, as typed
                 default = f"{default[0]}:{default[1]}"
             kind = _click_type(field, info)
@@ -339,4 +348,7 @@ def config_from(cls: type[C], kwargs: dict[str, Any], *, prefix: str = "", **ove
         for key in list(kwargs)
         if key.startswith(pre) and key.removeprefix(pre) in names
     }
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if _SETTING in f.metadata and f.metadata[_SETTING].multiple and f.name in values:
+            values[f.name] = tuple(values[f.name])
     return cls(**{**values, **overrides})

@@ -48,7 +48,7 @@ from smartget.httpserver import HttpLimits
 from smartget.hub import textproto
 from smartget.hub.collector import Collector as StatusCollector
 from smartget.hub.collector import Report
-from smartget.hub.commands import HubCommands
+from smartget.hub.commands import CommandRules, HubCommands
 from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
 from smartget.hub.store import (
@@ -137,6 +137,15 @@ class HubSettings:
         click_type=HOSTPORT,
     )
     no_udp_tracker: bool = setting(False, "Run no UDP tracker.")
+    max_nodes_per_ip: int = setting(
+        16, "Nodes one address may register over the text protocol.", min=1
+    )
+    allow_net: tuple[str, ...] = setting(
+        (),
+        "A network (CIDR) whose addresses may `requestnodes without a registered node "
+        "(repeat; default: registered nodes only).",
+        multiple=True,
+    )
     text_max_connections: int = setting(
         4096, "Text protocol connections open at once; past it new ones are refused.", min=1
     )
@@ -206,7 +215,8 @@ class Hub:
         self.udp_tracker_address: tuple[str, int] | None = None
         self.udp_tracker: UdpTrackerServer | None = None
         self.collector = StatusCollector()
-        self.commands = HubCommands(self.registry, self.tracker, self.collector)
+        rules = CommandRules.parse(settings.max_nodes_per_ip, settings.allow_net)
+        self.commands = HubCommands(self.registry, self.tracker, self.collector, rules)
         self.text = TextServerContext(
             commands=self.commands,
             commit=self.commit,

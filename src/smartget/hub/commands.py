@@ -8,16 +8,22 @@ what a command may do; the front ends only say who is asking:
 command         a node (``FromNode``: text protocol,  an operator (``FromOperator``: the
                 known by its TCP peer address)        JSON API, holding the hub's token)
 ==============  ====================================  ===================================
-register        at its own IP                         at any IP it names (default: its own)
+register        at its own IP, at most                at any IP it names (default: its own)
+                ``max_nodes_per_ip`` nodes per IP
 deregister      only its own ip+port                  any node, by id
-requestnodes    its own zone first; never itself      the zone it names; never the ids
-                                                      it names
+requestnodes    only a registered node or a caller    the zone it names; never the ids
+                in ``allow_nets``; its own zone       it names
+                first; never itself
 setstatus       only a node registered at its IP      any node; ``status`` from 0
 update info     (not offered)                         any node
 ==============  ====================================  ===================================
 
 Fleet rules: a fleet node (an IP the registry knows) that announces a torrent or
 reports on one made it or was asked to fetch it, so the tracker starts tracking it.
+
+Strangers (issue 12): an address that has registered no node can neither drain the
+fleet's capacity with ``requestnodes`` (unless an operator allows its network) nor
+register more than ``max_nodes_per_ip`` nodes.
 
 Every command raises the :mod:`smartget.errors` tree (``RegistryError`` and below);
 each front end maps those to its replies in one place. Nothing here does I/O: the
@@ -27,10 +33,12 @@ caller passes ``now`` and persists what changed (``Registry.change_count``, and 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from smartget.errors import ConfigError, NotPermittedError, RegistryError
 from smartget.hub import tracker as tr
 from smartget.hub.collector import Collector, Report, parse_report
 from smartget.hub.registry import Node, Registry
@@ -38,6 +46,7 @@ from smartget.hub.registry import Node, Registry
 __all__ = [
     "Announced",
     "Caller",
+    "CommandRules",
     "FromNode",
     "FromOperator",
     "HubCommands",
@@ -79,13 +88,46 @@ class Reported:
     newly_tracked: bool
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class CommandRules:
+    """What nodes speaking for themselves may do (operators are not limited)."""
+
+    max_nodes_per_ip: int = 16
+    allow_nets: tuple[Network, ...] = ()  # may requestnodes without a registered node
+
+    @classmethod
+    def parse(cls, max_nodes_per_ip: int, allow_nets: Iterable[str]) -> CommandRules:
+        try:
+            nets = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in allow_nets)
+        except ValueError as exc:
+            raise ConfigError(f"--allow-net takes networks such as 10.0.0.0/8: {exc}") from None
+        return cls(max_nodes_per_ip, nets)
+
+    def allows(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.allow_nets)
+
+
 class HubCommands:
     """The rules of the table above over the registry, the tracker and the collector."""
 
-    def __init__(self, registry: Registry, tracker: tr.Tracker, collector: Collector) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        tracker: tr.Tracker,
+        collector: Collector,
+        rules: CommandRules | None = None,
+    ) -> None:
         self.registry = registry
         self.tracker = tracker
         self.collector = collector
+        self.rules = rules or CommandRules()
 
     # -- registry ---------------------------------------------------------------------
 
@@ -97,6 +139,12 @@ class HubCommands:
         ``status`` in ``info`` sets the first free capacity. Raises NodeExistsError.
         """
         addr = ip if ip and isinstance(caller, FromOperator) else caller.ip
+        if isinstance(caller, FromNode):
+            taken = len(self.registry.get_node_ids_by_addr(addr))
+            if taken >= self.rules.max_nodes_per_ip:
+                raise RegistryError(
+                    f"{addr} already has {taken} nodes registered (the hub's --max-nodes-per-ip)"
+                )
         status = int(info.pop("status", 0) or 0)
         node = self.registry.register(addr, port, now, **info)
         if status:
@@ -123,6 +171,11 @@ class HubCommands:
     ) -> list[Node]:
         """Hand out up to ``n`` free nodes, lowering each one's status by one."""
         if isinstance(caller, FromNode):
+            if not self.is_fleet_address(caller.ip) and not self.rules.allows(caller.ip):
+                raise NotPermittedError(
+                    f"{caller.ip} is no registered node: register first, or ask an operator "
+                    "to allow your network (the hub's --allow-net)"
+                )
             zone = self.registry.zone_of_addr(caller.ip)
             return self.registry.request_nodes(n, zone=zone, exclude_addr=caller.ip)
         return self.registry.request_nodes(n, zone=zone, exclude_ids=exclude)

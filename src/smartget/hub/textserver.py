@@ -72,7 +72,10 @@ def _deregister(core: HubCommands, event: tp.Deregister, caller: FromNode, now: 
 def _request_nodes(
     core: HubCommands, event: tp.RequestNodes, caller: FromNode, now: float
 ) -> bytes:
-    nodes = core.request_nodes(caller, event.n)
+    try:
+        nodes = core.request_nodes(caller, event.n)
+    except RegistryError as exc:
+        return tp.bad_request(str(exc))
     if not nodes:
         return NOT_FOUND
     return tp.ok(f"{node.addr} {node.port}" for node in nodes)

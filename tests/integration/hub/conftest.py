@@ -23,6 +23,9 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
         token=TOKEN,
         line_timeout=0.5,
         udp_tracker=("127.0.0.1", 0),
+        # Controllers on loopback may requestnodes, as an operator allows its own
+        # network; tests/adversarial checks the default (registered nodes only).
+        allow_net=("127.0.0.0/8",),
     )
     async with running(settings) as started:
         yield started

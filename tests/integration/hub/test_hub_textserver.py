@@ -162,6 +162,7 @@ async def test_zombie_and_revival(tmp_path: object) -> None:
         token="t",
         node_ttl=0.3,
         zombie_grace=60,
+        allow_net=("127.0.0.0/8",),
     )
     async with running(settings) as hub:
         await send(hub, b"`register 1\n")

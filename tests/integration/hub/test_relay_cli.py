@@ -48,7 +48,7 @@ async def hub_process(data_dir: Path, config: Path) -> AsyncIterator[str]:
         async with asyncio.timeout(WAIT * 3):
             while not (match := HTTP_LINE.search(line := await proc.stderr.readline())):
                 assert line, "the hub exited before serving HTTP"
-        url = match.group(1).decode() + "/RPC2"
+        url = match.group(1).decode().replace("http://", "http://relay:cli-token@") + "/RPC2"
         # keep draining its log so that it never blocks on a full pipe
         drain = asyncio.create_task(proc.stderr.read())
         yield url
