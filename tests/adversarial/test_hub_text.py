@@ -104,3 +104,15 @@ async def test_one_address_cannot_hold_every_text_connection(tmp_path: Path) -> 
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path: Path) -> None:
+    async with hub_process(tmp_path) as (_, http):
+        body = b"[" * 20_000 + b"]" * 20_000  # 40 KiB
+        headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=f"http://{HUB_IP}:{http}", timeout=5) as client:
+            answer = await client.post("/api/nodes", content=body, headers=headers)
+            assert answer.status_code == 400, answer.text
+            report = await client.post("/report_peerstatus", content=body)
+            assert report.status_code == 400
+            assert (await client.get("/healthz")).is_success

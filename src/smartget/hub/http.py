@@ -53,6 +53,11 @@ _STATUS_OF: tuple[tuple[type[RegistryError], int], ...] = (
 )
 
 
+async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
+    # json.loads of a body nested thousands deep (issue 12.11): the client's fault.
+    return JSONResponse({"detail": "JSON nested too deeply"}, status_code=400)
+
+
 async def _registry_error(request: Request, exc: Exception) -> JSONResponse:
     code = next(code for kind, code in _STATUS_OF if isinstance(exc, kind))
     return JSONResponse({"detail": str(exc)}, status_code=code)
@@ -120,7 +125,7 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
         title="SmartGet hub",
         version=__version__,
         description="The fleet's node registry, tracker, status collector and co2 relay.",
-        exception_handlers={RegistryError: _registry_error},
+        exception_handlers={RegistryError: _registry_error, RecursionError: _too_deep},
     )
     commands = hub.commands
 
