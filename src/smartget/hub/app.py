@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import time
@@ -164,6 +165,9 @@ def load_or_create_token(data_dir: Path) -> str:
     with contextlib.suppress(FileNotFoundError):
         token = path.read_text().strip()
         if token:
+            if path.stat().st_mode & 0o077:  # issue 12.13: a secret others could read
+                log.warning("%s was readable by others: made it 0600", path)
+                os.chmod(path, 0o600)
             return token
     token = secrets.token_urlsafe(24)
     write_private(path, token + "\n")
