@@ -87,7 +87,7 @@ def _serve_ours(ready: Any, stop: Any, population: list[tuple[bytes, int]]) -> N
     from smartget.dht import DHT
 
     async def main() -> None:
-        async with DHT(FLOOD_IP, 0, rate_limit=0) as node:
+        async with DHT(FLOOD_IP, 0, rate_limit=0, reply_rate=0) as node:
             for _, port in population:  # pinged: the answer puts it in the table
                 await node.ping((POP_IP, port))
             deadline = time.monotonic() + 10
@@ -268,7 +268,8 @@ async def network_bench(size: int, lookups: int) -> dict[str, float]:
     from smartget.dht import DHT
 
     nodes = [
-        DHT(NET_IPS[i % len(NET_IPS)], 0, rate_limit=0, query_timeout=1.0) for i in range(size)
+        DHT(NET_IPS[i % len(NET_IPS)], 0, rate_limit=0, reply_rate=0, query_timeout=1.0)
+        for i in range(size)
     ]
     for node in nodes:
         await node.start()

@@ -36,6 +36,7 @@ CORES = (
     "smartget.dht.tokens",
     "smartget.dht.peers",
     "smartget.dht.lookup",
+    "smartget.dht.sources",
     "smartget.node.tasks",
     "smartget.node.paths",
     "smartget.node.status",

@@ -80,7 +80,7 @@ def dht() -> None:
     help="Routing table file (btdht format: 26-byte node records), loaded at start and "
     "saved on exit.",
 )
-@options_from(DHTConfig)  # --rate-limit
+@options_from(DHTConfig)  # --rate-limit, --reply-rate, --max-sources
 @common_options
 def run(
     bind: Addr,
@@ -95,17 +95,23 @@ def run(
     routers (router.utorrent.com, dht.transmissionbt.com, ...).
     """
     setup_logging(log_level)
-    _run(_serve(bind, bootstrap, state, config_from(DHTConfig, options).rate_limit))
+    _run(_serve(bind, bootstrap, state, config_from(DHTConfig, options)))
 
 
 async def _serve(
-    bind: Addr, bootstrap: tuple[Addr, ...], state: Path | None, rate_limit: float
+    bind: Addr, bootstrap: tuple[Addr, ...], state: Path | None, config: DHTConfig
 ) -> None:
     from smartget.dht.driver import DEFAULT_BOOTSTRAP, DHT
 
     stop = asyncio.Event()
     on_stop_signals(lambda _: stop.set())
-    node = DHT(bind[0], bind[1], rate_limit=rate_limit)
+    node = DHT(
+        bind[0],
+        bind[1],
+        rate_limit=config.rate_limit,
+        reply_rate=config.reply_rate,
+        max_sources=config.max_sources,
+    )
     async with node:
         loaded = node.load(state) if state is not None else 0
         log.info("listening on %s:%d, %d nodes loaded", node.bind_ip, node.bind_port, loaded)

@@ -10,7 +10,10 @@ drains :meth:`DHTCore.next_event` for results (peers found, lookups done, announ
 
 Incoming datagrams pass, in order: the ignore lists, the per-IP rate limit (a token
 bucket; over the limit the datagram is dropped, as libtorrent does), the KRPC codec
-(malformed -> error 203 when a ``t`` can be recovered), then dispatch. Queries are
+(malformed -> error 203 when a ``t`` can be recovered), then dispatch. A reply to a
+source that has not proved its address (:mod:`.sources`: it never answered one of our
+queries nor showed a valid token) is charged to its byte budget and carries a few peers
+rather than a hundred: a spoofed source cannot turn this node into an amplifier. Queries are
 answered at once (BEP 5 "DHT Queries"); every response echoes the requester's address
 in ``ip`` (BEP 42). The sender joins the routing table unless it set ``ro`` (BEP 43).
 
@@ -51,8 +54,9 @@ from smartget.config import setting
 from smartget.dht import krpc
 from smartget.dht.krpc import Addr
 from smartget.dht.lookup import Lookup
-from smartget.dht.peers import PeerStore
+from smartget.dht.peers import MAX_VALUES, PeerStore
 from smartget.dht.routing import K, Node, RoutingTable
+from smartget.dht.sources import SourceTable, Verified
 from smartget.dht.tokens import TokenManager
 from smartget.errors import DHTError, KRPCError
 
@@ -82,6 +86,21 @@ class DHTConfig:
     )
     rate_burst: float = 400.0  # ... with this much burst (a token bucket per IP)
     query_timeout: float = 2.0  # seconds before one of our queries is sent again or fails
+    reply_rate: float = setting(
+        2048.0,
+        "Reply bytes per second to one IP that has not proved its address (answered a "
+        "query of ours or shown a valid token); more replies are dropped (0: no limit). "
+        "Bounds what a spoofed source can make this node send a victim.",
+        min=0,
+    )
+    reply_burst: float = 16384.0  # ... with this much burst
+    max_sources: int = setting(
+        50_000,
+        "Source IPs whose rate and reply budget are tracked; past that, new sources share "
+        "one budget (the table is never wiped).",
+        min=16,
+    )
+    unverified_values: int = 16  # peers in a get_peers reply to an unverified source
 
 
 _DEFAULTS: Final = DHTConfig()
@@ -89,7 +108,11 @@ QUERY_TIMEOUT: Final = _DEFAULTS.query_timeout
 RATE_LIMIT: Final = _DEFAULTS.rate_limit
 RATE_BURST: Final = _DEFAULTS.rate_burst
 MAINTENANCE: Final = 5.0
-MAX_RATE_ENTRIES: Final = 50_000
+REPLY_RATE: Final = _DEFAULTS.reply_rate
+REPLY_BURST: Final = _DEFAULTS.reply_burst
+MAX_SOURCES: Final = _DEFAULTS.max_sources
+UNVERIFIED_VALUES: Final = _DEFAULTS.unverified_values
+MAX_RATE_ENTRIES: Final = 50_000  # the caches of per-IP derived values (cleared when full)
 MAX_TRANSACTIONS: Final = 4096
 
 _PRIVATE = (
@@ -216,6 +239,9 @@ class DHTCore:
         ignored_net: Iterable[ipaddress.IPv4Network] | None = None,
         rate_limit: float = RATE_LIMIT,
         rate_burst: float = RATE_BURST,
+        reply_rate: float = REPLY_RATE,
+        reply_burst: float = REPLY_BURST,
+        max_sources: int = MAX_SOURCES,
         query_timeout: float = QUERY_TIMEOUT,
         retries: int = 1,
         read_only: bool = False,
@@ -245,11 +271,12 @@ class DHTCore:
         self._events: deque[Event] = deque()
         self._transactions: dict[bytes, _Transaction] = {}
         self._deadlines: list[tuple[float, bytes]] = []
-        self._tids = itertools.count(int.from_bytes(os.urandom(2), "big"))
         self._lookups: dict[int, Lookup] = {}
         self._lookup_ids = itertools.count(1)
         self._announces: dict[int, _Announce] = {}
-        self._rates: dict[str, tuple[float, float]] = {}
+        # per source IP: query rate, reply budget, proof of address (issue 12, item 9)
+        self.sources = SourceTable(rate_limit, rate_burst, reply_rate, reply_burst, max_sources)
+        self.verified = Verified(max_sources)
         self._ignored_cache: dict[str, bool] = {}
         self._packed_ips: dict[str, bytes | None] = {}  # ip -> inet_aton(ip), for BEP 42
         self._next_maintenance = now + MAINTENANCE
@@ -293,7 +320,7 @@ class DHTCore:
         if (self.ignored_ip or self.ignored_net) and self._ignored(ip):
             stats["ignored"] += 1
             return
-        if self.rate_limit > 0 and not self._allow(ip, now):
+        if not self.sources.allow(ip, now):
             stats["rate_limited"] += 1
             return
         try:
@@ -310,7 +337,7 @@ class DHTCore:
             stats["malformed"] += 1
             tid_or_none = krpc.tid_of(data)
             if tid_or_none is not None:
-                self._send(krpc.encode_error(tid_or_none, exc.code, exc.hint), addr)
+                self._reply(krpc.encode_error(tid_or_none, exc.code, exc.hint), addr, now)
             return
         self.last_msg = now
         if parsed is None:
@@ -396,6 +423,9 @@ class DHTCore:
             "lookups": len(self._lookups),
             "stored_peers": len(self.peers),
             "stored_hashes": self.peers.hashes(),
+            "sources_tracked": len(self.sources),
+            "source_table_full": self.sources.full,
+            "verified_sources": len(self.verified),
             "tokens_issued": self.tokens.issued,
             "tokens_rejected": self.tokens.rejected,
         }
@@ -419,21 +449,15 @@ class DHTCore:
             self._ignored_cache[ip] = hit
         return hit
 
-    def _allow(self, ip: str, now: float) -> bool:
-        """Token bucket per source IP (the issue: per-IP rate limiting)."""
-        if self.rate_limit <= 0:
-            return True
-        tokens, last = self._rates.get(ip, (self.rate_burst, now))
-        tokens = min(self.rate_burst, tokens + (now - last) * self.rate_limit)
-        if tokens < 1.0:
-            self._rates[ip] = (tokens, now)
-            return False
-        if len(self._rates) > MAX_RATE_ENTRIES and ip not in self._rates:
-            self._rates.clear()  # a spoofing flood; forgetting is safe (everyone starts full)
-        self._rates[ip] = (tokens - 1.0, now)
-        return True
-
     def _send(self, data: bytes, addr: Addr) -> None:
+        self._out.append((data, addr))
+
+    def _reply(self, data: bytes, addr: Addr, now: float) -> None:
+        """Send a reply; to a source that has not proved its address only within its
+        byte budget (BEP 5 has no handshake: the source may be a spoofed victim)."""
+        if addr[0] not in self.verified and not self.sources.spend(addr[0], len(data), now):
+            self.stats["reply_budget_exceeded"] += 1
+            return
         self._out.append((data, addr))
 
     def _requester_ip(self, addr: Addr) -> bytes | None:
@@ -469,12 +493,16 @@ class DHTCore:
                 info_hash = args.get(b"info_hash")
                 if type(info_hash) is not bytes or len(info_hash) != 20:
                     info_hash = krpc.node_id(info_hash, "info_hash")  # raises the error
-                # always nodes and a token: libtorrent bootstraps with get_peers (``bs: 1``)
+                # always nodes and a token: libtorrent bootstraps with get_peers (``bs: 1``);
+                # a source that has not proved its address gets a few peers, not a hundred
+                verified = addr[0] in self.verified
                 body = krpc.get_peers_body(
                     self.myid,
                     self.root.compact_closest(info_hash),
                     self.tokens.get(addr[0], now),
-                    self.peers.get_compact(info_hash, now),
+                    self.peers.get_compact(
+                        info_hash, now, MAX_VALUES if verified else UNVERIFIED_VALUES
+                    ),
                 )
             else:
                 values = self._answer(method, args, addr, now)
@@ -482,9 +510,9 @@ class DHTCore:
                 body = bencode(values)
         except KRPCError as exc:
             stats["bad_queries"] += 1
-            self._send(krpc.encode_error(tid, exc.code, exc.hint), addr)
+            self._reply(krpc.encode_error(tid, exc.code, exc.hint), addr, now)
             return
-        self._out.append((krpc.encode_reply(tid, body, self._requester_ip(addr)), addr))
+        self._reply(krpc.encode_reply(tid, body, self._requester_ip(addr)), addr, now)
         if not read_only and sender != self.myid:  # BEP 43: ``ro`` senders stay out
             self.root.heard(sender, addr[0], addr[1], now)
         if self.emit_messages:
@@ -509,6 +537,7 @@ class DHTCore:
             token = args.get(b"token")
             if not isinstance(token, bytes) or not self.tokens.check(token, addr[0], now):
                 raise KRPCError("announce_peer with a bad token", hint="bad token")
+            self.verified.add(addr[0])  # the token came back: it receives at that address
             if args.get(b"implied_port") == 1:
                 port = addr[1]
             else:
@@ -516,8 +545,8 @@ class DHTCore:
                 if not isinstance(given, int) or not 0 < given < 65536:
                     raise KRPCError(f"announce_peer port must be 1 to 65535, got {given!r}")
                 port = given
-            if krpc.is_ipv4(addr[0]):
-                self.peers.add(info_hash, (addr[0], port), now)
+            if krpc.is_ipv4(addr[0]) and not self.peers.add(info_hash, (addr[0], port), now):
+                self.stats["announces_refused"] += 1  # answered all the same, as libtorrent
             return {}
         self.stats["unknown_method_in"] += 1
         raise KRPCError(
@@ -532,6 +561,7 @@ class DHTCore:
             self.stats["unmatched_responses"] += 1
             return
         del self._transactions[response.tid]
+        self.verified.add(addr[0])  # our random tid came back: it receives at that address
         self.stats["responses_in"] += 1
         self.last_msg_rep = now
         if response.requester_ip is not None:
@@ -569,8 +599,11 @@ class DHTCore:
     # -- outgoing queries ---------------------------------------------------------------
 
     def _new_tid(self) -> bytes:
-        for _ in range(65536):
-            tid = (next(self._tids) & 0xFFFF).to_bytes(2, "big")
+        """A random free 2-byte id: unpredictable, so that a spoofer cannot answer for a
+        victim and have it counted as verified (at most MAX_TRANSACTIONS of 65,536 are
+        taken, so a few draws suffice)."""
+        for _ in range(64):
+            tid = os.urandom(2)
             if tid not in self._transactions:
                 return tid
         raise KRPCError("no free transaction id", code=krpc.ERROR_SERVER)
@@ -737,9 +770,7 @@ class DHTCore:
 
     def _maintenance(self, now: float) -> None:
         self.peers.expire(now)
-        if self._rates:
-            idle = self.rate_burst / self.rate_limit if self.rate_limit > 0 else 0.0
-            self._rates = {ip: v for ip, v in self._rates.items() if now - v[1] < idle}
+        self.sources.prune(now)
         if self.root.need_merge:
             self.root.merge()
         pinging = {tx.addr for tx in self._transactions.values() if tx.method == b"ping"}

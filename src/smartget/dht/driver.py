@@ -96,6 +96,8 @@ class DHT:
         rate_limit: float | None = None,
         query_timeout: float | None = None,
         read_only: bool = False,
+        reply_rate: float | None = None,
+        max_sources: int | None = None,
     ) -> None:
         if not krpc.is_ipv4(bind_ip):
             raise DHTError(
@@ -117,6 +119,10 @@ class DHT:
             self._core_args.update(rate_limit=rate_limit, rate_burst=max(2 * rate_limit, 1.0))
         if query_timeout is not None:
             self._core_args["query_timeout"] = query_timeout
+        if reply_rate is not None:
+            self._core_args.update(reply_rate=reply_rate, reply_burst=max(8 * reply_rate, 2048.0))
+        if max_sources is not None:
+            self._core_args["max_sources"] = max_sources
         self._core: DHTCore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None

@@ -241,7 +241,7 @@ def test_token_cache_follows_rotation() -> None:
 def test_get_peers_replies_carry_the_closest_nodes_from_a_big_table() -> None:
     from smartget.dht.routing import Node
 
-    core = _core(rate_limit=0)
+    core = _core(rate_limit=0, reply_rate=0)  # 100 replies to one unverified source
     for i in range(200):
         core.root.add(Node(os.urandom(20), "127.0.1.9", 1000 + i, last_response=1.0), 1.0)
     for i in range(100):
