@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from smartget.config import HOSTPORT, common_options, config_from, options_from, setup_logging
+from smartget.config import HOSTPORT, SIZE, common_options, config_from, options_from, setup_logging
 from smartget.errors import ConfigError, SmartGetError
 from smartget.lifecycle import on_stop_signals
 from smartget.mesh.router import RouterConfig
@@ -101,6 +101,20 @@ def _parse_allow(values: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
     default=None,
     help="release.pub that update packages must be signed with.",
 )
+@click.option(
+    "--shell-timeout",
+    type=click.FloatRange(min=0.01),
+    default=60.0,
+    show_default=True,
+    help="Seconds a shell command may run before its whole process group is killed.",
+)
+@click.option(
+    "--shell-max-output",
+    type=SIZE,
+    default="1MiB",
+    show_default=True,
+    help="Bytes of a shell command's output kept for the reply (the rest is discarded).",
+)
 @common_options
 def run(
     tls_dir: Path,
@@ -114,6 +128,8 @@ def run(
     heartbeat: float,
     program_dir: Path | None,
     release_pubkey: Path | None,
+    shell_timeout: float,
+    shell_max_output: int,
     log_level: str,
     **options: Any,
 ) -> None:
@@ -152,10 +168,11 @@ def run(
             max_addresses=routing.max_addresses,
             address_ttl=routing.address_ttl,
             app_settings={
+                "shell": {"timeout": shell_timeout, "max_output": shell_max_output},
                 "update": {
                     "program_dir": str(program_dir) if program_dir else None,
                     "release_pubkey": str(release_pubkey) if release_pubkey else None,
-                }
+                },
             },
         )
         status = asyncio.run(_serve(settings))

@@ -16,7 +16,8 @@ on, in order:
   skipped) for one that does not, or that the driver's ``screen`` refuses when its head
   arrives (the node: a file for an app here that would refuse it; issue 12, item 7).
   After :class:`FileEnded` the session holds every later event until the driver has
-  checked the file and calls :meth:`LinkSession.file_checked`: "file, then post about it" keeps its order.
+  checked the file and calls :meth:`LinkSession.file_checked`: "file, then post about
+  it" keeps its order.
 
 Packets to send wait in the outbox: :meth:`LinkSession.next_batch` joins the small ones
 into one write, :meth:`LinkSession.next_file` hands out a file packet to stream.

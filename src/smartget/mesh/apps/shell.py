@@ -6,8 +6,13 @@ shell: the body is a JSON array of strings (``["ls", "-l", "/tmp"]``) or words s
 a shell would quote them (``ls -l /tmp``), never interpreted (no pipes, globs, $VARS).
 
 The reply carries ``exit: <code>`` and, as its body, stdout then stderr, cut at
-``max_output`` bytes; a command running past ``timeout`` seconds is killed
-(``exit: timeout``). Settings: ``timeout`` (60), ``max_output`` (1 MiB), ``cwd``.
+``max_output`` bytes (``truncated: yes`` when cut). Output is read as it comes and what
+is past the cap is discarded on the way, so a command printing gigabytes costs the node
+``max_output`` bytes per stream, not the output's size (issue 12, item 12). The command
+runs in its own session (process group); past ``timeout`` seconds the whole group is
+killed, children it started included (``exit: timeout``). Settings: ``timeout`` (60),
+``max_output`` (1 MiB), ``cwd`` (``smartget mesh run --shell-timeout``,
+``--shell-max-output``).
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
+import signal
 
 from smartget.mesh.apps import App, AppContext
 from smartget.mesh.datapack import Received
 
-__all__ = ["APP", "ShellApp", "parse_argv"]
+__all__ = ["APP", "ShellApp", "parse_argv", "read_capped"]
+
+READ_CHUNK = 64 * 1024
 
 
 def parse_argv(body: bytes) -> list[str]:
@@ -36,6 +45,24 @@ def parse_argv(body: bytes) -> list[str]:
     if not argv:
         raise ValueError("empty command")
     return argv
+
+
+async def read_capped(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Read ``stream`` to its end keeping at most ``limit`` bytes; (kept, cut)."""
+    kept = bytearray()
+    cut = False
+    while chunk := await stream.read(READ_CHUNK):
+        room = limit - len(kept)
+        if len(chunk) > room:
+            cut = True
+            chunk = chunk[: max(room, 0)]
+        kept += chunk
+    return bytes(kept), cut
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the command's own session: pgid == pid
 
 
 class ShellApp(App):
@@ -64,20 +91,31 @@ class ShellApp(App):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=ctx.settings.get("cwd"),
+                start_new_session=True,  # its own process group, killed whole on timeout
             )
         except OSError as exc:
             ctx.send(dp.reply(f"cannot run {argv[0]!r}: {exc.strerror}".encode(), exit="127"))
             return
+        assert proc.stdout is not None
+        assert proc.stderr is not None
         try:
             async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
+                (out, out_cut), (err, err_cut) = await asyncio.gather(
+                    read_capped(proc.stdout, limit), read_capped(proc.stderr, limit)
+                )
+                await proc.wait()
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _kill_group(proc)
             await proc.wait()
             ctx.send(dp.reply(f"killed after {timeout} s".encode(), exit="timeout"))
             return
-        ctx.send(dp.reply((out + err)[:limit], exit=str(proc.returncode)))
+        except BaseException:
+            _kill_group(proc)  # the node stops: leave nothing running
+            raise
+        body = (out + err)[:limit]
+        cut = out_cut or err_cut or len(out) + len(err) > limit
+        extra = {"truncated": "yes"} if cut else {}
+        ctx.send(dp.reply(body, exit=str(proc.returncode), **extra))
 
 
 APP = ShellApp

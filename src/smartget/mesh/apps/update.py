@@ -7,10 +7,12 @@ over its own code and restarts. Anyone could replace the code. Here (issue 7):
   size of every file), ``MANIFEST.sig`` (the manifest's Ed25519 signature by the
   release key, ``smartget mesh release-key init``) and the files under ``files/``.
 - :func:`verify_and_unpack` checks, before writing anything: the signature against the
-  node's release public key, that the version is newer than the node's own, that every
-  member is a regular file under ``files/`` whose path stays inside the program
-  directory, and that names, sizes and digests match the manifest exactly. Then it
-  writes each file atomically and records the version in ``.smartget-release.json``.
+  node's release public key (the manifest and its signature are the first two members;
+  nothing after them is parsed before they are checked), that the version is newer than
+  the node's own, that every member is a regular file under ``files/`` whose path stays
+  inside the program directory, and that names, sizes and digests match the manifest
+  exactly. Then it writes each file atomically and records the version in
+  ``.smartget-release.json``.
 - The app is closed by default (only ``--allow update=ID``), accepts ``file`` packets,
   replies ``applied``/``refused`` and then asks the node to restart (exit 0, which
   ``smartget mesh supervise`` turns into a restart).
@@ -128,11 +130,20 @@ def pack(program_dir: Path, version: str, key: Ed25519PrivateKey, out: Path) -> 
     return out
 
 
-def _read_member(tar: tarfile.TarFile, name: str, limit: int) -> bytes:
-    try:
-        info = tar.getmember(name)
-    except KeyError:
-        raise UpdateError(f"package has no {name} (unsigned)") from None
+def _read_next(tar: tarfile.TarFile, name: str, limit: int) -> bytes:
+    """The next member of ``tar``, which must be the regular file ``name`` under ``limit``.
+
+    Members are read in order, one header at a time: the manifest and its signature come
+    first, so a forged package is refused before any other header is parsed (issue 12,
+    item 14: ``getmember`` would have walked every header of an unchecked archive).
+    """
+    info = tar.next()
+    if info is None or info.name != name:
+        found = "nothing" if info is None else repr(info.name[:80])
+        raise UpdateError(
+            f"unsigned: a package starts with MANIFEST.json then MANIFEST.sig; "
+            f"expected {name}, found {found}"
+        )
     if not info.isreg() or info.size > limit:
         raise UpdateError(f"{name} is not a regular file under {limit} bytes")
     file = tar.extractfile(info)
@@ -173,8 +184,8 @@ def _check_and_stage(
     public_key: Ed25519PublicKey,
     current: str | None,
 ) -> tuple[str, list[tuple[Path, Path]]]:
-    manifest_raw = _read_member(tar, "MANIFEST.json", MAX_MANIFEST)
-    signature = base64.b64decode(_read_member(tar, "MANIFEST.sig", 4096), validate=True)
+    manifest_raw = _read_next(tar, "MANIFEST.json", MAX_MANIFEST)
+    signature = base64.b64decode(_read_next(tar, "MANIFEST.sig", 4096), validate=True)
     try:
         public_key.verify(signature, manifest_raw)
     except InvalidSignature:
@@ -190,9 +201,7 @@ def _check_and_stage(
     staged: list[tuple[Path, Path]] = []
     seen: set[str] = set()
     total = 0
-    for info in tar:
-        if info.name in ("MANIFEST.json", "MANIFEST.sig"):
-            continue
+    while (info := tar.next()) is not None:
         rel = safe_relpath(info.name.removeprefix("files/"))
         if not info.name.startswith("files/") or rel is None or not info.isreg():
             raise UpdateError(f"member {info.name[:80]!r} is not a file inside the program")
