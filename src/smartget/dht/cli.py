@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from smartget.config import HOSTPORT, common_options, config_from, options_from, setup_logging
-from smartget.dht.core import DHTConfig
+from smartget.dht.core import BTDHT_IGNORED_NET, DHTConfig
 from smartget.errors import SmartGetError
 from smartget.lifecycle import on_stop_signals
 
@@ -50,6 +50,21 @@ _timeout = click.option(
     help="Give up after this many seconds (bootstrap included).",
 )
 
+_ignore_net = click.option(
+    "--ignore-net/--no-ignore-net",
+    default=None,
+    help="Ignore btdht's private and reserved ranges (10/8, 127/8, 192.168/16, ...). "
+    "Default: ignored when bound to 0.0.0.0 or a public address, kept when bound to a "
+    "private or loopback one (a fleet there).",
+)
+
+
+def _ignored(ignore_net: bool | None) -> list[str] | None:
+    """The DHT's ``ignored_net`` for ``--ignore-net`` (None: its default for the bind)."""
+    if ignore_net is None:
+        return None
+    return list(BTDHT_IGNORED_NET) if ignore_net else []
+
 
 def _bootstrap_option(required: bool) -> Callable[[F], F]:
     return click.option(
@@ -80,12 +95,14 @@ def dht() -> None:
     help="Routing table file (btdht format: 26-byte node records), loaded at start and "
     "saved on exit.",
 )
+@_ignore_net
 @options_from(DHTConfig)  # --rate-limit, --reply-rate, --max-sources
 @common_options
 def run(
     bind: Addr,
     bootstrap: tuple[Addr, ...],
     state: Path | None,
+    ignore_net: bool | None,
     log_level: str,
     **options: Any,
 ) -> None:
@@ -95,11 +112,15 @@ def run(
     routers (router.utorrent.com, dht.transmissionbt.com, ...).
     """
     setup_logging(log_level)
-    _run(_serve(bind, bootstrap, state, config_from(DHTConfig, options)))
+    _run(_serve(bind, bootstrap, state, config_from(DHTConfig, options), _ignored(ignore_net)))
 
 
 async def _serve(
-    bind: Addr, bootstrap: tuple[Addr, ...], state: Path | None, config: DHTConfig
+    bind: Addr,
+    bootstrap: tuple[Addr, ...],
+    state: Path | None,
+    config: DHTConfig,
+    ignored_net: list[str] | None,
 ) -> None:
     from smartget.dht.driver import DEFAULT_BOOTSTRAP, DHT
 
@@ -111,6 +132,7 @@ async def _serve(
         rate_limit=config.rate_limit,
         reply_rate=config.reply_rate,
         max_sources=config.max_sources,
+        ignored_net=ignored_net,
     )
     async with node:
         loaded = node.load(state) if state is not None else 0
@@ -156,12 +178,14 @@ async def _join(node: DHT, seeds: list[Addr]) -> None:
 @_bind
 @_bootstrap_option(required=True)
 @_timeout
+@_ignore_net
 @common_options
 def get_peers(
     infohash_hex: bytes,
     bind: Addr,
     bootstrap: tuple[Addr, ...],
     timeout: float,
+    ignore_net: bool | None,
     log_level: str,
 ) -> None:
     """Print every peer of INFOHASH_HEX as ip:port, one a line, as they are found.
@@ -169,11 +193,17 @@ def get_peers(
     Exits 0 if at least one peer was found, 1 if none.
     """
     setup_logging(log_level)
-    found = _run(_lookup(infohash_hex, bind, bootstrap, timeout))
+    found = _run(_lookup(infohash_hex, bind, bootstrap, timeout, _ignored(ignore_net)))
     sys.exit(0 if found else 1)
 
 
-async def _lookup(info_hash: bytes, bind: Addr, bootstrap: tuple[Addr, ...], limit: float) -> int:
+async def _lookup(
+    info_hash: bytes,
+    bind: Addr,
+    bootstrap: tuple[Addr, ...],
+    limit: float,
+    ignored_net: list[str] | None = None,
+) -> int:
     from smartget.dht.driver import DHT
 
     loop = asyncio.get_running_loop()
@@ -186,7 +216,7 @@ async def _lookup(info_hash: bytes, bind: Addr, bootstrap: tuple[Addr, ...], lim
                 seen.add(peer)
                 click.echo(f"{peer[0]}:{peer[1]}")
 
-    async with DHT(bind[0], bind[1]) as node:
+    async with DHT(bind[0], bind[1], ignored_net=ignored_net) as node:
         await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
         await node.get_peers(
             info_hash, limit=None, callback=show, max_wait=max(0.1, deadline - loop.time())
@@ -200,6 +230,7 @@ async def _lookup(info_hash: bytes, bind: Addr, bootstrap: tuple[Addr, ...], lim
 @_bind
 @_bootstrap_option(required=True)
 @_timeout
+@_ignore_net
 @common_options
 def announce(
     infohash_hex: bytes,
@@ -207,6 +238,7 @@ def announce(
     bind: Addr,
     bootstrap: tuple[Addr, ...],
     timeout: float,
+    ignore_net: bool | None,
     log_level: str,
 ) -> None:
     """Announce that INFOHASH_HEX can be downloaded from this host's --port.
@@ -214,19 +246,24 @@ def announce(
     Exits 0 once at least one node accepted the announce, 1 if none did.
     """
     setup_logging(log_level)
-    accepted = _run(_announce(infohash_hex, port, bind, bootstrap, timeout))
+    accepted = _run(_announce(infohash_hex, port, bind, bootstrap, timeout, _ignored(ignore_net)))
     click.echo(f"accepted by {accepted} nodes")
     sys.exit(0 if accepted else 1)
 
 
 async def _announce(
-    info_hash: bytes, port: int, bind: Addr, bootstrap: tuple[Addr, ...], limit: float
+    info_hash: bytes,
+    port: int,
+    bind: Addr,
+    bootstrap: tuple[Addr, ...],
+    limit: float,
+    ignored_net: list[str] | None = None,
 ) -> int:
     from smartget.dht.driver import DHT
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    async with DHT(bind[0], bind[1]) as node:
+    async with DHT(bind[0], bind[1], ignored_net=ignored_net) as node:
         await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
         return await node.announce_peer(info_hash, port, max_wait=max(0.1, deadline - loop.time()))
 

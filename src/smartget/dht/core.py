@@ -61,6 +61,7 @@ from smartget.dht.tokens import TokenManager
 from smartget.errors import DHTError, KRPCError
 
 __all__ = [
+    "BTDHT_IGNORED_NET",
     "AnnounceDone",
     "DHTConfig",
     "DHTCore",
@@ -115,27 +116,40 @@ UNVERIFIED_VALUES: Final = _DEFAULTS.unverified_values
 MAX_RATE_ENTRIES: Final = 50_000  # the caches of per-IP derived values (cleared when full)
 MAX_TRANSACTIONS: Final = 4096
 
-_PRIVATE = (
+# seed 002: btdht.dht.DHT_BASE.ignored_net, the private and reserved ranges btdht ignores
+BTDHT_IGNORED_NET: Final = (
     "0.0.0.0/8",
     "10.0.0.0/8",
     "100.64.0.0/10",
     "127.0.0.0/8",
     "169.254.0.0/16",
     "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
     "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
     "224.0.0.0/4",
     "240.0.0.0/4",
+    "255.255.255.255/32",
 )
+# what no DHT node can be, wherever we are bound
+_NEVER_UNICAST: Final = ("0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32")
 
 
 def default_ignored_nets(bind_ip: str) -> list[ipaddress.IPv4Network]:
-    """btdht ignores private ranges; we do too, unless we are bound to one ourselves."""
+    """btdht's ranges for a DHT on the Internet: bound to ``0.0.0.0`` or a public address.
+
+    A DHT bound to a private, loopback or other non-public address serves a fleet there
+    (DESIGN.md): it keeps those ranges and ignores only what cannot be a node.
+    """
     try:
-        if not ipaddress.ip_address(bind_ip).is_global:
-            return []
+        address = ipaddress.ip_address(bind_ip)
     except ValueError:
-        return []
-    return [ipaddress.IPv4Network(n) for n in _PRIVATE]
+        address = ipaddress.IPv4Address(0)
+    public = address.is_unspecified or address.is_global
+    return [ipaddress.IPv4Network(n) for n in (BTDHT_IGNORED_NET if public else _NEVER_UNICAST)]
 
 
 # -- events ---------------------------------------------------------------------------

@@ -99,3 +99,40 @@ async def test_run_builds_its_table_after_bootstrap() -> None:
             async with asyncio.timeout(20):
                 await proc.wait()
     assert [p.returncode for p in procs] == [0, 0]
+
+
+async def _answers_loopback(*options: str) -> bool:
+    """Start ``smartget dht run --bind 0.0.0.0:0``; does a ping from 127.0.1.80 get an answer?"""
+    import socket
+
+    from fastbencode import bencode
+
+    proc = await asyncio.create_subprocess_exec(
+        *SMARTGET, "run", "--bind", "0.0.0.0:0", "--bootstrap", "127.0.1.79:9", *options,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        port = int((await _line(proc, r"listening on 0\.0\.0\.0:(\d+)", 20)).group(1))
+        ping = bencode({b"t": b"aa", b"y": b"q", b"q": b"ping", b"a": {b"id": b"\x11" * 20}})
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.1.80", 0))
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendto(sock, ping, ("127.0.1.1", port))
+            try:
+                async with asyncio.timeout(1.5):  # an answer comes in milliseconds
+                    await loop.sock_recv(sock, 4096)
+            except TimeoutError:
+                return False
+            return True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await proc.wait()
+
+
+@pytest.mark.asyncio
+async def test_bound_to_any_address_it_ignores_btdhts_ranges_unless_told() -> None:
+    """Issue 17: on 0.0.0.0, btdht's private and reserved ranges are ignored by default."""
+    assert not await _answers_loopback()
+    assert await _answers_loopback("--no-ignore-net")

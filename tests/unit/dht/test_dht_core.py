@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartget.dht import krpc
-from smartget.dht.core import AnnounceDone, DHTCore, LookupDone, PeersFound
+from smartget.dht.core import BTDHT_IGNORED_NET, AnnounceDone, DHTCore, LookupDone, PeersFound
 from tests.unit.dht.dht_memnet import MemNet
 
 ME = ("127.0.1.1", 7000)
@@ -93,7 +94,24 @@ def test_ignored_networks_default_only_for_public_binds() -> None:
     public = DHTCore(now=0.0, bind_ip="8.8.8.8")
     public.receive_datagram(b"garbage", ("192.168.1.1", 5), 0.0)
     assert public.statistics(0.0)["ignored"] == 1
-    assert _core().ignored_net == []
+    # a fleet on loopback or a private network keeps its ranges; never-unicast ones go
+    assert not any(ipaddress.ip_address("127.0.1.9") in n for n in _core().ignored_net)
+    assert not any(ipaddress.ip_address("10.1.2.3") in n for n in _core().ignored_net)
+    assert any(ipaddress.ip_address("224.0.0.1") in n for n in _core().ignored_net)
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "8.8.8.8"])
+def test_a_dht_bound_to_any_address_ignores_btdhts_ranges(bind: str) -> None:
+    """Issue 17: btdht's ``DHT_BASE.ignored_net`` is the default of a DHT on 0.0.0.0."""
+    core = DHTCore(now=0.0, bind_ip=bind)
+    assert [str(n) for n in core.ignored_net] == list(BTDHT_IGNORED_NET)
+    ping = bencode({b"t": b"aa", b"y": b"q", b"q": b"ping", b"a": {b"id": NID}})
+    for ip in ("10.0.0.1", "127.0.0.1", "192.168.1.1", "198.51.100.7", "100.64.0.1"):
+        core.receive_datagram(ping, (ip, 6881), 0.0)
+    assert core.datagrams_to_send(0.0) == []
+    core.receive_datagram(ping, ("8.8.4.4", 6881), 0.0)
+    assert len(core.datagrams_to_send(0.0)) == 1
+    assert DHTCore(now=0.0, bind_ip=bind, ignored_net=[]).ignored_net == []  # --no-ignore-net
 
 
 def test_timeout_retries_once_then_counts_a_failure() -> None:
