@@ -5,6 +5,11 @@ origin web server holding a generated file, a hub, and N nodes (in two zones, wi
 upload limits that hold between loopback peers too). Then pushes the file to every
 node, prints the table, and stops everything it started (``--keep`` leaves it running
 until Ctrl-C).
+
+Secrets never go on a command line (anyone on the machine reads those with ``ps``): the
+hub and the nodes get the fleet's token in their environment (SMARTGET_HUB_TOKEN,
+SMARTGET_NODE_TOKEN), which only the same user can read. The nodes fetch from the
+origin on 127.0.0.1, so they are started with ``--fetch-allow 127.0.0.0/8``.
 """
 
 from __future__ import annotations
@@ -82,10 +87,16 @@ class Fleet:
         proc.wait(timeout=15)
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    argv: list[str], log: Path, secrets_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a process of the fleet; ``secrets_env`` joins its environment, never argv."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(secrets_env or {})}
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
 
 
 def _wait(
@@ -166,14 +177,13 @@ def local_fleet(
                 f"127.0.0.1:{http_port}",
                 "--data-dir",
                 str(workdir / "hub"),
-                "--token",
-                token,
                 "--tracker-interval",
                 "5",
                 "--log-level",
                 log_level,
             ],
             logs / "hub.log",
+            {"SMARTGET_HUB_TOKEN": token},
         )
         _wait("the hub", lambda: httpx.get(f"{fleet.hub_url}/healthz", timeout=1).is_success, procs)
         for i, ip in enumerate(fleet.node_ips):
@@ -198,8 +208,8 @@ def local_fleet(
                 "6881",
                 "--hub-http",
                 fleet.hub_url,
-                "--token",
-                token,
+                "--fetch-allow",
+                "127.0.0.0/8",
                 "--report-url",
                 f"{fleet.hub_url}/report_peerstatus",
                 "--report-interval",
@@ -211,7 +221,9 @@ def local_fleet(
                 argv += ["--upload-limit", str(limit)]
             if download_limit:
                 argv += ["--download-limit", str(download_limit)]
-            procs[f"node{i + 1}"] = _start(argv, logs / f"node{i + 1}.log")
+            procs[f"node{i + 1}"] = _start(
+                argv, logs / f"node{i + 1}.log", {"SMARTGET_NODE_TOKEN": token}
+            )
         auth = {"Authorization": f"Bearer {token}"}
 
         def all_registered() -> bool:

@@ -31,6 +31,7 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     │   ├── TaskError               a task body is malformed
     │   ├── HubError                the hub refused the node or could not be reached
     │   ├── FetchError              an HTTP fetch failed or was cut short
+    │   │   └── FetchRefusedError   the fetch policy refused an address (--fetch-allow)
     │   ├── TorrentError            libtorrent refused a torrent
     │   └── UnsafePathError         a path from a request escapes its root
     ├── DHTError                    dht: a lookup or bootstrap failed
@@ -53,6 +54,7 @@ __all__ = [
     "DHTError",
     "DatapackError",
     "FetchError",
+    "FetchRefusedError",
     "HubError",
     "KRPCError",
     "MeshError",
@@ -207,6 +209,10 @@ class HubError(NodeAgentError):
 
 class FetchError(NodeAgentError):
     """An HTTP fetch failed, or delivered fewer or more bytes than announced."""
+
+
+class FetchRefusedError(FetchError):
+    """A fetch (or a redirect) leads to an address the node's fetch policy refuses."""
 
 
 class TorrentError(NodeAgentError):

@@ -43,6 +43,7 @@ CORES = (
     "smartget.node.policy",
     "smartget.node.report",
     "smartget.node.settings",
+    "smartget.node.fetchpolicy",
     "smartget.hub.relay.dump",
     "smartget.mesh.datapack",
     "smartget.mesh.router",

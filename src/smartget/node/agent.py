@@ -376,12 +376,15 @@ class Agent:
         return found.sha1
 
     def url_of(self, path: Path) -> str:
-        """The file server's URL of ``path``, or '' if it is outside wwwroot."""
-        try:
-            rel = path.relative_to(self.roots.wwwroot)
-        except ValueError:
+        """The file server's URL of ``path``, or '' if it is outside the node's roots.
+
+        The file server shows the roots as one tree, the default root first, so the
+        URL is the path below the deepest root holding it.
+        """
+        root = self.roots.containing(path)
+        if root is None:
             return ""
-        return f"{self.files_url}/{quote(rel.as_posix())}"
+        return f"{self.files_url}/{quote(path.relative_to(root).as_posix())}"
 
     async def restore(self) -> int:
         """Add back every torrent of the state (after a restart); returns how many.

@@ -10,11 +10,23 @@ from typing import Any
 import click
 
 from smartget.config import common_options, config_from, options_from, setup_logging
-from smartget.errors import SmartGetError
+from smartget.errors import ConfigError, SmartGetError
+from smartget.httpserver import HttpLimits
 from smartget.lifecycle import on_stop_signals
+from smartget.node.fetchpolicy import parse_networks
 from smartget.node.settings import NodeSettings
 
 log = logging.getLogger("smartget.node")
+
+
+def _check_networks(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    try:
+        parse_networks(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    return value
 
 
 @click.command()
@@ -22,9 +34,13 @@ log = logging.getLogger("smartget.node")
 @click.option("--zone", required=True, help="The node's zone; NodeID is ZONE_IP (seed 003).")
 @click.option(
     "--wwwroot",
+    "wwwroots",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Root of the files the node fetches, makes torrents of, downloads and serves.",
+    multiple=True,
+    help="Root of the files the node fetches, makes torrents of, downloads and serves. "
+    "Repeat it for more storage roots: a task's args.wwwroot names one of them; the "
+    "first is the default, and the file server serves them all as one tree.",
 )
 @click.option(
     "--data-dir",
@@ -34,6 +50,16 @@ log = logging.getLogger("smartget.node")
 )
 # The options with defaults come from NodeSettings, where each default and help is.
 @options_from(NodeSettings, exclude=("resume_interval", "outgoing_utp"))
+@options_from(HttpLimits, prefix="http")
+@click.option(
+    "--fetch-allow",
+    "fetch_allow",
+    multiple=True,
+    callback=_check_networks,
+    help="Network (CIDR or address) the node may fetch from although it is loopback, "
+    "link-local or private (repeatable). Without it tasks fetch only from globally "
+    "routable addresses, redirects included.",
+)
 @click.option(
     "--tracker",
     "trackers",
@@ -47,11 +73,22 @@ def node(log_level: str, **options: Any) -> None:
     Controllers POST seed 003's JSON tasks to the API: /maketorrent, /download,
     /shutdown, /shutdownall, /delete (and /puttask, /shutdowntask), /ping. Every route
     needs ?user=U&pwd=<md5 of the password> or 'Authorization: Bearer TOKEN'; with neither
-    configured a password is generated in DATA_DIR/node.password and printed once.
+    configured a password is generated in DATA_DIR/node.password (0600; the log says
+    where, never what). Secrets are best given by environment (SMARTGET_NODE_TOKEN,
+    SMARTGET_NODE_PASSWORD): a command line is readable by every user of the machine.
+    Tasks fetch only from globally routable addresses unless --fetch-allow says more.
     Downloads resume after a restart, even after kill -9.
     """
     setup_logging(log_level)
-    settings = config_from(NodeSettings, options)
+    wwwroot, *extra_roots = options.pop("wwwroots")
+    limits = config_from(HttpLimits, options, prefix="http")
+    settings = config_from(
+        NodeSettings,
+        options,
+        wwwroot=wwwroot,
+        extra_roots=tuple(extra_roots),
+        http_limits=limits,
+    )
     try:
         asyncio.run(_serve(settings))
     except SmartGetError as exc:

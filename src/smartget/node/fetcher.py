@@ -5,6 +5,13 @@ against Content-Length, flushed, and only then renamed into place (seed 003,
 maketorrent: "if the file is not here, download it"), so a crash never leaves a short
 file where a whole one is expected. A failed try is retried up to ``max_retries`` times,
 0.5 s, 1 s, 2 s ... apart (at most 10 s); a 4xx other than 408/429 is not retried.
+
+Limits (issue 12, item 5): every hop, the first and each redirect, connects only to an
+address :class:`~smartget.node.fetchpolicy.FetchPolicy` allows. The name is resolved
+once, here, and the checked address is the one dialled (:class:`_CheckedBackend`), so DNS
+rebinding gains nothing. A file larger than ``max_file_size`` is cut off (by its
+Content-Length, or when the stream passes it), and a whole fetch, its retries included,
+ends at ``deadline`` seconds. None of these is retried.
 """
 
 from __future__ import annotations
@@ -14,15 +21,18 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import httpcore
 import httpx
 
 from smartget import __version__
-from smartget.errors import FetchError
+from smartget.errors import FetchError, FetchRefusedError
+from smartget.node.fetchpolicy import FetchPolicy
 
 __all__ = ["Fetched", "Fetcher"]
 
@@ -44,26 +54,119 @@ class _Permanent(FetchError):
     """Not worth retrying (404 and friends)."""
 
 
-class Fetcher:
-    """One pooled httpx client for the node's fetches."""
+class _CheckedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, dialling only addresses the policy allows.
 
-    def __init__(self, *, timeout: float = 30.0, max_file_size: int | None = None) -> None:
+    ``connect_tcp`` resolves the host once, drops the addresses the policy refuses and
+    connects to the first allowed one that answers (TLS still checks the host name:
+    httpcore passes it as the server name, not the address).
+    """
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout} s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        allowed = [a for a in addresses if self.policy.refusal(a) is None]
+        if not allowed:
+            reason = self.policy.refusal(addresses[0]) if addresses else "no address"
+            where = "" if addresses == [host] else f"{host} resolves to "
+            raise FetchRefusedError(f"refused to connect: {where}{reason}")
+        error: Exception | None = None
+        for address in allowed:
+            try:
+                return await self.inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise FetchRefusedError("the node does not fetch over Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class _CheckedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on a pool that dials through :class:`_CheckedBackend`."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            network_backend=_CheckedBackend(policy),
+        )
+
+
+class Fetcher:
+    """One pooled httpx client for the node's fetches.
+
+    ``policy`` decides which addresses may be dialled (default: globally routable ones
+    only); ``max_file_size`` caps a file (None: no cap); ``deadline`` bounds a whole fetch
+    with its retries (None: no bound); ``timeout`` is httpx's per-operation timeout.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        max_file_size: int | None = None,
+        deadline: float | None = None,
+        policy: FetchPolicy | None = None,
+    ) -> None:
+        self.policy = policy or FetchPolicy()
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=True,
             max_redirects=5,
             headers={"User-Agent": USER_AGENT},
             trust_env=False,
+            transport=_CheckedTransport(self.policy),
         )
         self.max_file_size = max_file_size
+        self.deadline = deadline
         self.fetched_bytes = 0
         self.failures = 0
+        self.refused = 0
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     def statistics(self) -> dict[str, int]:
-        return {"fetched_bytes": self.fetched_bytes, "failures": self.failures}
+        return {
+            "fetched_bytes": self.fetched_bytes,
+            "failures": self.failures,
+            "refused": self.refused,
+        }
 
     async def fetch_file(self, url: str, dest: Path, *, max_retries: int) -> Fetched:
         """Download ``url`` to ``dest`` (atomically); returns its size and retries used."""
@@ -84,10 +187,26 @@ class Fetcher:
     async def _retry(
         self, url: str, max_retries: int, attempt: Callable[[], Awaitable[None]]
     ) -> int:
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await self._tries(url, max_retries, attempt)
+        except TimeoutError:
+            self.failures += 1
+            raise FetchError(
+                f"GET {url}: not done within {self.deadline:g} s (the node's --fetch-timeout)"
+            ) from None
+
+    async def _tries(
+        self, url: str, max_retries: int, attempt: Callable[[], Awaitable[None]]
+    ) -> int:
         for tried in range(max_retries + 1):
             try:
                 await attempt()
                 return tried
+            except FetchRefusedError as exc:
+                self.failures += 1
+                self.refused += 1
+                raise FetchRefusedError(f"GET {url}: {exc}") from None
             except _Permanent:
                 self.failures += 1
                 raise
@@ -146,13 +265,19 @@ class Fetcher:
                 expected = self._check_status(url, resp)
                 limit = self.max_file_size
                 if expected is not None and limit is not None and expected > limit:
-                    raise _Permanent(f"GET {url}: {expected} bytes, more than the {limit} allowed")
+                    raise _Permanent(
+                        f"GET {url}: {expected} bytes, more than the {limit} bytes allowed "
+                        "(the node's --fetch-max-size)"
+                    )
                 size = 0
                 with temp.open("wb") as out:
                     async for chunk in resp.aiter_bytes(CHUNK):
                         size += len(chunk)
                         if limit is not None and size > limit:
-                            raise _Permanent(f"GET {url}: more than the {limit} bytes allowed")
+                            raise _Permanent(
+                                f"GET {url}: more than the {limit} bytes allowed "
+                                "(the node's --fetch-max-size)"
+                            )
                         await asyncio.to_thread(out.write, chunk)
                     await asyncio.to_thread(_flush, out)
             if expected is not None and size != expected:

@@ -1,5 +1,9 @@
 """The node's file server: wwwroot over HTTP, with Range and HEAD, nothing else.
 
+With several storage roots (``--wwwroot`` repeated) the server shows them as one tree:
+a path is looked up in each root in order, the first holding it wins (as nginx's
+``try_files``), so a file stored under any root has the URL its path gives.
+
 libtorrent web seeds (BEP 19) and the seed's ``torrentfileurl`` need it. A path is served
 only if, with symlinks resolved, it is a regular file inside wwwroot; no directory
 listings, no dot-files (temporary downloads are ``.name.part``). Range, If-Range and HEAD
@@ -9,6 +13,7 @@ come from Starlette's ``FileResponse``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -31,12 +36,13 @@ def resolve(wwwroot: Path, url_path: str) -> Path | None:
     return real
 
 
-def create_files_app(wwwroot: Path) -> Starlette:
-    root = Path(os.path.realpath(wwwroot))
+def create_files_app(roots: Path | Sequence[Path]) -> Starlette:
+    """The file server of ``roots`` (one root, or the node's roots, the default first)."""
+    real = [Path(os.path.realpath(r)) for r in ([roots] if isinstance(roots, Path) else roots)]
     served = {"files": 0, "not_found": 0}
 
     async def serve(request: Request) -> Response:
-        path = resolve(root, request.url.path)
+        path = next((p for r in real if (p := resolve(r, request.url.path)) is not None), None)
         if path is None:
             served["not_found"] += 1
             return PlainTextResponse("Not Found", status_code=404)

@@ -61,8 +61,12 @@ class Roots:
 
     @classmethod
     def create(cls, wwwroot: Path, extra: tuple[Path, ...] = ()) -> Roots:
-        wwwroot.mkdir(parents=True, exist_ok=True)
-        return cls(Path(os.path.realpath(wwwroot)), tuple(Path(os.path.realpath(p)) for p in extra))
+        """The roots, made if missing (``--wwwroot`` given more than once: ``extra``)."""
+        for root in (wwwroot, *extra):
+            root.mkdir(parents=True, exist_ok=True)
+        real = Path(os.path.realpath(wwwroot))
+        others = (Path(os.path.realpath(p)) for p in extra)
+        return cls(real, tuple(dict.fromkeys(p for p in others if p != real)))
 
     @property
     def all(self) -> tuple[Path, ...]:

@@ -30,7 +30,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from smartget.errors import TorrentError
-from smartget.httpserver import BodyLimit, EmbeddedServer
+from smartget.httpserver import BodyLimit, EmbeddedServer, HttpLimits
 from smartget.lifecycle import Supervisor
 from smartget.net import bind_tcp
 from smartget.node.agent import Agent
@@ -38,6 +38,7 @@ from smartget.node.api import create_api_app
 from smartget.node.auth import Credentials
 from smartget.node.engine import Engine
 from smartget.node.fetcher import Fetcher
+from smartget.node.fetchpolicy import FetchPolicy
 from smartget.node.files import create_files_app
 from smartget.node.hubclient import HubClient, HubInfo
 from smartget.node.paths import Roots
@@ -163,6 +164,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     """Start the node in this loop; on exit stop everything, saving resume data."""
     s = settings
     node = Node(s)
+    policy = FetchPolicy.from_texts(s.fetch_allow)  # a bad network fails before anything
     credentials = Credentials.build(s.data_dir, s.user, s.password, s.token)
     roots = Roots.create(s.wwwroot, s.extra_roots)
     api_sock = bind_tcp(*s.api)
@@ -170,7 +172,11 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     node.api_address = api_sock.getsockname()[:2]
     node.files_address = files_sock.getsockname()[:2]
     state = NodeState(s.data_dir / STATE_FILE)
-    fetcher = Fetcher()
+    fetcher = Fetcher(
+        max_file_size=s.fetch_max_size,
+        deadline=s.fetch_timeout,
+        policy=policy,
+    )
     _build(node, state, roots, fetcher)
     engine, agent = node.engine, node.agent
 
@@ -178,8 +184,13 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         return {**engine.statistics(), **agent.statistics()}
 
     api_app = create_api_app(agent, credentials, api_statistics)
-    api_server = EmbeddedServer(BodyLimit(api_app, MAX_TASK_BYTES), api_sock, name="api")
-    files_server = EmbeddedServer(create_files_app(roots.wwwroot), files_sock, name="files")
+    limits = s.http_limits or HttpLimits()
+    api_server = EmbeddedServer(
+        BodyLimit(api_app, MAX_TASK_BYTES), api_sock, name="api", limits=limits
+    )
+    files_server = EmbeddedServer(
+        create_files_app(roots.all), files_sock, name="files", limits=limits
+    )
     try:
         await engine.start()
     except BaseException:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from smartget.config import HOSTPORT, RATE, setting
+from smartget.config import HOSTPORT, RATE, SIZE, setting
+
+if TYPE_CHECKING:
+    from smartget.httpserver import HttpLimits  # loads uvicorn: not at run time here
 
 __all__ = ["EngineSettings", "NodeSettings"]
 
@@ -112,9 +115,25 @@ class NodeSettings:
         show_default=False,
     )
     trackers: tuple[str, ...] = ()
+    # What the node fetches for tasks (issue 12, item 5; smartget.node.fetchpolicy).
+    fetch_allow: tuple[str, ...] = ()  # networks beyond the global ones (--fetch-allow)
+    fetch_max_size: int = setting(
+        64 << 30,
+        "Largest file a task may fetch; a longer body is cut off and the task fails.",
+        click_type=SIZE,
+        show_default="64GiB",
+    )
+    fetch_timeout: float = setting(
+        3600.0,
+        "Seconds one fetch may take in all, its retries included (raise it for files "
+        "that take longer over the origin's link).",
+        min=1,
+    )
+    # The API's and the file server's connection limits (--http-*; None: the defaults).
+    http_limits: HttpLimits | None = None
     upload_limit: int = _engine("upload_limit")
     download_limit: int = _engine("download_limit")
-    extra_roots: tuple[Path, ...] = ()
+    extra_roots: tuple[Path, ...] = ()  # more storage roots: --wwwroot given again
     heartbeat: float = 20.0  # seconds between heartbeats to the hub
     resume_interval: float = _engine("resume_interval")
     outgoing_utp: bool = _engine("outgoing_utp")

@@ -100,7 +100,7 @@ def node_settings(tmp: Path, ip: str, **extra: Any) -> NodeSettings:
         bt_port=0,
         token=TOKEN,
         resume_interval=0.5,
-        **({"webseed_fallback": 0.0} | extra),
+        **({"webseed_fallback": 0.0, "fetch_allow": ("127.0.0.0/8",)} | extra),
     )
 
 

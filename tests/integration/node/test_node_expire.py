@@ -217,11 +217,12 @@ async def node_process(tmp: Path, port: int) -> AsyncIterator[asyncio.subprocess
         "--ip", RESTARTED, "--zone", "beijing",
         "--wwwroot", str(tmp / RESTARTED / "www"), "--data-dir", str(tmp / RESTARTED / "data"),
         "--api", f"{RESTARTED}:{port}", "--files", f"{RESTARTED}:0", "--bt-port", "0",
-        "--token", TOKEN, "--log-level", "warning", "--webseed-fallback", "0",
+        "--fetch-allow", "127.0.0.0/8", "--log-level", "warning", "--webseed-fallback", "0",
         "--download-limit", str(RATE),
     ]  # fmt: skip
     log = (tmp / "node.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+    env = {**os.environ, "SMARTGET_NODE_TOKEN": TOKEN}  # secrets by environment, not argv
+    proc = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
     try:
         async with httpx.AsyncClient() as client:
 

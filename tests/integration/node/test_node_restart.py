@@ -40,10 +40,11 @@ async def node_process(tmp: Path, port: int, *extra: str) -> AsyncIterator[Proce
         "--ip", IP, "--zone", "beijing",
         "--wwwroot", str(tmp / "b" / "www"), "--data-dir", str(tmp / "b" / "data"),
         "--api", f"{IP}:{port}", "--files", f"{IP}:0", "--bt-port", "0",
-        "--token", TOKEN, "--log-level", "warning", "--webseed-fallback", "0", *extra,
+        "--fetch-allow", "127.0.0.0/8", "--log-level", "warning", "--webseed-fallback", "0", *extra,
     ]  # fmt: skip
     log = (tmp / "b.log").open("ab")
-    proc = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+    env = {**os.environ, "SMARTGET_NODE_TOKEN": TOKEN}  # secrets by environment, not argv
+    proc = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
     try:
         async with httpx.AsyncClient() as client:
 

@@ -94,3 +94,36 @@ def test_peer_request_queue_rejects_nonsense() -> None:
         result = runner.invoke(cli, ["node", *REQUIRED, "--peer-request-queue", bad])
         assert result.exit_code == 2, bad
         assert "--peer-request-queue" in result.output
+
+
+def test_wwwroot_is_repeatable_and_the_first_is_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _settings_from(monkeypatch, "--wwwroot", "disk2", "--wwwroot", "disk3")
+    assert str(settings.wwwroot) == "w"
+    assert [str(p) for p in settings.extra_roots] == ["disk2", "disk3"]
+
+
+def test_fetch_and_http_limits_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_from(monkeypatch)
+    assert settings.fetch_allow == ()
+    assert settings.fetch_max_size == 64 << 30
+    assert settings.fetch_timeout > 0
+    settings = _settings_from(
+        monkeypatch,
+        "--fetch-allow", "10.0.0.0/8", "--fetch-allow", "127.0.0.1",
+        "--fetch-max-size", "1GiB", "--fetch-timeout", "60",
+        "--http-header-timeout", "2", "--http-max-connections", "50", "--http-max-per-ip", "5",
+    )  # fmt: skip
+    assert settings.fetch_allow == ("10.0.0.0/8", "127.0.0.1")
+    assert settings.fetch_max_size == 1 << 30
+    assert settings.fetch_timeout == 60
+    assert (settings.http_limits.header_timeout, settings.http_limits.max_connections) == (2, 50)
+    assert settings.http_limits.max_per_ip == 5
+
+
+def test_a_bad_fetch_allow_network_is_a_clear_error() -> None:
+    result = CliRunner().invoke(cli, ["node", *REQUIRED, "--fetch-allow", "10.0.0.0/33"])
+    assert result.exit_code != 0
+    assert "--fetch-allow" in result.output
+    assert "10.0.0.0/33" in result.output
