@@ -48,27 +48,35 @@ class BodyLimit:
                 return
         seen = 0
         started = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                return  # the app's error page for _TooLarge (a 500): the 413 goes instead
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+        except Exception:
+            # Starlette's error middleware answers 500 and re-raises whatever it caught,
+            # _TooLarge too, possibly inside a group: our flag says what happened.
+            if not too_large:
+                raise
+        if too_large and not started:
+            await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
         body = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()

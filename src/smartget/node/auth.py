@@ -3,8 +3,9 @@
 Two ways in, either is enough: seed 003's ``?user=U&pwd=<md5 hex of the password>``
 query, and ``Authorization: Bearer <token>``. Anything else gets 401 ``Unauthorized``.
 With neither a password nor a token configured, a random password for user ``admin`` is
-generated on first start, kept in ``DATA_DIR/node.password`` (mode 0600) and printed
-once: the API never runs open.
+generated on first start and kept in ``DATA_DIR/node.password`` (mode 0600, made so
+also when the file was there with another mode): the API never runs open. The log says
+where the password is, never what it is (logs travel further than files).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from smartget.auth import write_private
 
 __all__ = ["DEFAULT_USER", "Credentials", "load_or_create_password", "md5_hex"]
 
@@ -37,12 +40,13 @@ def load_or_create_password(data_dir: Path) -> tuple[str, bool]:
     with contextlib.suppress(FileNotFoundError):
         text = path.read_text().strip()
         if text:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                path.chmod(0o600)
+                log.warning("%s was readable by others (mode %o): made it 0600", path, mode)
             return text, False
     password = secrets.token_urlsafe(18)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(password + "\n")
+    write_private(path, password + "\n")
     return password, True
 
 
@@ -63,11 +67,9 @@ class Credentials:
         if not password and not token:
             password, created = load_or_create_password(data_dir)
             if created:
-                # Printed once, on the terminal of whoever started the node.
                 log.warning(
-                    "no --password or --token given: generated the API password %r for user "
-                    "%r (kept in %s)",
-                    password,
+                    "no --password or --token given: generated an API password for user %r "
+                    "in %s (readable by this user only)",
                     user or DEFAULT_USER,
                     data_dir / PASSWORD_FILE,
                 )
