@@ -375,6 +375,10 @@ class DHTCore:
     def ping(self, addr: Addr, now: float) -> None:
         self._query(addr, b"ping", {}, now)
 
+    def query(self, addr: Addr, method: bytes, args: dict[bytes, Any], now: float) -> None:
+        """One query outside any lookup (btdht's ``Node.find_node`` and friends)."""
+        self._query(addr, method, args, now)
+
     def bootstrap(self, addresses: Iterable[Addr], now: float) -> int:
         """find_node our own id, starting from ``addresses`` (ids unknown) and the table."""
         return self._start_lookup(b"find_node", self.myid, now, seeds=addresses)

@@ -98,6 +98,7 @@ class DHT:
         read_only: bool = False,
         reply_rate: float | None = None,
         max_sources: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not krpc.is_ipv4(bind_ip):
             raise DHTError(
@@ -123,6 +124,7 @@ class DHT:
             self._core_args.update(reply_rate=reply_rate, reply_burst=max(8 * reply_rate, 2048.0))
         if max_sources is not None:
             self._core_args["max_sources"] = max_sources
+        self._clock = clock  # None: the loop's clock; time.time for btdht's Unix timestamps
         self._core: DHTCore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
@@ -158,7 +160,7 @@ class DHT:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self._sock = sock
         self.bind_port = sock.getsockname()[1]
-        core = DHTCore(self.myid, now=loop.time(), routing_table=self.root, **self._core_args)
+        core = DHTCore(self.myid, now=self._now(), routing_table=self.root, **self._core_args)
         core.emit_messages = any(getattr(type(self), h) is not getattr(DHT, h) for h in _HOOKS)
         self._core = core
         loop.add_reader(sock.fileno(), self._read_ready)
@@ -204,6 +206,8 @@ class DHT:
     # -- the driver loop ------------------------------------------------------------
 
     def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
         assert self._loop is not None
         return self._loop.time()
 
@@ -255,7 +259,12 @@ class DHT:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = when
-            self._timer = None if when is None else self._loop.call_at(when, self._on_timer)
+            if when is None:
+                self._timer = None
+            elif self._clock is None:
+                self._timer = self._loop.call_at(when, self._on_timer)
+            else:
+                self._timer = self._loop.call_later(max(0.0, when - now), self._on_timer)
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, PeersFound):
@@ -378,6 +387,20 @@ class DHT:
             accepted = self.core.announce_progress(lookup_id)
             self.core.cancel(lookup_id)
         return accepted
+
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        """Send raw bytes (btdht's ``sendto``: a message the caller encoded)."""
+        if self._sock is None:
+            raise DHTError("the DHT is not started: call await dht.start() first")
+        try:
+            self._sock.sendto(data, addr)
+        except OSError:
+            self.send_errors += 1
+
+    def query(self, addr: Addr, method: bytes, args: dict[bytes, Any]) -> None:
+        """Send one query outside any lookup; the answer comes as a hook event."""
+        self.core.query(addr, method, args, self._now())
+        self._pump()
 
     async def ping(self, addr: Addr) -> None:
         """Send a ping (fire and forget; the answer adds the node to the table)."""
