@@ -102,6 +102,13 @@ def _parse_allow(values: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
     help="release.pub that update packages must be signed with.",
 )
 @click.option(
+    "--release-key",
+    type=FILE,
+    default=None,
+    help="release.key with which the console's update:compress signs this node's code "
+    "(keep it off nodes that need not push).",
+)
+@click.option(
     "--shell-timeout",
     type=click.FloatRange(min=0.01),
     default=60.0,
@@ -128,6 +135,7 @@ def run(
     heartbeat: float,
     program_dir: Path | None,
     release_pubkey: Path | None,
+    release_key: Path | None,
     shell_timeout: float,
     shell_max_output: int,
     log_level: str,
@@ -172,6 +180,7 @@ def run(
                 "update": {
                     "program_dir": str(program_dir) if program_dir else None,
                     "release_pubkey": str(release_pubkey) if release_pubkey else None,
+                    "release_key": str(release_key) if release_key else None,
                 },
             },
         )

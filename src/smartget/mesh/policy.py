@@ -104,8 +104,8 @@ class Policy:
     def must_sign(self, dp: Datapack, direct_peers: Collection[str]) -> bool:
         """True when a packet this node originates must carry its signature."""
         to = dp.head.get("to", "")
-        if not to:
-            return False
+        if not to or final_destination(to) == self.node_id:
+            return False  # stays on this node
         last = to.rsplit("&", 1)[-1]
         return "&" in to or (last != "*" and last not in direct_peers) or dp.app in CLOSED_APPS
 

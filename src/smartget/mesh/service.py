@@ -28,7 +28,7 @@ from typing import Any
 from smartget.errors import AuthError, MeshError
 from smartget.mesh import link as lk
 from smartget.mesh import router as rt
-from smartget.mesh.apps import App, AppContext, load_apps
+from smartget.mesh.apps import App, AppContext
 from smartget.mesh.ca import (
     NodeIdentity,
     client_context,
@@ -40,6 +40,7 @@ from smartget.mesh.ca import (
 from smartget.mesh.datapack import Datapack, Received, new_flag
 from smartget.mesh.files import FileStore
 from smartget.mesh.link import Link, LinkLimits
+from smartget.mesh.loader import load_apps
 from smartget.mesh.policy import Policy, relayed_signature
 from smartget.mesh.registry import DialBook, LinkRegistry
 from smartget.mesh.replay import ReplayCache

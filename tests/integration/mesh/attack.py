@@ -145,6 +145,8 @@ class MeshProcs:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if proc.stdin is not None:
+                proc.stdin.close()
         self.procs.clear()
 
 

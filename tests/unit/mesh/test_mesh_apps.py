@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from smartget.errors import ConfigError
-from smartget.mesh.apps import load_apps
 from smartget.mesh.apps.console import parse_line
 from smartget.mesh.apps.shell import parse_argv
+from smartget.mesh.loader import load_apps
 from smartget.mesh.supervisor import supervise
 
 

@@ -27,26 +27,21 @@ An app sees the node only through its :class:`AppContext`, which reaches the nod
 through the small :class:`AppHost` protocol (the node implements it); apps never hold
 the node itself.
 
-Where apps come from (issue 7, "Node"): the built-ins below; any module in
-``--apps-dir`` that defines ``create_app()`` (or an ``app`` object); and entry points in
-the group ``smartget.mesh_apps`` naming an :class:`App` subclass or a factory. An app's
-failure is logged and does not stop the node or the other apps.
+Where apps come from: mesh/loader.py. An app's failure is logged and does not stop the
+node or the other apps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from smartget.errors import ConfigError, MeshError
+from smartget.errors import MeshError
 from smartget.mesh.datapack import Datapack, Received, new_flag
 
 __all__ = [
@@ -56,7 +51,6 @@ __all__ = [
     "AppContext",
     "AppHost",
     "Received",
-    "load_apps",
     "sha256_file",
 ]
 
@@ -84,6 +78,7 @@ class AppHost(Protocol):
     def now(self) -> float: ...
     async def wait_quiet(self) -> None: ...
     def request_restart(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class App:
@@ -160,6 +155,10 @@ class AppContext:
         """Stop the node so that ``smartget mesh supervise`` restarts it (exit 0)."""
         self._host.request_restart()
 
+    def request_stop(self) -> None:
+        """Stop the node for good (``smartget mesh run`` exits non-zero; no restart)."""
+        self._host.stop()
+
     async def receive(self) -> Received:
         """The next packet for this app (replies awaited by :meth:`request` excepted)."""
         dp = await self.queue.get()
@@ -227,66 +226,4 @@ class AppContext:
             link.pause(self.name)
 
 
-def _builtin(name: str) -> type[App]:
-    module = importlib.import_module(f"smartget.mesh.apps.{name}")
-    cls = module.APP
-    assert isinstance(cls, type)
-    assert issubclass(cls, App)
-    return cls
-
-
 BUILTIN_APPS = ("logger", "console", "shell", "update")
-
-
-def _instantiate(source: str, obj: object) -> App:
-    if isinstance(obj, type) and issubclass(obj, App):
-        return obj()
-    if isinstance(obj, App):
-        return obj
-    if callable(obj):
-        made = obj()
-        if isinstance(made, App):
-            return made
-    raise ConfigError(f"{source} does not give a smartget.mesh.apps.App")
-
-
-def _from_dir(apps_dir: Path) -> dict[str, App]:
-    apps: dict[str, App] = {}
-    for path in sorted(apps_dir.glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        spec = importlib.util.spec_from_file_location(f"smartget_mesh_app_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            continue
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            raise ConfigError(f"app module {path} failed to load: {exc!r}") from exc
-        factory: Callable[[], object] | object | None = getattr(module, "create_app", None)
-        if factory is None:
-            factory = getattr(module, "app", None)
-        if factory is None:
-            raise ConfigError(f"app module {path} defines neither create_app() nor app")
-        app = _instantiate(str(path), factory)
-        apps[app.name or path.stem] = app
-    return apps
-
-
-def load_apps(names: list[str], apps_dir: Path | None) -> dict[str, App]:
-    """The apps to run: ``names`` (built-ins or entry points) plus every module of ``apps_dir``."""
-    entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    apps: dict[str, App] = {}
-    for name in names:
-        if name in BUILTIN_APPS:
-            apps[name] = _builtin(name)()
-        elif name in entry_points:
-            apps[name] = _instantiate(f"entry point {name}", entry_points[name].load())
-        else:
-            known = sorted({*BUILTIN_APPS, *entry_points})
-            raise ConfigError(f"unknown app {name!r}; built-in or installed: {', '.join(known)}")
-    if apps_dir is not None:
-        if not apps_dir.is_dir():
-            raise ConfigError(f"--apps-dir {apps_dir} is not a directory")
-        apps.update(_from_dir(apps_dir))
-    return apps

@@ -9,6 +9,11 @@ file path to stream::
     (net miku)shell:uptime
     (file)(net miku)logger:/tmp/report.txt
 
+MSW's shortcuts (plugins/input.py): ``update`` is ``update:compress;update_to:*`` (push
+this node's signed code to every direct peer; apps/update.py), ``restart`` restarts the
+node (exit 0 under ``smartget mesh supervise``), ``exit`` stops it, ``r`` repeats the
+last line.
+
 Replies to the console are printed to stdout. Enable it with ``--app console``.
 """
 
@@ -22,7 +27,10 @@ from pathlib import Path
 from smartget.mesh.apps import App, AppContext
 from smartget.mesh.datapack import Datapack
 
-__all__ = ["APP", "ConsoleApp", "parse_line"]
+__all__ = ["APP", "SHORTCUTS", "ConsoleApp", "parse_line"]
+
+# plugins/input.py's words that stand for a whole line
+SHORTCUTS = {"update": "update:compress;update_to:*"}
 
 
 def parse_line(line: str) -> tuple[Datapack, bool]:
@@ -69,9 +77,21 @@ class ConsoleApp(App):
 
         threading.Thread(target=read_stdin, name="mesh-console", daemon=True).start()
         ctx.spawn(self._print_replies(ctx))
+        last = ""
         while (line := await lines.get()) is not None:
-            if not line.strip():
+            word = line.strip()
+            if not word:
                 continue
+            if word == "r":
+                line = word = last
+            last = word
+            if word == "restart":
+                ctx.request_restart()
+                continue
+            if word == "exit":
+                ctx.request_stop()
+                continue
+            line = SHORTCUTS.get(word, line)
             try:
                 dp, is_file = parse_line(line)
                 if is_file:

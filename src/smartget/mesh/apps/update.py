@@ -17,8 +17,21 @@ over its own code and restarts. Anyone could replace the code. Here (issue 7):
   replies ``applied``/``refused`` and then asks the node to restart (exit 0, which
   ``smartget mesh supervise`` turns into a restart).
 
+MSW's console commands (seed 001, "plugins/input.py"), from a local app only (the
+console; a remote ``compress`` could make a node push its code everywhere):
+
+- ``update:compress;update_to:TARGET`` packs the program directory, signs it with the
+  node's release key (``--release-key``) and sends it to the update app of TARGET (a
+  node id, ``a&b`` hops, or ``*``: every direct peer). Its version is ``version:`` if
+  given, else this node's own ``MAJOR.MINOR.PATCH`` plus the UTC date and time
+  (:func:`auto_version`), so each push is newer than the last. The receivers' replies
+  go to the asking app (the console prints them). The console's ``update`` alone is
+  this with ``update_to:*``.
+- ``update:update;filename:PATH`` verifies and installs a package already on this node
+  (same checks as one received), then restarts.
+
 Settings (``app_settings['update']``): ``program_dir``, ``release_pubkey`` (a path),
-``restart`` (True).
+``release_key`` (a path; only for ``compress``), ``restart`` (True).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime
 import hashlib
 import io
 import json
@@ -43,7 +57,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 import smartget
 from smartget.errors import MeshError, UpdateError
 from smartget.mesh.apps import App, AppContext
-from smartget.mesh.ca import load_public_key
+from smartget.mesh.ca import load_private_key, load_public_key
+from smartget.mesh.datapack import Received
 from smartget.mesh.policy import safe_relpath
 
 __all__ = [
@@ -229,37 +244,107 @@ def _check_and_stage(
     return version, staged
 
 
+def auto_version(own: str, now: float) -> str:
+    """The version of a console push: ``own``'s first three parts, then the UTC date and
+    time to the millisecond (``1.4.2.20261206.191530123``), so later pushes are newer."""
+    base = own.split(".")[:3]
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    day = stamp.strftime("%Y%m%d")
+    clock = stamp.strftime("%H%M%S") + f"{stamp.microsecond // 1000:03d}"
+    return ".".join([*base, day, str(int(clock))])
+
+
 class UpdateApp(App):
     name = "update"
     closed_by_default = True
 
     async def run(self, ctx: AppContext) -> None:
         program_dir = Path(ctx.settings.get("program_dir") or Path(smartget.__file__).parent.parent)
-        pub_path = ctx.settings.get("release_pubkey")
         while True:
             dp = await ctx.receive()
-            if dp.method != "file" or dp.file is None:
-                continue
-            package = Path(dp.file)
-            try:
-                if not pub_path:
-                    raise UpdateError("this node has no release public key (--release-pubkey)")
-                key = load_public_key(Path(pub_path))
-                version = await asyncio.to_thread(verify_and_unpack, package, program_dir, key)
-            except (UpdateError, MeshError) as exc:
-                ctx.log.warning("refused update from %s: %s", dp.origin, exc)
-                ctx.send(dp.reply(f"refused: {exc}".encode(), update="refused"))
-                continue
-            finally:
+            if dp.method == "file" and dp.file is not None:
+                await self._install(ctx, dp, Path(dp.file), program_dir, remove=True)
+            elif dp.method in ("post", "get") and dp.via is None:
+                command = dp.body.strip()
+                if command == b"compress":
+                    await self._compress(ctx, dp, program_dir)
+                elif command == b"update":
+                    if not dp.head.get("filename"):
+                        ctx.send(dp.reply(b"refused: update:update needs filename:PACKAGE"))
+                        continue
+                    path = Path(dp.head["filename"])
+                    await self._install(ctx, dp, path, program_dir, remove=False)
+                else:
+                    ctx.send(dp.reply(b"refused: expected 'compress' or 'update'"))
+            elif dp.method in ("post", "get"):
+                ctx.send(dp.reply(b"refused: update commands come from this node only"))
+
+    async def _install(
+        self, ctx: AppContext, dp: Received, package: Path, program_dir: Path, *, remove: bool
+    ) -> None:
+        pub_path = ctx.settings.get("release_pubkey")
+        try:
+            if not pub_path:
+                raise UpdateError("this node has no release public key (--release-pubkey)")
+            key = load_public_key(Path(pub_path))
+            version = await asyncio.to_thread(verify_and_unpack, package, program_dir, key)
+        except (UpdateError, MeshError) as exc:
+            ctx.log.warning("refused update from %s: %s", dp.origin, exc)
+            ctx.send(dp.reply(f"refused: {exc}".encode(), update="refused"))
+            return
+        finally:
+            if remove:
                 await asyncio.to_thread(package.unlink, missing_ok=True)
-            ctx.log.warning("applied update %s from %s; restarting", version, dp.origin)
-            ctx.send(dp.reply(f"applied {version}".encode(), update="applied", version=version))
-            if ctx.settings.get("restart", True):
-                # Let the reply (and anything else queued) leave before the node stops.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RESTART_GRACE):
-                        await ctx.wait_quiet()
-                ctx.request_restart()
+        ctx.log.warning("applied update %s from %s; restarting", version, dp.origin)
+        ctx.send(dp.reply(f"applied {version}".encode(), update="applied", version=version))
+        if ctx.settings.get("restart", True):
+            # Let the reply (and anything else queued) leave before the node stops.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RESTART_GRACE):
+                    await ctx.wait_quiet()
+            ctx.request_restart()
+
+    async def _compress(self, ctx: AppContext, dp: Received, program_dir: Path) -> None:
+        """``update:compress;update_to:TARGET``: pack, sign, send (seed 001)."""
+        target = dp.head.get("update_to", "")
+        key_path = ctx.settings.get("release_key")
+        try:
+            if not target:
+                raise UpdateError("update:compress needs update_to:NODE (or *)")
+            if not key_path:
+                raise UpdateError("this node has no release key to sign with (--release-key)")
+            key = load_private_key(Path(key_path))
+            version = dp.head.get("version") or auto_version(
+                current_version(program_dir), time.time()
+            )
+            ctx.data_dir.mkdir(parents=True, exist_ok=True)
+            out = ctx.data_dir / f"update-{version}.tar.gz"
+            package = await asyncio.to_thread(pack, program_dir, version, key, out)
+            asker = dp.head.get("from", "update")
+            sent = await ctx.send_file(
+                package, to=target, app="update", filename=package.name, **{"from": asker}
+            )
+        except (UpdateError, MeshError, OSError) as exc:
+            ctx.log.warning("update:compress failed: %s", exc)
+            ctx.send(dp.reply(f"refused: {exc}".encode(), update="refused"))
+            return
+        ctx.log.warning("sent update %s of %s to %s", version, program_dir, target)
+        ctx.send(
+            dp.reply(
+                f"sent update {version} to {target}".encode(),
+                update="sent",
+                version=version,
+                flag_sent=sent.flag,
+            )
+        )
+        ctx.spawn(_remove_when_sent(ctx, package))
+
+
+async def _remove_when_sent(ctx: AppContext, package: Path) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3600):
+            await ctx.wait_quiet()
+    await asyncio.to_thread(package.unlink, missing_ok=True)
 
 
 APP = UpdateApp
