@@ -11,6 +11,8 @@ Modules (sans-IO cores marked *):
 ``policy`` *       who may send to which app; which packets to sign; confined paths
 ``session`` *      one link's protocol state: framing, "up", file ordering, outbox
 ``registry`` *     the link in use per peer (duplicate tie-break), dial bookkeeping
+``replay`` *       signed packets delivered within their validity window (replays)
+``replaylog``      the replay cache in DATA_DIR/replay.log
 ``ca``             private CA, node certificates, TLS contexts, signatures, release keys
 ``link``           one mutual-TLS link: the asyncio driver of a session
 ``_rxfile``        a file arriving on a link, written and hashed in a worker thread
@@ -18,6 +20,8 @@ Modules (sans-IO cores marked *):
 ``settings``       ``MeshSettings`` and the address.txt reader
 ``service``        the composition root: ``Node`` builds and wires the parts; ``running``
 ``apps``           the app interface (``App``, ``AppContext``) and the built-ins
+``loader``         where apps come from: built-ins, entry points, --apps-dir
+``msw``            original MSW plugins, unchanged, in their threads
 ``client``         one-shot sender for scripts (``smartget mesh send``)
 ``supervisor``     restart on exit 0, as MSW's main.py
 ``cli``            ``smartget mesh``
