@@ -111,12 +111,22 @@ class Scrape:
     info_hashes: tuple[bytes, ...]
 
 
+_PACKED: dict[str, bytes] = {}  # IP text -> packed; cleared when it reaches 65,536
+_PORT = struct.Struct("!H")
+
+
 def _pack(ip: str, port: int) -> bytes:
     """The compact form of an address: 4 or 16 bytes of IP, 2 of port (BEP 23, BEP 7)."""
-    try:
-        return ipaddress.ip_address(ip).packed + struct.pack("!H", port)
-    except ValueError:
-        raise TrackerError(f"not an IP address: {ip[:48]!r}") from None
+    packed = _PACKED.get(ip)
+    if packed is None:
+        try:
+            packed = ipaddress.ip_address(ip).packed
+        except ValueError:
+            raise TrackerError(f"not an IP address: {ip[:48]!r}") from None
+        if len(_PACKED) >= 65536:
+            _PACKED.clear()
+        _PACKED[ip] = packed
+    return packed + _PORT.pack(port)
 
 
 class Peer:
@@ -254,6 +264,11 @@ def _query(raw: str) -> dict[str, str]:
 
 
 def _unquote(value: str) -> bytes:
+    if len(value) == 60 and value[::3] == "%" * 20:  # every byte escaped, as clients do
+        try:
+            return bytes.fromhex(value.replace("%", ""))
+        except ValueError:
+            pass
     if "+" in value:
         value = value.replace("+", " ")
     return unquote_to_bytes(value) if "%" in value else value.encode("utf-8", "replace")
@@ -414,6 +429,8 @@ class Tracker:
         peer = swarm.peers.get(key)
         if request.event == "stopped":
             if peer is not None:
+                if peer.left > 0 and request.left == 0:  # finished, then left at once
+                    self._count_download(info_hash)
                 del swarm.peers[key]
                 self._remove(info_hash, swarm, peer)
                 self._gone[info_hash, request.ip, request.port] = None
@@ -524,14 +541,18 @@ class Tracker:
         return picked
 
     def _by_capacity(self, window: list[Peer], me: Peer, need: int) -> list[Peer]:
-        free: list[Peer] = []
-        rest: list[Peer] = []
-        has_capacity = self.has_capacity
-        for p in window:
-            if p is not me:
-                (free if p.fleet and has_capacity(p.ip) else rest).append(p)
-        free += rest
-        return free[:need]
+        """The first ``need`` of ``window`` (never ``me``), those with capacity first."""
+        fleet = [p for p in window if p.fleet]
+        if fleet:
+            has_capacity = self.has_capacity
+            free = {id(p) for p in fleet if has_capacity(p.ip)}
+            if free:
+                window = [p for p in window if id(p) in free] + [
+                    p for p in window if id(p) not in free
+                ]
+        if me.pos[0] >= 0 and me in window:
+            window.remove(me)
+        return window[:need]
 
     # -- scrape, views, expiry ----------------------------------------------------------
 
@@ -646,11 +667,17 @@ class Tracker:
 
 
 def _compact(peers: Sequence[Peer | tuple[str, int, bytes]]) -> tuple[bytes, bytes]:
+    try:
+        packed = [p.compact for p in peers]  # type: ignore[union-attr]
+    except AttributeError:
+        packed = [_pack(p[0], p[1]) for p in peers]  # type: ignore[index]
+    joined = b"".join(packed)
+    if len(joined) == 6 * len(packed):
+        return joined, b""  # IPv4 only: the common case
     v4: list[bytes] = []
     v6: list[bytes] = []
-    for peer in peers:
-        packed = peer.compact if isinstance(peer, Peer) else _pack(peer[0], peer[1])
-        (v4 if len(packed) == 6 else v6).append(packed)
+    for one in packed:
+        (v4 if len(one) == 6 else v6).append(one)
     return b"".join(v4), b"".join(v6)
 
 

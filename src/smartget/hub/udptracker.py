@@ -216,10 +216,11 @@ class UdpTracker:
             raise TrackerError(str(exc), request.transaction) from None
         self.announces += 1
         reply = announced.reply
-        width = 18 if ":" in ip else 6  # a client gets peers of its own family
-        peers = b"".join(
-            p.compact for p in reply.peers if isinstance(p, tr.Peer) and len(p.compact) == width
-        )
+        packed = [p.compact for p in reply.peers if isinstance(p, tr.Peer)]
+        peers = b"".join(packed)
+        if len(peers) != 6 * len(packed) or ":" in ip:  # mixed families: a client gets its own
+            width = 18 if ":" in ip else 6
+            peers = b"".join(one for one in packed if len(one) == width)
         head = _ANNOUNCED.pack(
             ANNOUNCE,
             request.transaction,
