@@ -9,7 +9,7 @@
     UDP tracker (udpserver) ────┘
     swarm keeper (here) ────────> Tracker.expire, drain_changes ──> Store
     relay /RPC2 (relay/http) ─────> RelayService (relay/) ─┐
-    dashboard ──────────────────> read-only views           ├─> Store (SQLite, one writer)
+    console (console/) ─────────> views, DrainingCommands   ├─> Store (SQLite, one writer)
     liveness sweep (here) ──────> Registry.expire ──────────┘
 
 Each front end declares the small interface it needs (a ``Protocol`` or a context
@@ -50,6 +50,7 @@ from smartget.hub import textproto
 from smartget.hub.collector import Collector as StatusCollector
 from smartget.hub.collector import Report
 from smartget.hub.commands import CommandRules, HubCommands
+from smartget.hub.console import Console, DrainingCommands
 from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
 from smartget.hub.store import (
@@ -197,7 +198,7 @@ class Hub:
     """The running hub: its parts, wired, and its addresses. Use it from the loop only.
 
     It provides what each front end declares it needs (``textserver.TextServerContext``,
-    ``http.HubAPI``, ``fleet.FleetHost``, ``dashboard.DashboardView``,
+    ``http.HubAPI``, ``fleet.FleetHost``, ``console.ConsoleHost``,
     ``relay.http.RelayHost``).
     """
 
@@ -220,7 +221,20 @@ class Hub:
         self.udp_tracker: UdpTrackerServer | None = None
         self.collector = StatusCollector()
         rules = CommandRules.parse(settings.max_nodes_per_ip, settings.allow_net)
-        self.commands = HubCommands(self.registry, self.tracker, self.collector, rules)
+        # HubCommands, with nodes an operator drained held at status 0 (the console).
+        commands = DrainingCommands(self.registry, self.tracker, self.collector, rules)
+        self.commands: HubCommands = commands
+        self.console = Console(
+            registry=self.registry,
+            tracker=self.tracker,
+            collector=self.collector,
+            commands=commands,
+            token=self.token,
+            data_dir=settings.data_dir,
+            clock=self.now,
+            save=self.save,
+            hub_url=lambda: self.http_url if self.http_address else "",
+        )
         self.text = TextServerContext(
             commands=self.commands,
             commit=self.commit,
@@ -411,6 +425,7 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         expiry = tasks.start(hub.expire_forever, name="liveness", essential=True)
         relay = tasks.start(hub.relay.run, name="relay", essential=True)
         swarms = tasks.start(hub.keep_swarms, name="swarms", essential=False)
+        console = tasks.start(hub.console.run, name="console", essential=False)
         if udp_sock is not None:
             core = UdpTracker(hub.tracker, hub.commands.announce, secrets.token_bytes(32))
             hub.udp_tracker = UdpTrackerServer(
@@ -438,6 +453,8 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             text_server.close()
             for conn in list(hub.text_connections):
                 conn.close()
+            await hub.console.close()  # ends the pages' streams: they reconnect
+            console.cancel()
             if http_server is not None:
                 await http_server.stop()
             if hub.udp_tracker is not None:

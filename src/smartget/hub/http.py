@@ -26,7 +26,7 @@ from smartget.errors import (
 )
 from smartget.httpserver import BodyLimit
 from smartget.hub.commands import FromOperator, HubCommands
-from smartget.hub.dashboard import DashboardView, add_dashboard
+from smartget.hub.console import ConsoleHost, add_console
 from smartget.hub.fastlane import FastLaneServer
 from smartget.hub.fleet import FleetHandlers, FleetHost, add_fleet_routes
 from smartget.hub.registry import MAX_STATUS, Node, Registry
@@ -35,7 +35,7 @@ from smartget.hub.relay.http import RelayHost, RPC2Passthrough, add_relay_routes
 __all__ = ["HubAPI", "create_app", "start_http"]
 
 
-class HubAPI(FleetHost, DashboardView, RelayHost, Protocol):
+class HubAPI(FleetHost, ConsoleHost, RelayHost, Protocol):
     """What the HTTP app needs from the hub (hub/app.py's Hub provides it)."""
 
     registry: Registry
@@ -246,7 +246,7 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(prom.generate_latest(hub.metrics), media_type=prom.CONTENT_TYPE_LATEST)
 
-    add_dashboard(app, hub)  # GET /: the fleet at a glance (hub/dashboard.py)
+    add_console(app, hub)  # GET /, /login, /console/...: the live console (hub/console/)
 
     return app
 

@@ -1,0 +1,214 @@
+"""The console's running part: its secret, the chart sampler and the live stream.
+
+:class:`Console` is built by the hub's composition root (hub/app.py) from the hub's
+parts. :meth:`Console.run` (an auxiliary task of the hub) samples the fleet for the
+charts every few seconds and, while pages are watching, builds one snapshot a second
+and hands the same bytes to every subscriber of ``/console/events``
+(:class:`Broker`: at most ``max_subscribers``, each holding at most the newest
+snapshot, so a slow page skips snapshots instead of growing a queue).
+:meth:`Console.close` ends every stream when the hub stops, so that pages see the
+end at once and start reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from smartget import __version__
+from smartget.auth import write_private
+from smartget.errors import RegistryError
+from smartget.hub.collector import Collector
+from smartget.hub.console.drain import DrainingCommands
+from smartget.hub.console.history import History, sample_of
+from smartget.hub.console.pushes import PushRunner
+from smartget.hub.console.session import LoginThrottle, SessionKeys
+from smartget.hub.console.views import snapshot
+from smartget.hub.registry import Registry
+from smartget.hub.tracker import Tracker
+
+__all__ = ["Broker", "Console", "TooManyWatchers"]
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "console.key"
+DRAINED_FILE = "console-drained.json"
+TICK = 1.0  # seconds between snapshots while someone watches
+MAX_SUBSCRIBERS = 64
+
+
+class TooManyWatchers(Exception):
+    """Every place in the live stream is taken."""
+
+
+class Broker:
+    """Live-stream subscribers, each with a one-slot queue of the newest event."""
+
+    def __init__(self, max_subscribers: int = MAX_SUBSCRIBERS) -> None:
+        self.max_subscribers = max_subscribers
+        self._queues: set[asyncio.Queue[bytes | None]] = set()
+        self.published = 0
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def subscribe(self) -> asyncio.Queue[bytes | None]:
+        if len(self._queues) >= self.max_subscribers:
+            raise TooManyWatchers(f"{self.max_subscribers} pages are watching already")
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
+        self._queues.discard(queue)
+
+    def publish(self, event: bytes | None) -> None:
+        """Hand ``event`` to every subscriber, replacing one it has not taken yet."""
+        self.published += 1
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """The console's HMAC secret, DATA_DIR/console.key (0600), made on first start."""
+    path = data_dir / SECRET_FILE
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        secret = bytes.fromhex(path.read_text().strip())
+        if len(secret) >= 16:
+            return secret
+    secret = secrets.token_bytes(32)
+    write_private(path, secret.hex() + "\n")
+    return secret
+
+
+def event(kind: str, data: Any) -> bytes:
+    """One Server-Sent Event (JSON has no line breaks, so one ``data`` line)."""
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class Console:
+    """The console's state and background work (one per hub)."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        tracker: Tracker,
+        collector: Collector,
+        commands: DrainingCommands,
+        token: str,
+        data_dir: Path,
+        clock: Callable[[], float],
+        save: Callable[[], Awaitable[None]],
+        hub_url: Callable[[], str],
+    ) -> None:
+        self.registry = registry
+        self.tracker = tracker
+        self.collector = collector
+        self.commands = commands
+        self.drains = commands.drains
+        self.data_dir = data_dir
+        self.clock = clock
+        self.save_registry = save
+        self.hub_url = hub_url
+        self.sessions = SessionKeys(load_or_create_secret(data_dir), token)
+        self.throttle = LoginThrottle()
+        self.history = History()
+        self.broker = Broker()
+        self.pushes = PushRunner(token, clock)
+        self.started = time.time()
+        self._closed = False
+        self._load_drains()
+
+    # -- the drain list, saved beside the store -------------------------------------------
+
+    def _load_drains(self) -> None:
+        path = self.data_dir / DRAINED_FILE
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                # Read before the registry is restored: ids of nodes gone since are
+                # ignored (ids are never reused) and forgotten at the next save.
+                self.drains.load(path.read_bytes())
+            except RegistryError as exc:
+                log.error("%s: %s; no node is drained", path, exc)
+
+    async def save_drains(self) -> None:
+        """Write the drain list (atomically: a temporary file, then rename)."""
+        path = self.data_dir / DRAINED_FILE
+        self.drains.prune(set(self.registry.get_nodes()))
+        data = self.drains.dump()
+
+        def write() -> None:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+
+        await asyncio.to_thread(write)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def hubs(self) -> list[dict[str, Any]]:
+        """The hubs of the cluster: one today (this one)."""
+        return [
+            {
+                "url": self.hub_url(),
+                "version": __version__,
+                "started": round(self.started, 3),
+                "up": True,
+                "this": True,
+            }
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        wall = time.time()
+        return snapshot(
+            registry=self.registry,
+            tracker=self.tracker,
+            collector=self.collector,
+            drains=self.drains,
+            started=self.pushes.views(),
+            history=self.history.columns(wall),
+            hubs=self.hubs(),
+            now=self.clock(),
+            wall=wall,
+        )
+
+    def snapshot_event(self) -> bytes:
+        return event("snapshot", self.snapshot())
+
+    def sample(self) -> None:
+        wall = time.time()
+        if self.history.due(wall):
+            self.history.add(
+                sample_of(
+                    self.collector.progress(),
+                    self.tracker.statistics(),
+                    self.registry.statistics(),
+                    at=wall,
+                    now=self.clock(),
+                )
+            )
+
+    async def run(self) -> None:
+        """Sample for the charts; while pages watch, publish a snapshot every second."""
+        while not self._closed:
+            self.sample()
+            if len(self.broker):
+                self.broker.publish(self.snapshot_event())
+            await asyncio.sleep(TICK)
+
+    async def close(self) -> None:
+        """End every live stream (pages reconnect by themselves) and every push."""
+        self._closed = True
+        self.broker.publish(None)
+        await self.pushes.aclose()

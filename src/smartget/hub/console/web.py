@@ -1,0 +1,290 @@
+"""The console's HTTP face: sign-in, the page, its live stream and its actions.
+
+====================================  ==========================================================
+``GET /login``, ``POST /login``       the sign-in form (field ``token``: the hub's token); sets
+                                      the session cookie (HttpOnly, SameSite=Strict, Secure over
+                                      TLS, Max-Age) and sends the browser to ``/``
+``POST /logout``                      revokes the session, clears the cookie
+``GET /``                             the console (``/login`` without a session)
+``GET /console/events``               Server-Sent Events: a ``snapshot`` a second
+``GET /console/api/snapshot``         the same snapshot, once (JSON)
+``POST /console/api/nodes/{id}/ACT``  ``drain``, ``undrain``, ``deregister`` (zombies only)
+``POST /console/api/pushes``          start pushes: ``{"urls": [...], "zones": [...], "count"}``
+``GET /console/static/{file}``        the page's ES modules and CSS (package data)
+====================================  ==========================================================
+
+Every action needs the session cookie and the session's CSRF token in ``X-CSRF-Token``;
+a request whose ``Origin`` or ``Sec-Fetch-Site`` says it comes from another site is
+refused before that. Pages and API replies carry a Content-Security-Policy without
+``unsafe-inline`` (scripts and styles from this origin only), and ``no-store``.
+The JSON API keeps its Bearer tokens; a session cookie opens only these routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from importlib import resources
+from typing import Annotated, Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from smartget.errors import PushError, RegistryError
+from smartget.hub.commands import FromOperator
+from smartget.hub.console.service import Console, TooManyWatchers
+from smartget.hub.console.session import Session
+from smartget.hub.registry import Registry
+
+__all__ = ["ConsoleHost", "add_console"]
+
+COOKIE = "smartget_session"
+CSRF_HEADER = "x-csrf-token"
+MAX_FORM = 4096
+KEEP_ALIVE = 15.0  # seconds between comments on a quiet stream
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",  # no-referrer would make form posts say Origin: null
+    "Cache-Control": "no-store",
+}
+STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
+
+
+class ConsoleHost(Protocol):
+    """What the console needs from the hub."""
+
+    registry: Registry
+    console: Console
+
+    def now(self) -> float: ...
+    async def save(self) -> None: ...
+
+
+def _files() -> dict[str, bytes]:
+    """The static files, read once: nothing from a request ever names a path."""
+    root = resources.files("smartget.hub.console") / "static"
+    return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+
+def _secure(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+class PushIn(BaseModel):
+    urls: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
+        min_length=1, max_length=8
+    )
+    zones: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
+    count: int | None = Field(None, ge=1, le=100_000)
+
+
+def add_console(app: FastAPI, hub: ConsoleHost) -> None:
+    console = hub.console
+    sessions = console.sessions
+    files = _files()
+    page = files.pop("console.html").decode()
+    login_page = files.pop("login.html").decode()
+
+    def session_of(request: Request) -> Session | None:
+        return sessions.check(request.cookies.get(COOKIE), time.time())
+
+    def same_origin(request: Request) -> bool:
+        """False for a request another site's page made (checked before anything else)."""
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return False
+        origin = request.headers.get("origin")
+        if origin is None or origin == "null":  # unknown: Sec-Fetch-Site, CSRF, SameSite decide
+            return True
+        parts = urlsplit(origin)
+        return (parts.scheme, parts.netloc) == (request.url.scheme, request.url.netloc)
+
+    def render_login(message: str, code: int = 200) -> Response:
+        body = login_page.replace("%%MESSAGE%%", html.escape(message))
+        return _secure(Response(body, status_code=code, media_type="text/html"))
+
+    async def signed_in(request: Request) -> Session:
+        session = session_of(request)
+        if session is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not signed in: open /login")
+        return session
+
+    async def acting(request: Request) -> Session:
+        session = await signed_in(request)
+        if not same_origin(request):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a request from another site")
+        if not sessions.csrf_matches(session, request.headers.get(CSRF_HEADER)):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token: reload the page"
+            )
+        return session
+
+    # -- pages ------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def index(request: Request) -> Response:
+        session = session_of(request)
+        if session is None:
+            return _secure(RedirectResponse("/login", status.HTTP_303_SEE_OTHER))
+        body = page.replace("%%CSRF%%", html.escape(sessions.csrf_token(session), quote=True))
+        return _secure(Response(body, media_type="text/html"))
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> Response:
+        return RedirectResponse("/", status.HTTP_308_PERMANENT_REDIRECT)
+
+    @app.get("/login", include_in_schema=False)
+    async def login_form(request: Request) -> Response:
+        if session_of(request) is not None:
+            return _secure(RedirectResponse("/", status.HTTP_303_SEE_OTHER))
+        return render_login("")
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        if not same_origin(request):
+            return render_login("This sign-in came from another site: refused.", 403)
+        client = request.client.host if request.client else ""
+        now = hub.now()
+        if not console.throttle.allowed(client, now):
+            return render_login("Too many wrong tokens: wait a minute, then try again.", 429)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                return render_login("The form was too large.", 413)
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        given = (fields.get("token") or [""])[0].strip()
+        cookie = sessions.sign_in(given, time.time())
+        if cookie is None:
+            console.throttle.failed(client, now)
+            return render_login("That is not the hub's token.", 401)
+        console.throttle.succeeded(client)
+        response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=sessions.lifetime,
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return _secure(response)
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        sessions.sign_out(await acting(request), time.time())
+        response = JSONResponse({"ok": True, "message": "signed out", "redirect": "/login"})
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return _secure(response)
+
+    @app.get("/console/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        data = files.get(name)
+        kind = STATIC_TYPES.get(name[name.rfind(".") :]) if "." in name else None
+        if data is None or kind is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+        response = Response(data, media_type=kind)
+        _secure(response).headers["Cache-Control"] = "no-cache"
+        return response
+
+    # -- the live stream and the actions ---------------------------------------------------
+
+    api = APIRouter(prefix="/console", include_in_schema=False)
+
+    @api.get("/events", dependencies=[Depends(signed_in)])
+    async def events(request: Request) -> Response:
+        try:
+            queue = console.broker.subscribe()
+        except TooManyWatchers as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+        cookie = request.cookies.get(COOKIE)
+
+        async def stream() -> Any:
+            try:
+                yield b"retry: 2000\n\n" + console.snapshot_event()
+                while True:
+                    try:
+                        async with asyncio.timeout(KEEP_ALIVE):
+                            data = await queue.get()
+                    except TimeoutError:
+                        yield b": still here\n\n"
+                        continue
+                    if data is None:  # the hub is stopping: the page reconnects
+                        return
+                    if sessions.check(cookie, time.time()) is None:
+                        yield b'event: signedout\ndata: {"redirect": "/login"}\n\n'
+                        return
+                    yield data
+            finally:
+                console.broker.unsubscribe(queue)
+
+        response = StreamingResponse(stream(), media_type="text/event-stream")
+        _secure(response).headers["X-Accel-Buffering"] = "no"
+        return response
+
+    @api.get("/api/snapshot", dependencies=[Depends(signed_in)])
+    async def one_snapshot() -> Response:
+        return _secure(JSONResponse(console.snapshot()))
+
+    def done(message: str, **extra: Any) -> Response:
+        return _secure(JSONResponse({"ok": True, "message": message, **extra}))
+
+    @api.post("/api/nodes/{node_id}/drain", dependencies=[Depends(acting)])
+    async def drain(node_id: int) -> Response:
+        node = console.commands.drain(node_id, hub.now())
+        await hub.save()
+        await console.save_drains()
+        return done(f"node {node.node_id} ({node.addr}) drained: it is no longer handed out")
+
+    @api.post("/api/nodes/{node_id}/undrain", dependencies=[Depends(acting)])
+    async def undrain(node_id: int) -> Response:
+        node = console.commands.undrain(node_id, hub.now())
+        await hub.save()
+        await console.save_drains()
+        return done(f"node {node.node_id} ({node.addr}) is back, status {node.status}")
+
+    @api.post("/api/nodes/{node_id}/deregister", dependencies=[Depends(acting)])
+    async def deregister(node_id: int) -> Response:
+        node = hub.registry.get_node_by_id(node_id)
+        if node is not None and not node.is_zombie:
+            raise RegistryError(f"node {node_id} is alive: only zombies are removed from here")
+        gone = console.commands.deregister(FromOperator(), node_id)
+        await hub.save()
+        await console.save_drains()
+        return done(f"zombie node {gone.node_id} ({gone.addr}:{gone.port}) deregistered")
+
+    @api.post("/api/pushes", dependencies=[Depends(acting)])
+    async def start_pushes(body: PushIn, request: Request) -> Response:
+        urls = [u.strip() for u in body.urls if u.strip()]
+        for url in urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not an http(s) URL: {url[:80]}")
+        if not urls:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "give at least one URL")
+        zones = tuple(z.strip() for z in body.zones if z.strip())
+        try:
+            # The hub drives the push through its own API, at the address the operator's
+            # browser reached it: the torrents name it as their tracker, for the nodes.
+            hub_url = str(request.base_url).rstrip("/")
+            keys = console.pushes.start(urls, zones, body.count, hub_url)
+        except PushError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        what = "1 push" if len(keys) == 1 else f"{len(keys)} pushes"
+        return done(f"{what} started: watch below", keys=keys)
+
+    app.include_router(api)
