@@ -22,7 +22,8 @@ SERVICES: dict[str, tuple[str, str, str]] = {
     "dht": ("smartget.dht.cli", "dht", "Run a BitTorrent Mainline DHT node (BEP 5)."),
     "mesh": ("smartget.mesh.cli", "mesh", "Authenticated overlay messaging (MSW)."),
     "transcode": ("smartget.transcode.cli", "transcode", "Distributed ffmpeg over the mesh."),
-    "push": ("smartget.push", "push_command", "Push one file from its origin to the fleet."),
+    "push": ("smartget.jobs_cli", "push_command", "Push files from their origin to the fleet."),
+    "jobs": ("smartget.jobs_cli", "jobs", "Push jobs in the hub: list, show, cancel, follow."),
     "demo": ("smartget.demo", "demo", "Run a hub, nodes and an origin locally and push."),
 }
 

@@ -1,9 +1,10 @@
-"""``smartget demo``: a whole fleet on this machine, and one push through it.
+"""``smartget demo``: a whole fleet on this machine, and one push job through it.
 
 Starts, each as its own process with its own 127.0.0.x address and data directory: an
 origin web server holding a generated file, a hub, and N nodes (in two zones, with
 upload limits that hold between loopback peers too). Then pushes the file to every
-node, prints the table, and stops everything it started (``--keep`` leaves it running
+node as a job of the hub (``POST /api/jobs``, followed like ``smartget push``), prints
+the table, and stops everything it started (``--keep`` leaves it running
 until Ctrl-C).
 
 Secrets never go on a command line (anyone on the machine reads those with ``ps``): the
@@ -137,8 +138,15 @@ def local_fleet(
     download_limit: int = 0,
     ip_base: int = NODE_IP_BASE,
     log_level: str = "info",
+    ip_prefix: str = "127.0.0",
+    hub_args: tuple[str, ...] = (),
+    node_args: tuple[str, ...] = (),
 ) -> Iterator[Fleet]:
-    """Start an origin, a hub and ``nodes`` nodes; stop them all on exit."""
+    """Start an origin, a hub and ``nodes`` nodes; stop them all on exit.
+
+    Node i listens on ``IP_PREFIX.(IP_BASE + i)``; ``hub_args`` and ``node_args`` are
+    extra flags of the hub and of every node.
+    """
     python = [sys.executable, "-m"]
     token = secrets.token_urlsafe(16)
     origin_port, text_port, http_port = (free_port("127.0.0.1") for _ in range(3))
@@ -147,7 +155,7 @@ def local_fleet(
         token=token,
         origin_url=f"http://127.0.0.1:{origin_port}",
         hub_url=f"http://127.0.0.1:{http_port}",
-        node_ips=[f"127.0.0.{ip_base + 1 + i}" for i in range(nodes)],
+        node_ips=[f"{ip_prefix}.{ip_base + 1 + i}" for i in range(nodes)],
         upload_limit=upload_limit,
         seed_upload_limit=upload_limit if seed_upload_limit is None else seed_upload_limit,
         download_limit=download_limit,
@@ -181,9 +189,10 @@ def local_fleet(
                 "5",
                 "--log-level",
                 log_level,
+                *hub_args,
             ],
             logs / "hub.log",
-            {"SMARTGET_HUB_TOKEN": token},
+            {"SMARTGET_HUB_TOKEN": token, "SMARTGET_NODE_TOKEN": token},
         )
         _wait("the hub", lambda: httpx.get(f"{fleet.hub_url}/healthz", timeout=1).is_success, procs)
         for i, ip in enumerate(fleet.node_ips):
@@ -221,6 +230,7 @@ def local_fleet(
                 argv += ["--upload-limit", str(limit)]
             if download_limit:
                 argv += ["--download-limit", str(download_limit)]
+            argv += node_args
             procs[f"node{i + 1}"] = _start(
                 argv, logs / f"node{i + 1}.log", {"SMARTGET_NODE_TOKEN": token}
             )
@@ -289,8 +299,11 @@ def demo(
     workdir: Path | None,
     log_level: str,
 ) -> None:
-    """Run an origin, a hub and N nodes on 127.0.0.x, push a file to all, show the table."""
-    from smartget.push import run_with_progress
+    """Run an origin, a hub and N nodes on 127.0.0.x, push a file to all, show the table.
+
+    The push is a job of the hub (`smartget jobs show ID` with --keep).
+    """
+    from smartget.jobs_cli import failure_message, run_job
 
     if ip_base + nodes > 254:
         raise click.BadParameter(
@@ -309,11 +322,10 @@ def demo(
         with local_fleet(
             root, nodes=nodes, upload_limit=upload_limit, ip_base=ip_base, log_level=log_level
         ) as fleet:
-            result = run_with_progress(
-                fleet.file_url(name),
-                hub_url=fleet.hub_url,
-                token=fleet.token,
-                give_up_after=300,
+            view = run_job(
+                (fleet.hub_url, fleet.token),
+                body={"urls": [fleet.file_url(name)], "deadline": 300},
+                within=420,
                 caps=fleet.caps(),
             )
             if keep:
@@ -324,9 +336,8 @@ def demo(
                 )
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
                 signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        if not result.ok:
-            names = ", ".join(f"{o.node.nodeid} ({o.error})" for o in result.failed)
-            raise click.ClickException(f"push incomplete; failed: {names}")
+        if view["state"] != "done":
+            raise click.ClickException(failure_message(view))
     finally:
         if temporary and not keep:
             shutil.rmtree(root, ignore_errors=True)

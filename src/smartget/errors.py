@@ -36,6 +36,8 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     │   └── UnsafePathError         a path from a request escapes its root
     ├── DHTError                    dht: a lookup or bootstrap failed
     ├── PushError                   push: could not start (no hub, no nodes, no seed)
+    ├── JobError                    hub: a push job request that cannot be accepted
+    │   └── JobNotFoundError        no job has that id
     ├── MeshError                   mesh: routing, TLS or authorization
     │   ├── AuthError               a peer failed authentication or authorization
     │   ├── RouteError              no route to the destination
@@ -56,6 +58,8 @@ __all__ = [
     "FetchError",
     "FetchRefusedError",
     "HubError",
+    "JobError",
+    "JobNotFoundError",
     "KRPCError",
     "MeshError",
     "NodeAgentError",
@@ -229,6 +233,14 @@ class DHTError(SmartGetError):
 
 class PushError(SmartGetError):
     """The push could not start (no hub, no nodes, maketorrent failed)."""
+
+
+class JobError(SmartGetError):
+    """A push job request that cannot be accepted (the message says what is wrong)."""
+
+
+class JobNotFoundError(JobError):
+    """No job has that id (never submitted, or forgotten past the hub's --max-jobs)."""
 
 
 class MeshError(SmartGetError):

@@ -11,8 +11,7 @@
 5. Check each copy: fetch it from the node's file server and compare its SHA-256 with
    the seed's copy (the origin is not asked again).
 
-:func:`push` is the library; :func:`push_command` the click command with a progress bar
-per node and a closing table.
+:func:`render` is the closing table, shared with the job client.
 """
 
 from __future__ import annotations
@@ -25,16 +24,26 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import click
 import httpx
 
-from smartget.config import setup_logging
 from smartget.errors import PushError, SmartGetError
 
-__all__ = ["FleetNode", "NodeOutcome", "PushError", "PushResult", "push", "push_command"]
+__all__ = [
+    "FleetClient",
+    "FleetNode",
+    "NodeOutcome",
+    "PushError",
+    "PushResult",
+    "copy_url",
+    "origin_stats",
+    "push",
+    "render",
+    "run_with_progress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +134,22 @@ class PushResult:
         return max(size / u_s, size / d_min, len(peers) * size / total_up)
 
 
-class _Client:
-    """The hub's JSON API and the nodes' task APIs, with the errors users need."""
+class NodeAddress(Protocol):
+    """What a task needs of a node (a :class:`FleetNode`, or the jobs' ``NodeInfo``)."""
+
+    @property
+    def nodeid(self) -> str: ...
+
+    @property
+    def api_url(self) -> str: ...
+
+
+class FleetClient:
+    """The hub's JSON API and the nodes' task APIs, with the errors users need.
+
+    Used by :func:`push`, by the hub's job runner (hub/jobs/runner.py) and by the job
+    client (:func:`follow_job`).
+    """
 
     def __init__(self, hub_url: str, token: str, node_token: str, timeout: float) -> None:
         self.hub_url = hub_url.rstrip("/")
@@ -153,9 +176,16 @@ class _Client:
         return reply
 
     async def task(
-        self, node: FleetNode, event: str, args: dict[str, Any], seconds: float
+        self, node: NodeAddress, event: str, args: dict[str, Any], seconds: float
     ) -> dict[str, Any]:
         """POST a seed 003 task; return the response's args or raise with its traceback."""
+        answer = await self.task_answer(node, event, args, seconds)
+        return dict(answer.get("args") or {})
+
+    async def task_answer(
+        self, node: NodeAddress, event: str, args: dict[str, Any], seconds: float
+    ) -> dict[str, Any]:
+        """POST a seed 003 task; the whole response (``status``, ``args``) or raise."""
         body = {
             "taskid": uuid.uuid4().hex,
             "event": event,
@@ -175,9 +205,9 @@ class _Client:
         answer = reply.json()
         if answer.get("result") != "success":
             raise PushError(f"{event} on {node.nodeid} failed: {answer.get('traceback', '')[:500]}")
-        return dict(answer.get("args") or {})
+        return dict(answer)
 
-    async def ping(self, node: FleetNode) -> bool:
+    async def ping(self, node: NodeAddress) -> bool:
         try:
             reply = await self.http.get(
                 f"{node.api_url.rstrip('/')}/ping", headers=self.node_auth, timeout=2
@@ -185,6 +215,16 @@ class _Client:
         except httpx.HTTPError:
             return False
         return reply.status_code == 200
+
+    async def node_status(self, node: NodeAddress, seconds: float = 10) -> dict[str, Any]:
+        """The node's ``GET /status`` (its torrents, with where their bytes came from)."""
+        url = f"{node.api_url.rstrip('/')}/status"
+        try:
+            reply = await self.http.get(url, headers=self.node_auth, timeout=seconds)
+            reply.raise_for_status()
+            return dict(reply.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise PushError(f"status of {node.nodeid}: {exc!r}") from exc
 
     async def sha256_of(self, url: str) -> str:
         digest = hashlib.sha256()
@@ -195,7 +235,15 @@ class _Client:
         return digest.hexdigest()
 
 
-async def fleet(client: _Client, zones: tuple[str, ...]) -> list[FleetNode]:
+_Client = FleetClient  # the name it had
+
+
+def copy_url(files_url: str, torrent_url: str) -> str:
+    """Where a node's file server serves the data of ``torrent_url`` (its path, no .torrent)."""
+    return files_url.rstrip("/") + urlsplit(torrent_url).path.removesuffix(".torrent")
+
+
+async def fleet(client: FleetClient, zones: tuple[str, ...]) -> list[FleetNode]:
     nodes = await client.hub("GET", "/api/nodes", params={"limit": 100_000})
     found = [
         FleetNode(n["id"], n["ip"], n["zone"], n["status"], n["api_url"], n["files_url"])
@@ -206,7 +254,7 @@ async def fleet(client: _Client, zones: tuple[str, ...]) -> list[FleetNode]:
     return sorted(found, key=lambda n: (-n.status, n.node_id))
 
 
-async def origin_stats(client: _Client, fileurl: str) -> int | None:
+async def origin_stats(client: FleetClient, fileurl: str) -> int | None:
     """Bytes sent by a smartget origin (None for any other web server)."""
     parts = urlsplit(fileurl)
     with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -235,7 +283,7 @@ async def push(
 
     ``seed_node`` (a nodeid or an IP) is the seed instead of the most free capacity.
     """
-    client = _Client(hub_url, token, node_token or token, give_up_after)
+    client = FleetClient(hub_url, token, node_token or token, give_up_after)
     result = PushResult(fileurl)
     started = time.monotonic()
     deadline = started + give_up_after
@@ -293,7 +341,7 @@ async def push(
 
 
 async def _follow(
-    client: _Client,
+    client: FleetClient,
     result: PushResult,
     started: float,
     deadline: float,
@@ -351,16 +399,15 @@ async def _follow(
             await asyncio.sleep(POLL)
 
 
-async def _verify(client: _Client, result: PushResult, torrent_url: str) -> None:
+async def _verify(client: FleetClient, result: PushResult, torrent_url: str) -> None:
     """Each finished copy must have the seed's SHA-256 (fetched from the nodes)."""
-    path = urlsplit(torrent_url).path.removesuffix(".torrent")
     done = [o for o in result.outcomes if o.done_at is not None and o.error is None]
     limit = asyncio.Semaphore(4)
 
     async def digest(outcome: NodeOutcome) -> str | None:
         async with limit:
             try:
-                return await client.sha256_of(outcome.node.files_url.rstrip("/") + path)
+                return await client.sha256_of(copy_url(outcome.node.files_url, torrent_url))
             except httpx.HTTPError as exc:
                 outcome.error = f"its copy could not be read back: {exc!r}"
                 return None
@@ -412,81 +459,6 @@ def render(result: PushResult, caps: dict[str, tuple[float, float]] | None = Non
             f"lower bound {bound:.2f} s; efficiency (bound / time) {bound / result.makespan:.2f}"
         )
     return Group(table, *(Text(line) for line in lines))
-
-
-@click.command("push")
-@click.argument("fileurl")
-@click.option(
-    "--hub-http", default="http://127.0.0.1:8200", show_default=True, help="The hub's HTTP API."
-)
-@click.option("--zone", "zones", multiple=True, help="Only nodes in this zone (repeatable).")
-@click.option(
-    "--nodes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="How many nodes get the file, the seed included [default: all].",
-)
-@click.option(
-    "--token",
-    envvar="SMARTGET_HUB_TOKEN",
-    required=True,
-    help="The hub's API token [env SMARTGET_HUB_TOKEN].",
-)
-@click.option(
-    "--node-token",
-    envvar="SMARTGET_NODE_TOKEN",
-    default=None,
-    help="The nodes' API token [default: the hub's].",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600,
-    show_default=True,
-    help="Seconds before the push gives up on nodes not done.",
-)
-@click.option(
-    "--verify/--no-verify",
-    default=True,
-    show_default=True,
-    help="Read every copy back from its node and compare SHA-256.",
-)
-@click.option(
-    "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-def push_command(
-    fileurl: str,
-    hub_http: str,
-    zones: tuple[str, ...],
-    nodes: int | None,
-    token: str,
-    node_token: str | None,
-    timeout: float,
-    verify: bool,
-    log_level: str,
-) -> None:
-    """Put FILEURL on the fleet: one node fetches it from the origin, the rest peer to peer.
-
-    Exits 0 only when every chosen node holds the file with the right hash; otherwise
-    names the nodes that failed and why.
-    """
-    setup_logging(log_level)
-    result = run_with_progress(
-        fileurl,
-        hub_url=hub_http,
-        token=token,
-        node_token=node_token,
-        zones=zones,
-        nodes=nodes,
-        give_up_after=timeout,
-        verify=verify,
-    )
-    if not result.ok:
-        names = ", ".join(f"{o.node.nodeid} ({o.error})" for o in result.failed)
-        raise click.ClickException(f"push incomplete; failed: {names}")
 
 
 def run_with_progress(fileurl: str, **kwargs: Any) -> PushResult:

@@ -26,6 +26,8 @@ CORES = (
     "smartget.hub.udptracker",
     "smartget.hub.collector",
     "smartget.hub.commands",
+    "smartget.hub.jobs.core",
+    "smartget.hub.jobs.model",
     "smartget.hub.console.session",
     "smartget.hub.console.history",
     "smartget.hub.console.drain",

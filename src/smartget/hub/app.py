@@ -50,6 +50,7 @@ from smartget.hub import textproto
 from smartget.hub.collector import Collector as StatusCollector
 from smartget.hub.collector import Report
 from smartget.hub.commands import CommandRules, HubCommands
+from smartget.hub.jobs.runner import JobMetrics, JobRunner, JobSettings
 from smartget.hub.console import Console, DrainingCommands
 from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
@@ -158,6 +159,7 @@ class HubSettings:
     line_timeout: float = textproto.LINE_TIMEOUT
     idle_timeout: float = textproto.IDLE_TIMEOUT
     relay: RelaySettings = field(default_factory=RelaySettings)  # co2 relay (hub/relay/)
+    jobs: JobSettings = field(default_factory=JobSettings)  # push jobs (hub/jobs/)
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -246,6 +248,8 @@ class Hub:
         self.metrics = prom.CollectorRegistry()
         self.metrics.register(_HubMetrics(self.registry, self.text))
         self.relay = RelayService(settings.relay, store, metrics=self.metrics)  # /RPC2
+        self.jobs = JobRunner(settings.jobs, self)  # push jobs (hub/jobs/), /api/jobs
+        self.metrics.register(JobMetrics(self.jobs))
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
 
@@ -399,6 +403,7 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         hub.collector.restore(finished)
         peers, downloaded = store.read_now(load_swarms)
         restored = hub.restore_swarms(peers, downloaded)
+        jobs_restored = hub.jobs.restore_now()
         text_sock = bind_tcp(*settings.listen)
         http_sock = bind_tcp(*settings.http) if settings.http else None
         udp_sock = None if settings.no_udp_tracker else _bind_udp(*settings.udp_tracker)
@@ -419,12 +424,14 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             hub.tracker.peer_ttl,
         )
     log.info("relay: %d satellites restored", satellites)
+    log.info("jobs: %d unfinished push jobs restored", jobs_restored)
 
     async with Supervisor("hub") as tasks:
         writer = tasks.start(store.run, name="store-writer", essential=True)
         expiry = tasks.start(hub.expire_forever, name="liveness", essential=True)
         relay = tasks.start(hub.relay.run, name="relay", essential=True)
         swarms = tasks.start(hub.keep_swarms, name="swarms", essential=False)
+        jobs = tasks.start(hub.jobs.run, name="jobs", essential=False)
         console = tasks.start(hub.console.run, name="console", essential=False)
         if udp_sock is not None:
             core = UdpTracker(hub.tracker, hub.commands.announce, secrets.token_bytes(32))
@@ -461,6 +468,7 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
                 await hub.udp_tracker.aclose()
             expiry.cancel()
             swarms.cancel()
+            jobs.cancel()
             await hub.relay.aclose()  # drains queued relays (bounded), then saves
             await relay
             await hub.save()

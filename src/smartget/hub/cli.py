@@ -16,6 +16,7 @@ import click
 from smartget.config import common_options, config_from, options_from, setup_logging
 from smartget.httpserver import HttpLimits
 from smartget.hub.app import HubSettings, running
+from smartget.hub.jobs.runner import JobSettings
 from smartget.hub.relay.service import RelaySettings
 from smartget.lifecycle import on_stop_signals
 
@@ -26,6 +27,7 @@ log = logging.getLogger("smartget.hub")
 @options_from(HubSettings)
 @options_from(HttpLimits, prefix="http")
 @options_from(RelaySettings, prefix="relay")
+@options_from(JobSettings)
 @common_options
 def hub(log_level: str, **options: Any) -> None:
     """Run the hub in the foreground until SIGINT or SIGTERM.
@@ -39,7 +41,8 @@ def hub(log_level: str, **options: Any) -> None:
     setup_logging(log_level)
     relay = config_from(RelaySettings, options, prefix="relay")
     limits = config_from(HttpLimits, options, prefix="http")
-    settings = config_from(HubSettings, options, relay=relay, http_limits=limits)
+    jobs = config_from(JobSettings, options)
+    settings = config_from(HubSettings, options, relay=relay, http_limits=limits, jobs=jobs)
     asyncio.run(_serve(settings))
 
 

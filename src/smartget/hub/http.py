@@ -29,6 +29,8 @@ from smartget.hub.commands import FromOperator, HubCommands
 from smartget.hub.console import ConsoleHost, add_console
 from smartget.hub.fastlane import FastLaneServer
 from smartget.hub.fleet import FleetHandlers, FleetHost, add_fleet_routes
+from smartget.hub.jobs.http import add_job_routes
+from smartget.hub.jobs.runner import JobRunner
 from smartget.hub.registry import MAX_STATUS, Node, Registry
 from smartget.hub.relay.http import RelayHost, RPC2Passthrough, add_relay_routes
 
@@ -41,6 +43,7 @@ class HubAPI(FleetHost, ConsoleHost, RelayHost, Protocol):
     registry: Registry
     commands: HubCommands
     metrics: prom.CollectorRegistry
+    jobs: JobRunner
 
     async def save(self) -> None: ...
 
@@ -237,6 +240,7 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
     app.include_router(api)
     add_relay_routes(app, hub)  # POST /RPC2: co2's relay registry (hub/relay/)
     add_fleet_routes(app, hub, authorized, handlers)  # tracker, collector (hub/fleet.py)
+    add_job_routes(app, hub.jobs, authorized)  # /api/jobs: push jobs (hub/jobs/)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

@@ -17,7 +17,8 @@ Other parts of the hub keep their own tables in the same file, created and loade
 start-up with :meth:`Store.read_now` and written with :meth:`Store.submit`: the relay
 registry (hub/relay/store.py), and the fleet's tracked torrents and finished downloads
 and the tracker's swarms (``load_fleet_state``, ``save_torrent``, ``save_done``,
-``forget_done``, ``load_swarms``, ``save_swarms`` below). Every
+``forget_done``, ``load_swarms``, ``save_swarms`` below), and the push jobs and their
+events (``load_jobs``, ``save_jobs``). Every
 SQL statement of the hub is in one of those two files.
 """
 
@@ -45,10 +46,12 @@ __all__ = [
     "Store",
     "forget_done",
     "load_fleet_state",
+    "load_jobs",
     "load_nodes",
     "load_swarms",
     "save_changes",
     "save_done",
+    "save_jobs",
     "save_swarms",
     "save_torrent",
 ]
@@ -330,5 +333,67 @@ def save_swarms(changes: SwarmChanges, to_wall: float, forget_before: float) -> 
         if counts:
             db.executemany("INSERT OR REPLACE INTO tracker_downloaded VALUES (?, ?)", counts)
         db.execute("DELETE FROM tracker_peers WHERE seen_at < ?", (forget_before,))
+
+    return write
+
+
+# -- push jobs (hub/jobs/) ---------------------------------------------------------------
+
+JOBS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    ord INTEGER NOT NULL,  -- submission order
+    state TEXT NOT NULL,
+    body TEXT NOT NULL     -- the job's whole record (hub/jobs/model.py, Job.to_dict)
+);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+def load_jobs(
+    db: sqlite3.Connection, max_events: int
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Every saved job (as stored) and the last ``max_events`` events of each."""
+    db.executescript(JOBS_SCHEMA)
+    jobs = [json.loads(body) for (body,) in db.execute("SELECT body FROM jobs ORDER BY ord")]
+    events: dict[str, list[dict[str, Any]]] = {}
+    for job_id, body in db.execute(
+        "SELECT job_id, body FROM job_events e WHERE seq > "
+        "(SELECT coalesce(max(seq), 0) FROM job_events WHERE job_id = e.job_id) - ? "
+        "ORDER BY job_id, seq",
+        (max_events,),
+    ):
+        events.setdefault(job_id, []).append(json.loads(body))
+    return jobs, events
+
+
+def save_jobs(
+    jobs: list[dict[str, Any]],
+    events: list[tuple[str, int, dict[str, Any]]],
+    forgotten: list[str],
+    max_events: int,
+) -> Write:
+    """A write of changed jobs (their whole record), new events and forgotten jobs.
+
+    Each job keeps its last ``max_events`` events.
+    """
+    rows = [(j["id"], j["order"], j["state"], json.dumps(j)) for j in jobs]
+    event_rows = [(job_id, seq, json.dumps(body)) for job_id, seq, body in events]
+    trims = {(job_id, seq - max_events) for job_id, seq, _ in events if seq > max_events}
+    gone = [(job_id,) for job_id in forgotten]
+
+    def write(db: sqlite3.Connection) -> None:
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)", rows)
+        if event_rows:
+            db.executemany("INSERT OR REPLACE INTO job_events VALUES (?, ?, ?)", event_rows)
+        if trims:
+            db.executemany("DELETE FROM job_events WHERE job_id = ? AND seq <= ?", sorted(trims))
+        if gone:
+            db.executemany("DELETE FROM jobs WHERE id = ?", gone)
+            db.executemany("DELETE FROM job_events WHERE job_id = ?", gone)
 
     return write

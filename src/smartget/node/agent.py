@@ -40,6 +40,7 @@ from smartget.node.tasks import EXPIRED, Deadlines, NodeIdentity, Task, response
 
 if TYPE_CHECKING:
     from smartget.node.fetcher import Fetcher
+    from smartget.node.sources import ByteSources
 
 __all__ = ["Agent", "StatusReporter", "TaskResult", "TorrentEngine"]
 
@@ -122,6 +123,8 @@ class Agent:
         self.files_url = files_url.rstrip("/")
         self.trackers = trackers
         self.reporter = reporter
+        # Where each download's bytes came from (node/sources.py), shown by GET /status.
+        self.byte_sources: ByteSources | None = None
         self._lock = asyncio.Lock()
         self.handled: dict[str, int] = {}
         self.failed = 0
@@ -460,7 +463,9 @@ class Agent:
         for sha1 in self.engine.torrents():
             st = self.engine.status(sha1)
             record = self.state.get(sha1)
-            torrents.append({**st.__dict__, "torrentfile": record.torrentfile if record else ""})
+            torrentfile = record.torrentfile if record else ""
+            sources = self.byte_sources.totals(sha1) if self.byte_sources else None
+            torrents.append({**st.__dict__, "torrentfile": torrentfile, "sources": sources})
         # Stopped at their deadline: no longer in the engine, still the node's business.
         for record in self.state.torrents():
             if record.expired and (shown := self.report_status(record.sha1)) is not None:

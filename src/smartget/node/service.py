@@ -44,6 +44,9 @@ from smartget.node.hubclient import HubClient, HubInfo
 from smartget.node.paths import Roots
 from smartget.node.reporter import Reporter, ReportSchedule
 from smartget.node.settings import NodeSettings
+from smartget.node.sources import ByteSources
+from smartget.node.sources import read as read_sources
+from smartget.node.sources import watch as watch_sources
 from smartget.node.state import NodeState
 from smartget.node.status import TorrentStatus
 from smartget.node.tasks import MAX_TASK_BYTES, NodeIdentity
@@ -108,6 +111,8 @@ def _build(node: Node, state: NodeState, roots: Roots, fetcher: Fetcher) -> None
     s = node.settings
 
     def on_change(sha1: str) -> None:  # the engine saw a torrent change state
+        if node.agent.byte_sources is not None:  # before finished seeds hang up on each other
+            read_sources(node.engine, node.agent.byte_sources, sha1)
         node.agent.on_change(sha1)
         if node.reporter is not None:
             with contextlib.suppress(TorrentError):
@@ -134,6 +139,7 @@ def _build(node: Node, state: NodeState, roots: Roots, fetcher: Fetcher) -> None
         trackers=s.trackers,
         reporter=node.reporter,
     )
+    node.agent.byte_sources = ByteSources(s.webseed_fallback)
 
 
 def _hub_client(node: Node) -> HubClient | None:
@@ -211,6 +217,11 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         await files_server.start()
         log.info("task API on %s, files on %s", node.api_url, node.files_url)
         supervisor.start(agent.run_deadlines, name="deadlines", essential=False)
+        sources = agent.byte_sources
+        if sources is not None:
+            supervisor.start(
+                lambda: watch_sources(engine, sources), name="sources", essential=False
+            )
         if node.reporter is not None:
             supervisor.start(node.reporter.run, name="reporter", essential=False)
         if node.hub is not None:

@@ -1,0 +1,393 @@
+"""The jobs' asyncio driver: carries out the core's commands, saves, wakes waiters.
+
+One task (:meth:`JobRunner.run`, auxiliary under the hub's Supervisor) loops: feed the
+collector's new reports to the book, :meth:`JobBook.poll`, start each command as a task
+of its own (bounded by the command's deadline), save what changed in one store write,
+then sleep until the book's next deadline, a command's answer, or a tick while copies
+download (the collector is read in memory, so the tick costs nothing that matters).
+
+The node tasks are :class:`smartget.push.FleetClient`'s, the same code ``smartget push``
+used when it ran pushes itself. Answers go back to the book; a job's changes and its
+new events are durable before :meth:`submit` and :meth:`cancel` return (and so before
+the HTTP reply leaves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from smartget.config import setting
+from smartget.errors import SmartGetError
+from smartget.hub.collector import Collector
+from smartget.hub.commands import HubCommands
+from smartget.hub.jobs.core import (
+    Command,
+    JobBook,
+    MakeTorrent,
+    PingNode,
+    StartDownload,
+    StopDownload,
+    VerifyCopy,
+)
+from smartget.hub.jobs.model import SOURCES, Job, JobEvent, JobSpec, NodeInfo
+from smartget.hub.registry import Registry
+from smartget.hub.store import Store, load_jobs, save_jobs
+
+__all__ = ["JobRunner", "JobSettings", "JobsHost", "classify_sources"]
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1  # seconds between reads of the collector while copies download
+IDLE = 5.0  # the longest sleep with nothing due
+MAX_WAIT = 60.0  # the longest long-poll of events
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The hub's push jobs (``--max-running-jobs`` and friends)."""
+
+    max_running_jobs: int = setting(4, "Push jobs running at once (higher priority first).", min=1)
+    node_max_jobs: int = setting(4, "Running push jobs one node takes part in at once.", min=1)
+    max_jobs: int = setting(1000, "Push jobs kept; past it the oldest finished go.", min=1)
+    max_job_events: int = setting(1000, "Events kept per push job.", min=10)
+    job_retry_after: float = setting(2.0, "Seconds before a failed copy is tried again.", min=0)
+    job_stall: float = setting(
+        300.0, "Seconds without progress before a node's download counts as failed.", min=1
+    )
+    node_token: str | None = setting(
+        None,
+        "The nodes' API token, for the tasks of push jobs [env SMARTGET_NODE_TOKEN; "
+        "default: the hub's token].",
+        envvar="SMARTGET_NODE_TOKEN",
+        show_default=False,
+    )
+    public_url: str = setting(
+        "",
+        "The hub's HTTP URL as nodes reach it: the tracker of the torrents jobs make "
+        "[default: the --http address].",
+    )
+
+
+class JobsHost(Protocol):
+    """What the runner needs from the hub (hub/app.py's Hub provides it)."""
+
+    registry: Registry
+    collector: Collector
+    commands: HubCommands
+    store: Store
+    token: str
+
+    def now(self) -> float: ...
+    def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]: ...
+    @property
+    def http_url(self) -> str: ...
+
+
+def classify_sources(
+    own_zone: str, sources: dict[str, Any], zone_of: Any, filesize: int
+) -> dict[str, int]:
+    """A node's ``sources`` (web seed bytes, bytes per peer IP) by origin and zone."""
+    out = dict.fromkeys(SOURCES, 0)
+    out["origin"] = int(sources.get("web", 0))
+    for ip, count in dict(sources.get("peers", {})).items():
+        key = "peer_same_zone" if zone_of(ip) == own_zone else "peer_other_zone"
+        out[key] += int(count)
+    total = sum(out.values())
+    if filesize and total > filesize:  # counters of reconnected peers overlap: scale down
+        out = {k: v * filesize // total for k, v in out.items()}
+    return out
+
+
+class JobRunner:
+    """Runs the hub's push jobs. Use from the hub's loop only."""
+
+    def __init__(self, settings: JobSettings, host: JobsHost) -> None:
+        self.settings = settings
+        self.host = host
+        self.book = JobBook(
+            max_running=settings.max_running_jobs,
+            node_max_jobs=settings.node_max_jobs,
+            max_jobs=settings.max_jobs,
+            max_events=settings.max_job_events,
+            retry_after=settings.job_retry_after,
+            stall=settings.job_stall,
+        )
+        self._wake = asyncio.Event()
+        self._news = asyncio.Event()
+        self._fed: dict[tuple[str, str, int], float] = {}
+        self._pending_events: list[JobEvent] = []
+        self._client: Any = None
+        self.commands_sent = 0
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def restore_now(self) -> int:
+        """Load the saved jobs (start-up only: blocks)."""
+        read = functools.partial(load_jobs, max_events=self.settings.max_job_events)
+        docs, events = self.host.store.read_now(read)
+        jobs = [Job.from_dict(d) for d in docs]
+        self.book.restore(
+            jobs, {k: [JobEvent.from_dict(k, e) for e in v] for k, v in events.items()}
+        )
+        return sum(not j.state.final for j in jobs)
+
+    # -- the API's side -----------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> Job:
+        job = self.book.submit(spec, uuid.uuid4().hex[:16], time.time())
+        await self._save()
+        self._wake.set()
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        job = self.book.cancel(job_id, time.time())
+        await self._save()
+        self._wake.set()
+        return job
+
+    async def wait_events(self, job_id: str, after: int, wait: float) -> list[JobEvent]:
+        """Events of a job newer than ``after``; waits up to ``wait`` s for the first one."""
+        deadline = asyncio.get_running_loop().time() + min(wait, MAX_WAIT)
+        while True:
+            events = self.book.events_after(job_id, after)
+            left = deadline - asyncio.get_running_loop().time()
+            if events or left <= 0:
+                return events
+            news = self._news
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await news.wait()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        from smartget.push import FleetClient
+
+        token = self.host.token
+        client = FleetClient("", token, self.settings.node_token or token, 60)
+        self._client = client
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                while True:
+                    now = time.time()
+                    self._feed_reports()
+                    for command in self.book.poll(now, self._fleet):
+                        self.commands_sent += 1
+                        tasks.create_task(self._carry_out(command))
+                    await self._save()
+                    await self._sleep(now)
+        finally:
+            await client.aclose()
+
+    async def _sleep(self, now: float) -> None:
+        due = self.book.next_deadline()
+        delay = IDLE if due is None else max(0.0, due - now)
+        if self.book.running_sha1s():
+            delay = min(delay, TICK)
+        delay = min(max(delay, 0.01), IDLE)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
+
+    def _fleet(self) -> list[NodeInfo]:
+        registry = self.host.registry
+        nodes = (registry.get_node_by_id(i) for i in registry.get_nodes())
+        return [
+            NodeInfo(n.node_id, n.addr, n.zone, n.status, n.api_url, n.files_url)
+            for n in nodes
+            if n is not None
+        ]
+
+    def _feed_reports(self) -> None:
+        """The collector's reports about running copies, newer than the last fed."""
+        watched = self.book.running_sha1s()
+        if not watched:
+            self._fed.clear()
+            return
+        to_wall = time.time() - self.host.now()
+        for sha1, copies in watched.items():
+            latest = {r.nodeid: r for r in self.host.collector.progress(sha1=sha1)}
+            for job_id, nodeid, file in copies:
+                report = latest.get(nodeid)
+                if report is None or self._fed.get((job_id, nodeid, file)) == report.received_at:
+                    continue
+                self._fed[job_id, nodeid, file] = report.received_at
+                self.book.progress(
+                    job_id,
+                    nodeid,
+                    file,
+                    report.received_at + to_wall,
+                    percent=report.percent,
+                    status=report.status,
+                )
+                self.book.touch(job_id)
+
+    async def _save(self) -> None:
+        jobs, forgotten = self.book.drain_dirty()
+        events = self.book.drain_events()
+        if not jobs and not forgotten and not events:
+            return
+        write = save_jobs(
+            [j.to_dict() for j in jobs],
+            [(e.job_id, e.seq, e.to_dict()) for e in events],
+            forgotten,
+            self.settings.max_job_events,
+        )
+        for event in events:
+            log.info(
+                "job %s: %s%s", event.job_id, event.nodeid + " " if event.nodeid else "", event.text
+            )
+        await self.host.store.submit(write)
+        if events:
+            self._news.set()
+            self._news = asyncio.Event()
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def _carry_out(self, command: Command) -> None:
+        try:
+            async with asyncio.timeout(max(0.1, command.deadline - time.time())):
+                await self._run_command(command)
+        except TimeoutError:
+            self._failed(command, "no answer in time")
+        except (SmartGetError, OSError, ValueError, KeyError) as exc:
+            self._failed(command, str(exc))
+        except Exception as exc:
+            log.exception("job command %s", type(command).__name__)
+            self._failed(command, repr(exc))
+        self._wake.set()
+
+    async def _run_command(self, command: Command) -> None:
+        client = self._client
+        now = time.time
+        match command:
+            case PingNode(node=node):
+                self.book.pinged(node.nodeid, await client.ping(node), now())
+            case MakeTorrent(job_id=job_id, file=file, node=node, url=url, deadline=deadline):
+                await self._make(client, job_id, file, node, url, deadline)
+            case StartDownload(job_id=job_id, file=file, node=node):
+                args: dict[str, Any] = {
+                    "torrentfileurl": command.torrent_url,
+                    "sha1": command.sha1,
+                }
+                if command.upload_limit:
+                    args["upload_limit"] = command.upload_limit
+                answer = await client.task_answer(node, "download", args, seconds=30)
+                self.book.started(job_id, node.nodeid, file, str(answer.get("status")), now())
+            case StopDownload(node=node, sha1=sha1):
+                with contextlib.suppress(SmartGetError):
+                    await client.task(node, "shutdown", {"sha1": sha1}, seconds=30)
+            case VerifyCopy(job_id=job_id, file=file, node=node):
+                await self._verify(client, command)
+
+    async def _make(
+        self, client: Any, job_id: str, file: int, node: NodeInfo, url: str, deadline: float
+    ) -> None:
+        from smartget.push import origin_stats
+
+        before = await origin_stats(client, url)
+        public = (self.settings.public_url or self.host.http_url).rstrip("/")
+        made = await client.task(
+            node,
+            "maketorrent",
+            {"fileurl": url, "trackers": [f"{public}/announce"]},
+            seconds=max(1.0, deadline - time.time()),
+        )
+        sha1 = str(made["sha1"]).lower()
+        if self.host.commands.track(bytes.fromhex(sha1)):
+            await self.host.save_tracked(sha1, url[-200:])
+        self.book.made(
+            job_id,
+            file,
+            time.time(),
+            sha1=sha1,
+            filesize=int(made["filesize"]),
+            torrent_url=str(made["torrentfileurl"]),
+        )
+        after = await origin_stats(client, url)
+        if before is not None and after is not None:
+            self.book.set_origin_bytes(job_id, file, after - before)
+
+    async def _verify(self, client: Any, command: VerifyCopy) -> None:
+        from smartget.push import copy_url
+
+        node = command.node
+        digest = await client.sha256_of(copy_url(node.files_url, command.torrent_url))
+        sources, note = None, ""
+        with contextlib.suppress(SmartGetError):
+            status = await client.node_status(node)
+            entry = next((t for t in status["torrents"] if t["sha1"] == command.sha1), None)
+            if entry is not None and isinstance(entry.get("sources"), dict):
+                job = self.book.jobs.get(command.job_id)
+                size = job.files[command.file].filesize if job else 0
+                sources = classify_sources(
+                    node.zone, entry["sources"], self.host.registry.zone_of_addr, size
+                )
+                note = str(entry["sources"].get("fallback", ""))
+        self.book.verified(
+            command.job_id,
+            node.nodeid,
+            command.file,
+            time.time(),
+            sha256=digest,
+            sources=sources,
+            note=note,
+        )
+
+    def _failed(self, command: Command, reason: str) -> None:
+        now = time.time()
+        match command:
+            case PingNode(node=node):
+                self.book.pinged(node.nodeid, False, now)
+            case MakeTorrent(job_id=job_id, file=file):
+                self.book.make_failed(job_id, file, reason, now)
+            case StartDownload(job_id=job_id, file=file, node=node):
+                self.book.start_failed(job_id, node.nodeid, file, reason, now)
+            case VerifyCopy(job_id=job_id, file=file, node=node):
+                self.book.verify_failed(job_id, node.nodeid, file, reason, now)
+            case StopDownload(node=node, sha1=sha1):
+                log.warning("could not stop %s on %s: %s", sha1, node.nodeid, reason)
+
+    # -- observability ---------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        return {**self.book.statistics(), "commands_sent": self.commands_sent}
+
+
+class JobMetrics:
+    """``smartget_job_bytes_total{source}``, job outcomes and jobs by state, for /metrics."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.runner.book.statistics()
+        sources = CounterMetricFamily(
+            "smartget_job_bytes",
+            "Bytes of verified copies of push jobs, by where they came from",
+            labels=["source"],
+        )
+        for source in SOURCES:
+            sources.add_metric([source], stats["bytes"][source])
+        yield sources
+        outcomes = CounterMetricFamily(
+            "smartget_job_outcomes", "Push jobs ended, by final state", labels=["state"]
+        )
+        for state, count in sorted(stats["outcomes"].items()):
+            outcomes.add_metric([state], count)
+        yield outcomes
+        jobs = GaugeMetricFamily("smartget_jobs", "Push jobs kept, by state", labels=["state"])
+        for state, count in stats["jobs"].items():
+            jobs.add_metric([state], count)
+        yield jobs

@@ -1,0 +1,400 @@
+"""The job client: ``smartget push`` submits a job to the hub and follows it;
+``smartget jobs list|show|cancel|follow``.
+
+A push job lives in the hub (hub/jobs/): the controller only submits it
+(``POST /api/jobs``) and follows its events (``GET /api/jobs/{id}/events``, a long-poll)
+and its state (``GET /api/jobs/{id}``). Ctrl-C detaches (the job goes on) unless
+``--cancel-on-exit``. The closing table is :func:`smartget.push.render`'s, one per file,
+with where each node's bytes came from.
+
+Exit status (``push``, ``jobs follow``): 0 when the job is ``done`` (every node holds
+every file, verified), 1 otherwise (``partial``, ``failed``, ``cancelled``: the message
+names the job's state and each failed node with its reason), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from smartget.config import setup_logging
+from smartget.errors import PushError, SmartGetError
+from smartget.push import FleetClient, FleetNode, NodeOutcome, PushResult, render
+
+__all__ = [
+    "follow_job",
+    "job_results",
+    "jobs",
+    "read_manifest",
+    "render_job",
+    "run_job",
+    "submit_job",
+]
+
+FINAL = ("done", "partial", "failed", "cancelled")
+EVENTS_WAIT = 1.0  # seconds one long-poll of events may wait
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """A manifest: one ``URL [SHA256]`` a line; blank lines and ``#`` comments skipped."""
+    files = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) > 2:
+            raise PushError(f"{path}:{number}: expected 'URL [SHA256]', got {line[:80]!r}")
+        files.append({"url": words[0], "sha256": words[1].lower() if len(words) > 1 else ""})
+    if not files:
+        raise PushError(f"{path} lists no URL")
+    return files
+
+
+async def submit_job(client: FleetClient, body: dict[str, Any]) -> dict[str, Any]:
+    job: dict[str, Any] = await client.hub("POST", "/api/jobs", json=body)
+    return job
+
+
+async def follow_job(
+    client: FleetClient,
+    job_id: str,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+    within: float = 86400.0,
+) -> dict[str, Any]:
+    """Follow a job until it ends (or ``within`` s pass); its last view."""
+    deadline = time.monotonic() + within
+    seq = 0
+    while True:
+        news = await client.hub(
+            "GET", f"/api/jobs/{job_id}/events", params={"after": seq, "wait": EVENTS_WAIT}
+        )
+        seq = int(news["last_seq"])
+        view: dict[str, Any] = await client.hub("GET", f"/api/jobs/{job_id}")
+        if on_update is not None:
+            on_update(view)
+        if view["state"] in FINAL:
+            return view
+        if time.monotonic() > deadline:
+            raise PushError(f"job {job_id} still {view['state']} after {within:.0f} s")
+
+
+def job_results(view: dict[str, Any]) -> list[PushResult]:
+    """The job as one :class:`PushResult` per file (for :func:`smartget.push.render`)."""
+    results = []
+    for index, f in enumerate(view["files"]):
+        result = PushResult(f["url"], sha1=f["sha1"], filesize=f["filesize"])
+        result.origin_bytes = f.get("origin_bytes")
+        for n in view["nodes"]:
+            copy = n["files"][index]
+            node = FleetNode(n["node_id"], n["ip"], n["zone"], 0, "", "")
+            outcome = NodeOutcome(node, n["role"], percent=copy["percent"])
+            if copy["state"] in ("complete", "verifying", "done"):
+                outcome.done_at = copy["done_at"]
+            if copy["state"] in ("failed", "cancelled"):
+                outcome.error = copy["reason"] or copy["state"]
+            outcome.verified = copy["verified"]
+            result.outcomes.append(outcome)
+        result.makespan = max((o.done_at or 0.0) for o in result.outcomes) if result.outcomes else 0
+        results.append(result)
+    return results
+
+
+def render_job(view: dict[str, Any], caps: dict[str, tuple[float, float]] | None = None) -> Any:
+    """The closing tables: one per file, then the nodes' bytes by source."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [render(r, caps) for r in job_results(view)]
+    table = Table(title=f"job {view['id']}: {view['state']}", title_justify="left")
+    for column in ("node", "zone", "state", "origin", "peers same zone", "peers other zone"):
+        table.add_column(column, justify="left" if column in ("node", "zone", "state") else "right")
+    table.add_column("reason")
+    for n in view["nodes"]:
+        b = n["bytes"]
+        table.add_row(
+            n["nodeid"],
+            n["zone"],
+            n["state"],
+            f"{b['origin']:,}",
+            f"{b['peer_same_zone']:,}",
+            f"{b['peer_other_zone']:,}",
+            n["reason"],
+        )
+    parts.append(table)
+    if view.get("reason"):
+        parts.append(Text(f"{view['state']}: {view['reason']}"))
+    return Group(*parts)
+
+
+def failure_message(view: dict[str, Any]) -> str:
+    failed = [n for n in view["nodes"] if n["state"] != "done"]
+    names = ", ".join(f"{n['nodeid']} ({n['reason'] or n['state']})" for n in failed)
+    if not view["nodes"]:
+        names = view.get("reason", "")
+    return f"push incomplete: job {view['id']} ended {view['state']}; failed: {names}"
+
+
+def run_job(
+    client_args: tuple[str, str],
+    *,
+    body: dict[str, Any] | None = None,
+    job_id: str | None = None,
+    cancel_on_exit: bool = False,
+    within: float = 86400.0,
+    caps: dict[str, tuple[float, float]] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Submit (``body``) or attach to (``job_id``) a job; bars per node, then the tables.
+
+    Ctrl-C detaches (or cancels, with ``cancel_on_exit``) and exits 130.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    hub_url, token = client_args
+    console = Console(stderr=True)
+    ids: list[str] = [job_id] if job_id else []
+    bars: dict[str, Any] = {}
+
+    async def main(progress: Progress | None) -> dict[str, Any]:
+        client = FleetClient(hub_url, token, token, 60)
+        try:
+            if not ids:
+                assert body is not None
+                job = await submit_job(client, body)
+                ids.append(job["id"])
+                console.print(f"job {job['id']} queued in the hub ({hub_url})")
+
+            def update(view: dict[str, Any]) -> None:
+                if progress is None:
+                    return
+                for n in view["nodes"]:
+                    bar = bars.get(n["nodeid"])
+                    if bar is None:
+                        bar = bars[n["nodeid"]] = progress.add_task(
+                            f"{n['nodeid']} ({n['role']})", total=100, state=""
+                        )
+                    copies = n["files"]
+                    percent = sum(c["percent"] for c in copies) / max(1, len(copies))
+                    state = n["state"] if n["state"] not in ("queued", "running") else ""
+                    progress.update(bar, completed=percent, state=state)
+
+            return await follow_job(client, ids[0], update, within)
+        finally:
+            await client.aclose()
+
+    try:
+        if quiet:
+            view = asyncio.run(main(None))
+        else:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>5.1f}%"),
+                TextColumn("{task.fields[state]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                view = asyncio.run(main(progress))
+    except KeyboardInterrupt:
+        if ids and cancel_on_exit:
+            asyncio.run(_cancel(hub_url, token, ids[0]))
+            console.print(f"job {ids[0]} cancelled")
+        elif ids:
+            console.print(
+                f"detached: job {ids[0]} goes on in the hub; "
+                f"`smartget jobs follow {ids[0]}` follows it again"
+            )
+        raise click.exceptions.Exit(130) from None
+    except SmartGetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    Console().print(render_job(view, caps))
+    return view
+
+
+async def _cancel(hub_url: str, token: str, job_id: str) -> dict[str, Any]:
+    client = FleetClient(hub_url, token, token, 30)
+    try:
+        view: dict[str, Any] = await client.hub("POST", f"/api/jobs/{job_id}/cancel")
+        return view
+    finally:
+        await client.aclose()
+
+
+async def _get(hub_url: str, token: str, path: str, **params: Any) -> Any:
+    client = FleetClient(hub_url, token, token, 30)
+    try:
+        return await client.hub("GET", path, params=params or None)
+    finally:
+        await client.aclose()
+
+
+# -- smartget jobs ------------------------------------------------------------------------
+
+hub_option = click.option(
+    "--hub-http", default="http://127.0.0.1:8200", show_default=True, help="The hub's HTTP API."
+)
+token_option = click.option(
+    "--token",
+    envvar="SMARTGET_HUB_TOKEN",
+    required=True,
+    help="The hub's API token [env SMARTGET_HUB_TOKEN].",
+)
+
+
+@click.group("jobs")
+def jobs() -> None:
+    """Push jobs in the hub: list, show, cancel, follow."""
+
+
+@jobs.command("list")
+@hub_option
+@token_option
+@click.option("--state", default=None, help="Only jobs in this state.")
+def list_command(hub_http: str, token: str, state: str | None) -> None:
+    """The hub's jobs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    params = {"state": state} if state else {}
+    rows = asyncio.run(_get(hub_http, token, "/api/jobs", **params))
+    table = Table()
+    for column in ("id", "state", "priority", "created", "files", "nodes", "copies done", "reason"):
+        table.add_column(column)
+    for j in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["created_at"]))
+        table.add_row(
+            j["id"],
+            j["state"],
+            str(j["priority"]),
+            created,
+            str(j["files"]),
+            str(j["nodes"]),
+            f"{j['copies_done']}/{j['copies']}",
+            j["reason"][:80],
+        )
+    Console().print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@hub_option
+@token_option
+@click.option("--json", "as_json", is_flag=True, help="The job as the hub's JSON.")
+def show_command(job_id: str, hub_http: str, token: str, as_json: bool) -> None:
+    """One job: its files, and per node its state, reason and bytes by source."""
+    from rich.console import Console
+
+    view = asyncio.run(_get(hub_http, token, f"/api/jobs/{job_id}"))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(view, indent=2))
+        return
+    Console().print(render_job(view))
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@hub_option
+@token_option
+def cancel_command(job_id: str, hub_http: str, token: str) -> None:
+    """Cancel a job: downloads not done are stopped on every node."""
+    view = asyncio.run(_cancel(hub_http, token, job_id))
+    click.echo(f"job {job_id}: {view['state']}")
+
+
+@jobs.command("follow")
+@click.argument("job_id")
+@hub_option
+@token_option
+@click.option("--cancel-on-exit", is_flag=True, help="Ctrl-C cancels the job (default: detach).")
+def follow_command(job_id: str, hub_http: str, token: str, cancel_on_exit: bool) -> None:
+    """Follow a job with progress bars until it ends; exit status as `smartget push`."""
+    view = run_job((hub_http, token), job_id=job_id, cancel_on_exit=cancel_on_exit)
+    if view["state"] != "done":
+        raise click.ClickException(failure_message(view))
+
+
+@click.command("push")
+@click.argument("fileurls", nargs=-1)
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file of URLs, one a line, each optionally followed by its SHA-256.",
+)
+@hub_option
+@click.option("--zone", "zones", multiple=True, help="Only nodes in this zone (repeatable).")
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many nodes get the files, the seed included [default: all].",
+)
+@token_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="The job's deadline: seconds before it gives up on nodes not done.",
+)
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
+@click.option("--seed", default="", help="The seed's nodeid or IP [default: most free capacity].")
+@click.option(
+    "--cancel-on-exit", is_flag=True, help="Ctrl-C cancels the job (default: detach; it goes on)."
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def push_command(
+    fileurls: tuple[str, ...],
+    manifest: Path | None,
+    hub_http: str,
+    zones: tuple[str, ...],
+    nodes: int | None,
+    token: str,
+    timeout: float,
+    priority: int,
+    seed: str,
+    cancel_on_exit: bool,
+    log_level: str,
+) -> None:
+    """Put FILEURLS on the fleet as a job of the hub: one node fetches each file from the
+    origin, the rest get it peer to peer; every copy is checked by SHA-256.
+
+    Exits 0 only when every chosen node holds every file with the right hash; otherwise
+    names the job's state and the nodes that failed, with why. Ctrl-C detaches: the job
+    goes on in the hub (`smartget jobs follow ID`).
+    """
+    setup_logging(log_level)
+    files = [{"url": u, "sha256": ""} for u in fileurls]
+    if manifest is not None:
+        files += read_manifest(manifest)
+    if not files:
+        raise click.UsageError("give at least one FILEURL or --manifest FILE")
+    body: dict[str, Any] = {
+        "files": files,
+        "zones": list(zones),
+        "deadline": timeout,
+        "priority": priority,
+        "seed": seed,
+    }
+    if nodes is not None:
+        body["nodes"] = nodes
+    view = run_job(
+        (hub_http, token), body=body, cancel_on_exit=cancel_on_exit, within=timeout + 120
+    )
+    if view["state"] != "done":
+        raise click.ClickException(failure_message(view))

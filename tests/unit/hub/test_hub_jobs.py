@@ -1,0 +1,173 @@
+"""The jobs core (hub/jobs/core.py): commands out, answers in, `now` given. No I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from smartget.errors import JobError
+from smartget.hub.jobs import JobBook, JobState, NodeInfo, parse_spec
+from smartget.hub.jobs.core import (
+    PING_FAILURES,
+    MakeTorrent,
+    PingNode,
+    StartDownload,
+    StopDownload,
+    VerifyCopy,
+)
+from smartget.hub.jobs.model import Job
+
+SHA1 = "ab" * 20
+DIGEST = "cd" * 32
+
+
+def fleet(n: int = 3) -> list[NodeInfo]:
+    return [
+        NodeInfo(i, f"10.0.0.{i}", "z1" if i % 2 else "z2", 10 - i, f"http://10.0.0.{i}:8090", "")
+        for i in range(1, n + 1)
+    ]
+
+
+def run_to_downloads(book: JobBook, job_id: str, now: float = 0.0) -> list[StartDownload]:
+    cmds = book.poll(now, fleet)
+    makes = [c for c in cmds if isinstance(c, MakeTorrent)]
+    for m in makes:
+        book.made(
+            job_id, m.file, now, sha1=f"{m.file:02x}" * 20, filesize=100, torrent_url=f"u{m.file}"
+        )
+    cmds = book.poll(now, fleet)
+    verifies = [c for c in cmds if isinstance(c, VerifyCopy)]
+    for v in verifies:  # the seed's copies: the reference
+        book.verified(job_id, v.node.nodeid, v.file, now, sha256=DIGEST)
+    return [c for c in cmds if isinstance(c, StartDownload)]
+
+
+def test_a_job_runs_to_done_with_every_copy_verified() -> None:
+    book = JobBook(max_running=1)
+    spec = parse_spec(urls=["http://o/a", "http://o/b"], nodes=3)
+    job = book.submit(spec, "j1", 0.0)
+    assert job.state is JobState.QUEUED
+    starts = run_to_downloads(book, "j1")
+    assert job.state is JobState.RUNNING
+    assert len(starts) == 4  # 2 peers x 2 files
+    for s in starts:
+        book.started("j1", s.node.nodeid, s.file, "Initial startup", 1.0)
+        book.progress("j1", s.node.nodeid, s.file, 2.0, percent=100.0, status="seeding")
+    verifies = [c for c in book.poll(3.0, fleet) if isinstance(c, VerifyCopy)]
+    assert len(verifies) == 4
+    for v in verifies:
+        book.verified("j1", v.node.nodeid, v.file, 4.0, sha256=DIGEST, sources={"origin": 1})
+    book.poll(5.0, fleet)
+    assert job.state is JobState.DONE
+    assert job.makespan == 2.0
+    assert book.statistics()["outcomes"] == {"done": 1}
+    assert [e.kind for e in book.events["j1"]][:2] == ["queued", "started"]
+
+
+def test_a_copy_that_fails_twice_is_given_up_with_its_reasons() -> None:
+    book = JobBook(retry_after=1.0)
+    book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)
+    (start,) = run_to_downloads(book, "j")
+    nodeid = start.node.nodeid
+    book.start_failed("j", nodeid, 0, "disk full", 0.5)
+    assert book.poll(0.9, fleet) == []  # waits for its retry time
+    (_again,) = [c for c in book.poll(1.6, fleet) if isinstance(c, StartDownload)]
+    book.started("j", nodeid, 0, "", 1.7)
+    book.progress("j", nodeid, 0, 2.0, percent=10.0, status="failed")
+    book.poll(3.0, fleet)
+    job = book.get("j")
+    assert job.state is JobState.PARTIAL
+    node = job.node(nodeid)
+    assert node is not None
+    assert node.state == "failed"
+    assert "failed 2 times" in node.reason
+    assert "reported failed" in node.reason
+    assert node.copies[0].history[0] == "download refused: disk full"
+
+
+def test_a_silent_node_is_given_up_after_failed_pings() -> None:
+    book = JobBook()
+    book.submit(parse_spec(urls=["http://o/a"], nodes=2, attempts=1), "j", 0.0)
+    (start,) = run_to_downloads(book, "j")
+    book.started("j", start.node.nodeid, 0, "", 0.0)
+    book.pinged(start.node.nodeid, False, 0.0)  # the ping sent with the download
+    now = 2.0
+    for _ in range(PING_FAILURES - 1):
+        pings = [c for c in book.poll(now, fleet) if isinstance(c, PingNode)]
+        assert [p.node.nodeid for p in pings] == [start.node.nodeid]
+        book.pinged(start.node.nodeid, False, now)
+        now += 2.0
+    book.poll(now, fleet)
+    job = book.get("j")
+    assert job.state is JobState.PARTIAL
+    assert "stopped answering" in job.nodes[1].reason
+
+
+def test_cancel_stops_what_runs_and_restore_resends_what_was_in_flight() -> None:
+    book = JobBook()
+    book.submit(parse_spec(urls=["http://o/a"], nodes=3), "j", 0.0)
+    starts = run_to_downloads(book, "j")
+    book.started("j", starts[0].node.nodeid, 0, "", 0.1)
+    # A hub restarted now sends both downloads again (the nodes answer "already").
+    saved = Job.from_dict(book.get("j").to_dict())
+    other = JobBook()
+    other.restore([saved], {})
+    again = [c for c in other.poll(1.0, fleet) if isinstance(c, StartDownload)]
+    assert sorted(c.node.nodeid for c in again) == sorted(s.node.nodeid for s in starts)
+    assert all(c.file == 0 for c in again)
+    book.cancel("j", 1.0)
+    stops = [c for c in book.poll(1.0, fleet) if isinstance(c, StopDownload)]
+    assert sorted(s.node.nodeid for s in stops) == sorted(s.node.nodeid for s in starts)
+    assert book.get("j").state is JobState.CANCELLED
+
+
+def test_priority_and_max_running() -> None:
+    book = JobBook(max_running=1)
+    book.submit(parse_spec(urls=["http://o/low"], nodes=1), "low", 0.0)
+    book.submit(parse_spec(urls=["http://o/high"], nodes=1, priority=5), "high", 0.0)
+    book.poll(0.0, fleet)
+    assert book.get("high").state is JobState.RUNNING
+    assert book.get("low").state is JobState.QUEUED
+
+
+def test_a_node_takes_part_in_at_most_node_max_jobs() -> None:
+    book = JobBook(max_running=5, node_max_jobs=1)
+    book.submit(parse_spec(urls=["http://o/a"], node_ids=[1]), "a", 0.0)
+    book.submit(parse_spec(urls=["http://o/b"], node_ids=[1]), "b", 0.0)
+    book.poll(0.0, fleet)
+    assert book.get("a").state is JobState.RUNNING
+    assert book.get("b").state is JobState.QUEUED
+
+
+def test_deadline_gives_up_and_stops() -> None:
+    book = JobBook()
+    book.submit(parse_spec(urls=["http://o/a"], nodes=2, deadline=10), "j", 0.0)
+    (start,) = run_to_downloads(book, "j")
+    book.started("j", start.node.nodeid, 0, "", 0.0)
+    book.progress("j", start.node.nodeid, 0, 5.0, percent=40.0, status="downloading")
+    stops = [c for c in book.poll(10.0, fleet) if isinstance(c, StopDownload)]
+    assert [s.node.nodeid for s in stops] == [start.node.nodeid]
+    job = book.get("j")
+    assert job.state is JobState.PARTIAL
+    assert job.nodes[1].reason.startswith("deadline: at 40.0%")
+
+
+def test_no_nodes_fails_at_once_and_bad_requests_are_refused() -> None:
+    book = JobBook()
+    book.submit(parse_spec(urls=["http://o/a"], zones=["nowhere"]), "j", 0.0)
+    book.poll(0.0, fleet)
+    assert book.get("j").state is JobState.FAILED
+    assert "zone(s) nowhere" in book.get("j").reason
+    for bad in ({}, {"urls": ["ftp://x"]}, {"urls": ["http://a", "http://a"]}):
+        with pytest.raises(JobError):
+            parse_spec(**bad)  # type: ignore[arg-type]
+
+
+def test_jobs_and_events_are_bounded() -> None:
+    book = JobBook(max_jobs=2, max_events=10)
+    for i in range(4):
+        book.submit(parse_spec(urls=["http://o/a"], zones=["none"]), f"j{i}", float(i))
+        book.poll(float(i), fleet)  # fails at once: no node
+    assert len(book.jobs) <= 2
+    _, forgotten = book.drain_dirty()
+    assert forgotten
+    assert all(len(e) <= 10 for e in book.events.values())
