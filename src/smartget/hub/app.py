@@ -140,6 +140,14 @@ class HubSettings:
         click_type=HOSTPORT,
     )
     no_udp_tracker: bool = setting(False, "Run no UDP tracker.")
+    dht: tuple[str, int] | None = setting(
+        None,
+        "Address of the fleet's DHT node (BEP 5, UDP), the nodes' default bootstrap "
+        "[default: the address and port of --listen].",
+        click_type=HOSTPORT,
+        show_default=False,
+    )
+    no_dht: bool = setting(False, "Run no DHT node.")
     max_nodes_per_ip: int = setting(
         16, "Nodes one address may register over the text protocol.", min=1
     )
@@ -221,6 +229,7 @@ class Hub:
         )
         self.udp_tracker_address: tuple[str, int] | None = None
         self.udp_tracker: UdpTrackerServer | None = None
+        self.dht_address: tuple[str, int] | None = None  # set once the DHT listens
         self.collector = StatusCollector()
         rules = CommandRules.parse(settings.max_nodes_per_ip, settings.allow_net)
         # HubCommands, with nodes an operator drained held at status 0 (the console).
@@ -365,6 +374,24 @@ class Hub:
                     log.exception("could not save liveness changes")
 
 
+async def run_dht(hub: Hub, address: tuple[str, int]) -> None:
+    """The fleet's DHT node (issue 14), until cancelled: nodes bootstrap from it, and it
+    keeps their announces, so they find each other when every hub's tracker is away.
+
+    Bound to a private or loopback address it keeps those ranges (a fleet there).
+    """
+    from smartget.dht.driver import DHT  # only when it runs
+
+    host, port = address
+    async with DHT("0.0.0.0" if host in ("", "::") else host, port) as node:
+        hub.dht_address = (node.bind_ip, node.bind_port)
+        log.info("DHT (BEP 5) on %s:%d", *hub.dht_address)
+        try:
+            await asyncio.Future()  # it serves from its socket's reader until cancelled
+        finally:
+            hub.dht_address = None
+
+
 def _bind_udp(host: str, port: int) -> socket.socket | None:
     """The UDP tracker's socket, or None (logged) if the address is taken: the HTTP
     tracker serves every torrent too, and /api/trackers then lists only it."""
@@ -446,6 +473,9 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         )
         hub.text_address = text_sock.getsockname()[:2]
         log.info("text protocol on %s:%d", *hub.text_address)
+        if not settings.no_dht:  # auxiliary: a taken port is logged and tried again
+            dht_at = settings.dht or hub.text_address
+            tasks.start(lambda: run_dht(hub, dht_at), name="dht", essential=False)
         http_server = None
         if http_sock is not None:
             from smartget.hub.http import start_http

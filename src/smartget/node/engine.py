@@ -20,11 +20,22 @@ Resume data is asked for on every state change, after completion, every
 ``kill -9`` loses at most a few seconds of download and a restart does not recheck.
 
 Network (issue 4, "one machine"): listen and outgoing interfaces bound to ``--ip``; LSD,
-UPnP, NAT-PMP and libtorrent's DHT off; outgoing uTP off (it costs seconds against
-TCP-only peers). Rate limits apply to every peer, loopback and LAN included: by default
-libtorrent puts those in its "local" peer class, which is exempt, so the peer class
-filter puts every address in the global class instead. Swarm efficiency under upload
-caps (issue 6): :func:`~smartget.node.policy.swarm_tuning`.
+UPnP, NAT-PMP off; outgoing uTP off (it costs seconds against TCP-only peers). Rate
+limits apply to every peer, loopback and LAN included: by default libtorrent puts those
+in its "local" peer class, which is exempt, so the peer class filter puts every address
+in the global class instead. Swarm efficiency under upload caps (issue 6):
+:func:`~smartget.node.policy.swarm_tuning`.
+
+The fleet's DHT (issue 14): libtorrent's own DHT node runs on the BitTorrent port (UDP),
+bootstrapped only from ``--dht-bootstrap`` (the fleet's DHT nodes: the hub's, ``smartget
+dht run``), never from the public routers. It is libtorrent's rather than ours embedded
+because libtorrent ties it to every torrent: it announces each one, feeds the peers a
+lookup finds straight into the torrent, re-announces on its own schedule and fetches a
+magnet's metadata, all in its own threads; ours would need that glue written in Python
+and a second UDP port. A fleet lives on private or loopback addresses, so the checks
+meant for the public DHT are off (one node per /24, search results per /24, verified
+node ids), and a torrent is announced at once when it is added and again when the DHT
+has bootstrapped (libtorrent alone would wait for its announce timer).
 """
 
 from __future__ import annotations
@@ -164,6 +175,8 @@ class Engine:
         self.alerts_handled = 0
         self.resume_saves = 0
         self.resume_rejected = 0
+        self.dht_bootstraps = 0
+        self._dht_nodes = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -174,11 +187,12 @@ class Engine:
             | lt.alert_category.status
             | lt.alert_category.storage
             | lt.alert_category.port_mapping
+            | lt.alert_category.dht
         )
         return {
             "listen_interfaces": f"{_bracket(s.ip)}:{s.bt_port}",
             "outgoing_interfaces": "" if s.ip in ("0.0.0.0", "::") else s.ip,
-            "enable_dht": False,
+            **_dht_pack(s),
             "enable_lsd": False,
             "enable_upnp": False,
             "enable_natpmp": False,
@@ -308,6 +322,8 @@ class Engine:
         if seed_mode:
             self._completion.seeded(sha1)
             self.request_resume(sha1)
+        if self.settings.dht:
+            handle.force_dht_announce()
         return sha1
 
     async def remove(self, sha1: str, *, within: float = 10.0) -> bool:
@@ -415,7 +431,13 @@ class Engine:
             "resume_saves": self.resume_saves,
             "resume_rejected": self.resume_rejected,
             "restripes": self.restripes,
+            "dht_bootstraps": self.dht_bootstraps,
+            "dht_nodes": self.dht_nodes(),
         }
+
+    def dht_nodes(self) -> int:
+        """Nodes in the DHT's routing table, as of the last count (every 2 s; 0: off)."""
+        return self._dht_nodes
 
     # ---- resume data -----------------------------------------------------------------
 
@@ -448,8 +470,12 @@ class Engine:
 
     async def _tick_forever(self) -> None:
         schedule = TickSchedule(self.settings.resume_interval, time.monotonic())
+        ticks = 0
         while True:
             await asyncio.sleep(YOUNG_CHECK)
+            ticks += 1
+            if self.settings.dht and ticks % DHT_STATS_TICKS == 0 and self._session is not None:
+                self._session.post_dht_stats()  # answered by a dht_stats_alert
             now = time.monotonic()
             tick = schedule.tick(now)
             if tick.release_web_seeds:
@@ -574,12 +600,42 @@ class Engine:
                 self.request_resume(sha1)
                 self.on_change(sha1)
             return
+        if isinstance(alert, lt.dht_stats_alert):
+            self._dht_nodes = sum(int(b["num_nodes"]) for b in alert.routing_table)
+            return
+        if isinstance(alert, lt.dht_bootstrap_alert):
+            log.info("DHT bootstrapped; announcing %d torrents", len(self.handles))
+            self.dht_bootstraps += 1
+            for handle in self.handles.values():
+                handle.force_dht_announce()
+            return
         if isinstance(alert, lt.fastresume_rejected_alert):
             self.resume_rejected += 1  # libtorrent falls back to a full recheck
             log.warning("resume data rejected: %s", alert.message())
             return
         if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             log.warning("torrent: %s", alert.message())
+
+
+DHT_ANNOUNCE_INTERVAL = 60  # seconds between announces of all torrents (libtorrent: 900)
+DHT_STATS_TICKS = 20  # count the DHT's nodes every 20 ticks (2 s)
+
+
+def _dht_pack(s: EngineSettings) -> dict[str, Any]:
+    """libtorrent's DHT settings for a fleet (see the module docstring)."""
+    if not s.dht:
+        return {"enable_dht": False}
+    return {
+        "enable_dht": True,
+        "dht_bootstrap_nodes": ",".join(f"{_bracket(h)}:{p}" for h, p in s.dht_bootstrap),
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_enforce_node_id": False,
+        "dht_ignore_dark_internet": False,
+        "dht_block_ratelimit": 1000,  # queries/s from one address: a fleet shares a few
+        "dht_announce_interval": DHT_ANNOUNCE_INTERVAL,
+    }
 
 
 def _bracket(ip: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -23,7 +24,9 @@ from smartget.config import HOSTPORT, RATE, SIZE, setting
 if TYPE_CHECKING:
     from smartget.httpserver import HttpLimits  # loads uvicorn: not at run time here
 
-__all__ = ["EngineSettings", "NodeSettings"]
+__all__ = ["HUB_DHT_PORT", "EngineSettings", "NodeSettings"]
+
+HUB_DHT_PORT = 20110  # the hub's DHT: UDP on its text protocol's default port
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,22 @@ class EngineSettings:
         "Seconds a download may go without progress from peers before it also fetches "
         "from the torrent's web seed, the origin (0: from the start).",
         min=0,
+    )
+    # The fleet's DHT (issue 14): libtorrent's, on the BitTorrent port (UDP).
+    dht: bool = setting(
+        True,
+        "Take part in the fleet's DHT (libtorrent's, on --bt-port over UDP): peers are "
+        "found without the hub's tracker.",
+        flag="--dht/--no-dht",
+    )
+    dht_bootstrap: tuple[tuple[str, int], ...] = setting(
+        (),
+        "A DHT node of the fleet to join through (HOST:PORT, UDP; repeatable): the hub's "
+        "(`smartget hub --dht`), a `smartget dht run`, another node's --bt-port "
+        "[default: the hub's DHT, on the address and port of --hub, or the host of "
+        "--hub-http and port 20110]. Never the public DHT's routers.",
+        click_type=HOSTPORT,
+        multiple=True,
     )
     # None: policy.REQUEST_QUEUE, or more under a high upload cap (policy.request_queue_for).
     peer_request_queue: int | None = setting(
@@ -139,10 +158,31 @@ class NodeSettings:
     outgoing_utp: bool = _engine("outgoing_utp")
     webseed_fallback: float = _engine("webseed_fallback")
     peer_request_queue: int | None = _engine("peer_request_queue")
+    dht: bool = _engine("dht")
+    dht_bootstrap: tuple[tuple[str, int], ...] = _engine("dht_bootstrap")
     name: str = ""
     extra: dict[str, object] = field(default_factory=dict)
 
     def engine_settings(self) -> EngineSettings:
-        """The engine's part of these settings."""
+        """The engine's part of these settings (the DHT's default bootstrap filled in)."""
         shared = {f.name for f in fields(EngineSettings)} & {f.name for f in fields(self)}
-        return EngineSettings(**{name: getattr(self, name) for name in shared})
+        values = {name: getattr(self, name) for name in shared}
+        values["dht_bootstrap"] = self.dht_bootstrap_nodes()
+        return EngineSettings(**values)
+
+    def dht_bootstrap_nodes(self) -> tuple[tuple[str, int], ...]:
+        """--dht-bootstrap, or the hub's DHT when the hub is known (else none).
+
+        The hub's DHT listens on the address and port of its text protocol (``smartget
+        hub --listen``, 20110 unless changed): --hub names both; --hub-http only the
+        host, so the port is the default one.
+        """
+        if self.dht_bootstrap:
+            return self.dht_bootstrap
+        if self.hub is not None:
+            return (self.hub,)
+        if self.hub_http:
+            host = urlsplit(self.hub_http).hostname
+            if host:
+                return ((host, HUB_DHT_PORT),)
+        return ()
