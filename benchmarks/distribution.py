@@ -3,14 +3,18 @@
 Not a test. For each N (2, 4, 8, 16 receiving nodes) it starts, as separate processes
 on 127.0.0.x (``smartget.demo.local_fleet``), an origin, a hub and N + 1 nodes, each
 node's upload capped at u and the seed's at u_s (caps that hold between loopback peers
-too), pushes a file of F bytes with ``smartget.push.push`` and reports:
+too), pushes a file of F bytes as a job of the hub (``POST /api/jobs``, followed as
+``smartget push`` follows it) and reports:
 
-* the makespan: push start to the last node complete (the seed's fetch from the origin
-  and the making of the torrent included);
+* the makespan: job start to the last node complete (the seed's fetch from the origin
+  and the making of the torrent included), as the hub recorded it;
 * the P2P lower bound max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) from the nodes' caps
   (``PushResult.lower_bound``; downloads are not capped, so F/d_min drops out) and the
   efficiency, bound / makespan;
 * the origin's bytes / F (the web seed is held back while peers make progress);
+* ``direct``: the efficiency of the same push driven by this process
+  (``smartget.push.push``, what ``smartget push`` did before jobs), of a second file in
+  the same fleet right after the job (``--no-direct`` skips it);
 * in the same run, after the fleet is gone: N plain HTTP downloads at once from an
   origin whose upload is capped at u_s, the seed's cap (``smartget.origin
   --upload-limit``), and how many times faster the push was.
@@ -25,6 +29,7 @@ At the demo's rate (libtorrent's rate limiter behaves differently there, see
 ``node.engine._swarm_tuning``): ``--upload-limit 20MiB/s --size 64MiB --nodes 2,4,8``.
 Targets (issue 6): efficiency >= 0.8 at N = 8; origin bytes <= 1.1 F; the push at
 least N/2 times faster than N plain HTTP downloads from the origin under the same cap.
+Issue 15: a job's efficiency within 0.05 of the direct push's at N = 8.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ import httpx
 
 from smartget.config import parse_size
 from smartget.demo import free_port, local_fleet, make_file
-from smartget.push import PushResult, push, render
+from smartget.jobs_cli import follow_job, job_results
+from smartget.push import FleetClient, PushResult, push, render
 
 NAME = "dist.bin"
+DIRECT = "direct.bin"
 MiB = 1 << 20
 
 
@@ -59,6 +66,7 @@ class Row:
     bound: float | None
     seed_uploaded: int | None = None
     http: float | None = None
+    direct: float | None = None  # efficiency of the direct push
 
     @property
     def efficiency(self) -> float | None:
@@ -87,24 +95,31 @@ def run_push(root: Path, n: int, args: argparse.Namespace) -> Row:
         upload_limit=args.upload_limit,
         seed_upload_limit=args.seed_upload_limit,
         ip_base=args.ip_base,
+        ip_prefix=args.ip_prefix,
         log_level="warning",
     ) as fleet:
-        result = asyncio.run(
-            push(
-                fleet.file_url(NAME),
-                hub_url=fleet.hub_url,
-                token=fleet.token,
-                give_up_after=args.timeout,
-                seed_node=fleet.node_ips[0],  # the node started with the seed's cap
-            )
-        )
+        result = asyncio.run(run_job(fleet.hub_url, fleet.token, fleet.file_url(NAME), args))
+        assert result.outcomes[0].node.ip == fleet.node_ips[0], "the seed is not the capped one"
         bound = result.lower_bound(fleet.caps())
+        direct = None
+        if not args.no_direct:
+            reference = asyncio.run(
+                push(
+                    fleet.file_url(DIRECT),
+                    hub_url=fleet.hub_url,
+                    token=fleet.token,
+                    give_up_after=args.timeout,
+                    seed_node=fleet.node_ips[0],
+                )
+            )
+            direct_bound = reference.lower_bound(fleet.caps())
+            if reference.ok and direct_bound and reference.makespan:
+                direct = direct_bound / reference.makespan
         seed_uploaded = None
         if result.outcomes:
-            seed = result.outcomes[0].node
-            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError, StopIteration):
                 status = httpx.get(
-                    f"{seed.api_url.rstrip('/')}/status",
+                    f"http://{fleet.node_ips[0]}:8090/status",
                     headers={"Authorization": f"Bearer {fleet.token}"},
                     timeout=10,
                 ).json()
@@ -116,7 +131,19 @@ def run_push(root: Path, n: int, args: argparse.Namespace) -> Row:
 
         Console(stderr=True).print(render(result, fleet.caps()))
         raise SystemExit(f"N = {n}: the push failed")
-    return Row(n, result, bound, seed_uploaded)
+    return Row(n, result, bound, seed_uploaded, direct=direct)
+
+
+async def run_job(hub_url: str, token: str, url: str, args: argparse.Namespace) -> PushResult:
+    """Push ``url`` as a job of the hub (seed: the node with the seed's cap); its result."""
+    client = FleetClient(hub_url, token, token, 60)
+    try:
+        body = {"urls": [url], "deadline": args.timeout, "seed": args.seed_ip}
+        job = await client.hub("POST", "/api/jobs", json=body)
+        view = await follow_job(client, job["id"], within=args.timeout + 120)
+    finally:
+        await client.aclose()
+    return job_results(view)[0]
 
 
 @contextlib.contextmanager
@@ -182,6 +209,7 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
         "HTTP s",
         "speedup",
         "N/2",
+        "direct eff",
     )
     lines = [header]
     for row in rows:
@@ -197,13 +225,15 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
                 fmt(row.http, ".1f"),
                 fmt(row.speedup, ".1f") + ("x" if row.speedup is not None else ""),
                 f"{row.n / 2:g}x",
+                fmt(row.direct, ".2f"),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
     print(
-        "\ntargets: efficiency >= 0.8 at N = 8; origin/F <= 1.1; speedup >= N/2"
+        "\ntargets: efficiency >= 0.8 at N = 8; origin/F <= 1.1; speedup >= N/2; the job's "
+        "efficiency within 0.05 of the direct push's (direct eff)"
         "\nbound = max(F/u_s, N*F/(u_s + N*u)); HTTP = N plain downloads at once from an "
         "origin capped at u_s"
     )
@@ -220,7 +250,9 @@ def main() -> None:
     )
     parser.add_argument("--nodes", default="2,4,8,16", help="receiving nodes N, comma-separated")
     parser.add_argument("--no-http", action="store_true", help="skip the plain HTTP timing")
-    parser.add_argument("--ip-base", type=int, default=150, help="nodes on 127.0.0.(BASE+1)...")
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct push")
+    parser.add_argument("--ip-base", type=int, default=150, help="nodes on PREFIX.(BASE+1)...")
+    parser.add_argument("--ip-prefix", default="127.0.0", help="the nodes' first three octets")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per push")
     for action in parser._actions:  # accept "4MiB/s" as well as "4MiB"
         if action.type is parse_size:
@@ -235,10 +267,13 @@ def main() -> None:
     try:
         master = base / "master" / NAME
         make_file(master, args.size)
+        make_file(base / "master" / DIRECT, args.size)
         for n in counts:
             root = base / f"n{n}"
             (root / "origin").mkdir(parents=True)
             os.link(master, root / "origin" / NAME)
+            os.link(base / "master" / DIRECT, root / "origin" / DIRECT)
+            args.seed_ip = f"{args.ip_prefix}.{args.ip_base + 1}"
             print(f"N = {n}: starting {n + 1} nodes and pushing ...", file=sys.stderr)
             row = run_push(root, n, args)
             if not args.no_http:
