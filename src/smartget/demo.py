@@ -330,8 +330,9 @@ def demo(
             )
             if keep:
                 click.echo(
-                    f"\nhub: dashboard {fleet.hub_url}/ and API {fleet.hub_url}/docs "
-                    f"(token {fleet.token}); Ctrl-C stops everything",
+                    f"\nhub: console {fleet.hub_url}/ (sign in with the token, or open "
+                    f"{fleet.hub_url}/login#token={fleet.token}) and API "
+                    f"{fleet.hub_url}/docs (token {fleet.token}); Ctrl-C stops everything",
                     err=True,
                 )
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

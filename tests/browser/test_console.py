@@ -238,3 +238,18 @@ def test_the_page_reconnects_after_a_hub_restart(
     assert driver.execute_script("return window.__noReload") == "still the same page"
     wait(driver, "every node", lambda d: set(node_states(d)) == set(fleet.node_ips))
     shoot("12-reconnected")
+
+
+def test_sign_out_and_the_demos_sign_in_link(
+    driver: Any, fleet: Fleet, shoot: Callable[[str], Path]
+) -> None:
+    sign_in(driver, fleet)
+    by_css(driver, "#signout")[0].click()
+    wait(driver, "the sign-in page", lambda d: d.current_url.endswith("/login"))
+    driver.get(f"{fleet.hub_url}/")  # the session is gone
+    wait(driver, "the sign-in page again", lambda d: d.current_url.endswith("/login"))
+    # What `smartget demo --keep` prints: the token in the fragment, never sent as such.
+    driver.get(f"{fleet.hub_url}/login#token={fleet.token}")
+    wait(driver, "the live console", lambda d: text(d, "#conn") == "live")
+    assert fleet.token not in driver.current_url
+    shoot("13-signed-in-by-link")

@@ -50,8 +50,8 @@ from smartget.hub import textproto
 from smartget.hub.collector import Collector as StatusCollector
 from smartget.hub.collector import Report
 from smartget.hub.commands import CommandRules, HubCommands
-from smartget.hub.jobs.runner import JobMetrics, JobRunner, JobSettings
 from smartget.hub.console import Console, DrainingCommands
+from smartget.hub.jobs.runner import JobMetrics, JobRunner, JobSettings
 from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
 from smartget.hub.store import (
