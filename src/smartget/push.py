@@ -302,10 +302,14 @@ async def push(
         seed, *peers = candidates
         before = await origin_stats(client, fileurl)
         log.info("seed %s makes the torrent of %s", seed.nodeid, fileurl)
+        try:  # the hub's UDP tracker first, then HTTP (issue 18)
+            trackers = list(await client.hub("GET", "/api/trackers"))
+        except PushError:  # a hub from before /api/trackers
+            trackers = [f"{client.hub_url}/announce"]
         made = await client.task(
             seed,
             "maketorrent",
-            {"fileurl": fileurl, "trackers": [f"{client.hub_url}/announce"]},
+            {"fileurl": fileurl, "trackers": trackers},
             seconds=max(1.0, deadline - time.monotonic()),
         )
         result.sha1 = str(made["sha1"]).lower()

@@ -195,12 +195,8 @@ def add_fleet_routes(
 
         Both name the host the caller reached the hub at.
         """
-        host = request.url.hostname or "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        http = f"{str(request.base_url).rstrip('/')}/announce"
-        if hub.udp_tracker_address is None:
-            return [http]
-        return [f"udp://{host}:{hub.udp_tracker_address[1]}/announce", http]
+        udp = hub.udp_tracker_address
+        return tr.announce_urls(str(request.base_url), None if udp is None else udp[1])
 
     @api.get("/torrents")
     async def torrents() -> list[dict[str, Any]]:

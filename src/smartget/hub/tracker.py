@@ -44,7 +44,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import fastbencode
 
@@ -60,6 +60,7 @@ __all__ = [
     "Scrape",
     "SwarmChanges",
     "Tracker",
+    "announce_urls",
     "default_peer_lifetime",
     "encode_announce",
     "encode_failure",
@@ -87,6 +88,17 @@ OVERSAMPLE = 2  # candidates looked at per peer handed out, to rank by capacity
 def default_peer_lifetime(interval: float) -> float:
     """How long a silent peer stays listed: two real announce rounds and a minute."""
     return 2 * max(interval, CLIENT_MIN_INTERVAL) + LIFETIME_GRACE
+
+
+def announce_urls(http_base: str, udp_port: int | None) -> list[str]:
+    """The announce URLs of a torrent the fleet makes, a tier each: UDP (BEP 15) first,
+    HTTP second, both at the host of ``http_base`` (the hub as its callers reach it)."""
+    http = f"{http_base.rstrip('/')}/announce"
+    if udp_port is None:
+        return [http]
+    host = urlsplit(http_base).hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return [f"udp://{host}:{udp_port}/announce", http]
 
 
 @dataclass(frozen=True, slots=True)

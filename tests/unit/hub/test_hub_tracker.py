@@ -261,3 +261,15 @@ def test_changes_drain_and_restore_with_their_age() -> None:
     reply = announce_at(again, "10.0.0.3", now=111)
     assert [p.ip for p in reply.peers] == ["10.0.0.2"]  # type: ignore[union-attr]
     assert again.expire(now=121) == 1  # its age came back with it: seen at 20
+
+
+def test_announce_urls_list_udp_first() -> None:
+    assert tr.announce_urls("http://10.0.0.1:8200/", 6969) == [
+        "udp://10.0.0.1:6969/announce",
+        "http://10.0.0.1:8200/announce",
+    ]
+    assert tr.announce_urls("http://[::1]:8200", 7) == [
+        "udp://[::1]:7/announce",
+        "http://[::1]:8200/announce",
+    ]
+    assert tr.announce_urls("http://hub:8200", None) == ["http://hub:8200/announce"]

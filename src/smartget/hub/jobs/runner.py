@@ -42,6 +42,7 @@ from smartget.hub.jobs.core import (
 from smartget.hub.jobs.model import SOURCES, Job, JobEvent, JobSpec, NodeInfo
 from smartget.hub.registry import Registry
 from smartget.hub.store import Store, load_jobs, save_jobs
+from smartget.hub.tracker import announce_urls
 
 __all__ = ["JobRunner", "JobSettings", "JobsHost", "classify_sources"]
 
@@ -91,6 +92,8 @@ class JobsHost(Protocol):
     def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]: ...
     @property
     def http_url(self) -> str: ...
+    @property
+    def udp_tracker_address(self) -> tuple[str, int] | None: ...
 
 
 def classify_sources(
@@ -291,6 +294,11 @@ class JobRunner:
             case VerifyCopy(job_id=job_id, file=file, node=node):
                 await self._verify(client, command)
 
+    def _udp_port(self) -> int | None:
+        """The hub's UDP tracker port: the fleet's torrents list it first (issue 18)."""
+        udp = self.host.udp_tracker_address
+        return None if udp is None else udp[1]
+
     async def _make(
         self, client: Any, job_id: str, file: int, node: NodeInfo, url: str, deadline: float
     ) -> None:
@@ -301,7 +309,7 @@ class JobRunner:
         made = await client.task(
             node,
             "maketorrent",
-            {"fileurl": url, "trackers": [f"{public}/announce"]},
+            {"fileurl": url, "trackers": announce_urls(public, self._udp_port())},
             seconds=max(1.0, deadline - time.time()),
         )
         sha1 = str(made["sha1"]).lower()
