@@ -177,6 +177,7 @@ class Engine:
         self.resume_rejected = 0
         self.dht_bootstraps = 0
         self._dht_nodes = 0
+        self._file_errors: dict[str, str] = {}  # sha1 -> the last disk error (file_error_alert)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -330,6 +331,7 @@ class Engine:
         """Stop a torrent (data stays); False if it was not running."""
         handle = self.handles.pop(sha1, None)
         self._added.pop(sha1, None)
+        self._file_errors.pop(sha1, None)
         if handle is None:
             return False
         self._completion.forget(sha1)
@@ -392,6 +394,11 @@ class Engine:
             seeding=st.state == states.seeding,
             transferring=st.state in (states.downloading, states.finished, states.seeding),
         )
+        error = str(st.errc.message()) if st.errc.value() else self._file_errors.get(sha1, "")
+        if error and not complete:
+            # libtorrent stopped it (a full disk, a file it cannot write): the collector
+            # and GET /status say so, with the reason in "error" (issue 14).
+            label = FAILED
         remaining = max(0, st.total_wanted - st.total_wanted_done)
         rate = st.download_payload_rate
         return TorrentStatus(
@@ -407,7 +414,7 @@ class Engine:
             numseeds=st.num_seeds,
             timeleft=0 if complete or not rate else remaining // rate,  # 0: unknown (seed)
             complete=complete,
-            error=str(st.errc.message()) if st.errc.value() else "",
+            error=error,
         )
 
     async def wait_complete(self, sha1: str, within: float) -> None:
@@ -613,10 +620,15 @@ class Engine:
             self.resume_rejected += 1  # libtorrent falls back to a full recheck
             log.warning("resume data rejected: %s", alert.message())
             return
+        if isinstance(alert, lt.file_error_alert):
+            sha1 = _hash_of_alert(alert)
+            if sha1 in self.handles and sha1 not in self._completion:
+                self._file_errors[sha1] = f"{alert.error.message()} ({alert.filename()})"
         if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             log.warning("torrent: %s", alert.message())
 
 
+FAILED = "failed"  # the collector's status of a download libtorrent stopped on an error
 DHT_ANNOUNCE_INTERVAL = 60  # seconds between announces of all torrents (libtorrent: 900)
 DHT_STATS_TICKS = 20  # count the DHT's nodes every 20 ticks (2 s)
 
