@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 TOKEN_FILE = "hub.token"
 STORE_FILE = "hub.sqlite3"
 SWARM_KEEPING = 5.0  # seconds between expiring silent peers and saving swarm changes
+SWARM_WRITE_ROWS = 5000  # peers per write: a burst of joins is saved in parts, no long pause
 
 
 @dataclass(frozen=True)
@@ -308,12 +309,12 @@ class Hub:
             return None
         now = self.now()
         to_wall = time.time() - now
-        changes = self.tracker.drain_changes(now)
+        changes = self.tracker.drain_changes(now, SWARM_WRITE_ROWS)
         return save_swarms(changes, to_wall, now + to_wall - self.tracker.peer_ttl)
 
     async def save_swarms(self) -> None:
         """Save the swarms' changes (peers joined or changed, counts) and wait for it."""
-        if self.tracker.has_changes:
+        while self.tracker.has_changes:
             await self.store.submit_later(self._swarm_write)
 
     def restore_swarms(self, peers: list[SavedPeer], downloaded: dict[bytes, int]) -> int:

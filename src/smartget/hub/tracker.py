@@ -44,6 +44,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import fastbencode
@@ -626,18 +627,20 @@ class Tracker:
     def has_changes(self) -> bool:
         return bool(self._dirty or self._gone or self._dirty_counts)
 
-    def drain_changes(self, now: float) -> SwarmChanges:
+    def drain_changes(self, now: float, limit: int | None = None) -> SwarmChanges:
         """Peers to save (joined, changed state, or last saved a quarter lifetime ago),
-        peers that stopped, and changed ``downloaded`` counts; then start afresh."""
-        peers = [
-            SavedPeer(h, p.ip, p.port, p.peer_id, p.left, p.last_seen)
-            for (h, _, _), p in self._dirty.items()
-        ]
-        for key in self._dirty:
+        peers that stopped, and changed ``downloaded`` counts; at most ``limit`` peers
+        (the rest stay for the next drain, so a burst costs no long pause)."""
+        dirty = self._dirty
+        keys = list(dirty if limit is None or len(dirty) <= limit else islice(dirty, limit))
+        peers = []
+        for key in keys:
+            p = dirty.pop(key)
+            peers.append(SavedPeer(key[0], p.ip, p.port, p.peer_id, p.left, p.last_seen))
             self._saved_at[key] = now
         counts = {h: self._downloaded.get(h, 0) for h in self._dirty_counts}
         changes = SwarmChanges(peers, list(self._gone), counts)
-        self._dirty, self._gone, self._dirty_counts = {}, {}, set()
+        self._gone, self._dirty_counts = {}, set()
         return changes
 
     def restore(self, peers: Iterable[SavedPeer], downloaded: dict[bytes, int], now: float) -> int:

@@ -273,3 +273,14 @@ def test_announce_urls_list_udp_first() -> None:
         "http://[::1]:8200/announce",
     ]
     assert tr.announce_urls("http://hub:8200", None) == ["http://hub:8200/announce"]
+
+
+def test_changes_drain_in_bounded_parts() -> None:
+    tracker = tr.Tracker(peer_lifetime=100)
+    tracker.allow(HASH)
+    for i in range(25):
+        announce_at(tracker, f"10.0.1.{i}", now=0)
+    parts = []
+    while tracker.has_changes:
+        parts.append(len(tracker.drain_changes(now=0, limit=10).peers))
+    assert parts == [10, 10, 5]
