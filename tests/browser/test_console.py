@@ -1,15 +1,17 @@
 """The console in a real browser against a real hub and real nodes (each its own process).
 
 One fleet (an origin, a hub, three nodes in two zones) serves the module's tests, in
-order: sign in and see every node; start a push from the page and watch its bars reach
-100 % without a reload; drain a node and see the hub stop handing it out; restart the
-hub and see the page reconnect by itself. Every wait has a deadline; every step leaves
-a screenshot (the folder is printed at the end of the run).
+order: sign in and see every node; start a push job from the page and watch its bars
+reach 100 % without a reload, with its chart, outcomes and bytes by source; cancel
+another job from the page; drain a node and see the hub stop handing it out; restart
+the hub and see the page reconnect by itself, the jobs still there. Every wait has a
+deadline; every step leaves a screenshot (the folder is printed at the end of the run).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -27,13 +29,18 @@ pytestmark = [pytest.mark.slow, needs_chromium]
 
 FILE = "media/clip.bin"
 SIZE = 24 * 1024 * 1024
+BIG = "media/big.bin"  # the job that is cancelled
+BIG_SIZE = 96 * 1024 * 1024
 UPLOAD_LIMIT = 6 * 1024 * 1024  # bytes/s per node: the bars take a few seconds
+UNITS = ["B", "KiB", "MiB", "GiB", "TiB"]
+jobs: dict[str, str] = {}  # what the tests started: "pushed", "cancelled" -> job id
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("console-fleet")
     make_file(root / "origin" / FILE, SIZE)
+    make_file(root / "origin" / BIG, BIG_SIZE)
     with local_fleet(root, nodes=3, ip_base=200, upload_limit=UPLOAD_LIMIT) as started:
         yield started
 
@@ -98,6 +105,38 @@ def node_states(driver: Any) -> dict[str, str]:
     return {addr.split(":")[0]: state for addr, state in rows}
 
 
+def size(n: float) -> str:
+    """The page's way of writing a byte count (console.js ``bytes``)."""
+    value, unit = float(n), 0
+    while value >= 1024 and unit < len(UNITS) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.{1 if value < 10 and unit else 0}f} {UNITS[unit]}"
+
+
+def bars(driver: Any, card: str) -> list[float]:
+    values = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(p => p.value)",
+        f"{card} progress",
+    )
+    return [float(v) for v in values]
+
+
+def start_job(driver: Any, url: str, cap_mib: str) -> str:
+    """Fill in and send the "start a push" form; the new job's id, from the result."""
+    by_css(driver, "#push-box summary")[0].click()
+    by_css(driver, "#push-urls")[0].send_keys(url)
+    by_css(driver, "#push-cap")[0].send_keys(cap_mib)
+    by_css(driver, "#push-form button[type=submit]")[0].click()
+    wait(driver, "the question", lambda d: "Push " in text(d, "#confirm-text"))
+    question = text(driver, "#confirm-text")
+    assert "to every node in every zone, at most 6.0 MiB/s up per node" in question
+    confirm(driver)
+    found = re.search(r"job ([0-9a-f]{16}) queued \(1 file\)", result(driver, "queued"))
+    assert found, text(driver, "#result")
+    return found.group(1)
+
+
 def hub_api(fleet: Fleet, method: str, path: str, **kwargs: Any) -> Any:
     auth = {"Authorization": f"Bearer {fleet.token}"}
     reply = httpx.request(method, f"{fleet.hub_url}{path}", headers=auth, timeout=10, **kwargs)
@@ -137,39 +176,61 @@ def test_sign_in_and_see_every_node(
     assert not problems, problems
 
 
-def test_push_from_the_page_reaches_100_percent_live(
+def test_push_job_from_the_page_reaches_100_percent_live(
     driver: Any, fleet: Fleet, shoot: Callable[[str], Path]
 ) -> None:
     sign_in(driver, fleet)
     driver.execute_script("window.__noReload = 'still the same page'")
-    by_css(driver, "#push-box summary")[0].click()
-    by_css(driver, "#push-urls")[0].send_keys(fleet.file_url(FILE))
     shoot("05-push-form")
-    by_css(driver, "#push-form button[type=submit]")[0].click()
-    wait(driver, "the question", lambda d: "Push " in text(d, "#confirm-text"))
-    assert "to every node in every zone" in text(driver, "#confirm-text")
-    confirm(driver)
-    assert "1 push started" in result(driver, "started")
-    card = "#push-list [data-push='console-1']"
+    job_id = start_job(driver, fleet.file_url(FILE), "6")
+    jobs["pushed"] = job_id
+    card = f"#job-list [data-job='{job_id}']"
+    # Submitted through the jobs core: the hub's API knows the same job.
+    assert hub_api(fleet, "GET", f"/api/jobs/{job_id}")["files"][0]["url"] == fleet.file_url(FILE)
 
-    def bars(d: Any) -> list[float]:
-        values = d.execute_script(
-            "return Array.from(document.querySelectorAll(arguments[0])).map(p => p.value)",
-            f"{card} progress",
-        )
-        return [float(v) for v in values]
+    wait(driver, "three bars", lambda d: len(bars(d, card)) == 3, seconds=30)
+    wait(driver, "a bar between 0 and 100", lambda d: any(0 < v < 100 for v in bars(d, card)), 30)
+    assert text(driver, f"{card} .badge") == "running"
+    # Mid-job: the seed has the file, so the chart draws the lower bound of the job's cap.
+    wait(driver, "the lower bound", lambda d: by_css(d, f"{card} .job-chart polyline.bound"))
+    assert "lower bound" in text(driver, f"{card} .job-chart-caption")
+    assert "every byte leaves the seed at ≤ 6.0 MiB/s" in text(driver, f"{card} .job-chart-caption")
+    assert "downloading" in texts(driver, f"{card} td.outcome .what")
+    shoot("06-job-running")  # 1280 px wide: docs/console.png is one of these
 
-    wait(driver, "three bars", lambda d: len(bars(d)) == 3, seconds=30)
-    wait(driver, "a bar between 0 and 100", lambda d: any(0 < v < 100 for v in bars(d)), 30)
-    shoot("06-push-running")
-    wait(driver, "every bar at 100 %", lambda d: bars(d) == [100.0] * 3, seconds=60)
-    wait(driver, "the push done", lambda d: text(d, f"{card} .badge") == "done", seconds=60)
-    shoot("07-push-done")
-    assert "every copy checked" in text(driver, f"{card} .push-message")
+    wait(driver, "every bar at 100 %", lambda d: bars(d, card) == [100.0] * 3, seconds=60)
+    wait(driver, "the job done", lambda d: text(d, f"{card} .badge") == "done", seconds=60)
+    shoot("07-job-done")
+    assert driver.execute_script("return window.__noReload") == "still the same page"
     assert texts(driver, f"{card} .pct") == ["100.0 %"] * 3
+    assert texts(driver, f"{card} td.outcome .what") == ["done"] * 3
     roles = texts(driver, f"{card} tbody tr td:nth-child(2)")
     assert sorted(roles) == ["peer", "peer", "seed"]
-    assert driver.execute_script("return window.__noReload") == "still the same page"
+    assert "3/3 nodes done" in text(driver, f"{card} .job-meta")
+    assert not by_css(driver, f"{card} button[data-action=cancel-job]")[0].is_displayed()
+    # The completion chart: three nodes done; bytes by source, as the hub's job has them.
+    assert "Nodes with every file, 3 of 3" in text(driver, f"{card} .job-chart-caption")
+    view = hub_api(fleet, "GET", f"/api/jobs/{job_id}")
+    assert view["state"] == "done"
+    total = {s: sum(n["bytes"][s] for n in view["nodes"]) for s in view["nodes"][0]["bytes"]}
+    assert total["origin"] >= SIZE  # the seed's fetch at least
+    shown = text(driver, f"{card} .job-sources-text")
+    assert f"origin {size(total['origin'])}" in shown
+    assert f"peers, same zone {size(total['peer_same_zone'])}" in shown
+    assert f"peers, other zones {size(total['peer_other_zone'])}" in shown
+    seed = next(n["nodeid"] for n in view["nodes"] if n["role"] == "seed")
+    assert text(driver, f"{card} tr[data-nodeid='{seed}'] td.from") == "100 % origin"
+    # The hour's chart of origin against peer bytes has them (sampled every 5 s).
+    peers = total["peer_same_zone"] + total["peer_other_zone"]
+    wait(
+        driver,
+        "the hour's bytes by source",
+        lambda d: (
+            f"origin {size(total['origin'])}, peers {size(peers)}" in text(d, "#sources-note")
+        ),
+        seconds=15,
+    )
+    assert len(by_css(driver, "#chart-sources polyline")) == 3
     # The swarm: the tracker's true counts, three seeds once every node finished.
     wait(driver, "the swarm's seeds", lambda d: text(d, "#swarm-rows .seeds") == "3", 30)
     shoot("08-swarm")
@@ -182,6 +243,47 @@ def test_push_from_the_page_reaches_100_percent_live(
     driver.set_window_size(1280, 900)
     shoot("08c-dark")
     driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_cancel_a_job_from_the_page(
+    driver: Any, fleet: Fleet, shoot: Callable[[str], Path]
+) -> None:
+    sign_in(driver, fleet)
+    job_id = start_job(driver, fleet.file_url(BIG), "6")
+    jobs["cancelled"] = job_id
+    card = f"#job-list [data-job='{job_id}']"
+    wait(driver, "the job running", lambda d: any(0 < v < 100 for v in bars(d, card)), 60)
+    # A little further, for a picture of a job under way (docs/console.png is this one).
+    wait(driver, "a peer at 10 %", lambda d: any(10 <= v < 100 for v in bars(d, card)), 30)
+    shoot("08d-second-job-running")  # 1280 px, with the first job's bytes in the charts
+    cancel = f"{card} button[data-action=cancel-job]"
+    by_css(driver, cancel)[0].click()
+    wait(driver, "the question", lambda d: f"Cancel job {job_id}" in text(d, "#confirm-text"))
+    assert "verified copies stay" in text(driver, "#confirm-text")
+    shoot("08e-cancel-confirm")
+    confirm(driver)
+    said = result(driver, "cancelled")
+    assert f"job {job_id} cancelled: what was not done is stopped" in said
+    wait(driver, "the cancelled badge", lambda d: text(d, f"{card} .badge") == "cancelled")
+    assert text(driver, f"{card} .job-reason") == "cancelled by an operator"
+    outcomes = texts(driver, f"{card} td.outcome .what")
+    assert "cancelled" in outcomes
+    assert set(outcomes) <= {"cancelled", "done"}
+    assert texts(driver, f"{card} tr[data-state='cancelled'] .why") == []  # said once
+    assert not by_css(driver, cancel)[0].is_displayed()
+    view = hub_api(fleet, "GET", f"/api/jobs/{job_id}")
+    assert view["state"] == "cancelled"
+    # The peers' downloads stopped: they leave the tracker's swarm (no leechers left).
+    leechers = (
+        "const r = Array.from(document.querySelectorAll('#swarm-rows tr'))"
+        ".find(r => r.cells[0].textContent.startsWith('big.bin'));"
+        "return r ? r.querySelector('.leechers').textContent : ''"
+    )
+    wait(driver, "no leechers of big.bin", lambda d: d.execute_script(leechers) == "0", 30)
+    # The job that finished is untouched, and the running count went back to 0.
+    assert text(driver, f"#job-list [data-job='{jobs['pushed']}'] .badge") == "done"
+    wait(driver, "no job running", lambda d: text(d, '#summary dd[data-stat="jobs"]') == "0")
+    shoot("08f-cancelled")
 
 
 def test_drain_a_node_and_it_is_no_longer_handed_out(
@@ -237,6 +339,11 @@ def test_the_page_reconnects_after_a_hub_restart(
     assert "reconnected" in result(driver, "restarted")
     assert driver.execute_script("return window.__noReload") == "still the same page"
     wait(driver, "every node", lambda d: set(node_states(d)) == set(fleet.node_ips))
+    # The jobs are the hub's, in its store: the restarted hub shows them as they ended.
+    for job_id, state in ((jobs.get("pushed"), "done"), (jobs.get("cancelled"), "cancelled")):
+        if job_id:
+            badge = f"#job-list [data-job='{job_id}'] .badge"
+            wait(driver, f"job {job_id} {state}", lambda d, b=badge, s=state: text(d, b) == s)
     shoot("12-reconnected")
 
 

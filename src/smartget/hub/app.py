@@ -236,11 +236,13 @@ class Hub:
         # HubCommands, with nodes an operator drained held at status 0 (the console).
         commands = DrainingCommands(self.registry, self.tracker, self.collector, rules)
         self.commands: HubCommands = commands
+        self.jobs = JobRunner(settings.jobs, self)  # push jobs (hub/jobs/), /api/jobs
         self.console = Console(
             registry=self.registry,
             tracker=self.tracker,
             collector=self.collector,
             commands=commands,
+            jobs=self.jobs,
             token=self.token,
             data_dir=settings.data_dir,
             clock=self.now,
@@ -258,7 +260,6 @@ class Hub:
         self.metrics = prom.CollectorRegistry()
         self.metrics.register(_HubMetrics(self.registry, self.text))
         self.relay = RelayService(settings.relay, store, metrics=self.metrics)  # /RPC2
-        self.jobs = JobRunner(settings.jobs, self)  # push jobs (hub/jobs/), /api/jobs
         self.metrics.register(JobMetrics(self.jobs))
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()

@@ -1,5 +1,6 @@
-"""The console's HTTP face on a real hub: sign-in, cookie, CSRF, the live stream, actions,
-and what a restart keeps. (The page itself is tested in a real browser: tests/browser.)"""
+"""The console's HTTP face on a real hub: sign-in, cookie, CSRF, the live stream, actions
+(push jobs started and cancelled through the hub's jobs core), and what a restart keeps.
+(The page itself is tested in a real browser: tests/browser.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from smartget.hub.app import Hub, HubSettings, running
+from smartget.hub.jobs import JobState
 
 from .conftest import TOKEN
 
@@ -118,15 +120,83 @@ async def test_actions_need_csrf_and_same_origin(hub: Hub, auth: dict[str, str])
         assert "only zombies" in alive.json()["detail"]
 
         bad = await client.post(
-            "/console/api/pushes",
+            "/console/api/jobs",
             json={"urls": ["file:///etc/passwd"]},
             headers={"X-CSRF-Token": csrf},
         )
         assert bad.status_code == 400
+        assert "not an http(s) URL" in bad.json()["detail"]
+        assert hub.jobs.book.jobs == {}
 
         out = await client.post("/logout", headers={"X-CSRF-Token": csrf})
         assert out.status_code == 200
         assert (await client.get("/console/api/snapshot")).status_code == 401
+
+
+async def test_a_job_is_started_and_cancelled_from_the_console(
+    hub: Hub, auth: dict[str, str]
+) -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:  # a node's task API that takes the maketorrent and never answers
+            await reader.read()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    api_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, httpx.AsyncClient(base_url=hub.http_url, timeout=5) as client:
+        node = {"port": 9, "status": 3, "zone": "z1", "api_url": api_url}
+        assert (await client.post("/api/nodes", json=node, headers=auth)).status_code == 201
+        csrf = await sign_in(client)
+        body = {"urls": ["http://origin.invalid/a.bin"], "zones": ["z1"], "count": 1}
+        body["upload_limit"] = 1 << 20
+        assert (await client.post("/console/api/jobs", json=body)).status_code == 403
+        made = await client.post("/console/api/jobs", json=body, headers={"X-CSRF-Token": csrf})
+        assert made.status_code == 200, made.text
+        job_id = made.json()["id"]
+        assert made.json()["message"] == f"job {job_id} queued (1 file): watch it below"
+        # The hub's jobs core has it, as if POST /api/jobs had made it.
+        spec = hub.jobs.book.get(job_id).spec
+        assert (spec.zones, spec.nodes, spec.upload_limit) == (("z1",), 1, 1 << 20)
+        assert (await client.get(f"/api/jobs/{job_id}", headers=auth)).json()["zones"] == ["z1"]
+        for _ in range(100):  # 5 s at most: the runner starts it
+            snap = (await client.get("/console/api/snapshot")).json()
+            if snap["jobs"][0]["state"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        (job,) = snap["jobs"]
+        assert (job["id"], job["state"], job["title"], job["cancellable"]) == (
+            job_id,
+            "running",
+            "a.bin",
+            True,
+        )
+        assert job["files"][0]["state"] == "making"
+        assert [(n["role"], n["outcome"]) for n in job["nodes"]] == [
+            ("seed", "waiting for the torrent")
+        ]
+        assert job["bound"] is None  # the file's size comes with its torrent
+        assert snap["job_stats"]["running"] == 1
+
+        cancel = f"/console/api/jobs/{job_id}/cancel"
+        assert (await client.post(cancel)).status_code == 403
+        evil = {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+        assert (await client.post(cancel, headers=evil)).status_code == 403
+        assert hub.jobs.book.get(job_id).state is JobState.RUNNING
+        out = await client.post(cancel, headers={"X-CSRF-Token": csrf})
+        assert out.status_code == 200, out.text
+        assert out.json()["message"].startswith(f"job {job_id} cancelled: what was not done")
+        assert hub.jobs.book.get(job_id).state is JobState.CANCELLED
+        again = await client.post(cancel, headers={"X-CSRF-Token": csrf})
+        assert "had ended already (cancelled)" in again.json()["message"]
+        missing = await client.post("/console/api/jobs/nope/cancel", headers={"X-CSRF-Token": csrf})
+        assert missing.status_code == 404
+        (job,) = (await client.get("/console/api/snapshot")).json()["jobs"]
+        assert (job["state"], job["reason"], job["cancellable"]) == (
+            "cancelled",
+            "cancelled by an operator",
+            False,
+        )
 
 
 async def test_zombies_are_deregistered_and_drains_and_sessions_survive_a_restart(

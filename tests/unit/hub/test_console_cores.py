@@ -1,5 +1,6 @@
 """The console's sans-IO cores: sessions and CSRF, the throttle, the chart history, drained
-nodes, the snapshot. No sockets, no sleeps: time comes in as numbers."""
+nodes, the snapshot with its push jobs (a real JobBook driven by hand). No sockets, no
+sleeps: time comes in as numbers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from smartget.hub.commands import FromNode, FromOperator
 from smartget.hub.console.drain import DrainingCommands, DrainList
 from smartget.hub.console.history import History, Sample, sample_of
 from smartget.hub.console.session import LoginThrottle, SessionKeys
-from smartget.hub.console.views import Limits, snapshot
+from smartget.hub.console.views import Limits, completion_curve, lower_bound, snapshot
+from smartget.hub.jobs import JobBook, NodeInfo, parse_spec
+from smartget.hub.jobs.core import MakeTorrent, StartDownload, VerifyCopy
 from smartget.hub.registry import Registry
 from smartget.hub.tracker import Tracker
 
@@ -126,14 +129,35 @@ def test_history_keeps_one_hour_and_one_sample_per_step() -> None:
     assert columns["at"][0] >= NOW + 495 - 60
 
 
+def test_history_gives_bytes_by_source_as_what_arrived_this_hour() -> None:
+    history = History(span=60, every=5)
+    totals = [0, 100, 100, 250, 40, 90]  # 40: the totals went down (a restart)
+    for i, total in enumerate(totals):
+        history.add(Sample(NOW + i * 5, 0, 0, 0, 0, 0, 0, origin=total, peer_same_zone=2 * total))
+    columns = history.columns(NOW + 25)
+    assert columns["origin"] == [0, 100, 100, 250, 250, 300]
+    assert columns["peer_same_zone"] == [0, 200, 200, 500, 500, 600]
+    assert columns["peer_other_zone"] == [0] * 6
+    later = history.columns(NOW + 25 + 50)  # the first samples left the hour
+    assert later["origin"] == [0, 0, 50]
+
+
 def test_sample_counts_fresh_unfinished_reports() -> None:
     reports = [
         report("a", 50, at=100, uprate=10, downrate=100),
         report("b", 100, at=100, uprate=999, downrate=999),  # done: its last word
         report("c", 20, at=50, uprate=999, downrate=999),  # stale
     ]
-    sample = sample_of(reports, {"swarms": 2, "peers": 5}, {"nodes": 3}, at=NOW, now=101)
+    sample = sample_of(
+        reports,
+        {"swarms": 2, "peers": 5},
+        {"nodes": 3},
+        at=NOW,
+        now=101,
+        job_bytes={"origin": 7, "peer_same_zone": 8, "peer_other_zone": 9},
+    )
     assert (sample.up, sample.down, sample.swarms, sample.peers) == (10, 100, 2, 5)
+    assert (sample.origin, sample.peer_same_zone, sample.peer_other_zone) == (7, 8, 9)
 
 
 # -- drains --------------------------------------------------------------------------------
@@ -187,30 +211,176 @@ def test_zombies_cannot_be_drained_and_deregistering_forgets_the_drain() -> None
 # -- the snapshot --------------------------------------------------------------------------
 
 
-def test_snapshot_groups_reports_into_pushes_and_caps_lists() -> None:
-    registry, commands = fleet()
-    commands.drain(2, 1)
-    collector = Collector()
-    for i in range(5):
-        collector.receive(report(f"n{i}", 20 * i, at=10))
-    started = [
-        {
-            "key": "console-1",
-            "source": "console",
-            "title": "http://origin/b.bin",
-            "sha1": "",
-            "state": "failed",
-            "message": "no live node",
-            "updated": 5.0,
-            "outcomes": [],
-        }
+MB = 1_000_000
+SHA1 = "ab" * 20
+DIGEST = "cd" * 32
+
+
+def job_fleet() -> list[NodeInfo]:
+    return [
+        NodeInfo(i, f"10.0.0.{i}", "z1" if i % 2 else "z2", 10 - i, f"http://10.0.0.{i}:1", "")
+        for i in range(1, 4)
     ]
-    snap = snapshot(
+
+
+def running_job(book: JobBook, job_id: str, *, cap: int = 0) -> list[StartDownload]:
+    """A job of one 60 MB file to three nodes, its torrent made 2 s in, downloads sent."""
+    spec = parse_spec(urls=["http://origin/videos/a.ts"], nodes=3, upload_limit=cap)
+    book.submit(spec, job_id, NOW)
+    (make,) = [c for c in book.poll(NOW, job_fleet) if isinstance(c, MakeTorrent)]
+    book.made(job_id, 0, NOW + 2, sha1=SHA1, filesize=60 * MB, torrent_url="http://s/a.torrent")
+    commands = book.poll(NOW + 2, job_fleet)
+    for v in (c for c in commands if isinstance(c, VerifyCopy)):
+        book.verified(job_id, v.node.nodeid, 0, NOW + 2, sha256=DIGEST)
+    starts = [c for c in commands if isinstance(c, StartDownload)]
+    for s in starts:
+        book.started(job_id, s.node.nodeid, 0, "Initial startup", NOW + 2.5)
+    assert make.node.nodeid == "z1_10.0.0.1"  # most free capacity: the seed
+    return starts
+
+
+def job_report(nodeid: str, percent: float, at: float, **extra: float) -> Report:
+    return Report(
+        nodeid=nodeid,
+        nodeip=nodeid.split("_")[1],
+        nodezone=nodeid.split("_")[0],
+        sha1=SHA1,
+        status="downloading",
+        percent=percent,
+        received_at=at,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def job_snapshot(book: JobBook, collector: Collector, wall: float, **limits: int) -> dict:  # type: ignore[type-arg]
+    registry, commands = fleet()
+    return snapshot(
         registry=registry,
         tracker=commands.tracker,
         collector=collector,
         drains=commands.drains,
-        started=started,
+        jobs=book,
+        history=History().columns(wall),
+        hubs=[],
+        now=100.0,
+        wall=wall,
+        limits=Limits(**limits),
+    )
+
+
+def test_a_running_job_shows_bars_rates_time_left_and_its_bound() -> None:
+    book = JobBook()
+    starts = running_job(book, "j1", cap=10 * MB)
+    a, b = (s.node.nodeid for s in starts)
+    collector = Collector()
+    collector.receive(job_report(a, 40.0, at=99, downrate=5 * MB, uprate=MB, timeleft=7))
+    collector.receive(job_report(b, 25.0, at=60, downrate=9 * MB))  # stale: no rate from it
+    book.progress("j1", b, 0, NOW + 3, percent=25.0, status="downloading")  # as the runner does
+    snap = job_snapshot(book, collector, NOW + 6)
+    (job,) = snap["jobs"]
+    assert (job["id"], job["state"], job["title"], job["size"]) == (
+        "j1",
+        "running",
+        "a.ts",
+        60 * MB,
+    )
+    rows = {r["nodeid"]: r for r in job["nodes"]}
+    seed = rows["z1_10.0.0.1"]
+    assert (seed["role"], seed["percent"], seed["state"], seed["outcome"]) == (
+        "seed",
+        100.0,
+        "done",
+        "done",
+    )
+    assert seed["bytes"] == {"origin": 60 * MB, "peer_same_zone": 0, "peer_other_zone": 0}
+    assert (rows[a]["percent"], rows[a]["down"], rows[a]["up"], rows[a]["timeleft"]) == (
+        40.0,
+        5 * MB,
+        MB,
+        7,
+    )
+    assert rows[a]["outcome"] == "downloading"
+    # A stale report still moves the bar (the book was fed it), but gives no rate.
+    assert (rows[b]["percent"], rows[b]["down"], rows[b]["timeleft"]) == (25.0, 0, None)
+    assert (job["done"], job["total"], job["down"], job["timeleft"]) == (1, 3, 5 * MB, 7)
+    assert (job["elapsed"], job["cancellable"]) == (6.0, True)
+    # The torrent was made 2 s in; 60 MB through a 10 MB/s seed: 6 s more at best.
+    assert job["bound"] == {"seed": 2.0, "all": 8.0, "nodes": 3}
+    assert job["curve"] == [[2.0, 1]]
+    assert snap["job_stats"] == {
+        "running": 1,
+        "queued": 0,
+        "bytes": {"origin": 60 * MB, "peer_same_zone": 0, "peer_other_zone": 0},
+    }
+
+
+def test_a_job_ends_with_outcomes_reasons_and_bytes_by_source() -> None:
+    book = JobBook(retry_after=1.0)
+    starts = running_job(book, "j1")
+    a, b = (s.node.nodeid for s in starts)
+    book.progress("j1", a, 0, NOW + 5, percent=100.0, status="seeding")
+    book.progress("j1", b, 0, NOW + 3, percent=10.0, status="failed")
+    commands = book.poll(NOW + 5.5, job_fleet)  # b is tried again; a is checked
+    assert [type(c) for c in commands] == [VerifyCopy, StartDownload]
+    book.start_failed("j1", b, 0, "disk full", NOW + 5.6)
+    for v in (c for c in commands if isinstance(c, VerifyCopy)):
+        split = {"origin": 10 * MB, "peer_same_zone": 50 * MB, "peer_other_zone": 0}
+        book.verified("j1", v.node.nodeid, 0, NOW + 7, sha256=DIGEST, sources=split)
+    book.poll(NOW + 8, job_fleet)
+    (job,) = job_snapshot(book, Collector(), NOW + 60)["jobs"]
+    assert job["state"] == "partial"
+    assert job["reason"].startswith("1 of 3 node(s) failed: ")
+    rows = {r["nodeid"]: r for r in job["nodes"]}
+    assert (rows[a]["outcome"], rows[a]["percent"], rows[a]["timeleft"]) == ("done", 100.0, None)
+    assert rows[b]["outcome"] == "failed"
+    assert rows[b]["reason"] == (
+        "failed 2 times: the node reported failed at 10.0%; download refused: disk full"
+    )
+    assert job["bytes"] == {"origin": 70 * MB, "peer_same_zone": 50 * MB, "peer_other_zone": 0}
+    assert job["curve"] == [[2.0, 1], [5.0, 2]]  # the seed when made, a when complete
+    assert job["bound"] is None  # no upload cap: no bound
+    assert (job["elapsed"], job["cancellable"]) == (8.0, False)
+
+
+def test_jobs_running_first_then_the_latest_ended_and_the_rest_as_one_line() -> None:
+    book = JobBook(max_running=1)
+    running_job(book, "first")
+    book.cancel("first", NOW + 3)
+    running_job(book, "second")
+    book.submit(parse_spec(urls=["http://o/x", "http://o/y", "http://o/z"]), "third", NOW + 4)
+    book.poll(NOW + 4, job_fleet)  # "second" holds the one running slot: "third" waits
+    snap = job_snapshot(book, Collector(), NOW + 5, jobs=2, detailed=1)
+    first, second = snap["jobs"]
+    assert [first["id"], second["id"]] == ["second", "third"]
+    assert snap["more_jobs"] == 1
+    assert (first["detailed"], second["detailed"]) == (True, False)
+    assert ("nodes" in first, "nodes" in second) == (True, False)
+    assert (second["state"], second["title"]) == ("queued", "x and 2 more files")
+    assert snap["job_stats"]["queued"] == 1
+
+
+def test_lower_bound_and_curve_from_what_the_job_knows() -> None:
+    book = JobBook()
+    running_job(book, "j", cap=10 * MB)
+    job = book.get("j")
+    assert lower_bound(job) == {"seed": 2.0, "all": 8.0, "nodes": 3}
+    job.spec = parse_spec(urls=["http://origin/videos/a.ts"], nodes=3)
+    assert lower_bound(job) is None
+    for i, node in enumerate(job.nodes):
+        node.copies[0].done_at = float(10 - i)
+    assert completion_curve(job, points=200) == [[8.0, 1], [9.0, 2], [10.0, 3]]
+    assert completion_curve(job, points=2) == [[8.0, 1], [10.0, 3]]
+
+
+def test_snapshot_caps_the_fleet_and_counts_drains() -> None:
+    registry, commands = fleet()
+    commands.drain(2, 1)
+    snap = snapshot(
+        registry=registry,
+        tracker=commands.tracker,
+        collector=Collector(),
+        drains=commands.drains,
+        jobs=JobBook(),
         history=History().columns(NOW),
         hubs=[],
         now=12,
@@ -220,8 +390,4 @@ def test_snapshot_groups_reports_into_pushes_and_caps_lists() -> None:
     assert snap["fleet"]["more"] == 1
     assert [n["state"] for n in snap["fleet"]["nodes"]] == ["available"]
     assert snap["fleet"]["stats"]["drained"] == 1
-    seen, console = snap["pushes"]
-    assert seen["title"] == "a.bin"
-    assert (seen["total"], seen["done"], len(seen["nodes"]), seen["more_nodes"]) == (5, 0, 3, 2)
-    assert console["key"] == "console-1"
-    assert console["message"] == "no live node"
+    assert (snap["jobs"], snap["more_jobs"]) == ([], 0)

@@ -7,7 +7,11 @@ oldest, so it never holds more than an hour however long the hub runs.
 Throughput is what the nodes report to the collector (seed 003 ``uprate`` and
 ``downrate``): the sum over reports younger than ``fresh`` seconds that are not done
 (a node stops reporting a torrent once it is done, so its last report is no longer
-news). Times are Unix seconds, for the page's clock.
+news). Bytes by source are the push jobs' running totals (``JobBook.bytes_total``:
+every verified copy's bytes from the origin, from peers of its zone and from peers of
+other zones, counted when the copy is verified); :meth:`History.columns` gives them as
+what arrived since the window's first sample. Times are Unix seconds, for the page's
+clock.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class Sample:
     peers: int  # peers in all swarms
     nodes: int  # registered nodes
     available: int  # nodes with free capacity
+    origin: int = 0  # bytes of verified job copies from the origin, since the hub started
+    peer_same_zone: int = 0  # ... from peers in the copy's node's zone
+    peer_other_zone: int = 0  # ... from peers in other zones
 
 
 def sample_of(
@@ -45,9 +52,12 @@ def sample_of(
     *,
     at: float,
     now: float,
+    job_bytes: dict[str, int] | None = None,
     fresh: float = FRESH,
 ) -> Sample:
-    """A sample from the collector's reports (``now`` on their clock) and the counts."""
+    """A sample from the collector's reports (``now`` on their clock), the counts and the
+    jobs' bytes by source (running totals)."""
+    job_bytes = job_bytes or {}
     up = down = 0.0
     for report in reports:
         if not report.done and now - report.received_at <= fresh:
@@ -61,6 +71,9 @@ def sample_of(
         peers=tracker_stats.get("peers", 0),
         nodes=registry_stats.get("nodes", 0),
         available=registry_stats.get("available", 0),
+        origin=job_bytes.get("origin", 0),
+        peer_same_zone=job_bytes.get("peer_same_zone", 0),
+        peer_other_zone=job_bytes.get("peer_other_zone", 0),
     )
 
 
@@ -85,7 +98,9 @@ class History:
         self._samples.append(sample)
 
     def columns(self, at: float) -> dict[str, list[float]]:
-        """The samples of the last ``span`` seconds before ``at``, column by column."""
+        """The samples of the last ``span`` seconds before ``at``, column by column; the
+        bytes by source as what arrived since the first of them (a total that went down,
+        as after a restart, starts again from there)."""
         kept = [s for s in self._samples if at - s.at <= self.span]
         return {
             "at": [round(s.at, 1) for s in kept],
@@ -95,4 +110,17 @@ class History:
             "peers": [s.peers for s in kept],
             "nodes": [s.nodes for s in kept],
             "available": [s.available for s in kept],
+            "origin": _since_first([s.origin for s in kept]),
+            "peer_same_zone": _since_first([s.peer_same_zone for s in kept]),
+            "peer_other_zone": _since_first([s.peer_other_zone for s in kept]),
         }
+
+
+def _since_first(totals: list[int]) -> list[float]:
+    """Running totals as the sum of their rises since the first (drops count as 0)."""
+    out: list[float] = []
+    grown = 0
+    for before, after in zip([*totals[:1], *totals], totals, strict=False):
+        grown += max(0, after - before)
+        out.append(grown)
+    return out

@@ -29,9 +29,9 @@ from smartget.errors import RegistryError
 from smartget.hub.collector import Collector
 from smartget.hub.console.drain import DrainingCommands
 from smartget.hub.console.history import History, sample_of
-from smartget.hub.console.pushes import PushRunner
 from smartget.hub.console.session import LoginThrottle, SessionKeys
 from smartget.hub.console.views import snapshot
+from smartget.hub.jobs.runner import JobRunner
 from smartget.hub.registry import Registry
 from smartget.hub.tracker import Tracker
 
@@ -106,6 +106,7 @@ class Console:
         tracker: Tracker,
         collector: Collector,
         commands: DrainingCommands,
+        jobs: JobRunner,
         token: str,
         data_dir: Path,
         clock: Callable[[], float],
@@ -116,6 +117,7 @@ class Console:
         self.tracker = tracker
         self.collector = collector
         self.commands = commands
+        self.jobs = jobs  # push jobs are started and cancelled through it (its JobBook)
         self.drains = commands.drains
         self.data_dir = data_dir
         self.clock = clock
@@ -125,7 +127,6 @@ class Console:
         self.throttle = LoginThrottle()
         self.history = History()
         self.broker = Broker()
-        self.pushes = PushRunner(token, clock)
         self.started = time.time()
         self._closed = False
         self._load_drains()
@@ -176,7 +177,7 @@ class Console:
             tracker=self.tracker,
             collector=self.collector,
             drains=self.drains,
-            started=self.pushes.views(),
+            jobs=self.jobs.book,
             history=self.history.columns(wall),
             hubs=self.hubs(),
             now=self.clock(),
@@ -196,6 +197,7 @@ class Console:
                     self.registry.statistics(),
                     at=wall,
                     now=self.clock(),
+                    job_bytes=self.jobs.book.bytes_total,
                 )
             )
 
@@ -208,7 +210,6 @@ class Console:
             await asyncio.sleep(TICK)
 
     async def close(self) -> None:
-        """End every live stream (pages reconnect by themselves) and every push."""
+        """End every live stream (pages reconnect by themselves); jobs are the runner's."""
         self._closed = True
         self.broker.publish(None)
-        await self.pushes.aclose()

@@ -1,11 +1,14 @@
 """What the console page shows, as one JSON-ready snapshot of the hub (sans-IO).
 
 :func:`snapshot` reads the registry, the tracker, the collector, the drain list, the
-pushes started from the console and the chart history, and returns plain dicts and
-lists: the page renders them (as text, never as markup). Every list is capped so that
-a snapshot stays small however large the fleet is; each capped list says how many it
+push jobs' book (hub/jobs/) and the chart history, and returns plain dicts and lists:
+the page renders them (as text, never as markup). Every list is capped so that a
+snapshot stays small however large the fleet is; each capped list says how many it
 left out. ``now`` is the hub's clock (the one reports and heartbeats carry); ``wall``
-is Unix time, for the page.
+is Unix time, for the page and for the jobs (whose times are Unix seconds).
+
+A job's nodes come from the book (state, progress, reason, bytes by source per copy);
+their rates and time left from the collector's fresh reports of the copies downloading.
 """
 
 from __future__ import annotations
@@ -16,20 +19,34 @@ from typing import Any
 
 from smartget.hub.collector import Collector, Report
 from smartget.hub.console.drain import DrainList
-from smartget.hub.console.history import sample_of
+from smartget.hub.console.history import FRESH, sample_of
+from smartget.hub.jobs.core import JobBook
+from smartget.hub.jobs.model import SOURCES, CopyState, FileState, Job, JobState, NodeRecord
 from smartget.hub.registry import Node, Registry
 from smartget.hub.tracker import Scrape, Tracker
 
-__all__ = ["Limits", "node_state", "pushes_view", "snapshot"]
+__all__ = [
+    "Limits",
+    "completion_curve",
+    "job_view",
+    "jobs_view",
+    "lower_bound",
+    "node_state",
+    "snapshot",
+]
 
-STALE = 30.0  # seconds without a report before an unfinished node is called silent
+MAX_REASON = 500  # characters of a reason shown (the API has the whole of it)
+_WATCHED = (CopyState.STARTING, CopyState.DOWNLOADING)
 
 
 @dataclass(frozen=True)
 class Limits:
     nodes: int = 2000
-    pushes: int = 20
-    rows: int = 200  # nodes shown per push
+    jobs: int = 20
+    detailed: int = 6  # jobs sent with their nodes and chart (the others as one line)
+    rows: int = 200  # nodes shown per job
+    files: int = 20  # files listed per job
+    points: int = 200  # points of a job's completion chart
     swarms: int = 200
 
 
@@ -55,31 +72,6 @@ def _node(node: Node, drains: DrainList, now: float) -> dict[str, Any]:
     }
 
 
-def _row(report: Report, now: float) -> dict[str, Any]:
-    age = max(0.0, now - report.received_at)
-    if report.done:
-        outcome = "done"
-    elif report.status == "failed":
-        outcome = "failed"
-    elif age > STALE:
-        outcome = f"silent for {age:.0f} s"
-    else:
-        outcome = report.status or "reported"
-    return {
-        "nodeid": report.nodeid,
-        "zone": report.nodezone,
-        "role": "",
-        "percent": 100.0 if report.done else round(report.percent, 1),
-        "down": round(report.downrate),
-        "up": round(report.uprate),
-        "timeleft": None if report.done else round(report.timeleft),
-        "outcome": outcome,
-        "error": "",
-        "done": report.done,
-        "age": round(age, 1),
-    }
-
-
 def _group(reports: Iterable[Report]) -> dict[str, list[Report]]:
     groups: dict[str, list[Report]] = {}
     for report in reports:
@@ -87,77 +79,217 @@ def _group(reports: Iterable[Report]) -> dict[str, list[Report]]:
     return groups
 
 
-def pushes_view(
-    reports: Iterable[Report],
-    started: list[dict[str, Any]],
-    now: float,
-    limits: Limits,
-) -> tuple[list[dict[str, Any]], int]:
-    """Pushes started here (with the collector's rows joined) and any other torrent the
-    collector has reports of, the most recently active first; and how many were left out.
-    """
-    groups = _group(reports)
-    pushes: list[tuple[float, dict[str, Any]]] = []
-    for push in started:
-        rows_by_node = {r.nodeid: r for r in groups.pop(push.get("sha1") or "", [])}
-        rows = []
-        for outcome in push["outcomes"]:
-            report = rows_by_node.pop(outcome["nodeid"], None)
-            row = _row(report, now) if report is not None else _empty_row(outcome)
-            row["role"] = outcome["role"]
-            if outcome["error"]:
-                row["outcome"], row["error"] = "failed", outcome["error"]
-            elif outcome["done"]:
-                row["outcome"], row["percent"], row["done"] = "done", 100.0, True
-            rows.append(row)
-        rows += [_row(r, now) for r in rows_by_node.values()]
-        view = dict(push, nodes=rows[: limits.rows], more_nodes=max(0, len(rows) - limits.rows))
-        del view["outcomes"], view["updated"]
-        _count(view, rows)
-        running = push["state"] in ("starting", "running")
-        pushes.append((0.0 if running else push["updated"] - now, view))
-    for sha1, group in groups.items():
-        rows = [_row(r, now) for r in sorted(group, key=lambda r: r.nodeid)]
-        newest = max(r.received_at for r in group)
-        done = sum(1 for r in rows if r["done"])
-        view = {
-            "key": sha1,
-            "source": "collector",
-            "title": _name(group) or sha1,
-            "sha1": sha1,
-            "state": "done" if done == len(rows) else "running",
-            "message": "",
-            "nodes": rows[: limits.rows],
-            "more_nodes": max(0, len(rows) - limits.rows),
-        }
-        _count(view, rows)
-        pushes.append((newest - now, view))  # how recent, as started pushes are ranked
-    pushes.sort(key=lambda item: item[0], reverse=True)
-    kept = [view for _, view in pushes[: limits.pushes]]
-    return kept, max(0, len(pushes) - limits.pushes)
+# -- push jobs (hub/jobs/): what the JobBook knows, joined with the collector's reports --
 
 
-def _empty_row(outcome: dict[str, Any]) -> dict[str, Any]:
+_RANK = {JobState.RUNNING: 0, JobState.QUEUED: 1}
+_DOING = {
+    CopyState.STARTING: "starting",
+    CopyState.DOWNLOADING: "downloading",
+    CopyState.VERIFYING: "checking SHA-256",
+    CopyState.COMPLETE: "complete, waiting for its check",
+}
+
+
+def _name_of(url: str) -> str:
+    return url.rsplit("/", 1)[-1] or url
+
+
+def _fresh(report: Report | None, now: float) -> Report | None:
+    if report is None or report.done or now - report.received_at > FRESH:
+        return None
+    return report
+
+
+def _job_row(
+    job: Job, node: NodeRecord, latest: dict[tuple[str, str], Report], now: float
+) -> dict[str, Any]:
+    """One node of a job: its progress over every file, rates, time left, outcome, bytes."""
+    down = up = 0.0
+    lefts: list[float] = []
+    weights = [f.filesize for f in job.files]
+    if not all(weights):
+        weights = [1] * len(job.files)
+    done_weight = 0.0
+    for index, copy in enumerate(node.copies):
+        percent = copy.percent
+        if copy.state in (CopyState.COMPLETE, CopyState.VERIFYING, CopyState.DONE):
+            percent = 100.0
+        elif copy.state in _WATCHED:
+            report = _fresh(latest.get((node.nodeid, job.files[index].sha1)), now)
+            if report is not None:
+                percent = max(percent, report.percent)
+                down += report.downrate
+                up += report.uprate
+                if report.timeleft > 0:
+                    lefts.append(report.timeleft)
+                elif report.downrate > 0 and job.files[index].filesize:
+                    rest = job.files[index].filesize * (100.0 - percent) / 100.0
+                    lefts.append(rest / report.downrate)
+        done_weight += weights[index] * min(100.0, percent) / 100.0
+    state = node.state
+    doing = [c.state for c in node.copies if c.state in _DOING]
+    if state == JobState.RUNNING.value:
+        if doing:
+            outcome = _DOING[min(doing, key=list(_DOING).index)]
+        elif any(c.history for c in node.copies if c.state is CopyState.PENDING):
+            outcome = "trying again"
+        else:
+            outcome = "waiting for the torrent"
+        if len(node.copies) > 1:
+            complete = sum(c.state is CopyState.DONE for c in node.copies)
+            outcome += f" ({complete}/{len(node.copies)} files verified)"
+    elif state == JobState.QUEUED.value:
+        outcome = "waiting for the torrent"
+    else:
+        outcome = state
     return {
-        "nodeid": outcome["nodeid"],
-        "zone": outcome["zone"],
-        "role": outcome["role"],
-        "percent": round(outcome["percent"], 1),
-        "down": 0,
-        "up": 0,
-        "timeleft": None,
-        "outcome": "waiting for a report",
-        "error": "",
-        "done": False,
-        "age": None,
+        "nodeid": node.nodeid,
+        "zone": node.info.zone,
+        "role": node.role,
+        "state": state,
+        "percent": round(100.0 * done_weight / sum(weights), 1) if weights else 0.0,
+        "down": round(down),
+        "up": round(up),
+        "timeleft": round(max(lefts)) if lefts and state == "running" else None,
+        "outcome": outcome,
+        "reason": node.reason[:MAX_REASON],
+        "done": state == JobState.DONE.value,
+        "bytes": node.bytes(),
     }
 
 
-def _count(view: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    view["total"] = len(rows)
-    view["done"] = sum(1 for r in rows if r["done"])
-    view["failed"] = sum(1 for r in rows if r["outcome"] == "failed")
-    view["down"] = sum(r["down"] for r in rows if not r["done"])
+def completion_curve(job: Job, points: int) -> list[list[float]]:
+    """[seconds from the job's start, nodes complete by then], one point per node that has
+    every file complete on it (at most ``points``, evenly picked: the curve's shape)."""
+    times = sorted(
+        max(c.done_at for c in n.copies if c.done_at is not None)
+        for n in job.nodes
+        if n.copies and all(c.done_at is not None for c in n.copies)
+    )
+    if len(times) > points >= 2:
+        step = (len(times) - 1) / (points - 1)
+        picked = sorted({round(i * step) for i in range(points)})
+    else:
+        picked = list(range(len(times)))
+    return [[round(times[i], 2), i + 1] for i in picked]
+
+
+def lower_bound(job: Job) -> dict[str, Any] | None:
+    """The soonest every node of the job could have every file, or None if not known.
+
+    What the job knows: the job's ``upload_limit`` (bytes/s a node uploads of its files),
+    when the seed had each file (its torrent made: the seed's fetch from the origin, as it
+    happened) and each file's size. Every byte a peer gets has left the seed at least
+    once, and the seed sends at most ``u`` bytes/s in all; so no peer has file i before
+    ``made_i + F_i / u``, and the last of the seed's bytes leaves no sooner than
+    ``first made + sum(F) / u``. Perfect relaying lets every peer finish then, so the
+    bound is one step: the seed at its last file, every node at that time. Peers that
+    fetch from the origin's web seed do not go through the seed: they can beat it.
+    """
+    cap = job.spec.upload_limit
+    if cap <= 0 or not job.nodes or not job.files:
+        return None
+    if any(f.state is not FileState.MADE for f in job.files):
+        return None
+    made = [job.nodes[0].copies[i].done_at for i in range(len(job.files))]
+    if any(m is None for m in made):
+        return None
+    times = [m for m in made if m is not None]
+    sizes = [f.filesize for f in job.files]
+    if len(job.nodes) == 1:  # the seed alone: done when it has every file
+        return {"seed": round(max(times), 2), "all": round(max(times), 2), "nodes": 1}
+    last = max(m + size / cap for m, size in zip(times, sizes, strict=True))
+    last = max(last, min(times) + sum(sizes) / cap)
+    return {"seed": round(max(times), 2), "all": round(last, 2), "nodes": len(job.nodes)}
+
+
+def job_view(
+    job: Job,
+    latest: dict[tuple[str, str], Report],
+    *,
+    now: float,
+    wall: float,
+    limits: Limits,
+    detailed: bool,
+) -> dict[str, Any]:
+    """One job as the page shows it (``detailed``: with its nodes and its chart)."""
+    spec = job.spec
+    started = job.started_at
+    if started is None:
+        elapsed = 0.0
+    else:
+        elapsed = (job.ended_at if job.ended_at is not None else wall) - started
+    files = job.files or []
+    title = _name_of(spec.files[0].url) if spec.files else job.id
+    if len(spec.files) > 1:
+        title += f" and {len(spec.files) - 1} more file{'s' if len(spec.files) > 2 else ''}"
+    rows = [_job_row(job, n, latest, now) for n in job.nodes]
+    view: dict[str, Any] = {
+        "id": job.id,
+        "state": job.state.value,
+        "reason": job.reason[:MAX_REASON],
+        "title": title,
+        "priority": spec.priority,
+        "zones": list(spec.zones),
+        "upload_limit": spec.upload_limit,
+        "created": round(job.created_at, 3),
+        "started": None if started is None else round(started, 3),
+        "elapsed": round(max(0.0, elapsed), 1),
+        "deadline_in": (
+            round(started + spec.deadline - wall)
+            if job.state is JobState.RUNNING and started
+            else None
+        ),
+        "files": [
+            {
+                "url": f.url,
+                "name": _name_of(f.url),
+                "state": f.state.value,
+                "filesize": f.filesize,
+                "reason": f.reason[:MAX_REASON],
+            }
+            for f in files[: limits.files]
+        ],
+        "more_files": max(0, len(files) - limits.files),
+        "size": sum(f.filesize for f in files),
+        "total": len(rows),
+        "done": sum(r["done"] for r in rows),
+        "failed": sum(r["state"] in ("failed", "partial", "cancelled") for r in rows),
+        "down": sum(r["down"] for r in rows),
+        "timeleft": max((r["timeleft"] for r in rows if r["timeleft"] is not None), default=None),
+        "percent": round(sum(r["percent"] for r in rows) / len(rows), 1) if rows else 0.0,
+        "bytes": {s: sum(r["bytes"][s] for r in rows) for s in SOURCES},
+        "detailed": detailed,
+        "cancellable": not job.state.final,
+    }
+    if detailed:
+        view["nodes"] = rows[: limits.rows]
+        view["more_nodes"] = max(0, len(rows) - limits.rows)
+        view["curve"] = completion_curve(job, limits.points)
+        view["bound"] = lower_bound(job)
+    return view
+
+
+def jobs_view(
+    book: JobBook, reports: Iterable[Report], *, now: float, wall: float, limits: Limits
+) -> tuple[list[dict[str, Any]], int]:
+    """The jobs to show, running first, then queued, then the latest to end; how many more.
+
+    The first ``limits.detailed`` come with their nodes and chart; the others as one line
+    each (``smartget jobs show ID`` has the rest), so a snapshot stays small.
+    """
+    jobs = sorted(
+        book.jobs.values(),
+        key=lambda j: (_RANK.get(j.state, 2), -(j.ended_at or 0.0), -j.order),
+    )
+    shown = jobs[: limits.jobs]
+    latest = {(r.nodeid, r.sha1): r for r in reports}
+    views = [
+        job_view(j, latest, now=now, wall=wall, limits=limits, detailed=i < limits.detailed)
+        for i, j in enumerate(shown)
+    ]
+    return views, len(jobs) - len(shown)
 
 
 def _name(group: list[Report]) -> str:
@@ -194,7 +326,7 @@ def snapshot(
     tracker: Tracker,
     collector: Collector,
     drains: DrainList,
-    started: list[dict[str, Any]],
+    jobs: JobBook,
     history: dict[str, list[float]],
     hubs: list[dict[str, Any]],
     now: float,
@@ -207,10 +339,17 @@ def snapshot(
     nodes = sorted(every.values(), key=lambda n: (n.zone, n.node_id))
     reports = collector.progress()
     names = {sha1: _name(group) for sha1, group in _group(reports).items()}
-    pushes, more_pushes = pushes_view(reports, started, now, limits)
+    shown, more_jobs = jobs_view(jobs, reports, now=now, wall=wall, limits=limits)
     drained = sum(1 for node_id in drains.ids() if node_id in every)
     swarms, more_swarms = _swarms(tracker, names, now, limits.swarms)
-    live = sample_of(reports, tracker.statistics(), registry.statistics(), at=wall, now=now)
+    live = sample_of(
+        reports,
+        tracker.statistics(),
+        registry.statistics(),
+        at=wall,
+        now=now,
+        job_bytes=jobs.bytes_total,
+    )
     return {
         "at": round(wall, 3),
         "live": {"up": round(live.up), "down": round(live.down), "swarms": live.swarms},
@@ -221,8 +360,13 @@ def snapshot(
             "more": max(0, len(nodes) - limits.nodes),
             "ttl": registry.node_ttl,
         },
-        "pushes": pushes,
-        "more_pushes": more_pushes,
+        "jobs": shown,
+        "more_jobs": more_jobs,
+        "job_stats": {
+            "running": sum(j.state is JobState.RUNNING for j in jobs.jobs.values()),
+            "queued": sum(j.state is JobState.QUEUED for j in jobs.jobs.values()),
+            "bytes": dict(jobs.bytes_total),
+        },
         "swarms": swarms,
         "more_swarms": more_swarms,
         "history": history,

@@ -9,7 +9,9 @@
 ``GET /console/events``               Server-Sent Events: a ``snapshot`` a second
 ``GET /console/api/snapshot``         the same snapshot, once (JSON)
 ``POST /console/api/nodes/{id}/ACT``  ``drain``, ``undrain``, ``deregister`` (zombies only)
-``POST /console/api/pushes``          start pushes: ``{"urls": [...], "zones": [...], "count"}``
+``POST /console/api/jobs``            submit a push job: ``{"urls": [...], "zones": [...], "count",
+                                      "upload_limit"}`` (to the hub's JobRunner, as /api/jobs)
+``POST /console/api/jobs/{id}/cancel``  cancel a push job (what is not done stops on its node)
 ``GET /console/static/{file}``        the page's ES modules and CSS (package data)
 ====================================  ==========================================================
 
@@ -33,10 +35,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from smartget.errors import PushError, RegistryError
+from smartget.errors import JobError, JobNotFoundError, RegistryError
 from smartget.hub.commands import FromOperator
 from smartget.hub.console.service import Console, TooManyWatchers
 from smartget.hub.console.session import Session
+from smartget.hub.jobs.model import CopyState, parse_spec
 from smartget.hub.registry import Registry
 
 __all__ = ["ConsoleHost", "add_console"]
@@ -85,12 +88,15 @@ def _secure(response: Response) -> Response:
     return response
 
 
-class PushIn(BaseModel):
+class JobFormIn(BaseModel):
+    """The page's "start a push" form (the API's ``JobIn`` has every other option)."""
+
     urls: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
-        min_length=1, max_length=8
+        min_length=1, max_length=100
     )
     zones: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
     count: int | None = Field(None, ge=1, le=100_000)
+    upload_limit: int = Field(0, ge=0, le=1 << 40, description="bytes/s per node (0: none)")
 
 
 def add_console(app: FastAPI, hub: ConsoleHost) -> None:
@@ -268,23 +274,38 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
         await console.save_drains()
         return done(f"zombie node {gone.node_id} ({gone.addr}:{gone.port}) deregistered")
 
-    @api.post("/api/pushes", dependencies=[Depends(acting)])
-    async def start_pushes(body: PushIn, request: Request) -> Response:
+    @api.post("/api/jobs", dependencies=[Depends(acting)])
+    async def submit_job(body: JobFormIn) -> Response:
         urls = [u.strip() for u in body.urls if u.strip()]
-        for url in urls:
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"not an http(s) URL: {url[:80]}")
-        if not urls:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "give at least one URL")
-        zones = tuple(z.strip() for z in body.zones if z.strip())
+        zones = [z.strip() for z in body.zones if z.strip()]
         try:
-            # The hub drives the push through its own API, at the address the operator's
-            # browser reached it: the torrents name it as their tracker, for the nodes.
-            hub_url = str(request.base_url).rstrip("/")
-            keys = console.pushes.start(urls, zones, body.count, hub_url)
-        except PushError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-        what = "1 push" if len(keys) == 1 else f"{len(keys)} pushes"
-        return done(f"{what} started: watch below", keys=keys)
+            spec = parse_spec(
+                urls=urls, zones=zones, nodes=body.count, upload_limit=body.upload_limit
+            )
+        except JobError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        # The same core as POST /api/jobs: saved before this answers, run by the hub.
+        job = await console.jobs.submit(spec)
+        files = "1 file" if len(spec.files) == 1 else f"{len(spec.files)} files"
+        return done(f"job {job.id} queued ({files}): watch it below", id=job.id)
+
+    @api.post("/api/jobs/{job_id}/cancel", dependencies=[Depends(acting)])
+    async def cancel_job(job_id: str) -> Response:
+        try:
+            before = console.jobs.book.get(job_id).state
+        except JobNotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        if before.final:
+            return done(f"job {job_id} had ended already ({before.value}): nothing to cancel")
+        job = await console.jobs.cancel(job_id)
+        if not job.nodes:
+            return done(f"job {job_id} cancelled before it started", id=job_id)
+        stopped = sum(any(c.state is CopyState.CANCELLED for c in n.copies) for n in job.nodes)
+        kept = len(job.nodes) - stopped
+        return done(
+            f"job {job_id} cancelled: what was not done is stopped ({stopped} of "
+            f"{len(job.nodes)} nodes); {kept} had every copy already",
+            id=job_id,
+        )
 
     app.include_router(api)

@@ -286,90 +286,270 @@ $("node-rows").addEventListener("click", async (e) => {
   await act(questions[button.dataset.action], `/console/api/nodes/${encodeURIComponent(id)}/${button.dataset.action}`);
 });
 
-// -- pushes ----------------------------------------------------------------------------
+// -- push jobs --------------------------------------------------------------------------
 
-const pushCards = new Map();
+const jobCards = new Map(); // job id -> <article>
+const SOURCE_KEYS = [
+  ["origin", "origin", "origin"],
+  ["peer_same_zone", "same", "peers, same zone"],
+  ["peer_other_zone", "other", "peers, other zones"],
+];
+const FINAL = new Set(["done", "partial", "failed", "cancelled"]);
 
-function pushCard(push) {
-  const card = el("article", { class: "push", "data-push": push.key });
-  card.append(
-    el("div", { class: "push-head" },
+// A bar of where bytes came from: one SVG rect per source, widths as attributes.
+function sourceBar(counts, width, height) {
+  const total = SOURCE_KEYS.reduce((sum, [key]) => sum + (counts[key] || 0), 0);
+  const parts = [svg("rect", { class: "none", x: 0, y: 0, width, height, rx: 2 })];
+  let x = 0;
+  for (const [key, cls] of SOURCE_KEYS) {
+    const w = total ? ((counts[key] || 0) / total) * width : 0;
+    if (w > 0) parts.push(svg("rect", { class: cls, x: x.toFixed(1), y: 0, width: w.toFixed(1), height }));
+    x += w;
+  }
+  const bar = svg("svg", { class: "sources", viewBox: `0 0 ${width} ${height}`, width, height,
+    role: "img", "aria-label": sourcesText(counts) || "no verified bytes yet" });
+  bar.replaceChildren(...parts);
+  return bar;
+}
+
+function sourcesText(counts) {
+  const total = SOURCE_KEYS.reduce((sum, [key]) => sum + (counts[key] || 0), 0);
+  if (!total) return "";
+  return SOURCE_KEYS.map(([key, , label]) => `${label} ${bytes(counts[key] || 0)}`).join(" · ");
+}
+
+function sourcesShort(counts) {
+  const total = SOURCE_KEYS.reduce((sum, [key]) => sum + (counts[key] || 0), 0);
+  if (!total) return "–";
+  const peers = (counts.peer_same_zone || 0) + (counts.peer_other_zone || 0);
+  const share = Math.round((100 * peers) / total);
+  return share >= 50 ? `${share} % peers` : `${100 - share} % origin`;
+}
+
+function jobCard(job) {
+  const cancel = el("button", { type: "button", class: "small danger", "data-action": "cancel-job",
+    "data-job": job.id, "aria-label": `cancel job ${job.id}` }, "Cancel…");
+  const card = el("article", { class: "job", "data-job": job.id, "aria-label": `job ${job.id}` },
+    el("div", { class: "job-head" },
       el("span", { class: "badge" }),
-      el("span", { class: "push-title" }),
-      el("span", { class: "push-meta" })),
-    el("p", { class: "push-message" }),
-    el("div", { class: "scroll" },
+      el("span", { class: "job-title" }),
+      el("span", { class: "job-id addr" }),
+      el("span", { class: "job-meta" }),
+      el("span", { class: "job-actions" }, cancel)),
+    el("p", { class: "job-reason" }),
+    el("div", { class: "job-body" },
+      el("div", { class: "job-sources" },
+        el("span", { class: "job-sources-label muted" }, "bytes by source"),
+        el("span", { class: "job-sources-bar" }),
+        el("span", { class: "job-sources-text" }),
+        el("ul", { class: "job-files", "aria-label": "files" })),
+      el("figure", { class: "job-figure" },
+        el("figcaption", { class: "job-chart-caption" }),
+        svg("svg", { class: "chart job-chart", viewBox: "0 0 420 150", role: "img",
+          "aria-label": `nodes complete over time, job ${job.id}` }))),
+    el("div", { class: "scroll job-nodes" },
       el("table", {},
         el("thead", {}, el("tr", {},
           el("th", { scope: "col" }, "node"), el("th", { scope: "col", class: "opt" }, "role"),
-          el("th", { scope: "col" }, "progress"), el("th", { scope: "col", class: "num" }, "%"),
+          el("th", { scope: "col" }, "progress"), el("th", { scope: "col", class: "num pct-head" }, "%"),
           el("th", { scope: "col", class: "num opt" }, "down"),
           el("th", { scope: "col", class: "num opt" }, "up"),
           el("th", { scope: "col", class: "num opt" }, "time left"),
+          el("th", { scope: "col", class: "opt" }, "bytes from"),
           el("th", { scope: "col" }, "outcome"))),
         el("tbody"))),
   );
   return card;
 }
 
-function pushRow(row) {
-  const state = row.outcome === "failed" ? "failed" : row.done ? "done" : "";
+// ZONE_IP in two pieces, so that a phone's narrow column breaks it after the zone.
+function nodeName(nodeid) {
+  const cut = nodeid.indexOf("_");
+  if (cut < 0) return [nodeid];
+  return [el("span", { class: "nid" }, nodeid.slice(0, cut + 1)),
+    el("span", { class: "nid" }, nodeid.slice(cut + 1))];
+}
+
+function rowClass(row) {
+  if (row.state === "failed" || row.state === "partial") return "failed";
+  if (row.state === "cancelled") return "stopped";
+  return row.done ? "done" : "";
+}
+
+function jobRow(row) {
+  const state = rowClass(row);
   const bar = el("progress", { max: 100, value: row.percent, class: state,
     "aria-label": `${row.nodeid} ${row.percent}%` });
-  const outcome = row.error ? `failed: ${row.error}` : row.outcome;
-  return el("tr", { "data-nodeid": row.nodeid },
-    el("td", {}, row.nodeid, el("span", { class: "addr" }, row.zone || "")),
+  const running = row.state === "running";
+  const from = el("td", { class: "opt from", title: sourcesText(row.bytes) || "known once the copy is verified" },
+    sourceBar(row.bytes, 56, 9), ` ${sourcesShort(row.bytes)}`);
+  const outcome = el("td", { class: `outcome ${state}` }, el("span", { class: "what" }, row.outcome));
+  if (row.reason && row.reason !== row.outcome) outcome.append(el("span", { class: "why" }, row.reason));
+  return el("tr", { "data-nodeid": row.nodeid, "data-state": row.state },
+    el("td", {}, ...nodeName(row.nodeid), el("span", { class: "addr" }, row.zone || "")),
     el("td", { class: "opt" }, row.role || "–"),
     el("td", { class: "bar" }, bar),
     el("td", { class: "num pct" }, `${row.percent.toFixed(1)} %`),
-    el("td", { class: "num opt" }, row.done ? "–" : rate(row.down)),
-    el("td", { class: "num opt" }, row.done ? "–" : rate(row.up)),
-    el("td", { class: "num opt" }, row.done ? "–" : duration(row.timeleft)),
-    el("td", { class: `outcome ${state}` }, outcome));
+    el("td", { class: "num opt" }, running ? rate(row.down) : "–"),
+    el("td", { class: "num opt" }, running ? rate(row.up) : "–"),
+    el("td", { class: "num opt" }, running ? duration(row.timeleft) : "–"),
+    from,
+    outcome);
 }
 
-function renderPushes(pushes, more) {
-  const list = $("push-list");
+// Nodes complete against seconds from the job's start, and the lower bound as a step.
+function drawJobChart(node, caption, job) {
+  const W2 = 420, H2 = 150, L = 34, R = 10, T = 10, B = 22;
+  const curve = job.curve || [];
+  const bound = job.bound;
+  const total = Math.max(1, job.total);
+  let span = job.elapsed;
+  for (const [t] of curve) span = Math.max(span, t);
+  if (bound) span = Math.max(span, bound.all * 1.15);
+  span = Math.max(span, 1);
+  const x = (t) => L + (Math.min(t, span) / span) * (W2 - L - R);
+  const y = (n) => H2 - B - (n / total) * (H2 - T - B);
+  const parts = [];
+  const ticks = total <= 4 ? [...Array(total + 1).keys()] : [0, Math.round(total / 2), total];
+  for (const n of ticks) {
+    parts.push(svg("line", { class: "grid-line", x1: L, x2: W2 - R, y1: y(n), y2: y(n) }));
+    parts.push(svg("text", { x: L - 5, y: y(n) + 4, "text-anchor": "end" }, String(n)));
+  }
+  parts.push(svg("text", { x: L, y: H2 - 6, "text-anchor": "start" }, "0 s"));
+  parts.push(svg("text", { x: W2 - R, y: H2 - 6, "text-anchor": "end" }, duration(span)));
+  if (bound) {
+    const pts = [[0, 0], [bound.seed, 0], [bound.seed, 1], [bound.all, 1], [bound.all, bound.nodes],
+      [span, bound.nodes]];
+    parts.push(svg("polyline", { class: "bound",
+      points: pts.map(([t, n]) => `${x(t).toFixed(1)},${y(n).toFixed(1)}`).join(" ") }));
+  }
+  const steps = [[0, 0]];
+  for (const [t, n] of curve) steps.push([t, steps[steps.length - 1][1]], [t, n]);
+  const end = job.state === "running" ? job.elapsed : Math.max(job.elapsed, curve.length ? curve[curve.length - 1][0] : 0);
+  steps.push([end, steps[steps.length - 1][1]]);
+  parts.push(svg("polyline", { class: "done-line",
+    points: steps.map(([t, n]) => `${x(t).toFixed(1)},${y(n).toFixed(1)}`).join(" ") }));
+  if (job.state === "running") {
+    parts.push(svg("line", { class: "now-line", x1: x(job.elapsed), x2: x(job.elapsed), y1: T, y2: H2 - B }));
+  }
+  node.replaceChildren(...parts);
+  let text = `Nodes with every file, ${curve.length ? curve[curve.length - 1][1] : 0} of ${job.total}`;
+  if (bound) {
+    text += ` · lower bound ${bound.all.toFixed(1)} s: every byte leaves the seed at ≤ ${rate(job.upload_limit)}`;
+  } else if (job.upload_limit) {
+    text += " · lower bound once every torrent is made";
+  } else {
+    text += " · no lower bound: the job sets no upload cap";
+  }
+  setText(caption, text);
+}
+
+const FILE_STATES = {
+  pending: "waiting for the seed",
+  making: "the seed fetches it from the origin",
+  made: "torrent made, seeded",
+  failed: "failed",
+};
+
+function jobFiles(job) {
+  const items = job.files.map((f) => el("li", {},
+    el("span", { class: "file-name", title: f.url }, f.name),
+    el("span", { class: "muted" }, ` ${f.filesize ? bytes(f.filesize) : ""} ${FILE_STATES[f.state] || f.state}`),
+    f.reason ? el("span", { class: "why" }, f.reason) : ""));
+  if (job.more_files) items.push(el("li", { class: "muted" }, `and ${job.more_files} more files`));
+  if (job.deadline_in !== null) {
+    items.push(el("li", { class: "muted" }, `deadline in ${duration(job.deadline_in)}`));
+  }
+  return items;
+}
+
+function jobMeta(job) {
+  const meta = [`${job.done}/${job.total} nodes done`];
+  if (job.failed) meta.push(`${job.failed} not done`);
+  if (job.state === "running") {
+    if (job.down) meta.push(rate(job.down));
+    if (job.timeleft !== null) meta.push(`${duration(job.timeleft)} left`);
+    meta.push(`running ${duration(job.elapsed)}`);
+  } else if (job.started !== null) {
+    meta.push(`took ${duration(job.elapsed)}`);
+  } else {
+    meta.push(`queued at ${clock(job.created)}`);
+  }
+  if (job.size) meta.push(bytes(job.size));
+  if (job.zones.length) meta.push(`zones ${job.zones.join(", ")}`);
+  if (job.upload_limit) meta.push(`cap ${rate(job.upload_limit)} per node`);
+  if (job.priority) meta.push(`priority ${job.priority}`);
+  return meta.join(" · ");
+}
+
+function renderJobs(jobs, more, stats) {
+  const list = $("job-list");
   const keep = new Set();
-  pushes.forEach((push, i) => {
-    let card = pushCards.get(push.key);
+  jobs.forEach((job, i) => {
+    let card = jobCards.get(job.id);
     if (!card) {
-      card = pushCard(push);
-      pushCards.set(push.key, card);
+      card = jobCard(job);
+      jobCards.set(job.id, card);
     }
-    keep.add(push.key);
-    const [head, message] = [card.children[0], card.children[1]];
-    const badge = head.children[0];
-    setText(badge, push.state);
-    badge.className = `badge ${push.state}`;
-    setText(head.children[1], push.title);
-    const meta = [`${push.done}/${push.total} done`];
-    if (push.failed) meta.push(`${push.failed} failed`);
-    if (push.down) meta.push(rate(push.down));
-    if (push.filesize) meta.push(bytes(push.filesize));
-    if (push.origin_bytes !== null && push.origin_bytes !== undefined && push.filesize) {
-      meta.push(`origin sent ${(push.origin_bytes / push.filesize).toFixed(2)} × the file`);
+    keep.add(job.id);
+    card.dataset.state = job.state;
+    const head = card.querySelector(".job-head");
+    const badge = head.querySelector(".badge");
+    setText(badge, job.state);
+    badge.className = `badge ${job.state}`;
+    setText(head.querySelector(".job-title"), job.title);
+    setText(head.querySelector(".job-id"), job.id);
+    setText(head.querySelector(".job-meta"), jobMeta(job));
+    const cancel = head.querySelector("button[data-action=cancel-job]");
+    cancel.hidden = !job.cancellable;
+    setText(card.querySelector(".job-reason"), job.reason || "");
+    const total = SOURCE_KEYS.reduce((sum, [key]) => sum + (job.bytes[key] || 0), 0);
+    let sources = sourcesText(job.bytes) || "known as each copy is verified";
+    if (total && job.size) {
+      sources += ` · the origin sent ${(job.bytes.origin / job.size).toFixed(2)} × the files`;
     }
-    if (push.source === "collector") meta.push("seen by the collector");
-    setText(head.children[2], meta.join(" · "));
-    setText(message, push.message || "");
-    const rows = push.nodes.map(pushRow);
-    if (push.more_nodes) {
-      rows.push(el("tr", {}, el("td", { colSpan: 8, class: "muted" }, `and ${push.more_nodes} more nodes`)));
+    card.querySelector(".job-sources-bar").replaceChildren(sourceBar(job.bytes, 240, 12));
+    setText(card.querySelector(".job-sources-text"), sources);
+    card.querySelector(".job-files").replaceChildren(...jobFiles(job));
+    card.classList.toggle("brief", !job.detailed);
+    if (job.detailed) {
+      drawJobChart(card.querySelector(".job-chart"), card.querySelector(".job-chart-caption"), job);
+      const rows = job.nodes.map(jobRow);
+      if (!rows.length) {
+        rows.push(el("tr", {}, el("td", { colSpan: 9, class: "muted" },
+          job.state === "queued" ? "waiting for a running slot or free nodes" : "no nodes")));
+      }
+      if (job.more_nodes) {
+        rows.push(el("tr", {}, el("td", { colSpan: 9, class: "muted" }, `and ${job.more_nodes} more nodes`)));
+      }
+      card.querySelector("tbody").replaceChildren(...rows);
     }
-    card.querySelector("tbody").replaceChildren(...rows);
     if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null);
   });
-  for (const [key, card] of pushCards) {
-    if (!keep.has(key)) {
+  for (const [id, card] of jobCards) {
+    if (!keep.has(id)) {
       card.remove();
-      pushCards.delete(key);
+      jobCards.delete(id);
     }
   }
-  let note = pushes.length ? "" : "No pushes yet: start one above, or with `smartget push`.";
-  if (more) note = `${more} older pushes not shown.`;
-  setText($("push-note"), note);
+  let note = jobs.length ? "" : "No push jobs yet: start one above, or with `smartget push`.";
+  if (more) note = `${more} older jobs not shown: smartget jobs list.`;
+  const brief = jobs.filter((j) => !j.detailed).length;
+  if (brief) note = `${note} Older jobs in one line each: smartget jobs show ID has their nodes.`.trim();
+  setText($("job-note"), note);
+  setText($("job-counts"), `${stats.running} running · ${stats.queued} queued`);
+  setText(document.querySelector('#summary dd[data-stat="jobs"]'), stats.running);
 }
+
+$("job-list").addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-action=cancel-job]");
+  if (!button) return;
+  const id = button.dataset.job;
+  const job = lastSnapshot?.jobs.find((j) => j.id === id);
+  const what = job ? `${job.title} (${job.done}/${job.total} nodes done)` : "";
+  await act(`Cancel job ${id} ${what}? What is not done is stopped on every node; verified copies stay.`,
+    `/console/api/jobs/${encodeURIComponent(id)}/cancel`);
+});
 
 $("push-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -377,12 +557,15 @@ $("push-form").addEventListener("submit", async (e) => {
   const zones = Array.from(document.querySelectorAll("#push-zones input:checked")).map((i) => i.value);
   const countText = $("push-count").value.trim();
   const count = countText ? Number.parseInt(countText, 10) : null;
+  const capText = $("push-cap").value.trim();
+  const cap = capText ? Math.round(Number.parseFloat(capText) * 1024 * 1024) : 0;
   if (!urls.length) return;
   const where = zones.length ? `zone${zones.length > 1 ? "s" : ""} ${zones.join(", ")}` : "every zone";
   const many = count ? `${count} node${count === 1 ? "" : "s"}` : "every node";
   const what = urls.length === 1 ? urls[0] : `${urls.length} files`;
-  const result = await act(`Push ${what} to ${many} in ${where}?`, "/console/api/pushes",
-    { urls, zones, count });
+  const capped = cap ? `, at most ${rate(cap)} up per node` : "";
+  const result = await act(`Push ${what} to ${many} in ${where}${capped}? The hub runs it as a job.`,
+    "/console/api/jobs", { urls, zones, count, upload_limit: cap });
   if (result?.ok) {
     $("push-urls").value = "";
     $("push-box").open = false;
@@ -393,8 +576,16 @@ $("push-form").addEventListener("submit", async (e) => {
 
 const W = 600, H = 170, LEFT = 62, RIGHT = 8, TOP = 10, BOTTOM = 22;
 
+// The last hour, or less while the hub has not been up that long (at least 5 minutes):
+// a few minutes of samples drawn over an hour would be a sliver at the right edge.
+function chartSpan(at, now) {
+  if (!at.length) return 3600;
+  const minutes = Math.ceil((now - at[0]) / 300) * 5;
+  return Math.min(60, Math.max(5, minutes)) * 60;
+}
+
 function drawChart(node, at, series, format, now, integer = false, least = 1) {
-  const span = 3600;
+  const span = chartSpan(at, now);
   const x = (t) => LEFT + ((t - (now - span)) / span) * (W - LEFT - RIGHT);
   let top = 0;
   for (const s of series) for (const v of s.values) top = Math.max(top, v);
@@ -408,8 +599,9 @@ function drawChart(node, at, series, format, now, integer = false, least = 1) {
     parts.push(svg("line", { class: "grid-line", x1: LEFT, x2: W - RIGHT, y1: yy, y2: yy }));
     parts.push(svg("text", { x: LEFT - 6, y: yy + 4, "text-anchor": "end" }, format(top * frac)));
   }
-  for (const [label, t] of [["−60 min", now - span], ["−30 min", now - span / 2], ["now", now]]) {
-    const anchor = label === "now" ? "end" : label === "−60 min" ? "start" : "middle";
+  const marks = [[`−${span / 60} min`, now - span, "start"], [`−${span / 120} min`, now - span / 2, "middle"],
+    ["now", now, "end"]];
+  for (const [label, t, anchor] of marks) {
     parts.push(svg("text", { x: x(t), y: H - 6, "text-anchor": anchor }, label));
   }
   for (const s of series) {
@@ -424,6 +616,15 @@ function renderCharts(history, now) {
   drawChart($("chart-rate"), history.at,
     [{ cls: "down", values: history.down }, { cls: "up", values: history.up }], rate, now,
     false, 1024);
+  drawChart($("chart-sources"), history.at,
+    [{ cls: "origin", values: history.origin }, { cls: "same", values: history.peer_same_zone },
+      { cls: "other", values: history.peer_other_zone }], bytes, now, false, 1024);
+  const last = (key) => (history[key].length ? history[key][history[key].length - 1] : 0);
+  const origin = last("origin");
+  const peers = last("peer_same_zone") + last("peer_other_zone");
+  setText($("sources-note"), origin + peers
+    ? `This hour: origin ${bytes(origin)}, peers ${bytes(peers)} (${Math.round((100 * peers) / (origin + peers))} % from peers).`
+    : "No copy verified this hour: bytes are counted as each copy of a job is verified.");
   drawChart($("chart-swarms"), history.at,
     [{ cls: "swarms", values: history.swarms }, { cls: "peers", values: history.peers }],
     (v) => String(Math.round(v)), now, true);
@@ -487,7 +688,7 @@ function setConn(state, text) {
 function render(snapshot) {
   lastSnapshot = snapshot;
   renderFleet(snapshot.fleet);
-  renderPushes(snapshot.pushes, snapshot.more_pushes);
+  renderJobs(snapshot.jobs, snapshot.more_jobs, snapshot.job_stats);
   renderCharts(snapshot.history, snapshot.at);
   renderLive(snapshot.live);
   renderSwarms(snapshot.swarms, snapshot.more_swarms);
