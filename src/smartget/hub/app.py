@@ -33,9 +33,10 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import prometheus_client as prom
@@ -54,6 +55,7 @@ from smartget.hub.console import Console, DrainingCommands
 from smartget.hub.jobs.runner import JobMetrics, JobRunner, JobSettings
 from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
+from smartget.hub.state import FleetState, SqliteState, StateURL, hub_identity, parse_state
 from smartget.hub.store import (
     Store,
     Write,
@@ -72,6 +74,9 @@ from smartget.hub.udpserver import UdpTrackerServer
 from smartget.hub.udptracker import UdpTracker
 from smartget.lifecycle import Supervisor
 from smartget.net import bind_tcp
+
+if TYPE_CHECKING:
+    from smartget.hub.state.redisengine import RedisState
 
 __all__ = ["Hub", "HubSettings", "running"]
 
@@ -167,6 +172,24 @@ class HubSettings:
     http_limits: HttpLimits = field(default_factory=HttpLimits)  # --http-*
     line_timeout: float = textproto.LINE_TIMEOUT
     idle_timeout: float = textproto.IDLE_TIMEOUT
+    state: str = setting(
+        "sqlite",
+        "Where the fleet's nodes live: sqlite (DATA_DIR/hub.sqlite3, one hub) or "
+        "redis://HOST:PORT/DB (rediss:// for TLS), shared by several hubs.",
+    )
+    redis_password_file: Path | None = setting(
+        None,
+        "A file holding the Redis password [or env SMARTGET_REDIS_PASSWORD; never on "
+        "the command line].",
+        click_type=click.Path(dir_okay=False, path_type=Path),
+        show_default=False,
+    )
+    redis_ca_file: Path | None = setting(
+        None,
+        "CA certificates to verify a rediss:// server with [default: the system's].",
+        click_type=click.Path(dir_okay=False, path_type=Path),
+        show_default=False,
+    )
     relay: RelaySettings = field(default_factory=RelaySettings)  # co2 relay (hub/relay/)
     jobs: JobSettings = field(default_factory=JobSettings)  # push jobs (hub/jobs/)
 
@@ -188,12 +211,12 @@ def load_or_create_token(data_dir: Path) -> str:
 
 
 class _HubMetrics(Collector):
-    def __init__(self, registry: Registry, text: TextServerContext) -> None:
-        self.registry = registry
+    def __init__(self, stats: Callable[[], dict[str, int]], text: TextServerContext) -> None:
+        self.stats = stats  # the registry's, or the fleet's last figures from Redis
         self.text = text
 
     def collect(self) -> Iterable[Metric]:
-        stats = self.registry.statistics()
+        stats = self.stats()
         for key in ("nodes", "available", "idle", "zombies", "free_slots"):
             yield GaugeMetricFamily(f"smartget_hub_{key}", f"Registry: {key}", value=stats[key])
         commands = CounterMetricFamily(
@@ -258,11 +281,35 @@ class Hub:
             max_per_ip=settings.text_max_per_ip,
         )
         self.metrics = prom.CollectorRegistry()
-        self.metrics.register(_HubMetrics(self.registry, self.text))
+        self.metrics.register(_HubMetrics(self.fleet_statistics, self.text))
         self.relay = RelayService(settings.relay, store, metrics=self.metrics)  # /RPC2
         self.metrics.register(JobMetrics(self.jobs))
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        # The fleet's state (hub/state/): this hub's registry and store, or, once
+        # running() connects it, the Redis that several hubs share.
+        self.hub_id = hub_identity()
+        self.started = time.time()
+        self.state: FleetState = SqliteState(commands, self.save, self.now, self.describe)
+        self.redis: RedisState | None = None
+
+    def describe(self) -> dict[str, object]:
+        """This hub as /api/stats and the other hubs see it."""
+        http = self.http_url if self.http_address else ""
+        host, port = self.text_address
+        return {
+            "id": self.hub_id,
+            "state": self.state.engine,
+            "text": f"{host}:{port}",
+            "http": http,
+            "started": self.started,
+        }
+
+    def fleet_statistics(self) -> dict[str, int]:
+        """The registry's figures now (SQLite), or as of the last second (Redis)."""
+        if self.redis is not None:
+            return self.redis.cached_stats
+        return self.registry.statistics()
 
     @property
     def text_connections(self) -> set[TextProtocolServer]:
@@ -376,6 +423,37 @@ class Hub:
                     log.exception("could not save liveness changes")
 
 
+async def _use_redis(hub: Hub, url: StateURL) -> None:
+    """Put the hub's nodes on Redis: connect, load the functions, fill the mirror."""
+    from smartget.hub.state.redisengine import RedisState, redis_password
+
+    settings = hub.settings
+    engine = RedisState(
+        url,
+        password=redis_password(settings.redis_password_file, dict(os.environ)),
+        ca_file=settings.redis_ca_file,
+        rules=hub.commands.rules,
+        node_ttl=settings.node_ttl,
+        zombie_grace=settings.zombie_grace,
+        hub_id=hub.hub_id,
+        describe=hub.describe,
+    )
+    await engine.start()
+    hub.redis = engine
+    hub.state = engine
+    hub.text.remote = engine.submit_text
+    loaded = await engine.load_mirror(hub.registry, hub.now(), hub.now)
+    await engine.statistics()
+    log.info("fleet state on Redis: %d nodes", loaded)
+
+
+def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> asyncio.Task[None]:
+    """The lane to Redis (essential), the keeper and the mirror (restarted if they fail)."""
+    tasks.start(lambda: engine.follow(hub.registry, hub.now), name="fleet-mirror", essential=False)
+    tasks.start(lambda: engine.keep(hub.now), name="fleet-keeper", essential=False)
+    return tasks.start(engine.run_lane, name="fleet-lane", essential=True)
+
+
 async def run_dht(hub: Hub, address: tuple[str, int]) -> None:
     """The fleet's DHT node (issue 14), until cancelled: nodes bootstrap from it, and it
     keeps their announces, so they find each other when every hub's tracker is away.
@@ -420,11 +498,16 @@ def _bind_udp(host: str, port: int) -> socket.socket | None:
 async def running(settings: HubSettings) -> AsyncIterator[Hub]:
     """Start the hub in this loop; on exit, stop accepting, finish, close the store."""
     loop = asyncio.get_running_loop()
+    state_url = parse_state(settings.state)
     store = Store(settings.data_dir / STORE_FILE)
+    hub: Hub | None = None
     try:
         hub = Hub(settings, store)
         nodes, next_id = store.read_now(load_nodes)
-        hub.registry.restore(nodes, next_id, hub.now())
+        if state_url.is_redis:  # the nodes of the SQLite file are not the fleet's then
+            await _use_redis(hub, state_url)
+        else:
+            hub.registry.restore(nodes, next_id, hub.now())
         satellites = hub.relay.restore_now()
         torrents, finished = store.read_now(load_fleet_state)
         for info_hash in torrents:
@@ -437,9 +520,12 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         http_sock = bind_tcp(*settings.http) if settings.http else None
         udp_sock = None if settings.no_udp_tracker else _bind_udp(*settings.udp_tracker)
     except BaseException:
+        if hub is not None and hub.redis is not None:
+            await hub.redis.aclose()
         store.close_now()
         raise
-    log.info("store %s: %d nodes, next id %d", store.path, len(nodes), next_id)
+    if hub.redis is None:
+        log.info("store %s: %d nodes, next id %d", store.path, len(nodes), next_id)
     log.info(
         "tracker: %d peers restored; interval %d s, peer lifetime %d s",
         restored,
@@ -457,7 +543,10 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
 
     async with Supervisor("hub") as tasks:
         writer = tasks.start(store.run, name="store-writer", essential=True)
-        expiry = tasks.start(hub.expire_forever, name="liveness", essential=True)
+        if hub.redis is None:
+            expiry = tasks.start(hub.expire_forever, name="liveness", essential=True)
+        else:  # liveness on Redis: swept by the hub holding the lease (state/lease.py)
+            expiry = _start_redis_tasks(hub, hub.redis, tasks)
         relay = tasks.start(hub.relay.run, name="relay", essential=True)
         swarms = tasks.start(hub.keep_swarms, name="swarms", essential=False)
         jobs = tasks.start(hub.jobs.run, name="jobs", essential=False)
@@ -507,4 +596,6 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             await hub.save_swarms()
             await store.aclose()
             await writer
+            if hub.redis is not None:
+                await hub.redis.aclose()
             log.info("hub stopped")

@@ -33,6 +33,7 @@ from smartget.hub.jobs.http import add_job_routes
 from smartget.hub.jobs.runner import JobRunner
 from smartget.hub.registry import MAX_STATUS, Node, Registry
 from smartget.hub.relay.http import RelayHost, RPC2Passthrough, add_relay_routes
+from smartget.hub.state import FleetState, StateUnavailable
 
 __all__ = ["HubAPI", "create_app", "start_http"]
 
@@ -42,6 +43,7 @@ class HubAPI(FleetHost, ConsoleHost, RelayHost, Protocol):
 
     registry: Registry
     commands: HubCommands
+    state: FleetState  # the fleet's nodes: this hub's SQLite, or a Redis shared by hubs
     metrics: prom.CollectorRegistry
     jobs: JobRunner
 
@@ -50,6 +52,7 @@ class HubAPI(FleetHost, ConsoleHost, RelayHost, Protocol):
 
 # The JSON API's one mapping from the command core's errors to HTTP statuses.
 _STATUS_OF: tuple[tuple[type[RegistryError], int], ...] = (
+    (StateUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
     (NodeNotFoundError, status.HTTP_404_NOT_FOUND),
     (NotPermittedError, status.HTTP_403_FORBIDDEN),
     (RegistryError, status.HTTP_400_BAD_REQUEST),
@@ -130,7 +133,6 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
         description="The fleet's node registry, tracker, status collector and co2 relay.",
         exception_handlers={RegistryError: _registry_error, RecursionError: _too_deep},
     )
-    commands = hub.commands
 
     async def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -146,8 +148,8 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
 
     api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], tags=["registry"])
 
-    def get_node(node_id: int) -> Node:
-        node = hub.registry.get_node_by_id(node_id)
+    async def get_node(node_id: int) -> Node:
+        node = await hub.state.get_node(node_id)
         if node is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node has id {node_id}")
         return node
@@ -161,22 +163,10 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[NodeOut]:
         """Registered nodes, by id; filter by zone, exact status or availability."""
-        registry = hub.registry
-        if node_status is not None:
-            ids = registry.get_node_ids_by_status(node_status)
-        elif available:
-            ids = registry.get_available_node_ids()
-        else:
-            ids = list(registry.get_nodes())
-        nodes = (registry.get_node_by_id(i) for i in ids)
-        picked = [
-            n
-            for n in nodes
-            if n is not None
-            and (zone is None or n.zone == zone)
-            and (available is None or (n.status > 0) == available)
-        ]
-        return [_out(n) for n in picked[offset : offset + limit]]
+        nodes = await hub.state.list_nodes(
+            zone=zone, status=node_status, available=available, limit=limit, offset=offset
+        )
+        return [_out(n) for n in nodes]
 
     @api.post("/nodes", status_code=status.HTTP_201_CREATED, response_model=NodeOut)
     async def register(body: NodeIn, request: Request) -> Any:
@@ -184,36 +174,32 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
         caller = FromOperator(request.client.host if request.client else "")
         info = body.model_dump(exclude={"ip", "port"})
         try:
-            node = commands.register(caller, body.port, hub.now(), ip=body.ip, **info)
+            node = await hub.state.register(caller, body.port, ip=body.ip, **info)
         except NodeExistsError as exc:
-            existing = hub.registry.get_node_ids_by_addr_port(body.ip or caller.ip, body.port)
-            return JSONResponse({"detail": str(exc), "id": existing[0]}, status_code=409)
-        await hub.save()
+            existing = await hub.state.find_node(body.ip or caller.ip, body.port)
+            return JSONResponse({"detail": str(exc), "id": existing}, status_code=409)
         return _out(node)
 
     @api.get("/nodes/{node_id}", response_model=NodeOut)
     async def one_node(node_id: int) -> NodeOut:
-        return _out(get_node(node_id))
+        return _out(await get_node(node_id))
 
     @api.patch("/nodes/{node_id}", response_model=NodeOut)
     async def update(node_id: int, body: NodeUpdate) -> NodeOut:
         """Change a node's zone, name, ports or URLs."""
-        get_node(node_id)
-        node = commands.update_info(FromOperator(), node_id, **body.model_dump(exclude_none=True))
-        await hub.save()
+        await get_node(node_id)
+        node = await hub.state.update_info(node_id, **body.model_dump(exclude_none=True))
         return _out(node)
 
     @api.put("/nodes/{node_id}/status", response_model=NodeOut)
     async def set_status(node_id: int, body: StatusIn) -> NodeOut:
         """The heartbeat: a node's free capacity. A zombie that calls this is back."""
-        node = commands.set_status(FromOperator(), node_id, body.status, hub.now())
-        await hub.save()
+        node = await hub.state.set_status(FromOperator(), node_id, body.status)
         return _out(node)
 
     @api.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT)
     async def deregister(node_id: int) -> Response:
-        commands.deregister(FromOperator(), node_id)
-        await hub.save()
+        await hub.state.deregister(FromOperator(), node_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @api.post("/nodes/request", response_model=dict[str, list[NodeOut]])
@@ -223,8 +209,9 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
         Most free capacity first, ties in turn, the zone's nodes first; each node handed
         out has its status lowered by one.
         """
-        nodes = commands.request_nodes(FromOperator(), body.n, zone=body.zone, exclude=body.exclude)
-        await hub.save()
+        nodes = await hub.state.request_nodes(
+            FromOperator(), body.n, zone=body.zone, exclude=body.exclude
+        )
         return {"nodes": [_out(n) for n in nodes]}
 
     @api.get("/relay/dump", response_class=Response, tags=["relay"])
@@ -234,8 +221,9 @@ def create_app(hub: HubAPI, handlers: FleetHandlers | None = None) -> FastAPI:
         return Response(hub.relay.export_dump(), media_type="text/xml")
 
     @api.get("/stats")
-    async def stats() -> dict[str, int]:
-        return hub.registry.statistics()
+    async def stats() -> dict[str, Any]:
+        """The fleet's registry figures, and the hubs serving it that are up (``hubs``)."""
+        return {**await hub.state.statistics(), "hubs": await hub.state.hubs()}
 
     app.include_router(api)
     add_relay_routes(app, hub)  # POST /RPC2: co2's relay registry (hub/relay/)

@@ -17,6 +17,11 @@ at once, with one ``transport.write`` per read, and no future is made for it.
 
 If a commit fails, every reply that waited for it becomes ``400 BAD REQUEST`` with
 "could not save": one such line per command, so a pipelining client stays in step.
+
+On Redis (``--state redis://``, hub/state/) the commands of a read are not executed
+here: the whole read goes to the engine (``TextServerContext.remote``) as one
+submission, executed by Redis in order, and its replies join the outbox as a future,
+in the same order as everything else; :func:`remote_reply` maps each outcome.
 """
 
 from __future__ import annotations
@@ -24,15 +29,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
 from smartget.hub import textproto as tp
 from smartget.hub.commands import FromNode, HubCommands
+from smartget.hub.registry import MAX_STATUS, Node
 
-__all__ = ["TextProtocolServer", "TextServerContext", "execute"]
+if TYPE_CHECKING:
+    from smartget.hub.state.api import Outcome
+
+__all__ = ["TextProtocolServer", "TextServerContext", "execute", "remote_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +124,33 @@ def execute(core: HubCommands, event: tp.Event, peer_ip: str, now: float) -> byt
     return _HANDLERS[type(event)](core, event, FromNode(peer_ip), now)
 
 
+def remote_reply(event: tp.Event, outcome: Outcome) -> bytes:
+    """The reply to one command a remote engine carried out (the same bytes as above)."""
+    if isinstance(event, tp.StartSession):
+        return OK
+    if isinstance(event, tp.BadRequest):
+        return tp.bad_request(event.reason)
+    if isinstance(outcome, NodeExistsError):
+        return NODE_EXISTS
+    if isinstance(outcome, NodeNotFoundError) and isinstance(event, tp.Deregister):
+        return NOT_FOUND
+    if isinstance(outcome, RegistryError):
+        return tp.bad_request(str(outcome))
+    if isinstance(event, tp.SetStatus):
+        if outcome is None and not -1 <= event.status <= MAX_STATUS:
+            return tp.bad_request(f"status must be from -1 to {MAX_STATUS}, got {event.status}")
+        return OK
+    if isinstance(event, tp.Register) and isinstance(outcome, Node):
+        return tp.ok([str(outcome.node_id)])
+    if isinstance(event, tp.RequestNodes) and isinstance(outcome, list):
+        return tp.ok(f"{node.addr} {node.port}" for node in outcome) if outcome else NOT_FOUND
+    return OK
+
+
+def _remote_replies(events: Sequence[tp.Event], outcomes: list[Outcome]) -> bytes:
+    return b"".join(map(remote_reply, events, outcomes))
+
+
 @dataclass(eq=False)
 class TextServerContext:
     """What every connection of the text server shares (built by the hub's app.py)."""
@@ -134,6 +170,9 @@ class TextServerContext:
     # Plain ints on the hot path; the hub's metrics turn them into a counter.
     command_counts: collections.Counter[type] = field(default_factory=collections.Counter)
     refused: int = 0
+    # A remote engine (Redis) that executes whole reads: their outcomes, in order, once
+    # durable. None: execute here against ``commands`` and wait for ``commit``.
+    remote: Callable[[Sequence[tp.Event], str], asyncio.Future[list[Outcome]]] | None = None
 
     def admit(self, ip: str) -> bool:
         if len(self.connections) >= self.max_connections or self.per_ip[ip] >= self.max_per_ip:
@@ -161,9 +200,11 @@ class TextProtocolServer(asyncio.Protocol):
         self._timer_at: float | None = None
         # Replies in order, one entry per read: (the commit they wait for, if any;
         # the replies joined; how many).
-        self._outbox: collections.deque[tuple[asyncio.Future[None] | None, bytes, int]] = (
+        # A remote engine's entry has b"" as its replies: its future holds them.
+        self._outbox: collections.deque[tuple[asyncio.Future[Any] | None, bytes, int]] = (
             collections.deque()
         )
+        self._remote = context.remote
         # Looked up once, used on every read. The clock is the hub's (the loop's time).
         self._core = context.commands
         self._registry = context.commands.registry
@@ -249,6 +290,9 @@ class TextProtocolServer(asyncio.Protocol):
         The replies leave at once unless a change they acknowledge (or an earlier reply
         still waiting) needs a commit first: only then do they go through the outbox.
         """
+        if self._remote is not None:
+            self._answer_remote(events)
+            return
         registry, core, caller, counts = self._registry, self._core, self._caller, self._counts
         handlers = _HANDLERS
         changes_before = registry.change_count
@@ -284,6 +328,25 @@ class TextProtocolServer(asyncio.Protocol):
         if committed is None:
             self._pump()  # behind an earlier commit: writes only what is ready
 
+    def _answer_remote(self, events: list[tp.Event]) -> None:
+        """Hand the read to the remote engine; its replies wait in the outbox, in order."""
+        assert self._remote is not None
+        counts = self._counts
+        for event in events:
+            counts[type(event)] += 1
+        outcomes = self._remote(events, self.peer_ip)
+        replies: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def done(future: asyncio.Future[list[Outcome]]) -> None:
+            if (exc := future.exception()) is not None:
+                replies.set_exception(exc)
+            else:
+                replies.set_result(_remote_replies(events, future.result()))
+            self._pump()
+
+        outcomes.add_done_callback(done)
+        self._outbox.append((replies, b"", len(events)))
+
     def _committed(self, _: asyncio.Future[None]) -> None:
         self._pump()
 
@@ -300,6 +363,8 @@ class TextProtocolServer(asyncio.Protocol):
                     break
                 if committed.exception() is not None:
                     reply = _NOT_SAVED * count
+                elif not reply:  # a remote engine's replies
+                    reply = committed.result()
             outbox.popleft()
             chunks.append(reply)
         if chunks:

@@ -1,0 +1,306 @@
+"""The fleet's atomic steps: one Redis Functions library (Lua), loaded by every hub.
+
+Each function is one atomic step on the server: no other client's command runs in
+between, so two hubs never hand out the same last slot. Every key a function touches
+carries the fleet's hash tag (``sg:{fleet}:``, see :mod:`keys`), so under Redis Cluster
+each call runs on the one master that owns that slot. ``KEYS[1]`` is always a key of
+that slot (the cluster client routes by it); ``ARGV[1]`` is the key prefix.
+
+Functions (not ``EVAL`` scripts) because Redis keeps them in its AOF and RDB: after a
+restart every hub's ``FCALL`` still finds them, with no ``NOSCRIPT`` retry on the hot
+path. Time is Redis's own (``TIME``): hubs on different machines agree on liveness.
+
+The replies are tables whose first element says what happened (``ok``, ``exists``,
+``notfound``, ``notowner``, ``toomany``, ``stranger``); the hub turns them into the
+:mod:`smartget.errors` tree (``redisengine.py``). A node record is
+``id, a, p, nm, s, z, bt, api, files``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["LIBRARY", "LIBRARY_NAME"]
+
+LIBRARY_NAME: Final = "smartget1"
+
+LIBRARY: Final = r"""#!lua name=smartget1
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function record(P, id)
+  local v = redis.call('HMGET', P .. 'n:' .. id, 'a', 'p', 'nm', 's', 'z', 'bt', 'api', 'files')
+  return {tostring(id), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]}
+end
+
+local function append(out, rec)
+  for _, x in ipairs(rec) do out[#out + 1] = x end
+end
+
+-- Tell every hub's mirror that this node changed (a capped stream).
+local function note(P, id)
+  redis.call('XADD', P .. 'log', 'MAXLEN', '~', '100000', '*', 'n', id)
+end
+
+local function unfree(P, m, zone)
+  if m then
+    redis.call('ZREM', P .. 'free', m)
+    if zone and zone ~= '' then redis.call('ZREM', P .. 'free:z:' .. zone, m) end
+  end
+end
+
+-- Into the free sets at the end of its status's turn; returns the member.
+local function refree(P, id, status, zone)
+  local seq = redis.call('INCR', P .. 'seq')
+  local m = string.format('%016.0f', seq) .. ':' .. id
+  redis.call('ZADD', P .. 'free', -status, m)
+  if zone and zone ~= '' then redis.call('ZADD', P .. 'free:z:' .. zone, -status, m) end
+  return m
+end
+
+local function change(P, id, old, new, zone, m)
+  local k = P .. 'n:' .. id
+  if old > 0 then
+    unfree(P, m, zone)
+    redis.call('HINCRBY', P .. 'stat', 'slots', -old)
+  end
+  if new > 0 then
+    redis.call('HSET', k, 's', new, 'm', refree(P, id, new, zone))
+    redis.call('HINCRBY', P .. 'stat', 'slots', new)
+  else
+    redis.call('HSET', k, 's', new)
+    if m then redis.call('HDEL', k, 'm') end
+  end
+  note(P, id)
+end
+
+local function remove(P, id)
+  local k = P .. 'n:' .. id
+  local rec = record(P, id)
+  local v = redis.call('HMGET', k, 'a', 'p', 's', 'z', 'm')
+  local s = tonumber(v[3])
+  if s > 0 then
+    unfree(P, v[5], v[4])
+    redis.call('HINCRBY', P .. 'stat', 'slots', -s)
+  end
+  redis.call('HDEL', P .. 'ap', v[1] .. ' ' .. v[2])
+  redis.call('SREM', P .. 'ip:' .. v[1], id)
+  redis.call('ZREM', P .. 'all', id)
+  redis.call('ZREM', P .. 'alive', id)
+  redis.call('ZREM', P .. 'zomb', id)
+  redis.call('DEL', k)
+  note(P, id)
+  return rec
+end
+
+-- KEYS: next; ARGV: P, ip, port, max per ip (0: any), status, name, zone, bt, api, files
+redis.register_function('sg_register', function(keys, args)
+  local P, addr, port = args[1], args[2], args[3]
+  local ap = addr .. ' ' .. port
+  local existing = redis.call('HGET', P .. 'ap', ap)
+  if existing then return {'exists', existing} end
+  local most = tonumber(args[4])
+  if most > 0 then
+    local taken = redis.call('SCARD', P .. 'ip:' .. addr)
+    if taken >= most then return {'toomany', tostring(taken)} end
+  end
+  local id = redis.call('INCR', keys[1])
+  redis.call('HSET', P .. 'n:' .. id, 'a', addr, 'p', port, 'nm', args[6], 's', 0,
+             'z', args[7], 'bt', args[8], 'api', args[9], 'files', args[10])
+  redis.call('HSET', P .. 'ap', ap, id)
+  redis.call('SADD', P .. 'ip:' .. addr, id)
+  redis.call('ZADD', P .. 'all', id, id)
+  redis.call('ZADD', P .. 'alive', now_ms(), id)
+  local status = tonumber(args[5])
+  if status > 0 then change(P, id, 0, status, args[7], false) else note(P, id) end
+  local out = {'ok'}
+  append(out, record(P, id))
+  return out
+end)
+
+-- KEYS: next; ARGV: P, id ('' : by ip and port), ip, port, owner ip ('' : anyone)
+redis.register_function('sg_deregister', function(keys, args)
+  local P, id = args[1], args[2]
+  if id == '' then
+    id = redis.call('HGET', P .. 'ap', args[3] .. ' ' .. args[4])
+    if not id then return {'notfound'} end
+  elseif redis.call('EXISTS', P .. 'n:' .. id) == 0 then
+    return {'notfound'}
+  end
+  if args[5] ~= '' then
+    local a = redis.call('HGET', P .. 'n:' .. id, 'a')
+    if a ~= args[5] then return {'notowner', a} end
+  end
+  local out = {'ok'}
+  append(out, remove(P, id))
+  return out
+end)
+
+-- The heartbeat. KEYS: next; ARGV: P, id, status, owner ip ('' : anyone), '1' for the record
+redis.register_function('sg_setstatus', function(keys, args)
+  local P, id, status = args[1], args[2], tonumber(args[3])
+  local v = redis.call('HMGET', P .. 'n:' .. id, 'a', 's', 'z', 'm')
+  if not v[1] then return {'notfound'} end
+  if args[4] ~= '' and v[1] ~= args[4] then return {'notowner', v[1]} end
+  local old, now = tonumber(v[2]), now_ms()
+  if status == -1 then
+    if old ~= -1 then
+      redis.call('ZREM', P .. 'alive', id)
+      redis.call('ZADD', P .. 'zomb', now, id)
+      change(P, id, old, -1, v[3], v[4])
+    end
+  else
+    if old == -1 then redis.call('ZREM', P .. 'zomb', id) end
+    redis.call('ZADD', P .. 'alive', now, id)
+    if old ~= status then change(P, id, old, status, v[3], v[4]) end
+  end
+  if args[5] ~= '1' then return {'ok'} end
+  local out = {'ok'}
+  append(out, record(P, id))
+  return out
+end)
+
+-- Hand out up to n nodes, lowering each one's status by one: the zone's nodes first,
+-- most free first, ties in turn; never the requester's nodes nor the excluded ids.
+-- KEYS: next; ARGV: P, n, zone, requester ip ('' : an operator), '1' if the requester
+-- may ask without a node of its own, excluded ids...
+redis.register_function('sg_requestnodes', function(keys, args)
+  local P, n, zone, addr = args[1], tonumber(args[2]), args[3], args[4]
+  local skip, nskip = {}, 0
+  if addr ~= '' then
+    local mine = redis.call('SMEMBERS', P .. 'ip:' .. addr)
+    if #mine == 0 and args[5] ~= '1' then return {'stranger'} end
+    table.sort(mine, function(x, y) return tonumber(x) < tonumber(y) end)
+    zone = ''
+    for _, id in ipairs(mine) do
+      skip[id] = true
+      nskip = nskip + 1
+      if zone == '' then zone = redis.call('HGET', P .. 'n:' .. id, 'z') or '' end
+    end
+  end
+  for i = 6, #args do
+    if not skip[args[i]] then
+      skip[args[i]] = true
+      nskip = nskip + 1
+    end
+  end
+  local chosen = {}
+  local sources = {}
+  if zone ~= '' then sources[#sources + 1] = P .. 'free:z:' .. zone end
+  sources[#sources + 1] = P .. 'free'
+  for _, src in ipairs(sources) do
+    if #chosen >= n then break end
+    -- At most nskip + #chosen members of the window are passed over: O(log N + k).
+    local window = redis.call('ZRANGE', src, 0, n + nskip + #chosen - 1)
+    for _, m in ipairs(window) do
+      if #chosen >= n then break end
+      local id = string.match(m, ':(%d+)$')
+      if not skip[id] then
+        skip[id] = true
+        chosen[#chosen + 1] = id
+      end
+    end
+  end
+  local out = {'ok'}
+  for _, id in ipairs(chosen) do
+    local v = redis.call('HMGET', P .. 'n:' .. id, 's', 'z', 'm')
+    local s = tonumber(v[1])
+    change(P, id, s, s - 1, v[2], v[3])
+    append(out, record(P, id))
+  end
+  if #chosen > 0 then redis.call('HINCRBY', P .. 'stat', 'handed', #chosen) end
+  return out
+end)
+
+-- KEYS: next; ARGV: P, id, field, value, ... (nm, z, bt, api, files)
+redis.register_function('sg_update', function(keys, args)
+  local P, id = args[1], args[2]
+  local k = P .. 'n:' .. id
+  local v = redis.call('HMGET', k, 'a', 's', 'z', 'm')
+  if not v[1] then return {'notfound'} end
+  local zone = v[3]
+  for i = 3, #args, 2 do
+    if args[i] == 'z' then zone = args[i + 1] end
+    redis.call('HSET', k, args[i], args[i + 1])
+  end
+  local s = tonumber(v[2])
+  if s > 0 then
+    unfree(P, v[4], v[3])
+    redis.call('HSET', k, 'm', refree(P, id, s, zone))
+  end
+  note(P, id)
+  local out = {'ok'}
+  append(out, record(P, id))
+  return out
+end)
+
+-- Liveness, run by the hub holding the sweep lease: nodes silent for ttl ms become
+-- zombies, zombies older than grace ms are removed; at most limit of each per call.
+-- KEYS: next; ARGV: P, ttl ms, grace ms, limit. Returns {zombie records, removed records}.
+redis.register_function('sg_sweep', function(keys, args)
+  local P, ttl, grace, limit = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local now = now_ms()
+  local zombies, removed = {}, {}
+  local due = redis.call('ZRANGEBYSCORE', P .. 'alive', '-inf', now - ttl, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local v = redis.call('HMGET', P .. 'n:' .. id, 's', 'z', 'm')
+    redis.call('ZREM', P .. 'alive', id)
+    redis.call('ZADD', P .. 'zomb', now, id)
+    change(P, id, tonumber(v[1]), -1, v[2], v[3])
+    append(zombies, record(P, id))
+  end
+  local gone = redis.call('ZRANGEBYSCORE', P .. 'zomb', '-inf', now - grace, 'LIMIT', 0, limit)
+  for _, id in ipairs(gone) do append(removed, remove(P, id)) end
+  return {zombies, removed}
+end)
+
+-- Take or renew a lease. KEYS: the lease; ARGV: holder, ms. 1: held by the caller.
+redis.register_function('sg_lease', function(keys, args)
+  local holder = redis.call('GET', keys[1])
+  if holder == args[1] then
+    redis.call('PEXPIRE', keys[1], args[2])
+    return 1
+  end
+  if not holder then
+    redis.call('SET', keys[1], args[1], 'PX', args[2])
+    return 1
+  end
+  return 0
+end)
+
+-- Give a lease back if the caller holds it. KEYS: the lease; ARGV: holder.
+redis.register_function('sg_release', function(keys, args)
+  if redis.call('GET', keys[1]) == args[1] then return redis.call('DEL', keys[1]) end
+  return 0
+end)
+
+-- A hub's heartbeat. KEYS: hubs; ARGV: P, hub id, json, ttl ms ('0': the hub leaves).
+redis.register_function('sg_hub_beat', function(keys, args)
+  local P, id, ttl = args[1], args[2], tonumber(args[4])
+  local now = now_ms()
+  if ttl > 0 then
+    redis.call('SET', P .. 'hub:' .. id, args[3], 'PX', ttl)
+    redis.call('ZADD', keys[1], now + ttl, id)
+  else
+    redis.call('DEL', P .. 'hub:' .. id)
+    redis.call('ZREM', keys[1], id)
+  end
+  redis.call('ZREMRANGEBYSCORE', keys[1], '-inf', now)
+  return now
+end)
+
+-- The hubs whose heartbeat is current: their JSON. KEYS: hubs; ARGV: P.
+redis.register_function{function_name = 'sg_hubs', flags = {'no-writes'},
+  callback = function(keys, args)
+    local ids = redis.call('ZRANGEBYSCORE', keys[1], now_ms(), '+inf')
+    local out = {}
+    for _, id in ipairs(ids) do
+      local info = redis.call('GET', args[1] .. 'hub:' .. id)
+      if info then out[#out + 1] = info end
+    end
+    return out
+  end}
+"""

@@ -1,0 +1,705 @@
+"""The shared engine: the fleet's registry and liveness in Redis, for several hubs.
+
+::
+
+    text server ──submit_text(read)──┐
+    JSON API ──── await register ... ┼─> _Lane: one FIFO, one pipeline of FCALLs per
+                                     │   batch (group commit), in submission order
+    keeper (1 s): hub heartbeat,     │
+      sweep lease, sweep, stats ─────┘            Redis (functions.py: atomic steps)
+    mirror: XREAD the change log ──> this hub's Registry (read-only copy for the
+                                     tracker, the console, /metrics)
+
+Every command is one function call (:mod:`functions`), executed atomically by Redis. A
+batch is sent as one pipeline, on one connection, only one batch at a time: whatever
+arrives while it is out goes in the next, so a burst costs one round trip and Redis's
+``appendfsync always`` one fsync for many replies, as the SQLite store groups commits.
+A reply leaves once Redis has answered, which (with ``appendfsync always``) is after
+the AOF write: nothing acknowledged is lost, if Redis is configured so
+(:func:`check_durability` warns at start when it is not).
+
+Redis's failures become :class:`StateUnavailable` (a ``RegistryError``): the text
+server answers "could not save", the JSON API 503 (hub/http.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from smartget.errors import (
+    ConfigError,
+    NodeExistsError,
+    NodeNotFoundError,
+    NotPermittedError,
+    RegistryError,
+)
+from smartget.hub import textproto as tp
+from smartget.hub.commands import Caller, CommandRules, FromNode
+from smartget.hub.registry import MAX_STATUS, STATUS_ZOMBIE, Node, Registry
+from smartget.hub.state.api import Outcome, StateUnavailable
+from smartget.hub.state.functions import LIBRARY
+from smartget.hub.state.keys import NODE_FIELDS, Keys, StateURL, node_from_record
+from smartget.hub.state.lease import Lease
+
+__all__ = ["RedisState", "StateUnavailable", "check_durability", "redis_password"]
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "SMARTGET_REDIS_PASSWORD"
+TIMEOUT = 5.0  # seconds: a command, a connect, a batch
+MAX_BATCH = 2048  # commands in one pipeline
+KEEP_EVERY = 1.0  # seconds between heartbeats, lease tries and sweeps
+HUB_TTL = 5.0  # seconds a hub counts as up after its last heartbeat
+SWEEP_LIMIT = 1000  # nodes per sweep call (bounded work per atomic step)
+SWEEP_ROUNDS = 10  # sweep calls per tick at most
+MIRROR_BATCH = 10_000  # change-log entries per read
+_RECORD = 1 + len(NODE_FIELDS)
+
+
+def redis_password(password_file: Path | None, environ: dict[str, str]) -> str | None:
+    """The password from ``--redis-password-file`` or SMARTGET_REDIS_PASSWORD."""
+    if password_file is not None:
+        try:
+            return password_file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"--redis-password-file {password_file}: {exc.strerror}") from None
+    return environ.get(PASSWORD_ENV) or None
+
+
+def check_durability(config: dict[str, str]) -> list[str]:
+    """What in Redis's CONFIG breaks "nothing acknowledged is lost" (empty: all holds)."""
+    problems = []
+    if config.get("appendonly") != "yes":
+        problems.append(
+            f"appendonly is {config.get('appendonly', '?')!r}: a Redis restart loses every "
+            "change since its last snapshot (set appendonly yes)"
+        )
+    elif config.get("appendfsync") != "always":
+        problems.append(
+            f"appendfsync is {config.get('appendfsync', '?')!r}: a power cut or kernel crash "
+            "may lose up to a second of acknowledged changes (set appendfsync always)"
+        )
+    return problems
+
+
+class _Lane:
+    """One FIFO of function calls, sent in batches, one batch at a time, in order."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._queue: collections.deque[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = (
+            collections.deque()
+        )
+        self._ready = asyncio.Event()
+        self.batches = 0
+        self.calls = 0
+
+    def submit(self, calls: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if not calls:
+            future.set_result([])
+            return future
+        self._queue.append((calls, future))
+        self._ready.set()
+        return future
+
+    async def run(self) -> None:
+        queue = self._queue
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while queue:
+                    batch = []
+                    size = 0
+                    while queue and size < MAX_BATCH:
+                        entry = queue.popleft()
+                        batch.append(entry)
+                        size += len(entry[0])
+                    await self._send(batch)
+        finally:
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(StateUnavailable("the hub is stopping"))
+
+    async def _send(
+        self, batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]]
+    ) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for calls, _ in batch:
+            for call in calls:
+                pipe.execute_command(*call)
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            error = StateUnavailable(
+                f"the fleet's Redis did not answer: {exc or type(exc).__name__}"
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self.batches += 1
+        self.calls += len(results)
+        at = 0
+        for calls, future in batch:
+            if not future.done():
+                future.set_result(results[at : at + len(calls)])
+            at += len(calls)
+
+
+def _raise_unexpected(reply: Any) -> None:
+    if isinstance(reply, ResponseError):
+        raise StateUnavailable(f"the fleet's Redis refused a command: {reply}")
+    if isinstance(reply, Exception):
+        raise StateUnavailable(f"the fleet's Redis failed: {reply}")
+
+
+def _nodes(reply: list[Any], start: int = 1) -> list[Node]:
+    return [node_from_record(reply[i : i + _RECORD]) for i in range(start, len(reply), _RECORD)]
+
+
+class RedisState:
+    """:class:`~smartget.hub.state.api.FleetState` on Redis, shared by several hubs."""
+
+    engine = "redis"
+
+    def __init__(
+        self,
+        url: StateURL,
+        *,
+        password: str | None,
+        ca_file: Path | None = None,
+        rules: CommandRules | None = None,
+        node_ttl: float,
+        zombie_grace: float,
+        hub_id: str,
+        describe: Callable[[], dict[str, Any]],
+        keys: Keys | None = None,
+    ) -> None:
+        self.url = url
+        self.rules = rules or CommandRules()
+        self.node_ttl = node_ttl
+        self.zombie_grace = zombie_grace
+        self.hub_id = hub_id
+        self.keys = keys or Keys()
+        self._describe = describe
+        options: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "db": url.db,
+            "username": url.username,
+            "password": password,
+            "decode_responses": True,
+            "socket_timeout": TIMEOUT,
+            "socket_connect_timeout": TIMEOUT,
+            # No retry: a command may have run before the connection broke, and
+            # register or requestnodes must not run twice.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if url.tls:
+            options["ssl"] = True
+            if ca_file is not None:
+                options["ssl_ca_certs"] = str(ca_file)
+        self._options = options
+        self.client = aioredis.Redis(**options)
+        self._lane = _Lane(self.client)
+        self.lease = Lease(ttl=HUB_TTL, margin=1.0)
+        self.cached_stats: dict[str, int] = _empty_stats()
+        self.durability_problems: list[str] = []
+        self.mirror_applied = 0
+        self._log_last = "0-0"
+        # This hub's read-only copy of the fleet (load_mirror): what its own commands
+        # changed goes in before their replies leave (a hub reads its own writes); the
+        # other hubs' changes arrive through the change log (follow).
+        self.mirror: Registry | None = None
+        self._mirror_clock: Callable[[], float] = time.monotonic
+        prefix = self.keys.prefix
+        self._p = prefix
+        self._k = self.keys.next_id
+
+    # -- start and stop -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, check durability, load the functions (each step has a deadline)."""
+        try:
+            async with asyncio.timeout(TIMEOUT * 2):
+                await self.client.ping()
+                try:
+                    config = await self.client.config_get("append*")
+                except ResponseError as exc:  # CONFIG renamed or refused (managed Redis)
+                    log.warning("cannot check the Redis durability settings: %s", exc)
+                else:
+                    found = {str(k): str(v) for k, v in config.items()}
+                    self.durability_problems = check_durability(found)
+                    for problem in self.durability_problems:
+                        log.warning("Redis %s: %s", self.url.url, problem)
+                await self.client.function_load(LIBRARY, replace=True)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self.client.aclose()
+            raise ConfigError(
+                f"--state {self.url.url}: cannot use Redis there ({exc or type(exc).__name__})"
+            ) from None
+        log.info("fleet state on %s (hub %s)", self.url.url, self.hub_id)
+
+    async def aclose(self) -> None:
+        """Leave: heartbeat removed, sweep lease given back (best effort, bounded)."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(TIMEOUT):
+                await self.client.fcall(
+                    "sg_hub_beat", 1, self.keys.hubs, self._p, self.hub_id, "", 0
+                )
+                await self.client.fcall("sg_release", 1, self.keys.sweep_lease, self.hub_id)
+        await self.client.aclose()
+
+    async def run_lane(self) -> None:
+        await self._lane.run()
+
+    # -- the text protocol: a whole read in one submission --------------------------
+
+    def submit_text(self, events: Sequence[tp.Event], ip: str) -> asyncio.Future[list[Outcome]]:
+        calls: list[tuple[Any, ...]] = []
+        plan: list[int] = []  # per event: index of its call, or -1
+        for event in events:
+            call = self._text_call(event, ip)
+            if call is None:
+                plan.append(-1)
+            else:
+                plan.append(len(calls))
+                calls.append(call)
+        sent = self._lane.submit(calls)
+        loop = asyncio.get_running_loop()
+        outcomes: asyncio.Future[list[Outcome]] = loop.create_future()
+
+        def done(future: asyncio.Future[list[Any]]) -> None:
+            if outcomes.done():
+                return
+            if (exc := future.exception()) is not None:
+                outcomes.set_exception(exc)
+                return
+            replies = future.result()
+            try:
+                result = [
+                    None if at < 0 else self._text_outcome(event, replies[at], ip)
+                    for event, at in zip(events, plan, strict=True)
+                ]
+            except StateUnavailable as failed:
+                outcomes.set_exception(failed)
+                return
+            self._mirror_text(events, result)
+            outcomes.set_result(result)
+
+        sent.add_done_callback(done)
+        return outcomes
+
+    def _text_call(self, event: tp.Event, ip: str) -> tuple[Any, ...] | None:
+        p, k = self._p, self._k
+        kind = type(event)
+        if kind is tp.SetStatus:
+            assert isinstance(event, tp.SetStatus)
+            if not STATUS_ZOMBIE <= event.status <= MAX_STATUS:
+                return None
+            return ("FCALL", "sg_setstatus", 1, k, p, event.node_id, event.status, ip, "")
+        if kind is tp.Register:
+            assert isinstance(event, tp.Register)
+            most = self.rules.max_nodes_per_ip
+            return ("FCALL", "sg_register", 1, k, p, ip, event.port, most, 0, "", "", 0, "", "")
+        if kind is tp.RequestNodes:
+            assert isinstance(event, tp.RequestNodes)
+            allowed = "1" if self.rules.allows(ip) else "0"
+            return ("FCALL", "sg_requestnodes", 1, k, p, event.n, "", ip, allowed)
+        if kind is tp.Deregister:
+            assert isinstance(event, tp.Deregister)
+            return ("FCALL", "sg_deregister", 1, k, p, "", ip, event.port, "")
+        return None
+
+    def _mirror_text(self, events: Sequence[tp.Event], outcomes: list[Outcome]) -> None:
+        mirror = self.mirror
+        if mirror is None:
+            return
+        now = self._mirror_clock()
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, RegistryError):
+                continue
+            if isinstance(event, tp.SetStatus):
+                if event.node_id in mirror:
+                    mirror.set_node_status(event.node_id, event.status, now)
+            elif isinstance(outcome, Node):
+                if isinstance(event, tp.Deregister):
+                    self._apply(mirror, [], [outcome.node_id], now)
+                else:
+                    self._apply(mirror, [outcome], [], now)
+            elif isinstance(outcome, list):
+                self._apply(mirror, outcome, [], now)
+        mirror.drain_changes()
+
+    def _mirror(self, nodes: list[Node], gone: Iterable[int] = ()) -> None:
+        if self.mirror is not None:
+            self._apply(self.mirror, nodes, list(gone), self._mirror_clock())
+            self.mirror.drain_changes()
+
+    def _text_outcome(self, event: tp.Event, reply: Any, ip: str) -> Outcome:
+        _raise_unexpected(reply)
+        try:
+            if isinstance(event, tp.SetStatus):
+                return self._status_outcome(reply, event.node_id, ip)
+            if isinstance(event, tp.Register):
+                return self._register_outcome(reply, ip, event.port)
+            if isinstance(event, tp.RequestNodes):
+                return self._request_outcome(reply, ip)
+            if isinstance(event, tp.Deregister):
+                if reply[0] == "notfound":
+                    raise NodeNotFoundError(f"no node is registered at {ip}:{event.port}")
+                return node_from_record(reply[1:])
+        except RegistryError as exc:
+            return exc
+        return None
+
+    # -- outcomes: the functions' codes as the errors tree -----------------------------
+
+    def _status_outcome(self, reply: list[Any], node_id: int, ip: str | None) -> Node | None:
+        code = reply[0]
+        if code == "notfound":
+            raise NodeNotFoundError(f"no node has id {node_id}")
+        if code == "notowner":
+            raise NotPermittedError(f"node {node_id} belongs to {reply[1]}, not to {ip}")
+        return node_from_record(reply[1:]) if len(reply) > 1 else None
+
+    def _register_outcome(self, reply: list[Any], addr: str, port: int) -> Node:
+        code = reply[0]
+        if code == "exists":
+            raise NodeExistsError(f"node {addr}:{port} already exists")
+        if code == "toomany":
+            raise RegistryError(
+                f"{addr} already has {reply[1]} nodes registered (the hub's --max-nodes-per-ip)"
+            )
+        return node_from_record(reply[1:])
+
+    def _request_outcome(self, reply: list[Any], ip: str | None) -> list[Node]:
+        if reply[0] == "stranger":
+            raise NotPermittedError(
+                f"{ip} is no registered node: register first, or ask an operator "
+                "to allow your network (the hub's --allow-net)"
+            )
+        return _nodes(reply)
+
+    async def _call(self, *call: Any) -> list[Any]:
+        (reply,) = await self._lane.submit([("FCALL", *call)])
+        _raise_unexpected(reply)
+        assert isinstance(reply, list)
+        return reply
+
+    # -- FleetState -------------------------------------------------------------------
+
+    async def register(
+        self, caller: Caller, port: int, *, ip: str | None = None, **info: Any
+    ) -> Node:
+        addr = caller.ip if isinstance(caller, FromNode) or not ip else ip
+        if not 0 < port <= 65535:
+            raise RegistryError(f"port must be from 1 to 65535, got {port}")
+        status = int(info.pop("status", 0) or 0)
+        if not 0 <= status <= MAX_STATUS:
+            raise RegistryError(f"status must be from -1 to {MAX_STATUS}, got {status}")
+        most = self.rules.max_nodes_per_ip if isinstance(caller, FromNode) else 0
+        reply = await self._call(
+            "sg_register", 1, self._k, self._p, addr, port, most, status,
+            info.get("name", ""), info.get("zone", ""), info.get("bt_port", 0),
+            info.get("api_url", ""), info.get("files_url", ""),
+        )  # fmt: skip
+        node = self._register_outcome(reply, addr, port)
+        self._mirror([node])
+        return node
+
+    async def deregister(self, caller: Caller, node_id: int) -> Node:
+        owner = caller.ip if isinstance(caller, FromNode) else ""
+        reply = await self._call("sg_deregister", 1, self._k, self._p, node_id, "", "", owner)
+        if reply[0] == "notfound":
+            raise NodeNotFoundError(f"no node has id {node_id}")
+        if reply[0] == "notowner":
+            raise NotPermittedError(f"node {node_id} belongs to {reply[1]}, not to {owner}")
+        node = node_from_record(reply[1:])
+        self._mirror([], [node.node_id])
+        return node
+
+    async def request_nodes(
+        self, caller: Caller, n: int, *, zone: str | None = None, exclude: Iterable[int] = ()
+    ) -> list[Node]:
+        if n <= 0:
+            return []
+        if isinstance(caller, FromNode):
+            allowed = "1" if self.rules.allows(caller.ip) else "0"
+            reply = await self._call(
+                "sg_requestnodes", 1, self._k, self._p, n, "", caller.ip, allowed
+            )
+            nodes = self._request_outcome(reply, caller.ip)
+            self._mirror(nodes)
+            return nodes
+        reply = await self._call(
+            "sg_requestnodes", 1, self._k, self._p, n, zone or "", "", "1", *map(int, exclude)
+        )
+        nodes = self._request_outcome(reply, None)
+        self._mirror(nodes)
+        return nodes
+
+    async def set_status(self, caller: Caller, node_id: int, status: int) -> Node:
+        if not STATUS_ZOMBIE <= status <= MAX_STATUS:
+            raise RegistryError(f"status must be from -1 to {MAX_STATUS}, got {status}")
+        owner = caller.ip if isinstance(caller, FromNode) else ""
+        reply = await self._call("sg_setstatus", 1, self._k, self._p, node_id, status, owner, "1")
+        node = self._status_outcome(reply, node_id, owner)
+        assert node is not None
+        self._mirror([node])
+        return node
+
+    async def update_info(self, node_id: int, **info: object) -> Node:
+        fields = {
+            "name": "nm",
+            "zone": "z",
+            "bt_port": "bt",
+            "api_url": "api",
+            "files_url": "files",
+        }
+        if unknown := set(info) - set(fields):
+            raise RegistryError(f"cannot update {sorted(unknown)}; allowed: {sorted(fields)}")
+        pairs = [x for key, value in info.items() for x in (fields[key], value)]
+        reply = await self._call("sg_update", 1, self._k, self._p, node_id, *pairs)
+        if reply[0] == "notfound":
+            raise NodeNotFoundError(f"no node has id {node_id}")
+        node = node_from_record(reply[1:])
+        self._mirror([node])
+        return node
+
+    async def _read(self, coro: Any) -> Any:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                return await coro
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StateUnavailable(
+                f"the fleet's Redis did not answer: {exc or type(exc).__name__}"
+            ) from None
+
+    async def get_node(self, node_id: int) -> Node | None:
+        (found,) = await self._fetch([node_id])
+        return found
+
+    async def _fetch(self, ids: Sequence[int | str]) -> list[Node | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hmget(self.keys.node(node_id), *NODE_FIELDS)
+        values = await self._read(pipe.execute())
+        return [
+            None if v[0] is None else node_from_record([str(node_id), *v])
+            for node_id, v in zip(ids, values, strict=True)
+        ]
+
+    async def find_node(self, addr: str, port: int) -> int | None:
+        found = await self._read(self.client.hget(self.keys.prefix + "ap", f"{addr} {port}"))
+        return None if found is None else int(found)
+
+    async def list_nodes(
+        self,
+        *,
+        zone: str | None = None,
+        status: int | None = None,
+        available: bool | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[Node]:
+        if available and status is None:
+            ids = [
+                m.rpartition(":")[2]
+                for m in await self._read(self.client.zrange(self.keys.free, 0, -1))
+            ]
+        else:
+            ids = await self._read(self.client.zrange(self.keys.all, 0, -1))
+        picked = [
+            n
+            for n in await self._fetch(ids)
+            if n is not None
+            and (zone is None or n.zone == zone)
+            and (status is None or n.status == status)
+            and (available is None or (n.status > 0) == available)
+        ]
+        return picked[offset : offset + limit]
+
+    async def statistics(self) -> dict[str, int]:
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(keys.all)
+        pipe.zcard(keys.free)
+        pipe.zcard(keys.zombies)
+        pipe.hmget(keys.stat, "slots", "handed")
+        pipe.get(keys.next_id)
+        nodes, available, zombies, (slots, handed), last = await self._read(pipe.execute())
+        self.cached_stats = {
+            "nodes": nodes,
+            "available": available,
+            "idle": nodes - available - zombies,
+            "zombies": zombies,
+            "free_slots": int(slots or 0),
+            "handed_out": int(handed or 0),
+            "max_node_id": int(last or 0),
+        }
+        return self.cached_stats
+
+    async def hubs(self) -> list[dict[str, Any]]:
+        found = await self._read(self.client.fcall_ro("sg_hubs", 1, self.keys.hubs, self._p))
+        return [json.loads(info) for info in found]
+
+    # -- the keeper: heartbeat, the sweep lease, sweeps, cached statistics --------------
+
+    async def keep(self, clock: Callable[[], float]) -> None:
+        """Every second: heartbeat; hold or try the lease; sweep if held. Until cancelled."""
+        while True:
+            try:
+                await self.keep_once(clock)
+            except (RedisError, OSError, TimeoutError, StateUnavailable) as exc:
+                self.lease.failed()
+                log.warning("fleet state: Redis did not answer the keeper: %s", exc)
+            await asyncio.sleep(KEEP_EVERY)
+
+    async def keep_once(self, clock: Callable[[], float]) -> None:
+        info = json.dumps({**self._describe(), "id": self.hub_id, "seen": time.time()})
+        ttl_ms = int(HUB_TTL * 1000)
+        sent = clock()
+        async with asyncio.timeout(TIMEOUT):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.fcall("sg_hub_beat", 1, self.keys.hubs, self._p, self.hub_id, info, ttl_ms)
+            pipe.fcall("sg_lease", 1, self.keys.sweep_lease, self.hub_id, self.lease.ttl_ms)
+            _, granted = await pipe.execute()
+        if self.lease.answered(sent, bool(granted), clock()):
+            log.info("fleet state: this hub now runs the liveness sweeps")
+        if self.lease.holds(clock()):
+            await self.sweep()
+        await self.statistics()
+
+    async def sweep(self) -> tuple[list[Node], list[Node]]:
+        """Zombies and removals due now (bounded: SWEEP_ROUNDS calls of SWEEP_LIMIT)."""
+        ttl_ms, grace_ms = int(self.node_ttl * 1000), int(self.zombie_grace * 1000)
+        zombies: list[Node] = []
+        removed: list[Node] = []
+        for _ in range(SWEEP_ROUNDS):
+            got_zombies, got_removed = await self._call(
+                "sg_sweep", 1, self._k, self._p, ttl_ms, grace_ms, SWEEP_LIMIT
+            )
+            new_z, new_r = _nodes(got_zombies, 0), _nodes(got_removed, 0)
+            for node in new_z:
+                log.warning(
+                    "node %d (%s:%d) is silent: now a zombie", node.node_id, node.addr, node.port
+                )
+            for node in new_r:
+                log.warning("zombie node %d (%s:%d) removed", node.node_id, node.addr, node.port)
+            zombies += new_z
+            removed += new_r
+            if len(new_z) < SWEEP_LIMIT and len(new_r) < SWEEP_LIMIT:
+                break
+        return zombies, removed
+
+    # -- the mirror: this hub's read-only copy of the fleet -----------------------------
+
+    async def load_mirror(
+        self, registry: Registry, now: float, clock: Callable[[], float] | None = None
+    ) -> int:
+        """Fill ``registry`` with every node (at start, or after falling behind the log)."""
+        self.mirror = registry
+        if clock is not None:
+            self._mirror_clock = clock
+        last = await self._read(self.client.xrevrange(self.keys.log, count=1))
+        self._log_last = last[0][0] if last else "0-0"
+        ids = await self._read(self.client.zrange(self.keys.all, 0, -1))
+        nodes = [n for n in await self._fetch(ids) if n is not None]
+        present = set(ids)
+        for node_id in [i for i in registry.get_nodes() if str(i) not in present]:
+            registry.rm_node(node_id)
+        self._apply(registry, nodes, [], now)
+        max_id = await self._read(self.client.get(self.keys.next_id))
+        registry.max_node_id = max(registry.max_node_id, int(max_id or 0))
+        registry.drain_changes()
+        return len(nodes)
+
+    async def follow(self, registry: Registry, clock: Callable[[], float]) -> None:
+        """Apply the change log to ``registry`` as it grows, until cancelled."""
+        reader = aioredis.Redis(**{**self._options, "socket_timeout": TIMEOUT + 2})
+        try:
+            while True:
+                try:
+                    await self._follow_once(reader, registry, clock)
+                except (RedisError, OSError, TimeoutError, StateUnavailable) as exc:
+                    log.warning("fleet state: cannot follow the change log: %s", exc)
+                    await asyncio.sleep(KEEP_EVERY)
+        finally:
+            await reader.aclose()
+
+    async def _follow_once(
+        self, reader: aioredis.Redis, registry: Registry, clock: Callable[[], float]
+    ) -> None:
+        got: Any
+        info: Any
+        async with asyncio.timeout(TIMEOUT + 1):
+            got = await reader.xread(
+                {self.keys.log: self._log_last}, count=MIRROR_BATCH, block=int(TIMEOUT * 1000 / 2)
+            )
+            info = await reader.xinfo_stream(self.keys.log) if got else None
+        if not got:
+            return
+        entries = got[0][1]
+        if info is not None and _id_before(self._log_last, info.get("max-deleted-entry-id", "0-0")):
+            log.warning("fleet state: this hub fell behind the change log; reloading the fleet")
+            await self.load_mirror(registry, clock())
+            return
+        self._log_last = entries[-1][0]
+        ids = list(dict.fromkeys(fields["n"] for _, fields in entries))
+        found = await self._fetch(ids)
+        gone = [int(i) for i, n in zip(ids, found, strict=True) if n is None]
+        self._apply(registry, [n for n in found if n is not None], gone, clock())
+        registry.drain_changes()
+        self.mirror_applied += len(entries)
+
+    @staticmethod
+    def _apply(registry: Registry, nodes: list[Node], gone: list[int], now: float) -> None:
+        for node_id in gone:
+            if node_id in registry:
+                registry.rm_node(node_id)
+        for node in nodes:
+            mine = registry.get_node_by_id(node.node_id)
+            if mine is None:
+                status, node.status = node.status, 0
+                registry.add_node(node, now)
+                if status:
+                    registry.set_node_status(node.node_id, status, now)
+                continue
+            info = {
+                key: getattr(node, key)
+                for key in ("name", "zone", "bt_port", "api_url", "files_url")
+                if getattr(mine, key) != getattr(node, key)
+            }
+            if info:
+                registry.update_info(node.node_id, **info)
+            if mine.status != node.status:
+                registry.set_node_status(node.node_id, node.status, now)
+
+
+def _id_before(a: str, b: str) -> bool:
+    """Stream id ``a`` < ``b`` (``ms-seq``)."""
+    am, _, aseq = a.partition("-")
+    bm, _, bseq = b.partition("-")
+    return (int(am), int(aseq or 0)) < (int(bm), int(bseq or 0))
+
+
+def _empty_stats() -> dict[str, int]:
+    keys = ("nodes", "available", "idle", "zombies", "free_slots", "handed_out", "max_node_id")
+    return dict.fromkeys(keys, 0)
