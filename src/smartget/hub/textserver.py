@@ -51,6 +51,7 @@ NOT_FOUND = tp.not_found()
 NODE_EXISTS = tp.bad_request("Node already exists!")
 _NOT_SAVED = tp.bad_request("the hub could not save this change; try again")
 _TOO_MANY = tp.bad_request("too many connections; try again later")
+REFUSED_LINGER = 0.5  # seconds a refused connection is read (and discarded) before close
 _DONE = tp.Mode.DONE
 
 
@@ -219,8 +220,13 @@ class TextProtocolServer(asyncio.Protocol):
         self._caller = FromNode(self.peer_ip)
         context = self.context
         if not context.admit(self.peer_ip):
+            # Reply, send FIN, and read (discarding) until the client closes or a short
+            # linger ends: closing with its command unread would send an RST that can
+            # destroy the reply before the client reads it.
             transport.write(_TOO_MANY)
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(REFUSED_LINGER, transport.close)
             self._transport = None
             return
         self._conn = tp.TextConnection(
@@ -248,14 +254,16 @@ class TextProtocolServer(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self._conn is None:
-            return False
+            return False  # refused: the client is done too; close
         now = self._clock()
         self._handle(self._conn.receive_eof(now), now)
         return True  # keep the write side open until the replies are out
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._conn is None:
-            return  # refused at connection_made
+        if self._conn is None:  # refused at connection_made
+            if self._timer is not None:
+                self._timer.cancel()
+            return
         self.context.connections.discard(self)
         self.context.leave(self.peer_ip)
         if self._timer is not None:
