@@ -140,12 +140,11 @@ redis.register_function('sg_deregister', function(keys, args)
 end)
 
 -- The heartbeat. KEYS: next; ARGV: P, id, status, owner ip ('' : anyone), '1' for the record
-redis.register_function('sg_setstatus', function(keys, args)
-  local P, id, status = args[1], args[2], tonumber(args[3])
+local function setstatus(P, id, status, owner, now)
   local v = redis.call('HMGET', P .. 'n:' .. id, 'a', 's', 'z', 'm')
-  if not v[1] then return {'notfound'} end
-  if args[4] ~= '' and v[1] ~= args[4] then return {'notowner', v[1]} end
-  local old, now = tonumber(v[2]), now_ms()
+  if not v[1] then return 'notfound' end
+  if owner ~= '' and v[1] ~= owner then return 'notowner ' .. v[1] end
+  local old = tonumber(v[2])
   if status == -1 then
     if old ~= -1 then
       redis.call('ZREM', P .. 'alive', id)
@@ -157,9 +156,29 @@ redis.register_function('sg_setstatus', function(keys, args)
     redis.call('ZADD', P .. 'alive', now, id)
     if old ~= status then change(P, id, old, status, v[3], v[4]) end
   end
+  return 'ok'
+end
+
+-- The heartbeat. KEYS: next; ARGV: P, id, status, owner ip ('' : anyone), '1' for the record
+redis.register_function('sg_setstatus', function(keys, args)
+  local P, id = args[1], args[2]
+  local code = setstatus(P, id, tonumber(args[3]), args[4], now_ms())
+  if code == 'notfound' then return {'notfound'} end
+  if code ~= 'ok' then return {'notowner', string.sub(code, 10)} end
   if args[5] ~= '1' then return {'ok'} end
   local out = {'ok'}
   append(out, record(P, id))
+  return out
+end)
+
+-- Many heartbeats in one call, in order (the text protocol's hot path: a hub merges
+-- the setstatus commands that follow each other in one batch). KEYS: next; ARGV: P,
+-- then id, status, owner ip for each. Returns one code each: ok, notfound, notowner IP.
+redis.register_function('sg_setstatus_many', function(keys, args)
+  local P, now, out = args[1], now_ms(), {}
+  for i = 2, #args, 3 do
+    out[#out + 1] = setstatus(P, args[i], tonumber(args[i + 1]), args[i + 2], now)
+  end
   return out
 end)
 

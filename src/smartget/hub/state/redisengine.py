@@ -95,6 +95,11 @@ def check_durability(config: dict[str, str]) -> list[str]:
     return problems
 
 
+# A text protocol heartbeat as the lane queues it: (_HEARTBEAT, key, prefix, id, status,
+# owner); consecutive ones are sent as one sg_setstatus_many call.
+_HEARTBEAT = object()
+
+
 class _Lane:
     """One FIFO of function calls, sent in batches, one batch at a time, in order."""
 
@@ -139,9 +144,29 @@ class _Lane:
         self, batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]]
     ) -> None:
         pipe = self._client.pipeline(transaction=False)
+        # Heartbeats that follow each other become one sg_setstatus_many call, in order:
+        # (pipeline index, how many) per merged run, to hand each its own code back.
+        runs: list[tuple[int, int]] = []
+        merged: list[Any] = []
+        commands = 0
         for calls, _ in batch:
             for call in calls:
+                if call[0] is _HEARTBEAT:
+                    if not merged:
+                        merged = ["FCALL", "sg_setstatus_many", 1, call[1], call[2]]
+                    merged += call[3:]
+                    continue
+                if merged:
+                    runs.append((commands, (len(merged) - 5) // 3))
+                    pipe.execute_command(*merged)
+                    merged = []
+                    commands += 1
+                runs.append((commands, 0))
                 pipe.execute_command(*call)
+                commands += 1
+        if merged:
+            runs.append((commands, (len(merged) - 5) // 3))
+            pipe.execute_command(*merged)
         try:
             async with asyncio.timeout(TIMEOUT):
                 results = await pipe.execute(raise_on_error=False)
@@ -154,11 +179,20 @@ class _Lane:
                     future.set_exception(error)
             return
         self.batches += 1
-        self.calls += len(results)
+        self.calls += len(runs)
+        replies: list[Any] = []
+        for index, merged_count in runs:
+            result = results[index]
+            if not merged_count:
+                replies.append(result)
+            elif isinstance(result, list):
+                replies += result
+            else:  # the merged call failed as a whole
+                replies += [result] * merged_count
         at = 0
         for calls, future in batch:
             if not future.done():
-                future.set_result(results[at : at + len(calls)])
+                future.set_result(replies[at : at + len(calls)])
             at += len(calls)
 
 
@@ -313,7 +347,7 @@ class RedisState:
             assert isinstance(event, tp.SetStatus)
             if not STATUS_ZOMBIE <= event.status <= MAX_STATUS:
                 return None
-            return ("FCALL", "sg_setstatus", 1, k, p, event.node_id, event.status, ip, "")
+            return (_HEARTBEAT, k, p, event.node_id, event.status, ip)
         if kind is tp.Register:
             assert isinstance(event, tp.Register)
             most = self.rules.max_nodes_per_ip
@@ -371,7 +405,9 @@ class RedisState:
 
     # -- outcomes: the functions' codes as the errors tree -----------------------------
 
-    def _status_outcome(self, reply: list[Any], node_id: int, ip: str | None) -> Node | None:
+    def _status_outcome(self, reply: list[Any] | str, node_id: int, ip: str | None) -> Node | None:
+        if isinstance(reply, str):  # one code of sg_setstatus_many
+            reply = reply.split(" ", 1)
         code = reply[0]
         if code == "notfound":
             raise NodeNotFoundError(f"no node has id {node_id}")
