@@ -20,6 +20,13 @@ kept, so a burst of load from elsewhere on the machine skews the ratio less:
 
 Usage: python benchmarks/hub.py [--seconds 3] [--rounds 2] [--skip-latency]
 Targets (issue 2): session mode >= 50% of the ceiling; requestnodes p99 < 2 ms at 100k.
+
+``--state redis://HOST:PORT/DB`` (or ``--state local``: a redis-server of its own, AOF
+``appendfsync always``, in a temporary directory) adds the shared engine (issue 13),
+measured in the same run: session-mode commands/s of a Redis-backed hub next to the
+embedded one, with the CPU per command of the hub and of Redis; 1 and 2 hub processes
+on one Redis; `requestnodes 5` p99 at 100,000 nodes. The database is FLUSHed: point it
+at a Redis you can empty. Targets: p99 < 3 ms; >= 0.5 of the embedded hub's rate.
 """
 
 from __future__ import annotations
@@ -231,7 +238,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def server(kind: str) -> Iterator[Server]:
+def server(kind: str, state: str = "sqlite") -> Iterator[Server]:
     port = free_port(HOST)
     http_port = free_port(HOST)
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,6 +259,13 @@ def server(kind: str) -> Iterator[Server]:
                 "bench",
                 "--node-ttl",
                 "3600",
+                "--max-nodes-per-ip",
+                "100000",
+                "--allow-net",
+                "127.0.0.0/8",
+                "--no-dht",
+                "--state",
+                state,
                 "--log-level",
                 "warning",
             ]
@@ -525,6 +539,178 @@ async def main(seconds: float, rounds: int, skip_latency: bool) -> None:
     )
 
 
+# -- the shared engine: hubs on Redis (issue 13) -----------------------------------------
+
+
+@dataclass
+class RedisUnderTest:
+    url: str
+    pid: int  # 0: not on this machine (its CPU is not measured)
+
+    def cpu_seconds(self) -> float:
+        return Server(0, self.pid).cpu_seconds() if self.pid else math.nan
+
+    def flush(self) -> None:
+        import redis
+
+        with contextlib.closing(redis.Redis.from_url(self.url)) as client:
+            client.flushdb()
+
+
+@contextlib.contextmanager
+def redis_under_test(state: str) -> Iterator[RedisUnderTest]:
+    if state != "local":
+        import redis
+
+        with contextlib.closing(redis.Redis.from_url(state)) as client:
+            info = client.info("server")
+            host = client.connection_pool.connection_kwargs.get("host", "")
+        local = host in ("127.0.0.1", "localhost") or str(host).startswith("127.")
+        yield RedisUnderTest(state, int(info["process_id"]) if local else 0)
+        return
+    port = free_port(HOST)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["redis-server", "--bind", HOST, "--port", str(port), "--dir", tmp, "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", "always", "--logfile", f"{tmp}/log"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        try:
+            wait_listening(port, proc)
+            yield RedisUnderTest(f"redis://{HOST}:{port}/0", proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+async def own_nodes(port: int, sources: list[str]) -> list[int]:
+    ids = []
+    for i, source in enumerate(sources):
+        r, w = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+        w.write(b"`register %d\n" % (30000 + i))
+        reply = await r.read()
+        ids.append(int(reply.split(b"\r\n")[1]))
+        w.close()
+    return ids
+
+
+async def shared_rate(
+    hubs: list[Server], commands: list[bytes], seconds: float, window: int
+) -> tuple[float, list[float]]:
+    """The session load split over ``hubs`` at once: commands/s, CPU µs/command each."""
+    share = len(commands) // len(hubs)
+    cpu = [h.cpu_seconds() for h in hubs]
+    done = await asyncio.gather(
+        *(
+            session_rate_from(
+                h.port, commands[i * share : (i + 1) * share], i * share, seconds, window
+            )
+            for i, h in enumerate(hubs)
+        )
+    )
+    count = sum(c for c, _ in done)
+    elapsed = max(e for _, e in done)
+    return count / elapsed, [
+        (h.cpu_seconds() - c) / max(count, 1) * 1e6 for h, c in zip(hubs, cpu, strict=True)
+    ]
+
+
+async def session_rate_from(
+    port: int, commands: list[bytes], first: int, seconds: float, window: int
+) -> tuple[int, float]:
+    loop = asyncio.get_running_loop()
+    clients = []
+    for i, command in enumerate(commands):
+        _, proto = await loop.create_connection(
+            functools.partial(SessionClient, command, window),
+            HOST,
+            port,
+            local_addr=(SOURCES[first + i], 0),
+        )
+        clients.append(proto)
+    await asyncio.sleep(0.3)  # warm up
+    start_counts = sum(c.completed for c in clients)
+    start = time.perf_counter()
+    await asyncio.sleep(seconds)
+    done = sum(c.completed for c in clients) - start_counts
+    elapsed = time.perf_counter() - start
+    for c in clients:
+        c.transport.close()
+    return done, elapsed
+
+
+async def shared_engine(state: str, seconds: float, rounds: int, skip_latency: bool) -> None:
+    """The Redis section: embedded vs Redis, 1 vs 2 hubs, requestnodes p99 at 100k."""
+    rows = []
+    with redis_under_test(state) as rds:
+        loads = (
+            (f"session, heartbeat, {PIPELINE} in flight", False, PIPELINE),
+            (f"session, status change (durable), {2 * PIPELINE} in flight", True, PIPELINE),
+        )
+        for name, flip, window in loads:
+            best: dict[str, tuple[float, list[float], float]] = {}
+            for setup in ("embedded", "redis x1", "redis x2"):
+                rds.flush()
+                engine = "sqlite" if setup == "embedded" else rds.url
+                with contextlib.ExitStack() as stack:
+                    hubs = [stack.enter_context(server("hub", engine))]
+                    if setup == "redis x2":
+                        hubs.append(stack.enter_context(server("hub", engine)))
+                    ids = await own_nodes(hubs[0].port, SOURCES)
+                    if flip:
+                        commands = [b"`setstatus %d 3\n`setstatus %d 4\n" % (i, i) for i in ids]
+                    else:
+                        commands = [b"`setstatus %d 3\n" % i for i in ids]
+                    for _ in range(rounds):
+                        redis_cpu = rds.cpu_seconds()
+                        rate, cpus = await shared_rate(hubs, commands, seconds, window)
+                        redis_cpu = (rds.cpu_seconds() - redis_cpu) / max(rate * seconds, 1) * 1e6
+                        if setup == "embedded":
+                            redis_cpu = math.nan
+                        if rate > best.get(setup, (0.0, [], 0.0))[0]:
+                            best[setup] = (rate, cpus, redis_cpu)
+            embedded = best["embedded"][0]
+            for setup, (rate, cpus, redis_cpu) in best.items():
+                rows.append(
+                    (
+                        name if setup == "embedded" else "",
+                        setup,
+                        f"{rate:,.0f}/s",
+                        f"{rate / embedded:.2f}",
+                        " + ".join(f"{c:.1f}" for c in cpus),
+                        "-" if math.isnan(redis_cpu) else f"{redis_cpu:.1f}",
+                    )
+                )
+        latency_rows = []
+        for fleet in () if skip_latency else (1_000, 100_000):
+            for setup in ("embedded", "redis"):
+                rds.flush()
+                with server("hub", "sqlite" if setup == "embedded" else rds.url) as hub:
+                    await register_fleet(hub.port, fleet, status_of=[10, 40, 70, 100, 25])
+                    samples = await latency(hub.port, 2000, LATENCY_SOURCE)
+                latency_rows.append(
+                    (f"{fleet:,}", setup, f"{pct(samples, 0.5):.3f}", f"{pct(samples, 0.99):.3f}")
+                )
+        rds.flush()
+    where = "its own redis-server (AOF, appendfsync always)" if state == "local" else state
+    print(f"\nthe shared engine: hubs on {where}; {seconds:g} s per run, best of {rounds}\n")
+    widths = (46, 9, 11, 6, 15, 8)
+    header = ("load (64 clients)", "hubs", "rate", "ratio", "hub µs/cmd", "redis µs")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print(
+        "\nratio: to the embedded (SQLite) hub's rate; hub µs/cmd: each hub process's CPU "
+        "per command of the whole load; redis µs: redis-server's CPU per command"
+    )
+    if latency_rows:
+        print("\nrequestnodes 5: session round trip (ms)\n")
+        for r2 in (("nodes", "state", "rtt p50", "rtt p99"), *latency_rows):
+            print("  ".join(c.ljust(12) for c in r2))
+    print(
+        f"\nmachine: {os.cpu_count()} cores, shared with other work: rates are lower bounds; "
+        "targets (issue 13): Redis >= 0.5 of embedded, requestnodes p99 < 3 ms at 100,000"
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one run")
@@ -534,9 +720,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--skip-latency", action="store_true", help="only the throughput table (no 100k fleet)"
     )
+    parser.add_argument(
+        "--state",
+        help="also measure hubs on this Redis (redis://HOST:PORT/DB, FLUSHed), or 'local' "
+        "for a redis-server of its own; --state alone skips the SQLite-only tables",
+    )
     parser.add_argument("--serve-reference", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_reference:
         asyncio.run(serve_reference(args.serve_reference))
+    elif args.state:
+        asyncio.run(shared_engine(args.state, args.seconds, max(1, args.rounds), args.skip_latency))
     else:
         asyncio.run(main(args.seconds, max(1, args.rounds), args.skip_latency))
