@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -112,7 +112,9 @@ def run(
     routers (router.utorrent.com, dht.transmissionbt.com, ...).
     """
     setup_logging(log_level)
-    _run(_serve(bind, bootstrap, state, config_from(DHTConfig, options), _ignored(ignore_net)))
+    asyncio.run(
+        _serve(bind, bootstrap, state, config_from(DHTConfig, options), _ignored(ignore_net))
+    )
 
 
 async def _serve(
@@ -193,7 +195,7 @@ def get_peers(
     Exits 0 if at least one peer was found, 1 if none.
     """
     setup_logging(log_level)
-    found = _run(_lookup(infohash_hex, bind, bootstrap, timeout, _ignored(ignore_net)))
+    found = asyncio.run(_lookup(infohash_hex, bind, bootstrap, timeout, _ignored(ignore_net)))
     sys.exit(0 if found else 1)
 
 
@@ -246,7 +248,9 @@ def announce(
     Exits 0 once at least one node accepted the announce, 1 if none did.
     """
     setup_logging(log_level)
-    accepted = _run(_announce(infohash_hex, port, bind, bootstrap, timeout, _ignored(ignore_net)))
+    accepted = asyncio.run(
+        _announce(infohash_hex, port, bind, bootstrap, timeout, _ignored(ignore_net))
+    )
     click.echo(f"accepted by {accepted} nodes")
     sys.exit(0 if accepted else 1)
 
@@ -266,11 +270,3 @@ async def _announce(
     async with DHT(bind[0], bind[1], ignored_net=ignored_net) as node:
         await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
         return await node.announce_peer(info_hash, port, max_wait=max(0.1, deadline - loop.time()))
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine; SmartGet errors become a one-line message and exit status 2."""
-    try:
-        return asyncio.run(coro)
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc

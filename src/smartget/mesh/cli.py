@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from smartget.config import HOSTPORT, SIZE, common_options, config_from, options_from, setup_logging
-from smartget.errors import ConfigError, SmartGetError
+from smartget.errors import ConfigError
 from smartget.lifecycle import on_stop_signals
 from smartget.mesh.router import RouterConfig
 from smartget.mesh.settings import MeshSettings
@@ -154,39 +154,36 @@ def run(
 
     setup_logging(log_level)
     routing = config_from(RouterConfig, options)
-    try:
-        ident = load_identity(tls_dir)
-        if id and id != ident.node_id:
-            raise ConfigError(f"--id {id!r} does not match the certificate's {ident.node_id!r}")
-        settings = MeshSettings(
-            tls_dir=tls_dir,
-            data_dir=data_dir,
-            listen=listen,
-            peers=read_peers_file(peers) if peers else [],
-            apps=list(app) or list(DEFAULT_APPS),
-            apps_dir=apps_dir,
-            allow=_parse_allow(allow),
-            heartbeat=heartbeat,
-            retry_count=routing.retry_count,
-            retry_interval=routing.retry_interval,
-            max_hops=routing.max_hops,
-            dial_learned=routing.dial_learned,
-            retry_max_packets=routing.retry_max_packets,
-            retry_max_bytes=routing.retry_max_bytes,
-            max_addresses=routing.max_addresses,
-            address_ttl=routing.address_ttl,
-            app_settings={
-                "shell": {"timeout": shell_timeout, "max_output": shell_max_output},
-                "update": {
-                    "program_dir": str(program_dir) if program_dir else None,
-                    "release_pubkey": str(release_pubkey) if release_pubkey else None,
-                    "release_key": str(release_key) if release_key else None,
-                },
+    ident = load_identity(tls_dir)
+    if id and id != ident.node_id:
+        raise ConfigError(f"--id {id!r} does not match the certificate's {ident.node_id!r}")
+    settings = MeshSettings(
+        tls_dir=tls_dir,
+        data_dir=data_dir,
+        listen=listen,
+        peers=read_peers_file(peers) if peers else [],
+        apps=list(app) or list(DEFAULT_APPS),
+        apps_dir=apps_dir,
+        allow=_parse_allow(allow),
+        heartbeat=heartbeat,
+        retry_count=routing.retry_count,
+        retry_interval=routing.retry_interval,
+        max_hops=routing.max_hops,
+        dial_learned=routing.dial_learned,
+        retry_max_packets=routing.retry_max_packets,
+        retry_max_bytes=routing.retry_max_bytes,
+        max_addresses=routing.max_addresses,
+        address_ttl=routing.address_ttl,
+        app_settings={
+            "shell": {"timeout": shell_timeout, "max_output": shell_max_output},
+            "update": {
+                "program_dir": str(program_dir) if program_dir else None,
+                "release_pubkey": str(release_pubkey) if release_pubkey else None,
+                "release_key": str(release_key) if release_key else None,
             },
-        )
-        status = asyncio.run(_serve(settings))
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+        },
+    )
+    status = asyncio.run(_serve(settings))
     sys.exit(status)
 
 
@@ -224,10 +221,7 @@ def ca_init(ca_dir: Path, name: str, force: bool) -> None:
     """Create CA_DIR/ca.crt and CA_DIR/ca.key (keep ca.key off the nodes)."""
     from smartget.mesh.ca import init_ca
 
-    try:
-        click.echo(init_ca(ca_dir, name, force=force))
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    click.echo(init_ca(ca_dir, name, force=force))
 
 
 @ca.command("issue")
@@ -239,10 +233,7 @@ def ca_issue(ca_dir: Path, node_id: str, out_dir: Path, days: int) -> None:
     """Write NODE_DIR/ca.crt, node.crt and node.key for NODE_ID (never the CA's key)."""
     from smartget.mesh.ca import issue_node
 
-    try:
-        click.echo(issue_node(ca_dir, node_id, out_dir, days=days))
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    click.echo(issue_node(ca_dir, node_id, out_dir, days=days))
 
 
 @mesh.group("release-key")
@@ -257,10 +248,7 @@ def release_key_init(out_dir: Path, force: bool) -> None:
     """Write OUT_DIR/release.key (keep it safe) and OUT_DIR/release.pub (give to nodes)."""
     from smartget.mesh.ca import init_release_key
 
-    try:
-        key, pub = init_release_key(out_dir, force=force)
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    key, pub = init_release_key(out_dir, force=force)
     click.echo(f"{key}\n{pub}")
 
 
@@ -344,22 +332,19 @@ def send(
     from smartget.mesh.client import send_one
 
     setup_logging(log_level)
-    try:
-        replies = asyncio.run(
-            send_one(
-                tls_dir,
-                via,
-                to,
-                app,
-                body.encode(),
-                method=method,
-                head=_parse_heads(heads),
-                file=file_path,
-                wait=timeout,
-            )
+    replies = asyncio.run(
+        send_one(
+            tls_dir,
+            via,
+            to,
+            app,
+            body.encode(),
+            method=method,
+            head=_parse_heads(heads),
+            file=file_path,
+            wait=timeout,
         )
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    )
     for reply in replies:
         extra = " ".join(f"{k}={v}" for k, v in reply.head.items() if k not in ("sig", "cert"))
         click.echo(f"# reply from {reply.head.get('id', '?')}: {extra}", err=True)
@@ -398,25 +383,22 @@ def update_push(
     from smartget.mesh.client import send_one
 
     setup_logging(log_level)
-    try:
-        key = load_private_key(release_key)
-        with tempfile.TemporaryDirectory(prefix="smartget-update-") as tmp:
-            package = pack(program_dir, version, key, Path(tmp) / f"update-{version}.tar.gz")
-            replies = asyncio.run(
-                send_one(
-                    tls_dir,
-                    via,
-                    to,
-                    "update",
-                    b"",
-                    file=package,
-                    wait=timeout,
-                    filename=package.name,
-                    wait_all=to == "*",
-                )
+    key = load_private_key(release_key)
+    with tempfile.TemporaryDirectory(prefix="smartget-update-") as tmp:
+        package = pack(program_dir, version, key, Path(tmp) / f"update-{version}.tar.gz")
+        replies = asyncio.run(
+            send_one(
+                tls_dir,
+                via,
+                to,
+                "update",
+                b"",
+                file=package,
+                wait=timeout,
+                filename=package.name,
+                wait_all=to == "*",
             )
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+        )
     for reply in replies:
         click.echo(f"{reply.head.get('id', '?')}: {reply.body.decode('utf-8', 'replace')}")
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from smartget.config import common_options, config_from, options_from, setup_logging
-from smartget.errors import ConfigError, SmartGetError
+from smartget.errors import ConfigError
 from smartget.httpserver import HttpLimits
 from smartget.lifecycle import on_stop_signals
 from smartget.node.fetchpolicy import parse_networks
@@ -89,10 +89,7 @@ def node(log_level: str, **options: Any) -> None:
         extra_roots=tuple(extra_roots),
         http_limits=limits,
     )
-    try:
-        asyncio.run(_serve(settings))
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    asyncio.run(_serve(settings))
 
 
 async def _serve(settings: NodeSettings) -> None:

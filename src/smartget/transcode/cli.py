@@ -109,8 +109,6 @@ def _run(main: Callable[[Path], Any], data_dir: Path | None) -> int:
         status = asyncio.run(main(directory))
         assert isinstance(status, int)
         return status
-    except SmartGetError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         if temp:
             shutil.rmtree(directory, ignore_errors=True)
