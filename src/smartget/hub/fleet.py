@@ -95,7 +95,11 @@ class FleetHandlers:
             announced = self.commands.announce(request, client, self.hub.now())
         except TrackerError as exc:
             return tr.encode_failure(str(exc)), None
-        saved = self.hub.save_tracked(request.info_hash.hex()) if announced.newly_tracked else None
+        saved = (
+            _shielded([self.hub.save_tracked(request.info_hash.hex())])
+            if announced.newly_tracked
+            else None
+        )
         return tr.encode_announce(announced.reply, request), saved
 
     def scrape(self, query: str) -> bytes:
@@ -125,19 +129,19 @@ class FleetHandlers:
             waits.append(self.hub.save_tracked(report.sha1, report.torrentfile))
         if reported.done:
             waits.append(self.hub.save_done(report))
-            return 200, b'{"result":"success"}', _all(waits)
-        return 200, b'{"result":"received"}', _all(waits)
+            return 200, b'{"result":"success"}', _shielded(waits)
+        return 200, b'{"result":"received"}', _shielded(waits)
 
 
-def _all(waits: list[Awaitable[None]]) -> Awaitable[None] | None:
+def _shielded(waits: list[Awaitable[None]]) -> Awaitable[None] | None:
+    """One awaitable for ``waits``, shielded: the store's commit future is shared by
+    every write of its group, so a reply abandoned (its client gone) must not cancel it."""
     if not waits:
         return None
-    if len(waits) == 1:
-        return waits[0]
 
     async def every() -> None:
         for wait in waits:
-            await wait
+            await asyncio.shield(wait)
 
     return every()
 

@@ -83,7 +83,8 @@ class UdpTrackerServer:
 
     async def _send_when_saved(self, info_hash: bytes, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            await self.save_tracked(info_hash)
+            # shielded: the store's commit future is shared by every write of its group
+            await asyncio.shield(self.save_tracked(info_hash))
             self.sock.sendto(data, addr)
         except Exception as exc:  # the client retries; the hub goes on
             self.send_failures += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,3 +140,32 @@ def test_arbitrary_bytes_never_raise(chunks: list[bytes], prefix: bytes) -> None
         if protocol.transport is None:
             break
         protocol.data_received(chunk)
+
+
+class SharedCommit(Host):
+    """A store whose writes of one group share one commit future, as hub/store.py's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def save_done(self, report: Any) -> asyncio.Future[None]:  # type: ignore[override]
+        return self.commit
+
+
+@pytest.mark.asyncio
+async def test_a_client_gone_before_the_save_does_not_cancel_the_shared_commit() -> None:
+    """Cancelling one reply that waits for the store must not cancel the commit every
+    other write of the group waits for (it once stopped the hub's store writer)."""
+    host = SharedCommit()
+    handlers = FleetHandlers(host)  # type: ignore[arg-type]
+    body = b'{"nodeid": "n1", "status": "seeding", "args": {"sha1": "' + b"b" * 40 + b'"}}'
+    status, _, saved = handlers.report(body, "10.0.0.1")
+    assert status == 200
+    assert saved is not None
+    waiter = asyncio.ensure_future(saved)
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    assert not host.commit.cancelled()
+    host.commit.set_result(None)
