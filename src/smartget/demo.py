@@ -150,6 +150,7 @@ def local_fleet(
     python = [sys.executable, "-m"]
     token = secrets.token_urlsafe(16)
     origin_port, text_port, http_port = (free_port("127.0.0.1") for _ in range(3))
+    udp_port = free_port("127.0.0.1", udp=True)
     fleet = Fleet(
         workdir=workdir,
         token=token,
@@ -187,6 +188,10 @@ def local_fleet(
                 str(workdir / "hub"),
                 "--tracker-interval",
                 "5",
+                # Its own UDP ports (BEP 15 tracker; the DHT takes the text port's number),
+                # fixed so a restarted hub keeps them: two demos run side by side.
+                "--udp-tracker",
+                f"127.0.0.1:{udp_port}",
                 "--log-level",
                 log_level,
                 *hub_args,
@@ -217,6 +222,8 @@ def local_fleet(
                 "6881",
                 "--hub-http",
                 fleet.hub_url,
+                "--dht-bootstrap",  # the hub's DHT: UDP on its text protocol's address
+                f"127.0.0.1:{text_port}",
                 "--fetch-allow",
                 "127.0.0.0/8",
                 "--report-url",

@@ -26,11 +26,11 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (for starting other processes on it).
+def free_port(host: str = "127.0.0.1", *, udp: bool = False) -> int:
+    """A TCP (or UDP) port free on ``host`` right now (for starting other processes on it).
 
     Another process may take it before ours binds; tests and the demo accept that race.
     """
-    with socket.socket() as sock:
+    with socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -116,3 +116,37 @@ async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path: Path) -> None:
             report = await client.post("/report_peerstatus", content=body)
             assert report.status_code == 400
             assert (await client.get("/healthz")).is_success
+
+
+async def test_nobody_reports_progress_for_another_node(tmp_path: Path) -> None:
+    """A stranger's 'seeding' for a real node was stored and answered success (12.2)."""
+    sha1 = "ab" * 20
+
+    def report(nodeid: str, status: str, percent: float) -> dict[str, object]:
+        return {"nodeid": nodeid, "status": status, "args": {"sha1": sha1, "percent": percent}}
+
+    async with hub_process(tmp_path) as (text, http):
+        assert (await command(text, b"`register 9000", "127.0.7.2")).startswith(b"200 OK")
+        url = f"http://{HUB_IP}:{http}"
+
+        def client(src: str) -> httpx.AsyncClient:
+            transport = httpx.AsyncHTTPTransport(local_address=src)
+            return httpx.AsyncClient(base_url=url, transport=transport, timeout=5)
+
+        async with client("127.0.7.66") as stranger:
+            forged = await stranger.post(
+                "/report_peerstatus", json=report("eu_127.0.7.2", "seeding", 100)
+            )
+        assert forged.status_code == 400
+        assert "reports for itself only" in forged.json()["traceback"]
+        async with client("127.0.7.2") as node:
+            honest = await node.post(
+                "/report_peerstatus", json=report("eu_127.0.7.2", "downloading", 12)
+            )
+        assert honest.json() == {"result": "received"}
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as api:
+            progress = (await api.get("/api/progress", params={"sha1": sha1})).json()
+        assert [(p["nodeid"], p["percent"], p["done"]) for p in progress] == [
+            ("eu_127.0.7.2", 12.0, False)
+        ]

@@ -113,18 +113,28 @@ def parse_report(body: Any, now: float) -> Report:
 
 
 class Collector:
-    """Latest report per (nodeid, sha1); bounded to ``max_entries``."""
+    """Latest report per (nodeid, sha1); bounded to ``max_entries`` in all and
+    ``max_per_node`` torrents per node."""
 
-    def __init__(self, max_entries: int = 1_000_000) -> None:
+    def __init__(self, max_entries: int = 1_000_000, max_per_node: int = 10_000) -> None:
         self.max_entries = max_entries
+        self.max_per_node = max_per_node
         self._latest: dict[tuple[str, str], Report] = {}
+        self._per_node: dict[str, int] = {}
         self.received = 0
 
     def receive(self, report: Report) -> bool:
         """Record a report; True if it shows the download finished (answer 'success')."""
         key = (report.nodeid, report.sha1)
-        if key not in self._latest and len(self._latest) >= self.max_entries:
-            raise CollectorError(f"the collector holds {self.max_entries} entries already")
+        if key not in self._latest:
+            if len(self._latest) >= self.max_entries:
+                raise CollectorError(f"the collector holds {self.max_entries} entries already")
+            if self._per_node.get(report.nodeid, 0) >= self.max_per_node:
+                raise CollectorError(
+                    f"node {report.nodeid[:80]} has reports on {self.max_per_node} torrents "
+                    "already (forget old ones with DELETE /api/progress/SHA1)"
+                )
+            self._per_node[report.nodeid] = self._per_node.get(report.nodeid, 0) + 1
         previous = self._latest.get(key)
         if previous is not None and previous.done and not report.done:
             # A late "downloading" after "seeding" (reports cross on the wire) changes nothing.
@@ -135,6 +145,8 @@ class Collector:
 
     def restore(self, reports: list[Report]) -> None:
         for report in reports:
+            if (report.nodeid, report.sha1) not in self._latest:
+                self._per_node[report.nodeid] = self._per_node.get(report.nodeid, 0) + 1
             self._latest[report.nodeid, report.sha1] = report
 
     def progress(self, sha1: str | None = None, nodeid: str | None = None) -> list[Report]:
@@ -148,6 +160,11 @@ class Collector:
         keys = [k for k in self._latest if k[1] == sha1]
         for key in keys:
             del self._latest[key]
+            left = self._per_node[key[0]] - 1
+            if left:
+                self._per_node[key[0]] = left
+            else:
+                del self._per_node[key[0]]
         return len(keys)
 
     def statistics(self) -> dict[str, int]:

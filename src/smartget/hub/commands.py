@@ -23,7 +23,9 @@ reports on one made it or was asked to fetch it, so the tracker starts tracking 
 
 Strangers (issue 12): an address that has registered no node can neither drain the
 fleet's capacity with ``requestnodes`` (unless an operator allows its network) nor
-register more than ``max_nodes_per_ip`` nodes.
+register more than ``max_nodes_per_ip`` nodes; and a status report is taken only from
+the address of the node it names (``ZONE_IP``, seed 003), so nobody reports for another
+node (a stranger's reports are about itself, and bounded per node by the collector).
 
 Every command raises the :mod:`smartget.errors` tree (``RegistryError`` and below);
 each front end maps those to its replies in one place. Nothing here does I/O: the
@@ -38,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from smartget.errors import ConfigError, NotPermittedError, RegistryError
+from smartget.errors import CollectorError, ConfigError, NotPermittedError, RegistryError
 from smartget.hub import tracker as tr
 from smartget.hub.collector import Collector, Report, parse_report
 from smartget.hub.registry import Node, Registry
@@ -206,8 +208,16 @@ class HubCommands:
         return Announced(self.tracker.announce(query, now), newly)
 
     def report(self, data: object, caller_ip: str, now: float) -> Reported:
-        """A seed 003 status report; raises CollectorError for a malformed one."""
+        """A seed 003 status report; raises CollectorError for a malformed one, or one
+        that does not come from the node it names (issue 12.2: nobody reports for
+        another node, so a stranger cannot mark a copy done)."""
         report = parse_report(data, now)
+        named = report.nodeid.rpartition("_")[2]  # seed 003: NodeID is ZONE_IP
+        if named != caller_ip or report.nodeip not in ("", caller_ip):
+            raise CollectorError(
+                f"a report from {caller_ip} names node {report.nodeid[:80]!r}: a node "
+                "reports for itself only"
+            )
         done = self.collector.receive(report)
         newly = self.is_fleet_address(caller_ip) and self.tracker.allow(bytes.fromhex(report.sha1))
         return Reported(report, done, newly)

@@ -153,17 +153,23 @@ class Store:
             self._pending, self._later, self._pending_done = [], {}, None
             assert done is not None
             batch.extend(write for make in later if (write := make()) is not None)
+            # The future is shared by every writer of the group: one that was cancelled
+            # (a caller that awaited it unshielded and went away) must not crash the
+            # writer, which would stop the hub.
             if not batch:
-                done.set_result(None)
+                if not done.done():
+                    done.set_result(None)
                 continue
             try:
                 await self._call(functools.partial(self._commit, batch=batch))
             except (sqlite3.Error, OSError) as exc:
                 log.error("store %s: commit of %d writes failed: %s", self.path, len(batch), exc)
-                done.set_exception(StoreError(f"could not save to {self.path}: {exc}"))
-                done.exception()  # a failure nobody awaits is logged above, not again by asyncio
+                if not done.done():
+                    done.set_exception(StoreError(f"could not save to {self.path}: {exc}"))
+                    done.exception()  # nobody may await it: logged above, not again by asyncio
             else:
-                done.set_result(None)
+                if not done.done():
+                    done.set_result(None)
 
     def _commit(self, db: sqlite3.Connection, batch: list[Write]) -> None:
         db.execute("BEGIN IMMEDIATE")

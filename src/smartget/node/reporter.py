@@ -61,7 +61,14 @@ class Reporter:
         self.persist = persist
         self.clock = clock
         self._wake = asyncio.Event()
-        self.client = httpx.AsyncClient(timeout=POST_TIMEOUT, trust_env=False)
+        # The hub takes a report only from the address of the node it names (issue
+        # 12.2): send from the node's own address, as the hub client does.
+        local = None if node.ip in ("", "0.0.0.0", "::") else node.ip
+        self.client = httpx.AsyncClient(
+            timeout=POST_TIMEOUT,
+            trust_env=False,
+            transport=httpx.AsyncHTTPTransport(local_address=local),
+        )
 
     def track(self, sha1: str, *, done: bool = False, retries: int = 0) -> None:
         self.schedule.track(sha1, self.clock(), done=done, retries=retries)

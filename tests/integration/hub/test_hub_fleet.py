@@ -29,6 +29,10 @@ def announce_url(hub: Hub, port: int, left: int = 100, event: str = "started") -
     )
 
 
+# Reports come from the address of the node they name (eu_127.0.0.2).
+FROM_NODE = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+
+
 def report(status: str, percent: str, nodeid: str = "eu_127.0.0.2") -> dict[str, object]:
     return {
         "event": "status_response",
@@ -84,9 +88,11 @@ async def test_collector_answers_success_when_done_and_remembers(tmp_path: Path)
     )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with running(settings) as hub:
-        hub.registry.register("127.0.0.1", 8090, hub.now())  # the reporter is a fleet node
+        hub.registry.register("127.0.0.2", 8090, hub.now())  # the reporter is a fleet node
         await hub.save()
-        async with httpx.AsyncClient(base_url=hub.http_url, timeout=5) as client:
+        async with httpx.AsyncClient(
+            base_url=hub.http_url, timeout=5, transport=FROM_NODE
+        ) as client:
             reply = await client.post("/report_peerstatus", json=report("downloading", "42.5"))
             assert reply.json() == {"result": "received"}
             reply = await client.post("/report_peerstatus", json=report("seeding", "100.0"))
@@ -128,7 +134,8 @@ async def test_progress_long_poll_answers_when_a_report_arrives(hub: Hub) -> Non
             client.get(f"/api/progress?sha1={HASH.hex()}&after={seq}&wait=20")
         )
         started = time.monotonic()
-        sent = await client.post("/report_peerstatus", json=report("downloading", "42.5"))
+        async with httpx.AsyncClient(base_url=hub.http_url, transport=FROM_NODE) as node:
+            sent = await node.post("/report_peerstatus", json=report("downloading", "42.5"))
         assert sent.json() == {"result": "received"}
         answered = await asyncio.wait_for(poll, timeout=5)
         assert time.monotonic() - started < 5

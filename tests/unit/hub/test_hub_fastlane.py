@@ -113,7 +113,9 @@ def test_other_routes_are_handed_over_with_every_byte() -> None:
 
 def test_report_body_and_connection_close() -> None:
     protocol, transport, _ = lane()
-    body = b'{"nodeid": "n1", "status": "downloading", "args": {"sha1": "' + b"a" * 40 + b'"}}'
+    body = (
+        b'{"nodeid": "z_10.0.0.1", "status": "downloading", "args": {"sha1": "' + b"a" * 40 + b'"}}'
+    )
     protocol.data_received(
         b"POST /report_peerstatus HTTP/1.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
         % len(body)
@@ -159,7 +161,7 @@ async def test_a_client_gone_before_the_save_does_not_cancel_the_shared_commit()
     other write of the group waits for (it once stopped the hub's store writer)."""
     host = SharedCommit()
     handlers = FleetHandlers(host)  # type: ignore[arg-type]
-    body = b'{"nodeid": "n1", "status": "seeding", "args": {"sha1": "' + b"b" * 40 + b'"}}'
+    body = b'{"nodeid": "z_10.0.0.1", "status": "seeding", "args": {"sha1": "' + b"b" * 40 + b'"}}'
     status, _, saved = handlers.report(body, "10.0.0.1")
     assert status == 200
     assert saved is not None

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from smartget.hub.store import Store, Write
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -88,3 +89,19 @@ async def test_close_flushes_what_is_queued_later(tmp_path: Path) -> None:
     await asyncio.wait_for(store.aclose(), 5)
     await writer
     assert keys(store.path) == ["queued"]
+
+
+async def test_a_cancelled_shared_commit_does_not_stop_the_writer(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    writer = asyncio.create_task(store.run())
+    try:
+        first = store.submit(lambda db: None)
+        first.cancel()  # a caller went away without shielding the shared future
+        await wait_until(lambda: store.commits >= 1 or writer.done(), 5, "the first commit")
+        second = store.submit(lambda db: None)  # the next group's future
+        async with asyncio.timeout(5):
+            await second
+        assert not writer.done()
+    finally:
+        await store.aclose()
+        await writer
