@@ -29,6 +29,7 @@ usable, the reply to send is in ``hint``) and "you asked for something impossibl
     ├── CollectorError              hub: a status report that cannot be accepted
     ├── NodeAgentError              node: a task failed
     │   ├── TaskError               a task body is malformed
+    │   │   └── MagnetError         a magnet URI or info-hash is malformed or refused
     │   ├── HubError                the hub refused the node or could not be reached
     │   ├── FetchError              an HTTP fetch failed or was cut short
     │   │   └── FetchRefusedError   the fetch policy refused an address (--fetch-allow)
@@ -61,6 +62,7 @@ __all__ = [
     "JobError",
     "JobNotFoundError",
     "KRPCError",
+    "MagnetError",
     "MeshError",
     "NodeAgentError",
     "NodeExistsError",
@@ -205,6 +207,10 @@ class NodeAgentError(SmartGetError):
 
 class TaskError(NodeAgentError):
     """The task body is malformed; the message says what was expected and what came."""
+
+
+class MagnetError(TaskError):
+    """A download task's magnet URI or info-hash is malformed, too long or refused."""
 
 
 class HubError(NodeAgentError):

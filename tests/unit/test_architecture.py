@@ -53,6 +53,8 @@ CORES = (
     "smartget.node.report",
     "smartget.node.settings",
     "smartget.node.fetchpolicy",
+    "smartget.node.cache",
+    "smartget.node.magnet",
     "smartget.hub.relay.dump",
     "smartget.mesh.datapack",
     "smartget.mesh.router",

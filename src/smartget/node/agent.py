@@ -17,6 +17,21 @@ torrent that is not complete is stopped (data and ``.torrent`` kept) and its row
 expired with the figures it had; a torrent that completes forgets its deadline
 (:meth:`Agent.on_change`); shutdown and delete cancel it. :meth:`Agent.restore` enforces
 deadlines that fell while the node was down before adding anything back.
+
+Downloads by magnet or info-hash (issue 14): a ``download`` task with ``args.magnet``
+or ``args.sha1`` and no ``args.torrentfileurl`` is checked by
+:mod:`smartget.node.magnet` and added to the engine by info-hash; its data goes to
+``args.filename`` (relative to the root) or to the magnet's ``dn`` or the info-hash
+under the root, and its ``.torrent`` is written beside it once the metadata came from
+peers (:meth:`Agent.on_change`), so the file server serves it like any other.
+
+The cache (issue 15; the policy and what "used" means are in :mod:`smartget.node.cache`):
+the agent feeds :class:`~smartget.node.cache.CachePolicy` completions, uses (tasks
+asking again, file server hits through :meth:`Agent.served`, upload totals read by
+:meth:`Agent.run_cache`) and pins (``args.pin``), and one timer task
+(:meth:`Agent.run_cache`) removes what the policy picks: out of libtorrent, data and
+``.torrent`` deleted, a log line, an entry in ``GET /status``'s ``cache.evicted`` and a
+last status report with the status ``evicted``.
 """
 
 from __future__ import annotations
@@ -26,17 +41,20 @@ import contextlib
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from smartget.errors import NodeAgentError, SmartGetError, TaskError, TorrentError
+from smartget.errors import MagnetError, NodeAgentError, SmartGetError, TaskError, TorrentError
+from smartget.node.cache import CacheEntry, CachePolicy
+from smartget.node.magnet import Magnet, check_tracker, parse_info_hash, parse_magnet
 from smartget.node.maker import make_torrent, write_atomic
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
 from smartget.node.state import NodeState, TorrentRecord
 from smartget.node.status import INITIAL, Torrent, TorrentStatus, expired_status
-from smartget.node.tasks import EXPIRED, Deadlines, NodeIdentity, Task, response
+from smartget.node.tasks import EVICTED, EXPIRED, Deadlines, NodeIdentity, Task, response
 
 if TYPE_CHECKING:
     from smartget.node.fetcher import Fetcher
@@ -51,6 +69,8 @@ TORRENT_SUFFIX = ".torrent"
 # times; the clock may be stepped), and retries an expiry that failed after EXPIRE_RETRY.
 MAX_TIMER = 60.0
 EXPIRE_RETRY = 10.0
+CACHE_TICK = 5.0  # seconds between the cache's looks at upload totals and its saves
+EVICTIONS_SHOWN = 100  # the last evictions GET /status lists
 
 
 class TorrentEngine(Protocol):
@@ -67,6 +87,19 @@ class TorrentEngine(Protocol):
         seed_mode: bool = False,
         resume: bytes | None = None,
     ) -> str: ...
+
+    def add_magnet(
+        self,
+        sha1: str,
+        save_path: Path,
+        *,
+        trackers: tuple[str, ...] = (),
+        rename_to: str | None = None,
+    ) -> str: ...
+
+    def torrent_bytes(self, sha1: str) -> bytes | None: ...
+
+    def size(self, sha1: str) -> int: ...
 
     async def remove(self, sha1: str, *, within: float = 10.0) -> bool: ...
 
@@ -114,6 +147,7 @@ class Agent:
         files_url: str,
         trackers: tuple[str, ...] = (),
         reporter: StatusReporter | None = None,
+        cache: CachePolicy | None = None,
     ) -> None:
         self.identity = identity
         self.roots = roots
@@ -131,6 +165,12 @@ class Agent:
         self.expired = 0
         self.deadlines = Deadlines()
         self._deadline_wake = asyncio.Event()
+        self.cache = cache or CachePolicy()
+        self.evictions: deque[dict[str, Any]] = deque(maxlen=EVICTIONS_SHOWN)
+        self._cache_wake = asyncio.Event()
+        self._paths: dict[str, str] = {}  # data path or .torrent of complete torrents -> sha1
+        self._uploaded: dict[str, int] = {}  # sha1 -> upload total at the cache's last look
+        self._restored_used: dict[str, float] = {}  # sha1 -> last use saved before a restart
         self._handlers: dict[str, Callable[[Task], Awaitable[TaskResult]]] = {
             "maketorrent": self.maketorrent,
             "download": self.download,
@@ -144,6 +184,7 @@ class Agent:
             "failed": self.failed,
             "expired": self.expired,
             "deadlines": len(self.deadlines),
+            **self.cache.statistics(),
             **{f"handled_{k}": v for k, v in self.handled.items()},
         }
 
@@ -223,11 +264,15 @@ class Agent:
                     fileurl=fileurl,
                     taskid=task.taskid,
                     seed_mode=True,
+                    size=made.size,
+                    pin_until=_pin_until(task),
                 )
             )
             self._arm(made.sha1, None)  # complete from the start: nothing to bound
             self.engine.add(self.engine.load(made.data).info, path.parent, seed_mode=True)
             self._track(made.sha1)
+            self._pin(made.sha1, task)
+            self._completed(made.sha1, str(path), str(torrent_path), made.size)
         return TaskResult(
             {
                 "filename": str(path),
@@ -243,10 +288,15 @@ class Agent:
     # ---- download (asynchronous) -----------------------------------------------------
 
     async def download(self, task: Task) -> TaskResult:
-        """Seed 003: fetch the .torrent, store it at the URL's path, start; answer at once."""
+        """Seed 003: fetch the .torrent, store it at the URL's path, start; answer at once.
+
+        Without a URL, ``args.magnet`` or ``args.sha1`` name the torrent (issue 14).
+        """
         url = task.arg("torrentfileurl")
         if not url:
-            raise TaskError("args.torrentfileurl is required")
+            if task.arg("magnet") or task.arg("sha1"):
+                return await self._download_magnet(task)
+            raise TaskError("args.torrentfileurl is required (or args.magnet, or args.sha1)")
         root = self.roots.root_for(task.arg("wwwroot"))
         rel = url_relpath(url)
         torrent_path = self.roots.under(root, rel)
@@ -267,15 +317,11 @@ class Agent:
         }
         async with self._lock:
             if self.engine.has(sha1):
-                args["already"] = True
-                self._merge_deadline(sha1, task.expire_at)
-                return TaskResult(
-                    args, status=self.engine.status(sha1).status, retries=fetched.retries
-                )
+                return self._again(sha1, task, args, fetched.retries)
             # The same torrent's row may be here, not running: expired, or not restorable.
             # A new task starts it again (with its own deadline, or none).
             other = self.state.find(data_path=str(data_path))
-            if other is not None and other.sha1 != sha1:
+            if other is not None and other.sha1 != sha1 and not other.evicted:
                 raise TorrentError(f"{data_path} already belongs to torrent {other.sha1}")
             torrent_path.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_atomic, torrent_path, fetched.body)
@@ -290,14 +336,105 @@ class Agent:
                     fileurl=args["fileurl"],
                     taskid=task.taskid,
                     expire_at=task.expire_at,
+                    pin_until=_pin_until(task),
                 )
             )
             self.engine.add(torrent.info, data_path.parent, rename_to=data_path.name)
-            self._arm(sha1, task.expire_at)
-            if self.reporter is not None:
-                self.reporter.untrack(sha1)  # a new task reports afresh, even after expiry
-            self._track(sha1)
+            self._started(sha1, task)
         return TaskResult(args, status=INITIAL, retries=fetched.retries)
+
+    def _again(self, sha1: str, task: Task, args: dict[str, Any], retries: int) -> TaskResult:
+        """A download of a torrent that runs here: asked for again (a use), maybe pinned."""
+        args["already"] = True
+        self._merge_deadline(sha1, task.expire_at)
+        self.cache.used(sha1, time.time())
+        self._pin(sha1, task)
+        return TaskResult(args, status=self.engine.status(sha1).status, retries=retries)
+
+    def _started(self, sha1: str, task: Task) -> None:
+        """A download was added to the engine for ``task``: deadline, reports, cache."""
+        self._arm(sha1, task.expire_at)
+        if self.reporter is not None:
+            self.reporter.untrack(sha1)  # a new task reports afresh, even after expiry
+        self._track(sha1)
+        self.cache.running(sha1, time.time())
+        self._pin(sha1, task)
+
+    async def _download_magnet(self, task: Task) -> TaskResult:
+        """A download by magnet or bare info-hash: libtorrent gets the metadata from peers."""
+        text, wanted = task.arg("magnet").strip(), task.arg("sha1").strip()
+        magnet = parse_magnet(text) if text else Magnet(parse_info_hash(wanted))
+        if text and wanted and parse_info_hash(wanted) != magnet.sha1:
+            raise MagnetError(f"args.sha1 is {wanted}, the magnet's info-hash {magnet.sha1}")
+        extra = [check_tracker(t) for t in task.args.get("trackers") or ()]
+        trackers = tuple(dict.fromkeys([*magnet.trackers, *extra, *self.trackers]))
+        magnet = Magnet(magnet.sha1, trackers, magnet.name)
+        sha1 = magnet.sha1
+        root = self.roots.root_for(task.arg("wwwroot"))
+        filename = task.arg("filename")
+        name = magnet.name if magnet.name and "/" not in magnet.name else sha1
+        data_path = (
+            self.roots.filename(root, filename) if filename else self.roots.under(root, name)
+        )
+        torrent_path = data_path.with_name(data_path.name + TORRENT_SUFFIX)
+        args: dict[str, Any] = {
+            "filename": str(data_path),
+            "fileurl": "",
+            "sha1": sha1,
+            "torrentfile": str(torrent_path),
+            "torrentfileurl": self.url_of(torrent_path),
+            "magnet": magnet.uri(),
+        }
+        async with self._lock:
+            if self.engine.has(sha1):
+                return self._again(sha1, task, args, 0)
+            other = self.state.find(data_path=str(data_path))
+            if other is not None and other.sha1 != sha1 and not other.evicted:
+                raise TorrentError(f"{data_path} already belongs to torrent {other.sha1}")
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            record = TorrentRecord(
+                sha1=sha1,
+                torrentfile=str(torrent_path),
+                save_path=str(data_path.parent),
+                data_path=str(data_path),
+                rename_to=data_path.name,
+                torrentfileurl=args["torrentfileurl"],
+                taskid=task.taskid,
+                expire_at=task.expire_at,
+                magnet=magnet.uri(),
+                pin_until=_pin_until(task),
+            )
+            self.state.put(record)
+            await self._add_record(record, None)
+            self._started(sha1, task)
+        return TaskResult(args, status=INITIAL)
+
+    async def _add_record(self, record: TorrentRecord, resume: bytes | None) -> None:
+        """Add a torrent of the state to the engine: from its .torrent when that is
+        here, else (a magnet whose metadata has not come yet) by its info-hash."""
+        try:
+            data = await asyncio.to_thread(Path(record.torrentfile).read_bytes)
+        except FileNotFoundError:
+            if not record.magnet:
+                raise
+            magnet = parse_magnet(record.magnet)
+            self.engine.add_magnet(
+                record.sha1,
+                Path(record.save_path),
+                trackers=magnet.trackers,
+                rename_to=record.rename_to or None,
+            )
+            return
+        torrent = self.engine.load(data)
+        if torrent.sha1 != record.sha1:
+            raise TorrentError(f"{record.torrentfile} is torrent {torrent.sha1}, not {record.sha1}")
+        self.engine.add(
+            torrent.info,
+            Path(record.save_path),
+            rename_to=record.rename_to or None,
+            seed_mode=record.seed_mode and resume is None,
+            resume=resume,
+        )
 
     # ---- shutdown, shutdownall, delete (synchronous) ---------------------------------
 
@@ -363,6 +500,7 @@ class Agent:
         self.state.delete(sha1)
         if self.reporter is not None:
             self.reporter.untrack(sha1)
+        self._forget_cached(sha1)
 
     def _track(self, sha1: str) -> None:
         if self.reporter is not None:
@@ -398,6 +536,12 @@ class Agent:
         count = 0
         now = time.time()
         for record in self.state.torrents():
+            if record.evicted:  # removed for the cache: only its last report may be due
+                if self.reporter is not None and not record.report_done:
+                    self._track_restored(record)
+                else:
+                    self.state.delete(record.sha1)
+                continue
             if record.expired:
                 self._track_restored(record)
                 continue
@@ -415,19 +559,19 @@ class Agent:
                 record.expire_at = None
                 self.state.set_expire(record.sha1, None)
             try:
-                data = await asyncio.to_thread(Path(record.torrentfile).read_bytes)
-                self.engine.add(
-                    self.engine.load(data).info,
-                    Path(record.save_path),
-                    rename_to=record.rename_to or None,
-                    seed_mode=record.seed_mode and resume is None,
-                    resume=resume,
-                )
+                await self._add_record(record, resume)
             except (OSError, NodeAgentError) as exc:
                 log.error("cannot restore torrent %s: %s", record.sha1, _reason(exc))
                 continue
             count += 1
             self._arm(record.sha1, record.expire_at)
+            used = record.used_at or now
+            self._restored_used[record.sha1] = used
+            self.cache.running(record.sha1, now, used=used)
+            if record.pin_until:
+                self.cache.pin(record.sha1, record.pin_until, now)
+            if self.engine.is_complete(record.sha1):  # seed mode: complete at once
+                self.on_change(record.sha1)
             self._track_restored(record)
         return count
 
@@ -438,18 +582,50 @@ class Agent:
     # ---- download deadlines ----------------------------------------------------------
 
     def on_change(self, sha1: str) -> None:
-        """The engine saw a state change: a complete torrent forgets its deadline."""
-        if sha1 in self.deadlines and self.engine.is_complete(sha1):
+        """The engine saw a state change: a complete torrent forgets its deadline and
+        counts in the cache; a magnet's metadata came: its .torrent is written."""
+        complete = self.engine.is_complete(sha1)
+        if sha1 in self.deadlines and complete:
             self._arm(sha1, None)
             self.state.set_expire(sha1, None)
             log.info("download %s complete before its deadline; it keeps seeding", sha1)
+        entry = self.cache.entries.get(sha1)
+        if (entry is None or not entry.complete) and (complete or entry is not None):
+            record = self.state.get(sha1)
+            if record is not None and record.magnet:
+                self._write_magnet_torrent(record)
+            if record is not None and complete:
+                size = self.engine.size(sha1)
+                self.state.set_cache(
+                    sha1, size=size, used_at=record.used_at, pin_until=record.pin_until
+                )
+                used = self._restored_used.pop(sha1, None)
+                self._completed(sha1, record.data_path, record.torrentfile, size, used=used)
+
+    def _write_magnet_torrent(self, record: TorrentRecord) -> None:
+        """A magnet's metadata is here: write its .torrent (once) where the task said."""
+        path = Path(record.torrentfile)
+        if path.exists():
+            return
+        data = self.engine.torrent_bytes(record.sha1)
+        if data is None:
+            return
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            log.error("cannot write %s of magnet %s: %s", path, record.sha1, _reason(exc))
+            return
+        log.info("magnet %s: metadata from peers; %s written", record.sha1, path)
 
     def report_status(self, sha1: str) -> tuple[TorrentStatus, str, str] | None:
         """What a status report of ``sha1`` shows: (status, torrentfile name, taskid)."""
         record = self.state.get(sha1)
         if record is None:
             return None
-        if record.expired:
+        if record.evicted:
+            name = Path(record.data_path).name
+            st = expired_status(sha1, name, record.evicted_figures(), status=EVICTED)
+        elif record.expired:
             st = expired_status(sha1, Path(record.data_path).name, record.expired_figures())
         elif self.engine.has(sha1):
             st = self.engine.status(sha1)
@@ -471,6 +647,147 @@ class Agent:
             if record.expired and (shown := self.report_status(record.sha1)) is not None:
                 torrents.append({**shown[0].__dict__, "torrentfile": record.torrentfile})
         return torrents
+
+    def report_progress(self, sha1: str, *, done: bool, retries: int) -> None:
+        """How far reporting of ``sha1`` got; an evicted torrent's row goes once reported."""
+        record = self.state.get(sha1)
+        if record is not None and record.evicted and done:
+            self.state.delete(sha1)
+        else:
+            self.state.update_report(sha1, done=done, retries=retries)
+
+    def cache_status(self) -> dict[str, Any]:
+        """``GET /status``'s ``cache``: the watermarks, the bytes held, the last evictions."""
+        c = self.cache
+        return {
+            "max": c.high,
+            "low": c.low,
+            "bytes": c.total,
+            "evicted_total": c.evicted,
+            "evicted": list(self.evictions),
+        }
+
+    # ---- the cache (node/cache.py) ---------------------------------------------------
+
+    def served(self, path: Path) -> None:
+        """The file server sent ``path``: a use of the complete torrent holding it."""
+        if not self._paths:
+            return
+        now = time.time()
+        for candidate in (path, *path.parents):
+            sha1 = self._paths.get(str(candidate))
+            if sha1 is not None:
+                self.cache.used(sha1, now)
+                return
+
+    def _completed(
+        self, sha1: str, data_path: str, torrentfile: str, size: int, *, used: float | None = None
+    ) -> None:
+        self.cache.completed(sha1, size, time.time(), used=used)
+        self._paths[data_path] = self._paths[torrentfile] = sha1
+        self._cache_wake.set()
+
+    def _pin(self, sha1: str, task: Task) -> None:
+        until = _pin_until(task)
+        if until is not None:
+            self.cache.pin(sha1, until, time.time())
+            record = self.state.get(sha1)
+            if record is not None and (record.pin_until or 0) < until:
+                self.state.set_cache(
+                    sha1, size=record.size, used_at=record.used_at, pin_until=until
+                )
+
+    def _forget_cached(self, sha1: str) -> None:
+        self.cache.forget(sha1)
+        self._uploaded.pop(sha1, None)
+        self._restored_used.pop(sha1, None)
+        for key in [k for k, v in self._paths.items() if v == sha1]:
+            del self._paths[key]
+
+    async def run_cache(self) -> None:
+        """Keep the cache under --cache-max: one task per node (cancel to stop)."""
+        while True:
+            self._cache_wake.clear()
+            now = time.time()
+            if self.cache.enabled:
+                self._note_uploads(now)
+                if self.cache.over():
+                    async with self._lock:
+                        for entry in self.cache.plan(time.time()):
+                            await self._evict(entry, now)
+            for entry in self.cache.take_dirty():
+                with contextlib.suppress(SmartGetError):
+                    self.state.set_cache(
+                        entry.sha1,
+                        size=entry.size,
+                        used_at=entry.used,
+                        pin_until=entry.pinned_until or None,
+                    )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CACHE_TICK):
+                    await self._cache_wake.wait()
+
+    def _note_uploads(self, now: float) -> None:
+        """A complete torrent whose upload total grew since the last look was used."""
+        for sha1, entry in self.cache.entries.items():
+            if not entry.complete or not self.engine.has(sha1):
+                continue
+            up = self.engine.status(sha1).uptotal
+            if up > self._uploaded.setdefault(sha1, up):
+                self.cache.used(sha1, now)
+            self._uploaded[sha1] = up
+
+    async def _evict(self, entry: CacheEntry, now: float) -> None:
+        """Remove a complete torrent for the cache: engine, data, .torrent; report it."""
+        sha1 = entry.sha1
+        record = self.state.get(sha1)
+        figures: dict[str, float] = {"percent": 100.0, "downtotal": 0.0, "uptotal": 0.0}
+        if self.engine.has(sha1):
+            st = self.engine.status(sha1)
+            figures = {"percent": st.percent, "downtotal": st.downtotal, "uptotal": st.uptotal}
+            await self.engine.remove(sha1)
+        self._arm(sha1, None)
+        name = ""
+        if record is not None:
+            name = Path(record.data_path).name
+            await asyncio.to_thread(self._remove_content, record)
+        self.cache.evicted_one(sha1)
+        self._forget_cached(sha1)
+        self.evictions.append(
+            {"sha1": sha1, "name": name, "size": entry.size, "used": entry.used, "at": now}
+        )
+        log.warning(
+            "cache: evicted %s (%s, %d bytes, last used %.0f s ago): %d bytes held of "
+            "--cache-max %d, going down to %d",
+            sha1,
+            record.data_path if record else "?",
+            entry.size,
+            max(0.0, now - entry.used),
+            self.cache.total,
+            self.cache.high,
+            self.cache.low,
+        )
+        if record is None:
+            return
+        if self.reporter is None:
+            self.state.delete(sha1)
+            return
+        self.state.mark_evicted(sha1, figures)
+        self.state.update_report(sha1, done=False, retries=0)
+        self.reporter.untrack(sha1)  # reported afresh, even if its seeding report was final
+        self.reporter.track(sha1)
+
+    def _remove_content(self, record: TorrentRecord) -> None:
+        """Delete a torrent's data and .torrent, and the directories left empty."""
+        data = Path(record.data_path)
+        if data.is_dir() and not data.is_symlink():
+            shutil.rmtree(data, ignore_errors=True)
+        else:
+            remove_file(data)
+        remove_file(Path(record.torrentfile))
+        home = self.roots.containing(data)
+        if home is not None:
+            prune_empty_dirs(data.parent, home)
 
     async def run_deadlines(self) -> None:
         """Stop downloads at their tasks' deadlines; one task per node (cancel to stop)."""
@@ -562,6 +879,12 @@ class Agent:
         self._track(record.sha1)
         if self.reporter is not None:
             self.reporter.changed(record.sha1, EXPIRED)
+
+
+def _pin_until(task: Task) -> float | None:
+    """``args.pin`` (seconds from now, checked by tasks.py) as a UNIX time, or None."""
+    pin = task.args.get("pin")
+    return None if not pin else time.time() + float(pin)
 
 
 def _data_relpath(rel: PurePosixPath, fallback: str) -> PurePosixPath:

@@ -3,7 +3,8 @@
 Routes: ``/ping`` (GET or POST -> ``PONG``), one route per event (``/maketorrent``,
 ``/download``, ``/shutdown``, ``/shutdownall``, ``/delete``) and the original's grouped
 routes (``/puttask``: download or delete; ``/shutdowntask``: shutdown or shutdownall).
-``GET /status`` lists the torrents, ``/metrics`` is for Prometheus. Every route needs
+``GET /status`` lists the torrents and the cache (watermarks, bytes held, the last
+evictions), ``/metrics`` is for Prometheus. Every route needs
 credentials (see :mod:`smartget.node.auth`): 401 ``Unauthorized`` otherwise.
 
 The app depends on :class:`TaskRunner`, the part of the agent it calls, and on a
@@ -53,6 +54,8 @@ class TaskRunner(Protocol):
     def failure(self, event: str, taskid: str, reason: str) -> dict[str, Any]: ...
 
     def torrents_status(self) -> list[dict[str, Any]]: ...
+
+    def cache_status(self) -> dict[str, Any]: ...
 
 
 class _StatsCollector(Collector):
@@ -119,8 +122,12 @@ def create_api_app(
 
     @app.get("/status")
     async def status() -> dict[str, Any]:
-        """Every torrent of this node with its progress."""
-        return {"nodeid": agent.identity.nodeid, "torrents": agent.torrents_status()}
+        """Every torrent of this node with its progress, and its cache (the evictions)."""
+        return {
+            "nodeid": agent.identity.nodeid,
+            "torrents": agent.torrents_status(),
+            "cache": agent.cache_status(),
+        }
 
     @app.get("/metrics")
     async def metrics_route() -> Response:

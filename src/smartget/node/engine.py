@@ -36,6 +36,13 @@ and a second UDP port. A fleet lives on private or loopback addresses, so the ch
 meant for the public DHT are off (one node per /24, search results per /24, verified
 node ids), and a torrent is announced at once when it is added and again when the DHT
 has bootstrapped (libtorrent alone would wait for its announce timer).
+
+Downloads by magnet or info-hash (issue 14): :meth:`Engine.add_magnet` adds the
+info-hash alone, with the trackers the magnet names; libtorrent finds peers through
+them and the DHT and gets the info dict from those peers (BEP 9). When it comes
+(``metadata_received_alert``) the engine renames the torrent's first path part as
+:meth:`Engine.add` does for a ``.torrent`` and tells the agent (``on_change``), which
+writes the ``.torrent`` (:meth:`Engine.torrent_bytes`) beside the data.
 """
 
 from __future__ import annotations
@@ -178,6 +185,8 @@ class Engine:
         self.dht_bootstraps = 0
         self._dht_nodes = 0
         self._file_errors: dict[str, str] = {}  # sha1 -> the last disk error (file_error_alert)
+        self._renames: dict[str, str] = {}  # magnets: sha1 -> rename_to, once metadata comes
+        self.metadata_received = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -327,11 +336,73 @@ class Engine:
             handle.force_dht_announce()
         return sha1
 
+    def add_magnet(
+        self,
+        sha1: str,
+        save_path: Path,
+        *,
+        trackers: tuple[str, ...] = (),
+        rename_to: str | None = None,
+    ) -> str:
+        """Add a torrent by its v1 info-hash (hex, checked by :mod:`smartget.node.magnet`):
+        libtorrent gets its metadata from peers; then it is renamed like :meth:`add`."""
+        if sha1 in self.handles:
+            return sha1
+        atp = lt.add_torrent_params()
+        atp.info_hashes = lt.info_hash_t(lt.sha1_hash(bytes.fromhex(sha1)))
+        atp.trackers = list(trackers)
+        atp.save_path = str(save_path)
+        if rename_to:
+            atp.name = rename_to
+        flags = lt.torrent_flags.default_flags
+        flags &= ~lt.torrent_flags.auto_managed
+        flags &= ~lt.torrent_flags.paused
+        atp.flags = flags
+        try:
+            handle = self._session.add_torrent(atp)
+        except RuntimeError as exc:
+            raise TorrentError(f"libtorrent refused the magnet {sha1}: {exc}") from None
+        self.handles[sha1] = handle
+        self._added[sha1] = time.monotonic()
+        if rename_to:
+            self._renames[sha1] = rename_to
+        if self.settings.dht:
+            handle.force_dht_announce()
+        return sha1
+
+    def has_metadata(self, sha1: str) -> bool:
+        """Whether ``sha1`` runs and its info dict is known (always, unless a magnet)."""
+        handle = self.handles.get(sha1)
+        return handle is not None and handle.torrent_file() is not None
+
+    def torrent_bytes(self, sha1: str) -> bytes | None:
+        """The ``.torrent`` of a running torrent (its info dict exactly as hashed, and
+        its trackers), or None while a magnet's metadata is not here."""
+        handle = self.handles.get(sha1)
+        ti = None if handle is None else handle.torrent_file()
+        if handle is None or ti is None:
+            return None
+        info = bytes(ti.info_section())
+        trackers = [str(t["url"]) for t in handle.trackers()]
+        head = b""
+        if trackers:
+            first = trackers[0].encode()
+            tiers = b"".join(b"l%d:%se" % (len(t.encode()), t.encode()) for t in trackers)
+            head = b"8:announce%d:%s13:announce-listl%se" % (len(first), first, tiers)
+        return b"d" + head + b"4:info" + info + b"e"
+
+    def size(self, sha1: str) -> int:
+        """The torrent's total size in bytes (0 while a magnet's metadata is not here)."""
+        handle = self.handles.get(sha1)
+        ti = None if handle is None else handle.torrent_file()
+        return 0 if ti is None else int(ti.total_size())
+
     async def remove(self, sha1: str, *, within: float = 10.0) -> bool:
         """Stop a torrent (data stays); False if it was not running."""
         handle = self.handles.pop(sha1, None)
         self._added.pop(sha1, None)
         self._file_errors.pop(sha1, None)
+        self._renames.pop(sha1, None)
         if handle is None:
             return False
         self._completion.forget(sha1)
@@ -440,6 +511,7 @@ class Engine:
             "restripes": self.restripes,
             "dht_bootstraps": self.dht_bootstraps,
             "dht_nodes": self.dht_nodes(),
+            "metadata_received": self.metadata_received,
         }
 
     def dht_nodes(self) -> int:
@@ -539,6 +611,26 @@ class Engine:
             handle.prioritize_pieces(self._striping.assign(sha1, key, own, ti.num_pieces()))
             log.debug("%s: stripe %d of %d", sha1, key.index(own), len(key) if len(key) > 1 else 0)
 
+    def _announce_peerless(self) -> None:
+        """The DHT's routing table grew: a download that has no peer yet looks again
+        now rather than at its next announce (a lookup made while the table held one
+        node or two may have missed the nodes that keep the swarm's announces)."""
+        for sha1, handle in self.handles.items():
+            if sha1 not in self._completion and handle.status().num_peers == 0:
+                handle.force_dht_announce()
+
+    def _rename(self, sha1: str, handle: Any) -> None:
+        """A magnet's metadata came: its first path part becomes ``rename_to`` (as add)."""
+        rename_to = self._renames.pop(sha1, None)
+        ti = handle.torrent_file()
+        if not rename_to or ti is None:
+            return
+        layout = ti.layout()
+        count = layout.num_files()
+        for index in range(count):
+            rest = layout.file_path(index).split(os.sep, 1)[1:] if count > 1 else []
+            handle.rename_file(index, os.path.join(rename_to, *rest))
+
     # ---- alerts ----------------------------------------------------------------------
 
     def _wait_for(self, kind: str, sha1: str) -> asyncio.Future[Any]:
@@ -607,8 +699,20 @@ class Engine:
                 self.request_resume(sha1)
                 self.on_change(sha1)
             return
+        if isinstance(alert, lt.metadata_received_alert):
+            sha1 = _hash_of_alert(alert)
+            if sha1 in self.handles:
+                self.metadata_received += 1
+                self._rename(sha1, alert.handle)
+                log.info("torrent %s: metadata received from peers", sha1)
+                self.request_resume(sha1)
+                self.on_change(sha1)
+            return
         if isinstance(alert, lt.dht_stats_alert):
+            before = self._dht_nodes
             self._dht_nodes = sum(int(b["num_nodes"]) for b in alert.routing_table)
+            if self._dht_nodes > before:
+                self._announce_peerless()
             return
         if isinstance(alert, lt.dht_bootstrap_alert):
             log.info("DHT bootstrapped; announcing %d torrents", len(self.handles))

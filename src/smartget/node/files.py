@@ -13,7 +13,7 @@ come from Starlette's ``FileResponse``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -36,8 +36,13 @@ def resolve(wwwroot: Path, url_path: str) -> Path | None:
     return real
 
 
-def create_files_app(roots: Path | Sequence[Path]) -> Starlette:
-    """The file server of ``roots`` (one root, or the node's roots, the default first)."""
+def create_files_app(
+    roots: Path | Sequence[Path], on_served: Callable[[Path], None] | None = None
+) -> Starlette:
+    """The file server of ``roots`` (one root, or the node's roots, the default first).
+
+    ``on_served(path)`` is told of each file served (the node's cache counts it a use).
+    """
     real = [Path(os.path.realpath(r)) for r in ([roots] if isinstance(roots, Path) else roots)]
     served = {"files": 0, "not_found": 0}
 
@@ -47,6 +52,8 @@ def create_files_app(roots: Path | Sequence[Path]) -> Starlette:
             served["not_found"] += 1
             return PlainTextResponse("Not Found", status_code=404)
         served["files"] += 1
+        if on_served is not None:
+            on_served(path)
         return FileResponse(path)
 
     app = Starlette(routes=[Route("/{path:path}", serve, methods=["GET", "HEAD"])])

@@ -10,7 +10,8 @@ backoff). A reply meaning success (JSON ``result`` ``success``, or the body
 ``success``) to a report showing ``seeding`` or percent ``100.0`` ends reporting for
 that torrent (issue 4; the seed: "the receiver returns success, the node stops"); so
 does one to a report showing ``expired`` (a download stopped at its task's deadline,
-see :mod:`smartget.node.tasks`): nothing will change after it.
+see :mod:`smartget.node.tasks`) or ``evicted`` (removed to keep the cache under
+``--cache-max``, see :mod:`smartget.node.cache`): nothing will change after it.
 
 :func:`status_report` is the body, :func:`is_final` whether nothing will change after
 it, :func:`is_success_reply` whether the collector's reply says so. The HTTP driver is
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartget.node.status import SEEDING, TorrentStatus
-from smartget.node.tasks import EXPIRED, NodeIdentity, response
+from smartget.node.tasks import EVICTED, EXPIRED, NodeIdentity, response
 
 __all__ = [
     "MAX_BACKOFF",
@@ -137,8 +138,8 @@ def status_report(
 
 
 def is_final(st: TorrentStatus) -> bool:
-    """Whether nothing will change after this report: seeding, 100.0 or expired."""
-    return st.status in (SEEDING, EXPIRED) or st.percent >= 100.0
+    """Whether nothing will change after this report: seeding, 100.0, expired, evicted."""
+    return st.status in (SEEDING, EXPIRED, EVICTED) or st.percent >= 100.0
 
 
 def is_success_reply(body: bytes) -> bool:

@@ -13,7 +13,7 @@ part knows the others only through the small Protocols it declares (the agent's
 callables passed in here (the engine's ``on_change``, the reporter's ``lookup`` and
 ``persist``, the hub client's ``free_slots``).
 
-Background tasks (the deadline timer, the reporter, the hub client) run under one
+Background tasks (the deadline timer, the cache, the reporter, the hub client) run under one
 :class:`~smartget.lifecycle.Supervisor`. None is essential: the node serves tasks and
 torrents without them, so a crash is logged with its traceback and the task restarted
 after a backoff; it never takes the node down.
@@ -36,6 +36,7 @@ from smartget.net import bind_tcp
 from smartget.node.agent import Agent
 from smartget.node.api import create_api_app
 from smartget.node.auth import Credentials
+from smartget.node.cache import CachePolicy
 from smartget.node.engine import Engine
 from smartget.node.fetcher import Fetcher
 from smartget.node.fetchpolicy import FetchPolicy
@@ -106,7 +107,9 @@ class Node:
         return stats
 
 
-def _build(node: Node, state: NodeState, roots: Roots, fetcher: Fetcher) -> None:
+def _build(
+    node: Node, state: NodeState, roots: Roots, fetcher: Fetcher, cache: CachePolicy
+) -> None:
     """Make the engine, the reporter and the agent, and connect their callbacks."""
     s = node.settings
 
@@ -122,7 +125,7 @@ def _build(node: Node, state: NodeState, roots: Roots, fetcher: Fetcher) -> None
         return node.agent.report_status(sha1)
 
     def persist(sha1: str, done: bool, retries: int) -> None:  # how far reporting got
-        state.update_report(sha1, done=done, retries=retries)
+        node.agent.report_progress(sha1, done=done, retries=retries)
 
     node.engine = Engine(s.engine_settings(), s.data_dir / "resume", on_change=on_change)
     if s.report_url:
@@ -138,6 +141,7 @@ def _build(node: Node, state: NodeState, roots: Roots, fetcher: Fetcher) -> None
         files_url=node.files_url,
         trackers=s.trackers,
         reporter=node.reporter,
+        cache=cache,
     )
     node.agent.byte_sources = ByteSources(s.webseed_fallback)
 
@@ -171,6 +175,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     s = settings
     node = Node(s)
     policy = FetchPolicy.from_texts(s.fetch_allow)  # a bad network fails before anything
+    cache = CachePolicy(s.cache_max, s.cache_low)  # so do bad watermarks
     credentials = Credentials.build(s.data_dir, s.user, s.password, s.token)
     roots = Roots.create(s.wwwroot, s.extra_roots)
     api_sock = bind_tcp(*s.api)
@@ -183,7 +188,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         deadline=s.fetch_timeout,
         policy=policy,
     )
-    _build(node, state, roots, fetcher)
+    _build(node, state, roots, fetcher, cache)
     engine, agent = node.engine, node.agent
 
     def api_statistics() -> dict[str, int]:
@@ -195,7 +200,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         BodyLimit(api_app, MAX_TASK_BYTES), api_sock, name="api", limits=limits
     )
     files_server = EmbeddedServer(
-        create_files_app(roots.all), files_sock, name="files", limits=limits
+        create_files_app(roots.all, on_served=agent.served), files_sock, name="files", limits=limits
     )
     try:
         await engine.start()
@@ -217,6 +222,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
         await files_server.start()
         log.info("task API on %s, files on %s", node.api_url, node.files_url)
         supervisor.start(agent.run_deadlines, name="deadlines", essential=False)
+        supervisor.start(agent.run_cache, name="cache", essential=False)
         sources = agent.byte_sources
         if sources is not None:
             supervisor.start(

@@ -148,6 +148,21 @@ class NodeSettings:
         "that take longer over the origin's link).",
         min=1,
     )
+    # Caches that clean themselves (issue 15; smartget.node.cache).
+    cache_max: int = setting(
+        0,
+        "Most bytes of completed downloads and maketorrents the node keeps: past it, the "
+        "least recently used completed torrents that no running download and no pin "
+        "(a task's args.pin) holds are removed, data and .torrent, down to --cache-low "
+        "(0: never).",
+        click_type=SIZE,
+    )
+    cache_low: int | None = setting(
+        None,
+        "The low watermark eviction goes down to (at most --cache-max).",
+        click_type=SIZE,
+        show_default="90% of --cache-max",
+    )
     # The API's and the file server's connection limits (--http-*; None: the defaults).
     http_limits: HttpLimits | None = None
     upload_limit: int = _engine("upload_limit")

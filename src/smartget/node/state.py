@@ -14,6 +14,12 @@ a newer SmartGet is refused rather than misread.
 * 1 (issue 4, "expire"): ``expire_at``, the download task's deadline (UNIX time, NULL:
   none); ``expired``, set when the node stopped the torrent at that deadline: JSON of the
   figures it had then (percent, downtotal, uptotal), for its last status report.
+* 2 (issue 15, caches; issue 14, magnets): ``magnet``, the magnet a download by
+  info-hash was asked with (to add it again after a restart before its metadata came);
+  ``size`` (bytes, once complete), ``used_at`` (last use, UNIX time) and ``pin_until``
+  (UNIX time, NULL: no pin) for the cache (:mod:`smartget.node.cache`); ``evicted``,
+  set when the node removed the torrent for the cache: JSON of its last figures, kept
+  until its last status report is delivered.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE torrents ADD COLUMN expire_at REAL",
         "ALTER TABLE torrents ADD COLUMN expired TEXT NOT NULL DEFAULT ''",
     ),
+    (
+        "ALTER TABLE torrents ADD COLUMN magnet TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE torrents ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE torrents ADD COLUMN used_at REAL",
+        "ALTER TABLE torrents ADD COLUMN pin_until REAL",
+        "ALTER TABLE torrents ADD COLUMN evicted TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -68,22 +81,36 @@ class TorrentRecord:
     report_retries: int = 0
     expire_at: float | None = None  # the download task's deadline, UNIX time
     expired: str = ""  # JSON of its last figures once stopped at that deadline
+    magnet: str = ""  # a download by magnet or info-hash: the magnet, checked
+    size: int = 0  # bytes, once complete (the cache's count)
+    used_at: float | None = None  # the last use (UNIX time), for the cache
+    pin_until: float | None = None  # kept from cache eviction until then (UNIX time)
+    evicted: str = ""  # JSON of its last figures once removed for the cache
 
     def expired_figures(self) -> dict[str, float]:
         """The figures kept when the torrent expired ({} if it did not, or unreadable)."""
-        if not self.expired:
-            return {}
-        try:
-            data = json.loads(self.expired)
-        except ValueError:
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {
-            k: float(v)
-            for k, v in data.items()
-            if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        return _figures(self.expired)
+
+    def evicted_figures(self) -> dict[str, float]:
+        """The figures kept when the torrent was evicted ({} if it was not)."""
+        return _figures(self.evicted)
+
+
+def _figures(text: str) -> dict[str, float]:
+    """Figures kept as JSON ({} when none, or unreadable)."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in data.items()
+        if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 _COLUMNS = [f.name for f in fields(TorrentRecord)]
@@ -176,6 +203,22 @@ class NodeState:
         self._write(
             "UPDATE torrents SET expired = ? WHERE sha1 = ?",
             (json.dumps(figures, sort_keys=True), sha1),
+        )
+
+    def mark_evicted(self, sha1: str, figures: dict[str, float]) -> None:
+        """The torrent was removed for the cache; keep its figures for its last report."""
+        self._write(
+            "UPDATE torrents SET evicted = ? WHERE sha1 = ?",
+            (json.dumps(figures, sort_keys=True), sha1),
+        )
+
+    def set_cache(
+        self, sha1: str, *, size: int, used_at: float | None, pin_until: float | None
+    ) -> None:
+        """Save what the cache knows of a torrent (size, last use, pin)."""
+        self._write(
+            "UPDATE torrents SET size = ?, used_at = ?, pin_until = ? WHERE sha1 = ?",
+            (size, used_at, pin_until, sha1),
         )
 
     def _write(self, sql: str, values: tuple[object, ...]) -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smartget.node.tasks import EXPIRED
+from smartget.node.tasks import EVICTED, EXPIRED
 
 __all__ = [
     "DOWNLOADING",
     "DOWNLOAD_SUCCESS",
+    "EVICTED",
     "EXPIRED",
     "INITIAL",
     "SEEDING",
@@ -80,12 +81,15 @@ def percent_done(progress: float, *, complete: bool) -> float:
     return 100.0 if complete else round(min(progress * 100.0, 99.9), 1)
 
 
-def expired_status(sha1: str, name: str, figures: dict[str, float]) -> TorrentStatus:
-    """A torrent stopped at its deadline, with the figures it had then."""
+def expired_status(
+    sha1: str, name: str, figures: dict[str, float], *, status: str = EXPIRED
+) -> TorrentStatus:
+    """A torrent stopped at its deadline (or ``status`` EVICTED: removed for the cache),
+    with the figures it had then."""
     return TorrentStatus(
         sha1=sha1,
         name=name,
-        status=EXPIRED,
+        status=status,
         percent=figures.get("percent", 0.0),
         downrate=0,
         uprate=0,

@@ -59,7 +59,9 @@ from smartget.errors import TaskError
 __all__ = [
     "DEFAULT_RETRIES",
     "EVENTS",
+    "EVICTED",
     "EXPIRED",
+    "MAX_PIN",
     "MAX_RETRIES",
     "MAX_TASK_BYTES",
     "Deadlines",
@@ -81,13 +83,17 @@ EVENTS = ("maketorrent", "download", "shutdown", "shutdownall", "delete")
 EVENT_ALIASES = {"dowload": "download"}
 ARG_ALIASES = {"filenmae": "filename", "trackback": "traceback"}
 # args whose values must be strings when present, and the one list.
-STRING_ARGS = ("fileurl", "filename", "wwwroot", "sha1", "torrentfileurl")
+STRING_ARGS = ("fileurl", "filename", "wwwroot", "sha1", "torrentfileurl", "magnet")
 MAX_TRACKERS = 64
 MAX_STRING = 4096
+MAX_PIN = 10 * 365 * 86400.0  # args.pin: seconds the content is kept from cache eviction
 
 # The status of a download stopped at its task's deadline: the one status SmartGet adds to
 # seed 003's 'Initial startup', 'downloading', 'download success' and 'seeding'.
 EXPIRED = "expired"
+# The status of a completed torrent the node removed to keep its cache under --cache-max
+# (node/cache.py): its last status report says so.
+EVICTED = "evicted"
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,28 @@ def _parse_args(raw: Any) -> dict[str, Any]:
         args["trackers"] = trackers
     else:
         args.pop("trackers", None)
+    pin = _parse_pin(args.get("pin"))
+    if pin is None:
+        args.pop("pin", None)
+    else:
+        args["pin"] = pin
     return args
+
+
+def _parse_pin(value: Any) -> float | None:
+    """``args.pin``: seconds (from now) to keep the task's content from cache eviction."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise TaskError(f"args.pin must be a number of seconds, got {value[:32]!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TaskError(f"args.pin must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_PIN:
+        raise TaskError(f"args.pin must be 0 to {MAX_PIN:.0f} seconds, got {value!r}")
+    return float(value)
 
 
 def parse_task(body: bytes | str | dict[str, Any], now: float, *, event: str | None = None) -> Task:

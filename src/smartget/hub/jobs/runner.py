@@ -286,6 +286,8 @@ class JobRunner:
                 }
                 if command.upload_limit:
                     args["upload_limit"] = command.upload_limit
+                if pin := self.book.get(job_id).spec.pin:  # kept pin s after the job, at least
+                    args["pin"] = pin + max(0.0, command.expire_at - now())
                 answer = await client.task_answer(node, "download", args, seconds=30)
                 self.book.started(job_id, node.nodeid, file, str(answer.get("status")), now())
             case StopDownload(node=node, sha1=sha1):
@@ -306,11 +308,15 @@ class JobRunner:
 
         before = await origin_stats(client, url)
         public = (self.settings.public_url or self.host.http_url).rstrip("/")
+        args: dict[str, Any] = {
+            "fileurl": url,
+            "trackers": announce_urls(public, self._udp_port()),
+        }
+        spec = self.book.get(job_id).spec
+        if spec.pin:  # the job's deadline bounds its end: pin s after it at least
+            args["pin"] = spec.pin + spec.deadline
         made = await client.task(
-            node,
-            "maketorrent",
-            {"fileurl": url, "trackers": announce_urls(public, self._udp_port())},
-            seconds=max(1.0, deadline - time.time()),
+            node, "maketorrent", args, seconds=max(1.0, deadline - time.time())
         )
         sha1 = str(made["sha1"]).lower()
         if self.host.commands.track(bytes.fromhex(sha1)):
