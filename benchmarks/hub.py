@@ -52,6 +52,7 @@ from smartget.net import free_port
 
 CLIENTS = 64
 PIPELINE = 8
+HUB_ENV = {**os.environ, "SMARTGET_HUB_TOKEN": "bench"}  # secrets never on argv
 HOST = "127.0.0.2"  # the hub's loopback range is 127.0.0.2-60
 SOURCES = [f"127.0.0.{10 + i % 50}" for i in range(CLIENTS)]
 LATENCY_SOURCE = "127.0.0.60"
@@ -255,8 +256,6 @@ def server(kind: str, state: str = "sqlite") -> Iterator[Server]:
                 "--no-udp-tracker",
                 "--data-dir",
                 tmp,
-                "--token",
-                "bench",
                 "--node-ttl",
                 "3600",
                 "--max-nodes-per-ip",
@@ -271,7 +270,7 @@ def server(kind: str, state: str = "sqlite") -> Iterator[Server]:
             ]
         else:
             argv = [sys.executable, __file__, "--serve-reference", str(port)]
-        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL, env=HUB_ENV)
         try:
             wait_listening(port, proc)
             if kind == "hub":

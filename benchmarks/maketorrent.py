@@ -131,9 +131,10 @@ async def seeding(work: Path, count: int, idle: float) -> None:
     command = [
         sys.executable, "-m", "smartget", "node", "--ip", IP, "--zone", "bench",
         "--wwwroot", str(www), "--data-dir", str(data), "--api", f"{IP}:{port}",
-        "--files", f"{IP}:0", "--bt-port", "0", "--token", TOKEN, "--log-level", "warning",
+        "--files", f"{IP}:0", "--bt-port", "0", "--log-level", "warning",
     ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(*command)
+    env = {**os.environ, "SMARTGET_NODE_TOKEN": TOKEN}  # secrets never on argv
+    proc = await asyncio.create_subprocess_exec(*command, env=env)
     try:
         async with httpx.AsyncClient(
             base_url=f"http://{IP}:{port}",

@@ -183,7 +183,7 @@ def hub(work: Path, name: str) -> Iterator[tuple[int, int]]:
     """A hub tracking any info-hash; yields its HTTP and UDP ports."""
     http, udp = free_tcp_port(HUB_HOST), free_udp_port(HUB_HOST)
     argv = [sys.executable, "-m", "smartget", "hub", "--data-dir", str(work / name)]
-    argv += ["--listen", f"{HUB_HOST}:0", "--http", f"{HUB_HOST}:{http}", "--token", "bench"]
+    argv += ["--listen", f"{HUB_HOST}:0", "--http", f"{HUB_HOST}:{http}"]
     argv += ["--udp-tracker", f"{HUB_HOST}:{udp}", "--open-tracker", "--log-level", "warning"]
     with process(argv, work / f"{name}.log"):
         wait_port(HUB_HOST, http)

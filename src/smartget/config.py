@@ -30,10 +30,12 @@ __all__ = [
     "HostPort",
     "common_options",
     "config_from",
+    "from_environment_only",
     "load_toml",
     "options_from",
     "parse_hostport",
     "parse_size",
+    "refuse_secret_on_command_line",
     "setting",
     "setup_logging",
 ]
@@ -188,6 +190,29 @@ def common_options(func: F) -> F:
         callback=_load_config,
         help="TOML file holding any of these options (flags win over the file).",
     )(func)
+
+
+def from_environment_only(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback for a secret option: refuse it as a flag (``ps`` shows argv)."""
+    if value is not None and param.name:
+        envvar = param.envvar if isinstance(param.envvar, str) else "its environment variable"
+        refuse_secret_on_command_line(param.name, envvar)
+    return value
+
+
+def refuse_secret_on_command_line(param: str, instead: str) -> None:
+    """Refuse a secret given as a flag: every user of the machine can read argv (``ps``).
+
+    The option still takes its value from the environment or a ``--config`` file.
+    """
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+        flag = "--" + param.replace("_", "-")
+        raise click.BadParameter(
+            f"a secret on the command line is readable by every user (ps): use {instead}",
+            ctx=ctx,
+            param_hint=flag,
+        )
 
 
 def setup_logging(level: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from smartget.config import setup_logging
+from smartget.config import from_environment_only, setup_logging
 from smartget.errors import PushError, SmartGetError
 from smartget.push import FleetClient, FleetNode, NodeOutcome, PushResult, render
 
@@ -245,7 +245,9 @@ token_option = click.option(
     "--token",
     envvar="SMARTGET_HUB_TOKEN",
     required=True,
-    help="The hub's API token [env SMARTGET_HUB_TOKEN].",
+    callback=from_environment_only,
+    help="The hub's API token, by environment only: SMARTGET_HUB_TOKEN (a command line "
+    "is readable by every user).",
 )
 
 

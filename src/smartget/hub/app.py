@@ -118,9 +118,16 @@ class HubSettings:
     )
     token: str | None = setting(
         None,
-        "Bearer token of the JSON API [env SMARTGET_HUB_TOKEN; default: "
-        "generated in DATA_DIR/hub.token].",
+        "Bearer token of the JSON API, by environment only: SMARTGET_HUB_TOKEN (a command "
+        "line is readable by every user) [default: --token-file, else generated in "
+        "DATA_DIR/hub.token].",
         envvar="SMARTGET_HUB_TOKEN",
+        show_default=False,
+    )
+    token_file: Path | None = setting(
+        None,
+        "A file holding the JSON API's token (made 0600 if others could read it).",
+        click_type=click.Path(dir_okay=False, exists=True, path_type=Path),
         show_default=False,
     )
     open_tracker: bool = setting(
@@ -194,15 +201,28 @@ class HubSettings:
     jobs: JobSettings = field(default_factory=JobSettings)  # push jobs (hub/jobs/)
 
 
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (``--token-file``); ConfigError if it is empty."""
+    _make_private(path)
+    token = path.read_text().strip()
+    if not token:
+        raise ConfigError(f"--token-file {path} is empty")
+    return token
+
+
+def _make_private(path: Path) -> None:
+    if path.stat().st_mode & 0o077:  # issue 12.13: a secret others could read
+        log.warning("%s was readable by others: made it 0600", path)
+        os.chmod(path, 0o600)
+
+
 def load_or_create_token(data_dir: Path) -> str:
     """The API token kept in DATA_DIR/hub.token, created (mode 0600) on first start."""
     path = data_dir / TOKEN_FILE
     with contextlib.suppress(FileNotFoundError):
         token = path.read_text().strip()
         if token:
-            if path.stat().st_mode & 0o077:  # issue 12.13: a secret others could read
-                log.warning("%s was readable by others: made it 0600", path)
-                os.chmod(path, 0o600)
+            _make_private(path)
             return token
     token = secrets.token_urlsafe(24)
     write_private(path, token + "\n")
@@ -240,7 +260,11 @@ class Hub:
         self.settings = settings
         self.store = store
         self.registry = Registry(node_ttl=settings.node_ttl, zombie_grace=settings.zombie_grace)
-        self.token = settings.token or load_or_create_token(settings.data_dir)
+        self.token = (
+            settings.token
+            or (read_token_file(settings.token_file) if settings.token_file else None)
+            or load_or_create_token(settings.data_dir)
+        )
         self.text_address: tuple[str, int] = settings.listen
         self.http_address: tuple[str, int] | None = settings.http
         self.tracker = Tracker(

@@ -13,7 +13,13 @@ from typing import Any
 
 import click
 
-from smartget.config import common_options, config_from, options_from, setup_logging
+from smartget.config import (
+    common_options,
+    config_from,
+    options_from,
+    refuse_secret_on_command_line,
+    setup_logging,
+)
 from smartget.httpserver import HttpLimits
 from smartget.hub.app import HubSettings, running
 from smartget.hub.jobs.runner import JobSettings
@@ -39,6 +45,7 @@ def hub(log_level: str, **options: Any) -> None:
     and the co2 relay registry (/RPC2). State is kept in DATA_DIR/hub.sqlite3.
     """
     setup_logging(log_level)
+    refuse_secret_on_command_line("token", "SMARTGET_HUB_TOKEN or --token-file")
     relay = config_from(RelaySettings, options, prefix="relay")
     limits = config_from(HttpLimits, options, prefix="http")
     jobs = config_from(JobSettings, options)

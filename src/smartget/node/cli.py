@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from smartget.config import common_options, config_from, options_from, setup_logging
+from smartget.config import (
+    common_options,
+    config_from,
+    options_from,
+    refuse_secret_on_command_line,
+    setup_logging,
+)
 from smartget.errors import ConfigError
 from smartget.httpserver import HttpLimits
 from smartget.lifecycle import on_stop_signals
@@ -80,6 +86,8 @@ def node(log_level: str, **options: Any) -> None:
     Downloads resume after a restart, even after kill -9.
     """
     setup_logging(log_level)
+    refuse_secret_on_command_line("token", "SMARTGET_NODE_TOKEN")
+    refuse_secret_on_command_line("password", "SMARTGET_NODE_PASSWORD")
     wwwroot, *extra_roots = options.pop("wwwroots")
     limits = config_from(HttpLimits, options, prefix="http")
     settings = config_from(

@@ -123,13 +123,13 @@ class NodeSettings:
     )
     password: str | None = setting(
         None,
-        "API password [env SMARTGET_NODE_PASSWORD].",
+        "API password, by environment only: SMARTGET_NODE_PASSWORD.",
         envvar="SMARTGET_NODE_PASSWORD",
         show_default=False,
     )
     token: str | None = setting(
         None,
-        "API bearer token [env SMARTGET_NODE_TOKEN]; also sent to --hub-http.",
+        "API bearer token, by environment only: SMARTGET_NODE_TOKEN; also sent to --hub-http.",
         envvar="SMARTGET_NODE_TOKEN",
         show_default=False,
     )

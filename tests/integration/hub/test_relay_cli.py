@@ -34,14 +34,12 @@ async def hub_process(data_dir: Path, config: Path) -> AsyncIterator[str]:
         "127.0.4.1:0",
         "--http",
         "127.0.4.1:0",
-        "--token",
-        "cli-token",
         "--config",
         str(config),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_PROXY": "*"},
+        env={**os.environ, "NO_PROXY": "*", "SMARTGET_HUB_TOKEN": "cli-token"},
     )
     try:
         assert proc.stderr is not None
