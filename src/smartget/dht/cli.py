@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -199,6 +200,24 @@ def get_peers(
     sys.exit(0 if found else 1)
 
 
+@contextlib.asynccontextmanager
+async def _joined(
+    bind: Addr, bootstrap: tuple[Addr, ...], limit: float, ignored_net: list[str] | None
+) -> AsyncIterator[tuple[Any, Callable[[], float]]]:
+    """A DHT bound and bootstrapped within ``limit`` s; yields it and the time left."""
+    from smartget.dht.driver import DHT
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+
+    def left() -> float:
+        return max(0.1, deadline - loop.time())
+
+    async with DHT(bind[0], bind[1], ignored_net=ignored_net) as node:
+        await node.bootstrap(list(bootstrap), max_wait=left())
+        yield node, left
+
+
 async def _lookup(
     info_hash: bytes,
     bind: Addr,
@@ -206,10 +225,6 @@ async def _lookup(
     limit: float,
     ignored_net: list[str] | None = None,
 ) -> int:
-    from smartget.dht.driver import DHT
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
     seen: set[Addr] = set()
 
     def show(peers: list[Addr]) -> None:
@@ -218,11 +233,8 @@ async def _lookup(
                 seen.add(peer)
                 click.echo(f"{peer[0]}:{peer[1]}")
 
-    async with DHT(bind[0], bind[1], ignored_net=ignored_net) as node:
-        await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
-        await node.get_peers(
-            info_hash, limit=None, callback=show, max_wait=max(0.1, deadline - loop.time())
-        )
+    async with _joined(bind, bootstrap, limit, ignored_net) as (node, left):
+        await node.get_peers(info_hash, limit=None, callback=show, max_wait=left())
     return len(seen)
 
 
@@ -263,10 +275,6 @@ async def _announce(
     limit: float,
     ignored_net: list[str] | None = None,
 ) -> int:
-    from smartget.dht.driver import DHT
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    async with DHT(bind[0], bind[1], ignored_net=ignored_net) as node:
-        await node.bootstrap(list(bootstrap), max_wait=max(0.1, deadline - loop.time()))
-        return await node.announce_peer(info_hash, port, max_wait=max(0.1, deadline - loop.time()))
+    async with _joined(bind, bootstrap, limit, ignored_net) as (node, left):
+        accepted: int = await node.announce_peer(info_hash, port, max_wait=left())
+        return accepted
