@@ -8,6 +8,7 @@ import pytest
 
 from smartget.hub.app import HubSettings, running
 
+
 @pytest.mark.asyncio
 async def test_an_existing_token_file_readable_by_others_is_made_private(tmp_path: Path) -> None:
     data = tmp_path / "hub"
