@@ -76,6 +76,8 @@ EVICTIONS_SHOWN = 100  # the last evictions GET /status lists
 class TorrentEngine(Protocol):
     """What the agent asks of the BitTorrent engine."""
 
+    def set_upload_limit(self, sha1: str, rate: int) -> None: ...
+
     def load(self, data: bytes) -> Torrent: ...
 
     def add(
@@ -272,6 +274,7 @@ class Agent:
             self.engine.add(self.engine.load(made.data).info, path.parent, seed_mode=True)
             self._track(made.sha1)
             self._pin(made.sha1, task)
+            self._cap(made.sha1, task)
             self._completed(made.sha1, str(path), str(torrent_path), made.size)
         return TaskResult(
             {
@@ -359,6 +362,11 @@ class Agent:
         self._track(sha1)
         self.cache.running(sha1, time.time())
         self._pin(sha1, task)
+        self._cap(sha1, task)
+
+    def _cap(self, sha1: str, task: Task) -> None:
+        if limit := task.args.get("upload_limit"):  # a job's per-node cap (issue 15)
+            self.engine.set_upload_limit(sha1, int(limit))
 
     async def _download_magnet(self, task: Task) -> TaskResult:
         """A download by magnet or bare info-hash: libtorrent gets the metadata from peers."""

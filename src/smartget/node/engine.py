@@ -446,6 +446,18 @@ class Engine:
         """:func:`resume_progress`: the figures of a torrent not in the session."""
         return resume_progress(resume)
 
+    def set_upload_limit(self, sha1: str, rate: int) -> None:
+        """Cap one torrent's upload (bytes/s; 0: only the node's own cap). It is kept in
+        the torrent's resume data, so it holds after a restart."""
+        handle = self.handles.get(sha1)
+        if handle is None:
+            raise TorrentError(f"no torrent with sha1 {sha1}")
+        handle.set_upload_limit(rate)
+
+    def upload_limit(self, sha1: str) -> int:
+        handle = self.handles.get(sha1)
+        return 0 if handle is None else max(0, int(handle.upload_limit()))
+
     def connect_peer(self, sha1: str, address: tuple[str, int]) -> None:
         """Tell a torrent about a peer (tests and controllers that know one)."""
         handle = self.handles.get(sha1)

@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from smartget.errors import TaskError
+from smartget.config import parse_size
+from smartget.errors import ConfigError, TaskError
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -198,7 +199,32 @@ def _parse_args(raw: Any) -> dict[str, Any]:
         args.pop("pin", None)
     else:
         args["pin"] = pin
+    limit = _parse_rate(args.get("upload_limit"))
+    if limit:
+        args["upload_limit"] = limit
+    else:
+        args.pop("upload_limit", None)
     return args
+
+
+MAX_RATE = 1 << 40  # bytes/s: beyond any link
+
+
+def _parse_rate(value: Any) -> int:
+    """``args.upload_limit``: this torrent's upload cap, bytes/s (a number or "20MiB")."""
+    if value is None or value == "" or value == 0:
+        return 0
+    if isinstance(value, str):
+        try:
+            value = parse_size(value.strip().removesuffix("/s"))
+        except ConfigError:
+            raise TaskError(f"args.upload_limit must be bytes/s or a rate such as 20MiB/s, "
+                            f"got {value[:32]!r}") from None  # fmt: skip
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value == value:
+        raise TaskError(f"args.upload_limit must be bytes/s, got {type(value).__name__}")
+    if not 0 <= value <= MAX_RATE:
+        raise TaskError(f"args.upload_limit must be 0 to {MAX_RATE} bytes/s, got {value!r}")
+    return int(value)
 
 
 def _parse_pin(value: Any) -> float | None:

@@ -315,6 +315,8 @@ class JobRunner:
         spec = self.book.get(job_id).spec
         if spec.pin:  # the job's deadline bounds its end: pin s after it at least
             args["pin"] = spec.pin + spec.deadline
+        if spec.upload_limit:  # the seed too sends at most the job's cap
+            args["upload_limit"] = spec.upload_limit
         made = await client.task(
             node, "maketorrent", args, seconds=max(1.0, deadline - time.time())
         )
