@@ -23,6 +23,8 @@ import click
 from smartget.errors import ConfigError
 
 __all__ = [
+    "DIR",
+    "FILE",
     "HOSTPORT",
     "RATE",
     "REQUIRED",
@@ -122,6 +124,8 @@ class Size(click.ParamType[int, Any]):
 
 
 HOSTPORT = HostPort()
+DIR = click.Path(file_okay=False, path_type=Path)  # a directory, made if missing
+FILE = click.Path(dir_okay=False, exists=True, path_type=Path)  # an existing file
 SIZE = Size()
 RATE = Size(rate=True)
 
@@ -255,6 +259,8 @@ class _SettingInfo:
     envvar: str | None
     show_default: bool | str
     multiple: bool
+    metavar: str | None
+    typed: str | None  # the default as typed ("1MiB"), shown by --help
 
 
 def setting(
@@ -269,16 +275,24 @@ def setting(
     show_default: bool | str = True,
     factory: Callable[[], Any] | None = None,
     multiple: bool = False,
+    metavar: str | None = None,
 ) -> Any:
     """A config field with its default, ``--help`` text and range in one place.
 
     ``multiple``: a repeatable option; the field holds a tuple of its values.
+    ``metavar``: how ``--help`` names the value (``W:H``). A size's default may be
+    given as typed (``"1MiB"``): the field holds the bytes, ``--help`` shows the text.
 
     ``flag`` overrides the option's name (default: ``--field-name``); ``click_type``
     overrides the type made from the field's annotation (``HOSTPORT``, ``RATE``, a Path).
     ``REQUIRED`` as the default makes a field without default and a required option.
     """
-    info = _SettingInfo(help, min, max, click_type, flag, envvar, show_default, multiple)
+    typed = None
+    if isinstance(click_type, Size) and isinstance(default, str):
+        typed, default = default, click_type.convert(default, None, None)
+    info = _SettingInfo(
+        help, min, max, click_type, flag, envvar, show_default, multiple, metavar, typed
+    )
     metadata = {_SETTING: info}
     if default is REQUIRED:
         return dataclasses.field(metadata=metadata)
@@ -331,11 +345,18 @@ def options_from(cls: type, *, exclude: tuple[str, ...] = (), prefix: str = "") 
                 default = field.default
             if info.multiple:
                 func = click.option(
-                    name, param, type=info.click_type, multiple=True, help=info.help
+                    name,
+                    param,
+                    type=info.click_type,
+                    multiple=True,
+                    metavar=info.metavar,
+                    help=info.help,
                 )(func)
                 continue
             if isinstance(default, tuple) and len(default) == 2:  # an address, as typed
                 default = f"{default[0]}:{default[1]}"
+            if info.typed is not None:
+                default = info.typed
             kind = _click_type(field, info)
             if kind is None and isinstance(default, bool):
                 func = click.option(
@@ -356,6 +377,7 @@ def options_from(cls: type, *, exclude: tuple[str, ...] = (), prefix: str = "") 
                 type=kind,
                 envvar=info.envvar,
                 show_default=False if required else info.show_default,
+                metavar=info.metavar,
                 help=info.help,
                 **extra,
             )(func)

@@ -17,12 +17,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from smartget.config import from_environment_only, setup_logging
+from smartget.config import (
+    config_from,
+    from_environment_only,
+    options_from,
+    setting,
+    setup_logging,
+)
 from smartget.errors import PushError, SmartGetError
 from smartget.push import FleetClient, FleetNode, NodeOutcome, PushResult, render
 
@@ -325,35 +332,51 @@ def follow_command(job_id: str, hub_http: str, token: str, cancel_on_exit: bool)
         raise click.ClickException(failure_message(view))
 
 
+@dataclass(frozen=True)
+class PushOptions:
+    """What ``smartget push`` asks of the job it submits (``POST /api/jobs``)."""
+
+    manifest: Path | None = setting(
+        None,
+        "A file of URLs, one a line, each optionally followed by its SHA-256.",
+        click_type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    )
+    zones: tuple[str, ...] = setting(
+        (), "Only nodes in this zone (repeatable).", flag="--zone", multiple=True
+    )
+    nodes: int | None = setting(
+        None,
+        "How many nodes get the files, the seed included [default: all].",
+        click_type=click.IntRange(min=1),
+    )
+    timeout: float = setting(
+        600, "The job's deadline: seconds before it gives up on nodes not done.", min=1
+    )
+    priority: int = setting(0, "Higher runs first.", click_type=int)
+    seed: str = setting(
+        "", "The seed's nodeid or IP [default: most free capacity].", show_default=False
+    )
+    cancel_on_exit: bool = setting(False, "Ctrl-C cancels the job (default: detach; it goes on).")
+
+    def job_body(self, files: list[dict[str, str]]) -> dict[str, Any]:
+        """The hub's job request for ``files``."""
+        body: dict[str, Any] = {
+            "files": files,
+            "zones": list(self.zones),
+            "deadline": self.timeout,
+            "priority": self.priority,
+            "seed": self.seed,
+        }
+        if self.nodes is not None:
+            body["nodes"] = self.nodes
+        return body
+
+
 @click.command("push")
 @click.argument("fileurls", nargs=-1)
-@click.option(
-    "--manifest",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A file of URLs, one a line, each optionally followed by its SHA-256.",
-)
 @hub_option
-@click.option("--zone", "zones", multiple=True, help="Only nodes in this zone (repeatable).")
-@click.option(
-    "--nodes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="How many nodes get the files, the seed included [default: all].",
-)
 @token_option
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600,
-    show_default=True,
-    help="The job's deadline: seconds before it gives up on nodes not done.",
-)
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
-@click.option("--seed", default="", help="The seed's nodeid or IP [default: most free capacity].")
-@click.option(
-    "--cancel-on-exit", is_flag=True, help="Ctrl-C cancels the job (default: detach; it goes on)."
-)
+@options_from(PushOptions)
 @click.option(
     "--log-level",
     default="warning",
@@ -361,17 +384,7 @@ def follow_command(job_id: str, hub_http: str, token: str, cancel_on_exit: bool)
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def push_command(
-    fileurls: tuple[str, ...],
-    manifest: Path | None,
-    hub_http: str,
-    zones: tuple[str, ...],
-    nodes: int | None,
-    token: str,
-    timeout: float,
-    priority: int,
-    seed: str,
-    cancel_on_exit: bool,
-    log_level: str,
+    fileurls: tuple[str, ...], hub_http: str, token: str, log_level: str, **options: Any
 ) -> None:
     """Put FILEURLS on the fleet as a job of the hub: one node fetches each file from the
     origin, the rest get it peer to peer; every copy is checked by SHA-256.
@@ -381,22 +394,17 @@ def push_command(
     goes on in the hub (`smartget jobs follow ID`).
     """
     setup_logging(log_level)
+    push = config_from(PushOptions, options)
     files = [{"url": u, "sha256": ""} for u in fileurls]
-    if manifest is not None:
-        files += read_manifest(manifest)
+    if push.manifest is not None:
+        files += read_manifest(push.manifest)
     if not files:
         raise click.UsageError("give at least one FILEURL or --manifest FILE")
-    body: dict[str, Any] = {
-        "files": files,
-        "zones": list(zones),
-        "deadline": timeout,
-        "priority": priority,
-        "seed": seed,
-    }
-    if nodes is not None:
-        body["nodes"] = nodes
     view = run_job(
-        (hub_http, token), body=body, cancel_on_exit=cancel_on_exit, within=timeout + 120
+        (hub_http, token),
+        body=push.job_body(files),
+        cancel_on_exit=push.cancel_on_exit,
+        within=push.timeout + 120,
     )
     if view["state"] != "done":
         raise click.ClickException(failure_message(view))

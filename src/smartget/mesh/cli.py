@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from smartget.config import HOSTPORT, SIZE, common_options, config_from, options_from, setup_logging
+from smartget.config import (
+    DIR,
+    FILE,
+    HOSTPORT,
+    REQUIRED,
+    common_options,
+    config_from,
+    options_from,
+    setting,
+    setup_logging,
+)
 from smartget.errors import ConfigError
 from smartget.lifecycle import on_stop_signals
+from smartget.mesh.apps.shell import ShellSettings
+from smartget.mesh.apps.update import UpdateSettings
 from smartget.mesh.router import RouterConfig
 from smartget.mesh.settings import MeshSettings
 
 log = logging.getLogger("smartget.mesh")
-
-DIR = click.Path(file_okay=False, path_type=Path)
-FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 
 
 @click.group()
@@ -50,97 +61,47 @@ def _parse_allow(values: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
     return allow
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``mesh run`` takes on its command line, before it becomes :class:`MeshSettings`."""
+
+    tls_dir: Path = setting(REQUIRED, "NODE_DIR from `mesh ca issue`.", click_type=DIR)
+    listen: tuple[str, int] = setting(
+        ("0.0.0.0", 20120), "Address to accept links on.", click_type=HOSTPORT
+    )
+    peers: Path | None = setting(
+        None,
+        "MSW's address.txt (or addrlist.txt): one host:port a line, dialed and redialed.",
+        click_type=FILE,
+    )
+    app: tuple[str, ...] = setting(
+        (),
+        "App to run (repeat): logger, console, shell, update, or an installed "
+        "smartget.mesh_apps entry point. [default: logger, shell, update]",
+        multiple=True,
+    )
+    apps_dir: Path | None = setting(None, "Also run every app module in DIR.", click_type=DIR)
+    data_dir: Path = setting(
+        Path("mesh-data"), "Received files (DATA_DIR/recv), log.txt, app data.", click_type=DIR
+    )
+    id: str | None = setting(None, "Must match the certificate's id if given.")
+    allow: tuple[str, ...] = setting(
+        (),
+        "Node ids that may send to APP (repeat; * = any member). Apps not named are open "
+        "to all members; shell and update are closed unless named.",
+        multiple=True,
+        metavar="APP=ID[,ID]",
+    )
+
+
 @mesh.command()
-@click.option("--tls-dir", type=DIR, required=True, help="NODE_DIR from `mesh ca issue`.")
-@click.option(
-    "--listen",
-    type=HOSTPORT,
-    default="0.0.0.0:20120",
-    show_default=True,
-    help="Address to accept links on.",
-)
-@click.option(
-    "--peers",
-    type=FILE,
-    default=None,
-    help="MSW's address.txt (or addrlist.txt): one host:port a line, dialed and redialed.",
-)
-@click.option(
-    "--app",
-    multiple=True,
-    help="App to run (repeat): logger, console, shell, update, or an installed "
-    "smartget.mesh_apps entry point. [default: logger, shell, update]",
-)
-@click.option("--apps-dir", type=DIR, default=None, help="Also run every app module in DIR.")
-@click.option(
-    "--data-dir",
-    type=DIR,
-    default=Path("mesh-data"),
-    show_default=True,
-    help="Received files (DATA_DIR/recv), log.txt, app data.",
-)
-@click.option("--id", default=None, help="Must match the certificate's id if given.")
-@click.option(
-    "--allow",
-    multiple=True,
-    metavar="APP=ID[,ID]",
-    help="Node ids that may send to APP (repeat; * = any member). Apps not named are open "
-    "to all members; shell and update are closed unless named.",
-)
+@options_from(RunOptions)
 @options_from(MeshSettings)  # --heartbeat
 @options_from(RouterConfig)  # --retry-count, --retry-interval, --max-hops, --dial-learned, ...
-@click.option(
-    "--program-dir",
-    type=DIR,
-    default=None,
-    help="Where the update app installs code [default: smartget's parent directory].",
-)
-@click.option(
-    "--release-pubkey",
-    type=FILE,
-    default=None,
-    help="release.pub that update packages must be signed with.",
-)
-@click.option(
-    "--release-key",
-    type=FILE,
-    default=None,
-    help="release.key with which the console's update:compress signs this node's code "
-    "(keep it off nodes that need not push).",
-)
-@click.option(
-    "--shell-timeout",
-    type=click.FloatRange(min=0.01),
-    default=60.0,
-    show_default=True,
-    help="Seconds a shell command may run before its whole process group is killed.",
-)
-@click.option(
-    "--shell-max-output",
-    type=SIZE,
-    default="1MiB",
-    show_default=True,
-    help="Bytes of a shell command's output kept for the reply (the rest is discarded).",
-)
+@options_from(UpdateSettings)  # --program-dir, --release-pubkey, --release-key
+@options_from(ShellSettings, prefix="shell")  # --shell-timeout, --shell-max-output
 @common_options
-def run(
-    tls_dir: Path,
-    listen: tuple[str, int],
-    peers: Path | None,
-    app: tuple[str, ...],
-    apps_dir: Path | None,
-    data_dir: Path,
-    id: str | None,
-    allow: tuple[str, ...],
-    heartbeat: float,
-    program_dir: Path | None,
-    release_pubkey: Path | None,
-    release_key: Path | None,
-    shell_timeout: float,
-    shell_max_output: int,
-    log_level: str,
-    **options: Any,
-) -> None:
+def run(heartbeat: float, log_level: str, **options: Any) -> None:
     """Run a mesh node in the foreground.
 
     --config FILE takes the same keys as these flags (at the top level or in a [run]
@@ -153,18 +114,21 @@ def run(
     from smartget.mesh.settings import DEFAULT_APPS, read_peers_file
 
     setup_logging(log_level)
+    opts = config_from(RunOptions, options)
     routing = config_from(RouterConfig, options)
-    ident = load_identity(tls_dir)
-    if id and id != ident.node_id:
-        raise ConfigError(f"--id {id!r} does not match the certificate's {ident.node_id!r}")
+    shell = config_from(ShellSettings, options, prefix="shell")
+    update = config_from(UpdateSettings, options)
+    ident = load_identity(opts.tls_dir)
+    if opts.id and opts.id != ident.node_id:
+        raise ConfigError(f"--id {opts.id!r} does not match the certificate's {ident.node_id!r}")
     settings = MeshSettings(
-        tls_dir=tls_dir,
-        data_dir=data_dir,
-        listen=listen,
-        peers=read_peers_file(peers) if peers else [],
-        apps=list(app) or list(DEFAULT_APPS),
-        apps_dir=apps_dir,
-        allow=_parse_allow(allow),
+        tls_dir=opts.tls_dir,
+        data_dir=opts.data_dir,
+        listen=opts.listen,
+        peers=read_peers_file(opts.peers) if opts.peers else [],
+        apps=list(opts.app) or list(DEFAULT_APPS),
+        apps_dir=opts.apps_dir,
+        allow=_parse_allow(opts.allow),
         heartbeat=heartbeat,
         retry_count=routing.retry_count,
         retry_interval=routing.retry_interval,
@@ -174,14 +138,7 @@ def run(
         retry_max_bytes=routing.retry_max_bytes,
         max_addresses=routing.max_addresses,
         address_ttl=routing.address_ttl,
-        app_settings={
-            "shell": {"timeout": shell_timeout, "max_output": shell_max_output},
-            "update": {
-                "program_dir": str(program_dir) if program_dir else None,
-                "release_pubkey": str(release_pubkey) if release_pubkey else None,
-                "release_key": str(release_key) if release_key else None,
-            },
-        },
+        app_settings={"shell": dataclasses.asdict(shell), "update": update.app_settings()},
     )
     status = asyncio.run(_serve(settings))
     sys.exit(status)

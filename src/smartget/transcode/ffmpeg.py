@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smartget.config import setting
 from smartget.errors import TranscodeError
 
 __all__ = [
@@ -96,9 +97,11 @@ _RATE_OPTIONS = ("-r", "-fps_mode", "-vsync", "-frames", "-vframes", "-t", "-ss"
 class JobParams:
     """What a job asks of every worker: codecs, scale, extra ffmpeg arguments."""
 
-    vcodec: str = "libx264"
-    acodec: str = "aac"
-    scale: str | None = None  # "W:H" as ffmpeg's scale filter takes it
+    vcodec: str = setting("libx264", "Video encoder.")
+    acodec: str = setting("aac", "Audio encoder.")
+    scale: str | None = setting(  # "W:H" as ffmpeg's scale filter takes it
+        None, "Resize, e.g. 1280:720 (-1 keeps ratio).", metavar="W:H"
+    )
     extra: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

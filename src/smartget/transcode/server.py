@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smartget.config import setting
 from smartget.errors import TranscodeError
 from smartget.mesh.apps import App, AppContext, sha256_file
 from smartget.mesh.datapack import Datapack, Received
@@ -49,15 +50,30 @@ class JobSettings:
     work_dir: Path
     params: ff.JobParams
     ffmpeg: str
-    segment_seconds: float = 20.0
-    lease_timeout: float = 600.0
-    worker_timeout: float = 15.0
-    max_failures: int = 3
+    segment_seconds: float = setting(
+        20.0,
+        "Target segment length; cuts fall on the first keyframe after each multiple.",
+        min=0.5,
+    )
+    lease_timeout: float = setting(
+        600.0,
+        "A task not returned this long after it was handed out goes out again.",
+        min=1,
+    )
+    worker_timeout: float = setting(
+        15.0, "A worker silent this long is gone; its tasks go out again.", min=0.5
+    )
+    max_failures: int = setting(3, "Failures of one task before the job fails.", min=1)
     retry_after: float = 1.0
     ffmpeg_timeout: float = 3600.0  # split, join, checks
     preflight: bool = True
     offer_interval: float = 5.0  # seconds between offers of the job to direct peers
-    decode_check: bool = False  # decode all of OUTPUT before accepting it (costs ~8 %)
+    decode_check: bool = setting(
+        False,
+        "Also decode all of OUTPUT before accepting it (every job probes it: streams, "
+        "duration, frames; a full decode costs about 8% more time).",
+        flag="--decode-check/--no-decode-check",
+    )
 
 
 class ServerApp(App):

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smartget.config import REQUIRED, setting
 from smartget.errors import TranscodeError
 from smartget.mesh.apps import App, AppContext
 from smartget.mesh.datapack import Received
@@ -24,6 +26,19 @@ from smartget.transcode.messages import APP_NAME
 from smartget.transcode.runner import default_ffmpeg, discard, run_ffmpeg
 
 __all__ = ["WorkerApp"]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What ``smartget transcode work`` asks of :class:`WorkerApp` (its keywords)."""
+
+    server: str = setting(REQUIRED, "The node id of the server (its certificate's).")
+    concurrency: int = setting(2, "Tasks transcoded at once.", min=1, max=64)
+    threads: int = setting(0, "ffmpeg -threads per task (0: ffmpeg decides).", min=0)
+    once: bool = setting(False, "Exit 0 when the server says its job is done.")
+
+
+_DEFAULTS = WorkerSettings(server="")
 
 
 class WorkerApp(App):
@@ -37,12 +52,12 @@ class WorkerApp(App):
         server: str | None,
         *,
         ffmpeg: str | None = None,
-        concurrency: int = 2,
+        concurrency: int = _DEFAULTS.concurrency,
         heartbeat: float = 2.0,
         ask_timeout: float = 30.0,
         idle_retry: float = 2.0,
-        threads: int = 0,
-        once: bool = False,
+        threads: int = _DEFAULTS.threads,
+        once: bool = _DEFAULTS.once,
     ) -> None:
         self.server = server
         self.ffmpeg = ffmpeg

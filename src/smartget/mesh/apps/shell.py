@@ -23,7 +23,9 @@ import json
 import os
 import shlex
 import signal
+from dataclasses import dataclass
 
+from smartget.config import SIZE, setting
 from smartget.mesh.apps import App, AppContext
 from smartget.mesh.datapack import Received
 
@@ -65,6 +67,22 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the command's own session: pgid == pid
 
 
+@dataclass(frozen=True)
+class ShellSettings:
+    """``app_settings['shell']`` (``smartget mesh run --shell-timeout``, ...)."""
+
+    timeout: float = setting(
+        60.0,
+        "Seconds a shell command may run before its whole process group is killed.",
+        min=0.01,
+    )
+    max_output: int = setting(
+        "1MiB",
+        "Bytes of a shell command's output kept for the reply (the rest is discarded).",
+        click_type=SIZE,
+    )
+
+
 class ShellApp(App):
     name = "shell"
     closed_by_default = True
@@ -76,8 +94,8 @@ class ShellApp(App):
                 ctx.spawn(self._execute(ctx, dp))
 
     async def _execute(self, ctx: AppContext, dp: Received) -> None:
-        timeout = float(ctx.settings.get("timeout", 60))
-        limit = int(ctx.settings.get("max_output", 1 << 20))
+        timeout = float(ctx.settings.get("timeout", ShellSettings.timeout))
+        limit = int(ctx.settings.get("max_output", ShellSettings.max_output))
         try:
             argv = parse_argv(dp.body)
         except ValueError as exc:

@@ -49,12 +49,14 @@ import shutil
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 import smartget
+from smartget.config import DIR, FILE, setting
 from smartget.errors import MeshError, UpdateError
 from smartget.mesh.apps import App, AppContext
 from smartget.mesh.ca import load_private_key, load_public_key
@@ -252,6 +254,34 @@ def auto_version(own: str, now: float) -> str:
     day = stamp.strftime("%Y%m%d")
     clock = stamp.strftime("%H%M%S") + f"{stamp.microsecond // 1000:03d}"
     return ".".join([*base, day, str(int(clock))])
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """``app_settings['update']`` (``smartget mesh run --program-dir``, ...), as paths."""
+
+    program_dir: Path | None = setting(
+        None,
+        "Where the update app installs code [default: smartget's parent directory].",
+        click_type=DIR,
+    )
+    release_pubkey: Path | None = setting(
+        None, "release.pub that update packages must be signed with.", click_type=FILE
+    )
+    release_key: Path | None = setting(
+        None,
+        "release.key with which the console's update:compress signs this node's code "
+        "(keep it off nodes that need not push).",
+        click_type=FILE,
+    )
+
+    def app_settings(self) -> dict[str, str | None]:
+        """The settings as the app reads them: paths as text."""
+        return {
+            "program_dir": str(self.program_dir) if self.program_dir else None,
+            "release_pubkey": str(self.release_pubkey) if self.release_pubkey else None,
+            "release_key": str(self.release_key) if self.release_key else None,
+        }
 
 
 class UpdateApp(App):
