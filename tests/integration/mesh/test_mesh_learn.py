@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from smartget.cli import cli
 from smartget.mesh import Datapack, Node
-from smartget.mesh.cli import mesh
 from tests.helpers import wait_until
 
 from .conftest import Probe, fast
@@ -77,14 +77,15 @@ async def test_apps_dir_module_is_loaded_and_served(
 def test_run_reads_config_file_and_checks_id(pki: Callable[[str], Path], tmp_path: Path) -> None:
     config = tmp_path / "mesh.toml"
     config.write_text('[run]\nid = "not-me"\nallow = ["shell=ops"]\nheartbeat = 2.5\n')
-    result = CliRunner().invoke(
-        mesh,
-        ["run", "--tls-dir", str(pki("me")), "--listen", "127.0.2.71:0", "--config", str(config)],
-    )
+    # Through the `smartget` command, which turns SmartGet's errors into a message.
+    argv = ["mesh", "run", "--tls-dir", str(pki("me")), "--listen", "127.0.2.71:0"]
+    result = CliRunner().invoke(cli, [*argv, "--config", str(config)])
     assert result.exit_code != 0
     assert "does not match the certificate's 'me'" in result.output
     config.write_text("nonsense = 1\n")
-    result = CliRunner().invoke(mesh, ["run", "--tls-dir", str(pki("me")), "--config", str(config)])
+    result = CliRunner().invoke(
+        cli, ["mesh", "run", "--tls-dir", str(pki("me")), "--config", str(config)]
+    )
     assert result.exit_code != 0
     assert "unknown key(s)" in result.output
 
