@@ -147,6 +147,18 @@ class HubSettings:
         "two real libtorrent announce rounds and a minute].",
         min=0,
     )
+    tracker_max_peers_per_swarm: int = setting(
+        50_000, "Peers one swarm lists at most; past it new peers are refused.", min=1
+    )
+    tracker_max_peers_per_ip: int = setting(
+        16, "Peers one source address lists at most in one swarm.", min=1
+    )
+    tracker_trust_ip_net: tuple[str, ...] = setting(
+        (),
+        "A network (CIDR) whose addresses may announce another address with ip= "
+        "(a proxy; repeat; default: ip= is honoured only when it is the sender's own).",
+        multiple=True,
+    )
     udp_tracker: tuple[str, int] = setting(
         ("0.0.0.0", 6969),
         "Address of the UDP tracker (BEP 15); the fleet's torrents list it first.",
@@ -271,6 +283,9 @@ class Hub:
             interval=settings.tracker_interval,
             peer_lifetime=settings.tracker_peer_lifetime or None,
             open_tracker=settings.open_tracker,
+            max_peers_per_swarm=settings.tracker_max_peers_per_swarm,
+            max_peers_per_ip=settings.tracker_max_peers_per_ip,
+            trust_ip_nets=settings.tracker_trust_ip_net,
             zone_of=self.registry.zone_of_addr,
             has_capacity=lambda ip: self.registry.free_capacity_of_addr(ip) > 0,
             is_fleet=lambda ip: bool(self.registry.get_node_ids_by_addr(ip)),

@@ -205,7 +205,8 @@ def add_fleet_routes(
     @api.get("/torrents")
     async def torrents() -> list[dict[str, Any]]:
         """Tracked torrents with their swarms' seeds and leechers."""
-        files = tracker.scrape(tr.Scrape(tuple(sorted(tracker.allowed))), hub.now())
+        allowed = tuple(sorted(tracker.allowed))
+        files = tracker.scrape(tr.Scrape(allowed), hub.now()) if allowed else {}
         return [
             {
                 "info_hash": h.hex(),

@@ -34,6 +34,18 @@ Cost of an announce: O(numwant), never O(swarm). Each swarm keeps its seeds and 
 leechers in lists (swap-remove, so a random window is a slice) and the same per zone;
 peers sit in a dict ordered by last announce, so expiry pops the oldest from the
 front. Capacity ranks peers within a random sample twice the size asked for.
+
+Who may list, change or remove a peer (issue 12.3)
+--------------------------------------------------
+A peer is listed at the address its announce came from (``source``). The ``ip`` a
+client declares (BEP 3 ``ip=``, BEP 15's ip field) is honoured only when it *is* the
+source, or when the source is in a network the operator trusts (``trust_ip_nets``,
+``--tracker-trust-ip-net``: a proxy or NAT gateway announcing for its clients);
+otherwise it is ignored, so nobody can list a victim's address (reflection) or name
+another peer's entry. An entry is changed or removed only by an announce from the
+source that made it, carrying the same ``peer_id`` or the same ``key``; ``event=started`` from that source begins a new session at that
+address and port (a restarted client) and takes the entry over. One source address
+holds at most ``max_peers_per_ip`` peers per swarm and ``max_peers_per_source`` in all.
 """
 
 from __future__ import annotations
@@ -83,6 +95,8 @@ LIFETIME_GRACE = 60  # seconds beyond two announce rounds before a silent peer g
 MAX_SWARMS = 100_000
 MAX_PEERS_PER_SWARM = 100_000
 MAX_PEERS = 1_000_000
+MAX_PEERS_PER_IP = 16  # peers one source address may list in one swarm
+MAX_PEERS_PER_SOURCE = 20_000  # peers one source address may list in all swarms
 OVERSAMPLE = 2  # candidates looked at per peer handed out, to rank by capacity
 
 
@@ -117,6 +131,8 @@ class Announce:
     numwant: int = DEFAULT_NUMWANT
     compact: bool = True
     no_peer_id: bool = False
+    source: str = ""  # the address the announce came from ("": ``ip``)
+    key: bytes | None = None  # BEP 3 / BEP 15 ``key``: proves a later announce is the same client
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +161,19 @@ def _pack(ip: str, port: int) -> bytes:
 class Peer:
     """One peer of a swarm. Iterates as ``(ip, port, peer_id)``."""
 
-    __slots__ = ("compact", "fleet", "ip", "last_seen", "left", "peer_id", "port", "pos", "zone")
+    __slots__ = (
+        "compact",
+        "fleet",
+        "ip",
+        "key",
+        "last_seen",
+        "left",
+        "peer_id",
+        "port",
+        "pos",
+        "source",
+        "zone",
+    )
     __match_args__ = ("ip", "port", "peer_id")
 
     def __init__(self, ip: str, port: int, peer_id: bytes, left: int = 0, *, now: float = 0.0):
@@ -158,6 +186,8 @@ class Peer:
         self.zone: str | None = None
         self.fleet = True  # may have free capacity: a node of the registry
         self.pos = [-1, -1]  # index in its swarm's seed/leecher list, and in its zone's
+        self.source = ip  # the address that announced it (ip unless a trusted proxy did)
+        self.key: bytes | None = None
 
     def __iter__(self) -> Iterator[object]:
         return iter((self.ip, self.port, self.peer_id))
@@ -200,7 +230,7 @@ class _Bag:
 
 
 class _Swarm:
-    __slots__ = ("leechers", "peers", "seeds", "zones")
+    __slots__ = ("leechers", "peers", "seeds", "sources", "zones")
 
     def __init__(self) -> None:
         # Oldest announce first; OrderedDict, since a dict's first key is found by a scan.
@@ -208,6 +238,7 @@ class _Swarm:
         self.seeds = _Bag(0)
         self.leechers = _Bag(0)
         self.zones: dict[tuple[str, bool], _Bag] = {}  # (zone, is seed) -> peers
+        self.sources: dict[str, int] = {}  # source address -> its peers here
 
     def add(self, peer: Peer) -> None:
         (self.seeds if peer.left == 0 else self.leechers).add(peer)
@@ -311,8 +342,8 @@ def _int(fields: dict[str, str], name: str, default: int | None = None, high: in
 def parse_announce(raw_query: str, client_ip: str) -> Announce:
     """An announce from its query string; ``client_ip`` is the TCP peer address.
 
-    The ``ip`` parameter is honoured (clients behind a proxy); the peer list is what
-    other peers will dial, so it must be an IP address.
+    ``ip=`` is kept as declared (it must be an IP address); :meth:`Tracker.announce`
+    honours it only from the same address or a trusted network.
     """
     fields = _query(raw_query)
     if "info_hash" not in fields:
@@ -344,6 +375,8 @@ def parse_announce(raw_query: str, client_ip: str) -> Announce:
         numwant=min(MAX_NUMWANT, _int(fields, "numwant", DEFAULT_NUMWANT)),
         compact=fields.get("compact", "1") != "0",
         no_peer_id=fields.get("no_peer_id", "0") == "1",
+        source=client_ip,
+        key=_unquote(fields["key"])[:64] if fields.get("key") else None,
     )
 
 
@@ -380,6 +413,9 @@ class Tracker:
         max_swarms: int = MAX_SWARMS,
         max_peers_per_swarm: int = MAX_PEERS_PER_SWARM,
         max_peers: int = MAX_PEERS,
+        max_peers_per_ip: int = MAX_PEERS_PER_IP,
+        max_peers_per_source: int = MAX_PEERS_PER_SOURCE,
+        trust_ip_nets: Iterable[str] = (),
     ) -> None:
         self.interval = interval
         self.min_interval = max(1, min(interval // 2, 60))
@@ -391,6 +427,13 @@ class Tracker:
         self.max_swarms = max_swarms
         self.max_peers_per_swarm = max_peers_per_swarm
         self.max_peers = max_peers
+        self.max_peers_per_ip = max_peers_per_ip
+        self.max_peers_per_source = max_peers_per_source
+        try:
+            self.trust_ip_nets = tuple(ipaddress.ip_network(n, strict=False) for n in trust_ip_nets)
+        except ValueError as exc:
+            raise TrackerError(f"not a network: {exc}") from None
+        self._sources: dict[str, int] = {}  # source address -> its peers in all swarms
         self._rng = rng or random.Random()
         self._allowed: set[bytes] = set()
         self._swarms: dict[bytes, _Swarm] = {}
@@ -438,22 +481,39 @@ class Tracker:
             swarm = self._swarms[info_hash] = _Swarm()
         self.announces += 1
         self._expire(info_hash, swarm, now)
-        key = (request.ip, request.port)
+        source = request.source or request.ip
+        ip = request.ip if request.ip == source or self._trusted(source) else source
+        key = (ip, request.port)
         peer = swarm.peers.get(key)
+        if peer is not None and not self._owns(peer, request, source):
+            if not swarm.peers:
+                self._drop(info_hash)
+            self.refused += 1
+            raise TrackerError(
+                f"{ip}:{request.port} is listed by another client: only the peer itself "
+                "(same address, and peer_id or key) may change or stop its entry"
+            )
         if request.event == "stopped":
             if peer is not None:
                 if peer.left > 0 and request.left == 0:  # finished, then left at once
                     self._count_download(info_hash)
                 del swarm.peers[key]
                 self._remove(info_hash, swarm, peer)
-                self._gone[info_hash, request.ip, request.port] = None
+                self._gone[info_hash, ip, request.port] = None
             seeds, leechers = swarm.counts()
             if not swarm.peers:
                 self._drop(info_hash)
             return AnnounceReply(self.interval, self.min_interval, seeds, leechers, ())
-        zone = self.zone_of(request.ip)
+        zone = self.zone_of(ip)
         if peer is None:
-            peer = swarm.peers[key] = self._join(info_hash, swarm, request, zone, now)
+            try:
+                peer = self._join(info_hash, swarm, request, ip, source, zone, now)
+            except TrackerError:
+                self.refused += 1
+                if not swarm.peers:
+                    self._drop(info_hash)
+                raise
+            swarm.peers[key] = peer
         else:
             self._update(info_hash, swarm, peer, request, zone, now)
             swarm.peers.move_to_end(key)  # the most recent announce last
@@ -461,22 +521,68 @@ class Tracker:
         seeds, leechers = swarm.counts()
         return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked)
 
+    def _trusted(self, source: str) -> bool:
+        """May ``source`` announce for another address (``--tracker-trust-ip-net``)?"""
+        if not self.trust_ip_nets:
+            return False
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trust_ip_nets)
+
+    @staticmethod
+    def _owns(peer: Peer, request: Announce, source: str) -> bool:
+        """Is this announce from the client that listed ``peer``?"""
+        if peer.source != source:
+            return False
+        if request.event == "started":
+            return True  # a new session at this address and port: a restarted client
+        # The same peer_id, or the same key (BEP 3: it names a client whose peer_id
+        # or address changed; aria2 sends a new key with each UDP announce, so a key
+        # that differs alone proves nothing).
+        return peer.peer_id == request.peer_id or (peer.key is not None and peer.key == request.key)
+
     def _join(
-        self, info_hash: bytes, swarm: _Swarm, request: Announce, zone: str | None, now: float
+        self,
+        info_hash: bytes,
+        swarm: _Swarm,
+        request: Announce,
+        ip: str,
+        source: str,
+        zone: str | None,
+        now: float,
     ) -> Peer:
         if len(swarm.peers) >= self.max_peers_per_swarm:
             raise TrackerError(f"swarm {info_hash.hex()} holds {self.max_peers_per_swarm} peers")
         if self._peer_count >= self.max_peers:
             raise TrackerError(f"the tracker holds {self.max_peers} peers already")
-        peer = Peer(request.ip, request.port, request.peer_id, request.left, now=now)
+        if swarm.sources.get(source, 0) >= self.max_peers_per_ip:
+            raise TrackerError(
+                f"{source} lists {self.max_peers_per_ip} peers in this swarm already"
+            )
+        if self._sources.get(source, 0) >= self.max_peers_per_source:
+            raise TrackerError(f"{source} lists {self.max_peers_per_source} peers already")
+        peer = Peer(ip, request.port, request.peer_id, request.left, now=now)
+        peer.source = source
+        peer.key = request.key
         peer.zone = zone
-        peer.fleet = zone is not None or self.is_fleet(request.ip)
+        peer.fleet = zone is not None or self.is_fleet(ip)
         swarm.add(peer)
+        self._count_source(swarm, source, 1)
         self._peer_count += 1
         if request.event == "completed":  # finished while the tracker did not list it
             self._count_download(info_hash)
-        self._dirty[info_hash, request.ip, request.port] = peer
+        self._dirty[info_hash, ip, request.port] = peer
         return peer
+
+    def _count_source(self, swarm: _Swarm, source: str, delta: int) -> None:
+        for table in (swarm.sources, self._sources):
+            left = table.get(source, 0) + delta
+            if left > 0:
+                table[source] = left
+            else:
+                table.pop(source, None)
 
     def _update(
         self,
@@ -497,6 +603,8 @@ class Tracker:
                 self._count_download(info_hash)
         peer.left = request.left
         peer.peer_id = request.peer_id
+        if request.key is not None:
+            peer.key = request.key
         peer.last_seen = now
         dirty_key = (info_hash, peer.ip, peer.port)
         if was_seed != is_seed or now - self._saved_at.get(dirty_key, -1e18) > self.peer_ttl / 4:
@@ -508,6 +616,7 @@ class Tracker:
 
     def _remove(self, info_hash: bytes, swarm: _Swarm, peer: Peer) -> None:
         swarm.remove(peer)
+        self._count_source(swarm, peer.source, -1)
         self._peer_count -= 1
         key = (info_hash, peer.ip, peer.port)
         self._dirty.pop(key, None)
@@ -570,7 +679,17 @@ class Tracker:
     # -- scrape, views, expiry ----------------------------------------------------------
 
     def scrape(self, request: Scrape, now: float) -> dict[bytes, tuple[int, int, int]]:
-        """(complete, downloaded, incomplete) per tracked hash asked for (all if none)."""
+        """(complete, downloaded, incomplete) per tracked hash asked for.
+
+        A scrape that names no info-hash (BEP 48's optional full scrape) lists every
+        swarm: only an open tracker answers it, since the fleet's info-hashes are not
+        for strangers to enumerate (issue 12.13); others get a TrackerError.
+        """
+        if not request.info_hashes and not self.open_tracker:
+            raise TrackerError(
+                "a scrape names its torrents (info_hash=...): this tracker does not list "
+                "the torrents it tracks (start the hub with --open-tracker to allow it)"
+            )
         hashes: Iterable[bytes] = request.info_hashes or list(self._swarms)[:MAX_SCRAPE_HASHES]
         files = {}
         for info_hash in hashes:
@@ -665,6 +784,7 @@ class Tracker:
             peer.zone = self.zone_of(saved.ip)
             peer.fleet = peer.zone is not None or self.is_fleet(saved.ip)
             swarm.add(peer)
+            self._count_source(swarm, peer.source, 1)
             swarm.peers[key] = peer
             self._saved_at[saved.info_hash, saved.ip, saved.port] = now
             self._peer_count += 1

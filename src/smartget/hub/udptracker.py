@@ -27,7 +27,10 @@ Packets (BEP 15, big-endian)::
 
 Announces go through the same :meth:`~smartget.hub.commands.HubCommands.announce` as
 HTTP, so the fleet ranking (zone, then capacity) and what is tracked are the same. The
-``ip`` field is ignored: peers are listed at the address they send from.
+``ip`` field is honoured as HTTP's ``ip=`` is (hub/tracker.py, issue 12.3): only when it
+is the source address or the source is in a ``--tracker-trust-ip-net`` network; a peer
+is otherwise listed at the address it sends from. The ``key`` field proves a later
+announce (a ``stopped`` above all) comes from the client that listed the peer.
 
 What gets no reply: datagrams shorter than 16 bytes, a connect without the protocol id,
 a wrong or expired connection id. Everything else that is malformed gets an error
@@ -37,6 +40,7 @@ packet (never longer than the request that caused it).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,7 +124,7 @@ def parse_request(data: bytes, ip: str, port: int) -> Request:
     if action == ANNOUNCE:
         if len(data) < 98:
             raise TrackerError(f"announce shorter than 98 bytes ({len(data)})", transaction)
-        info_hash, peer_id, downloaded, left, uploaded, event, _, _, numwant, peer_port = (
+        info_hash, peer_id, downloaded, left, uploaded, event, declared, key, numwant, peer_port = (
             _ANNOUNCE.unpack_from(data, 16)
         )
         if not 0 <= event < len(EVENTS):
@@ -130,13 +134,15 @@ def parse_request(data: bytes, ip: str, port: int) -> Request:
         announce = tr.Announce(
             info_hash=info_hash,
             peer_id=peer_id,
-            ip=ip,
+            ip=str(ipaddress.IPv4Address(declared)) if declared else ip,
             port=peer_port,
             uploaded=max(0, uploaded),
             downloaded=max(0, downloaded),
             left=max(0, left),
             event=EVENTS[event],
             numwant=tr.DEFAULT_NUMWANT if numwant < 0 else min(numwant, tr.MAX_NUMWANT),
+            source=ip,
+            key=key.to_bytes(4, "big"),
         )
         return AnnounceRequest(connection_id, transaction, announce)
     if action == SCRAPE:
@@ -209,7 +215,7 @@ class UdpTracker:
             return UdpReply(reply[: max(len(data), 16)])
 
     def _announced(self, request: AnnounceRequest, now: float) -> UdpReply:
-        ip = request.announce.ip
+        ip = request.announce.source
         try:
             announced = self._announce(request.announce, ip, now)
         except TrackerError as exc:

@@ -100,7 +100,7 @@ def test_seeds_get_no_seeds_and_counts() -> None:
     assert (reply.complete, reply.incomplete) == (2, 1)
     assert tracker.scrape(tr.Scrape((HASH,)), now=0) == {HASH: (2, 1, 1)}
     announce(tracker, "10.0.0.2", event="stopped")
-    assert tracker.scrape(tr.Scrape(()), now=0) == {HASH: (2, 1, 0)}
+    assert tracker.scrape(tr.Scrape((HASH,)), now=0) == {HASH: (2, 1, 0)}
 
 
 def test_silent_peers_expire() -> None:

@@ -1,0 +1,90 @@
+"""Strangers against a real hub's tracker and HTTP port (issue 12, items 3, 4 and 13).
+
+The hub runs as `smartget hub` (tests/adversarial/test_hub_text.py's ``hub_process``);
+honest peers and attackers are 127.0.8.x addresses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote_from_bytes
+
+import fastbencode
+import httpx
+import pytest
+
+from tests.adversarial.test_hub_text import HUB_IP, TOKEN, hub_process
+
+pytestmark = pytest.mark.asyncio
+
+INFO_HASH = bytes.fromhex("5a" * 20)
+SEED, LEECHER, STRANGER = "127.0.8.2", "127.0.8.3", "127.0.8.66"
+VICTIM = "198.51.100.7"
+
+
+def client(src: str, http: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://{HUB_IP}:{http}",
+        transport=httpx.AsyncHTTPTransport(local_address=src),
+        timeout=5,
+    )
+
+
+async def announce(src: str, http: int, peer_id: bytes, port: int, **extra: object) -> dict:
+    query = (
+        f"/announce?info_hash={quote_from_bytes(INFO_HASH)}&peer_id={quote_from_bytes(peer_id)}"
+        f"&port={port}&uploaded=0&downloaded=0&compact=0"
+        + "".join(f"&{name}={value}" for name, value in extra.items())
+    )
+    async with client(src, http) as c:
+        reply = await c.get(query)
+    decoded = fastbencode.bdecode(reply.content)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+async def test_strangers_cannot_remove_a_seed_or_reflect_at_a_victim(tmp_path: Path) -> None:
+    async with hub_process(tmp_path) as (_, http):
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with client("127.0.8.1", http) as api:
+            added = await api.post(
+                "/api/torrents", json={"info_hash": INFO_HASH.hex()}, headers=headers
+            )
+            assert added.status_code == 201
+
+            async def listed() -> set[tuple[str, int]]:
+                torrents = (await api.get("/api/torrents", headers=headers)).json()
+                return {(p["ip"], p["port"]) for t in torrents for p in t["peers"]}
+
+            seeded = await announce(SEED, http, b"-LT2000-seed00000001", 6881, left=0, key="k1")
+            assert b"failure reason" not in seeded
+            # A stranger's stopped, naming the seed's address, removes nothing.
+            await announce(
+                STRANGER, http, b"-XX0001-evil00000001", 6881, left=0, event="stopped", ip=SEED
+            )
+            assert (SEED, 6881) in await listed()
+            # 200 announces naming a victim's address list no victim, and at most
+            # --tracker-max-peers-per-ip (16) entries of the stranger's own.
+            for port in range(1000, 1200):
+                await announce(STRANGER, http, b"-XX0001-%012d" % port, port, left=5, ip=VICTIM)
+            peers = await listed()
+            assert all(ip != VICTIM for ip, _ in peers)
+            assert sum(ip == STRANGER for ip, _ in peers) == 16
+            got = await announce(LEECHER, http, b"-LT2000-leech0000001", 7000, left=5, numwant=50)
+            handed = [(p[b"ip"].decode(), p[b"port"]) for p in got[b"peers"]]
+            assert (SEED, 6881) in handed
+            assert VICTIM not in {ip for ip, _ in handed}
+            # The seed itself stops its entry.
+            await announce(SEED, http, b"-LT2000-seed00000001", 6881, left=0, event="stopped")
+            assert (SEED, 6881) not in await listed()
+
+            # Item 13: no stranger enumerates the tracked info-hashes.
+            async with client(STRANGER, http) as c:
+                full = fastbencode.bdecode((await c.get("/scrape")).content)
+                assert isinstance(full, dict)
+                assert b"failure reason" in full
+                metrics = (await c.get("/metrics")).text
+            assert INFO_HASH.hex() not in metrics.lower()
+            one = await api.get(f"/scrape?info_hash={quote_from_bytes(INFO_HASH)}")
+            assert INFO_HASH in fastbencode.bdecode(one.content)[b"files"]
+
