@@ -43,8 +43,9 @@ source, or when the source is in a network the operator trusts (``trust_ip_nets`
 ``--tracker-trust-ip-net``: a proxy or NAT gateway announcing for its clients);
 otherwise it is ignored, so nobody can list a victim's address (reflection) or name
 another peer's entry. An entry is changed or removed only by an announce from the
-source that made it, carrying the same ``peer_id`` or the same ``key``; ``event=started`` from that source begins a new session at that
-address and port (a restarted client) and takes the entry over. One source address
+source that made it, carrying the same ``peer_id`` or the same ``key``;
+``event=started`` from that source begins a new session at that address and port (a
+restarted client) and takes the entry over. One source address
 holds at most ``max_peers_per_ip`` peers per swarm and ``max_peers_per_source`` in all.
 """
 
