@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import httpx
 import pytest
@@ -150,3 +151,27 @@ async def test_nobody_reports_progress_for_another_node(tmp_path: Path) -> None:
         assert [(p["nodeid"], p["percent"], p["done"]) for p in progress] == [
             ("eu_127.0.7.2", 12.0, False)
         ]
+
+
+async def test_a_registered_address_cannot_make_the_hub_track_any_number_of_torrents(
+    tmp_path: Path,
+) -> None:
+    """After one `register, an address made the hub track 2,000 info-hashes (12.6)."""
+    async with hub_process(tmp_path, "--max-tracked-per-ip", "5") as (text, http):
+        assert (await command(text, b"`register 9000", "127.0.7.2")).startswith(b"200 OK")
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.7.2")
+        url = f"http://{HUB_IP}:{http}/announce"
+        replies = []
+        async with httpx.AsyncClient(transport=transport, timeout=5) as node:
+            for n in range(8):
+                info_hash = bytes([n]) * 20
+                query = (
+                    f"info_hash={quote_from_bytes(info_hash)}&peer_id={'-SG0001-' + 'x' * 12}"
+                    "&port=6881&uploaded=0&downloaded=0&left=0&compact=1"
+                )
+                replies.append((await node.get(f"{url}?{query}")).content)
+        tracked = [r for r in replies if b"failure reason" not in r]
+        assert len(tracked) == 5
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=f"http://{HUB_IP}:{http}", headers=headers) as api:
+            assert len((await api.get("/api/torrents")).json()) == 5

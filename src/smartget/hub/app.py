@@ -182,6 +182,12 @@ class HubSettings:
         "(repeat; default: registered nodes only).",
         multiple=True,
     )
+    max_tracked_per_ip: int = setting(
+        256,
+        "Torrents one fleet node's address may make the tracker track by announcing or "
+        "reporting them (operators add more with POST /api/torrents).",
+        min=0,
+    )
     text_max_connections: int = setting(
         4096, "Text protocol connections open at once; past it new ones are refused.", min=1
     )
@@ -294,7 +300,9 @@ class Hub:
         self.udp_tracker: UdpTrackerServer | None = None
         self.dht_address: tuple[str, int] | None = None  # set once the DHT listens
         self.collector = StatusCollector()
-        rules = CommandRules.parse(settings.max_nodes_per_ip, settings.allow_net)
+        rules = CommandRules.parse(
+            settings.max_nodes_per_ip, settings.allow_net, settings.max_tracked_per_ip
+        )
         # HubCommands, with nodes an operator drained held at status 0 (the console).
         commands = DrainingCommands(self.registry, self.tracker, self.collector, rules)
         self.commands: HubCommands = commands

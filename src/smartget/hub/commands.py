@@ -99,14 +99,19 @@ class CommandRules:
 
     max_nodes_per_ip: int = 16
     allow_nets: tuple[Network, ...] = ()  # may requestnodes without a registered node
+    # Torrents one fleet address may make the tracker track by announcing or reporting
+    # them (operators add any with POST /api/torrents); counted per hub run.
+    max_tracked_per_ip: int = 256
 
     @classmethod
-    def parse(cls, max_nodes_per_ip: int, allow_nets: Iterable[str]) -> CommandRules:
+    def parse(
+        cls, max_nodes_per_ip: int, allow_nets: Iterable[str], max_tracked_per_ip: int = 256
+    ) -> CommandRules:
         try:
             nets = tuple(ipaddress.ip_network(n.strip(), strict=False) for n in allow_nets)
         except ValueError as exc:
             raise ConfigError(f"--allow-net takes networks such as 10.0.0.0/8: {exc}") from None
-        return cls(max_nodes_per_ip, nets)
+        return cls(max_nodes_per_ip, nets, max_tracked_per_ip)
 
     def allows(self, ip: str) -> bool:
         try:
@@ -130,6 +135,7 @@ class HubCommands:
         self.tracker = tracker
         self.collector = collector
         self.rules = rules or CommandRules()
+        self._tracked_by: dict[str, int] = {}  # torrents each fleet address made tracked
 
     # -- registry ---------------------------------------------------------------------
 
@@ -202,10 +208,21 @@ class HubCommands:
 
     def announce(self, query: tr.Announce, caller_ip: str, now: float) -> Announced:
         """A BitTorrent announce; raises TrackerError for an untracked torrent."""
-        newly = False
-        if not self.tracker.is_tracked(query.info_hash) and self.is_fleet_address(caller_ip):
-            newly = self.tracker.allow(query.info_hash)
+        newly = self._track_for(caller_ip, query.info_hash)
         return Announced(self.tracker.announce(query, now), newly)
+
+    def _track_for(self, ip: str, info_hash: bytes) -> bool:
+        """A fleet node announcing or reporting a torrent made it or was asked to fetch it:
+        track it, up to ``max_tracked_per_ip`` torrents per address (issue 12.6: one
+        registration let an address make the hub track 2,000 arbitrary info-hashes)."""
+        if self.tracker.is_tracked(info_hash) or not self.is_fleet_address(ip):
+            return False
+        if self._tracked_by.get(ip, 0) >= self.rules.max_tracked_per_ip:
+            return False
+        newly = self.tracker.allow(info_hash)
+        if newly:
+            self._tracked_by[ip] = self._tracked_by.get(ip, 0) + 1
+        return newly
 
     def report(self, data: object, caller_ip: str, now: float) -> Reported:
         """A seed 003 status report; raises CollectorError for a malformed one, or one
@@ -219,5 +236,5 @@ class HubCommands:
                 "reports for itself only"
             )
         done = self.collector.receive(report)
-        newly = self.is_fleet_address(caller_ip) and self.tracker.allow(bytes.fromhex(report.sha1))
+        newly = self._track_for(caller_ip, bytes.fromhex(report.sha1))
         return Reported(report, done, newly)
