@@ -6,6 +6,8 @@ honest peers and attackers are 127.0.8.x addresses.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
@@ -13,7 +15,8 @@ import fastbencode
 import httpx
 import pytest
 
-from tests.adversarial.test_hub_text import HUB_IP, TOKEN, hub_process
+from tests.adversarial.test_hub_text import HUB_IP, TOKEN, command, hub_process
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -88,3 +91,45 @@ async def test_strangers_cannot_remove_a_seed_or_reflect_at_a_victim(tmp_path: P
             one = await api.get(f"/scrape?info_hash={quote_from_bytes(INFO_HASH)}")
             assert INFO_HASH in fastbencode.bdecode(one.content)[b"files"]
 
+
+async def test_the_http_port_refuses_a_slow_flood_and_stays_up(tmp_path: Path) -> None:
+    """140 connections that never finish their headers took the hub down (12.4)."""
+    async with hub_process(tmp_path, "--http-max-per-ip", "32", "--http-header-timeout", "1") as (
+        text,
+        http,
+    ):
+        socks = []
+        for _ in range(140):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.bind(("127.0.8.90", 0))
+            with contextlib.suppress(BlockingIOError):
+                sock.connect((HUB_IP, http))
+            socks.append(sock)
+        try:
+            async with client("127.0.8.91", http) as c:
+                assert (await c.get("/healthz")).is_success
+            assert (await command(text, b"`register 5", "127.0.8.92")).startswith(b"200 OK")
+
+            def all_closed() -> bool:
+                closed = 0
+                for sock in socks:
+                    try:
+                        closed += sock.recv(4096, socket.MSG_PEEK) is not None
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed += 1
+                return closed == len(socks)
+
+            # Refused at once past the cap, the rest closed at the header deadline.
+            await wait_until(all_closed, within=15, what="every slow connection closed")
+            # Those past --http-max-per-ip (32) read a whole 503, no RST in its way.
+            refused = 0
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    refused += sock.recv(4096).startswith(b"HTTP/1.1 503")
+            assert refused == 140 - 32
+        finally:
+            for sock in socks:
+                sock.close()

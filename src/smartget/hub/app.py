@@ -285,6 +285,7 @@ class Hub:
         )
         self.text_address: tuple[str, int] = settings.listen
         self.http_address: tuple[str, int] | None = settings.http
+        self.http_limits = settings.http_limits  # the HTTP port's caps (hub/fastlane.py)
         self.tracker = Tracker(
             interval=settings.tracker_interval,
             peer_lifetime=settings.tracker_peer_lifetime or None,

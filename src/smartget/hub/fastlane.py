@@ -16,9 +16,21 @@ handed to uvicorn's own protocol with the bytes read so far: FastAPI serves the 
 of the API and the OpenAPI docs as before. Once handed over, a connection stays with
 uvicorn, where :class:`HotRoutes` (ASGI) still answers the hot routes before FastAPI.
 
-Limits: a request head of at most 8 KiB, a report body of at most 64 KiB, 30 s idle
-per keep-alive connection, 10 s to finish a request once begun; pipelined requests are
-answered in order; the lane stops reading while the peer does not read its replies.
+Limits: a request head of at most 8 KiB, a report body of at most 64 KiB; pipelined
+requests are answered in order; the lane stops reading while the peer does not read
+its replies. The hub's ``--http-*`` options (:class:`~smartget.httpserver.HttpLimits`,
+issue 12.4) hold here as on every SmartGet HTTP service, through a :class:`Gate`:
+
+* a request, once begun, and the first one from the moment of connecting, must arrive
+  whole within ``header_timeout`` (bytes trickled in do not extend it); a connection
+  idle after a reply stays ``max(header_timeout, 30 s)``;
+* at most ``max_connections`` connections are open at once and ``max_per_ip`` from one
+  address, counted until they close, also once handed to uvicorn (whose protocol is
+  :mod:`smartget.httpserver`'s guarded one, with the same census and deadlines);
+* past a cap the connection gets ``503``, then a FIN; what it sends meanwhile is read
+  and dropped, and it is closed after :data:`LINGER` seconds or at its FIN, so no RST
+  destroys the reply. At most :data:`MAX_LINGERING` refusals linger; past that they
+  close at once.
 """
 
 from __future__ import annotations
@@ -33,16 +45,19 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from smartget.httpserver import _REFUSED, HttpLimits, _Census, _guarded
 from smartget.hub.fleet import FleetHandlers
 
-__all__ = ["FastLane", "FastLaneServer", "HotRoutes"]
+__all__ = ["FastLane", "FastLaneServer", "Gate", "HotRoutes"]
 
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
 MAX_BODY = 64 * 1024
 IDLE_TIMEOUT = 30.0
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 10.0  # without a Gate; with one, its header_timeout
+LINGER = 1.0  # seconds a refused connection stays to drain before it is closed
+MAX_LINGERING = 256  # refused connections draining at once; past it, closed at once
 ANNOUNCE, SCRAPE, REPORT = b"/announce", b"/scrape", b"/report_peerstatus"
 BENCODE = b"text/plain"
 JSON = b"application/json"
@@ -65,6 +80,30 @@ def _response(status: int, body: bytes, kind: bytes, keep_alive: bool) -> bytes:
     )
 
 
+class Gate:
+    """The caps and deadlines of one HTTP port, shared by its lanes (:class:`HttpLimits`).
+
+    ``census`` counts the open connections, in all and per address; the uvicorn
+    protocol a lane hands its connection to counts in the same census.
+    """
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self.census = _Census(limits, "hub-http")
+        self.request_timeout = limits.header_timeout
+        self.idle_timeout = max(limits.header_timeout, IDLE_TIMEOUT)
+        self.lingering = 0
+
+    def statistics(self) -> dict[str, int]:
+        census = self.census
+        return {
+            "open": census.total,
+            "refused": census.refused,
+            "timed_out": census.timed_out,
+            "lingering": self.lingering,
+        }
+
+
 class FastLane(asyncio.Protocol):
     """One HTTP connection: hot routes answered here, the rest handed to uvicorn."""
 
@@ -74,11 +113,18 @@ class FastLane(asyncio.Protocol):
         fallback: Callable[[], asyncio.Protocol],
         lanes: set[FastLane],
         clock: Callable[[], float],
+        gate: Gate | None = None,
     ) -> None:
         self.handlers = handlers
         self.fallback = fallback
         self.lanes = lanes
         self.clock = clock
+        self.gate = gate
+        self.request_timeout = gate.request_timeout if gate else REQUEST_TIMEOUT
+        self.idle_timeout = gate.idle_timeout if gate else IDLE_TIMEOUT
+        self._admitted = False  # counted in the gate's census, until closed or handed over
+        self._refused = False  # past a cap: 503 sent, draining until closed
+        self._begun = False  # a request has begun arriving: its deadline runs
         self.transport: asyncio.Transport | None = None
         self.client = ""
         self.buffer = bytearray()
@@ -92,17 +138,50 @@ class FastLane(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.client = peer[0] if peer else ""
-        self.deadline = self.clock() + IDLE_TIMEOUT
+        self.client = str(peer[0]) if peer else ""
+        gate = self.gate
+        if gate is not None and not gate.census.admit(self.client):
+            self._refuse(transport, gate)
+            return
+        self._admitted = gate is not None
+        self.deadline = self.clock() + self.request_timeout  # the first request's head
+        self.lanes.add(self)
+
+    def _refuse(self, transport: asyncio.Transport, gate: Gate) -> None:
+        """503, then FIN; drain what comes until the peer's FIN or LINGER seconds."""
+        transport.write(_REFUSED)
+        if gate.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._refused = True
+        gate.lingering += 1
+        self.deadline = self.clock() + LINGER
         self.lanes.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lanes.discard(self)
         self.transport = None
+        self._leave()
         if self._waiting is not None:
             self._waiting.cancel()
 
+    def _leave(self) -> None:
+        if self.gate is None:
+            return
+        if self._admitted:
+            self._admitted = False
+            self.gate.census.leave(self.client)
+        if self._refused:
+            self._refused = False
+            self.gate.lingering -= 1
+
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # read and dropped: unread bytes at close would send an RST
+        if not self._begun and not self.buffer:
+            self._begun = True  # a request begins: it has request_timeout to arrive whole
+            self.deadline = self.clock() + self.request_timeout
         self.buffer += data
         if self._waiting is None:
             self._serve()
@@ -118,6 +197,8 @@ class FastLane(asyncio.Protocol):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
+        if self._refused and self.transport is not None:
+            self.transport.close()  # the refused peer has read our FIN and sent its own
         return None  # close once the replies written are sent
 
     # -- the lane -----------------------------------------------------------------------
@@ -130,8 +211,6 @@ class FastLane(asyncio.Protocol):
             if end < 0:
                 if len(buffer) > MAX_HEAD:
                     self._fail(431, b"request head larger than 8192 bytes")
-                else:
-                    self.deadline = self.clock() + REQUEST_TIMEOUT
                 return
             if end > MAX_HEAD:
                 self._fail(431, b"request head larger than 8192 bytes")
@@ -169,8 +248,7 @@ class FastLane(asyncio.Protocol):
                 self._fail(413, b'{"result":"failed","traceback":"report larger than 65536 bytes"}')
                 return
             if len(buffer) < end + 4 + length:
-                self.deadline = self.clock() + REQUEST_TIMEOUT
-                return  # the body is still on its way
+                return  # the body is still on its way, within the request's deadline
             body = bytes(buffer[end + 4 : end + 4 + length])
             del buffer[: end + 4 + length]
             keep_alive = (
@@ -178,7 +256,10 @@ class FastLane(asyncio.Protocol):
                 if version == b"HTTP/1.1"
                 else b"keep-alive" in connection
             )
-            self.deadline = self.clock() + IDLE_TIMEOUT
+            self.deadline = self.clock() + self.idle_timeout
+            self._begun = bool(buffer)  # a pipelined next request has begun already
+            if self._begun:
+                self.deadline = self.clock() + self.request_timeout
             if not self._answer(path, query, body, keep_alive):
                 return
 
@@ -237,6 +318,7 @@ class FastLane(asyncio.Protocol):
             return
         self.lanes.discard(self)
         self.transport = None
+        self._leave()  # the guarded uvicorn protocol counts it from here, in the same census
         protocol = self.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -290,16 +372,26 @@ class HotRoutes:
 class FastLaneServer:
     """The hub's HTTP server on an already bound socket, in the running loop."""
 
-    def __init__(self, app: Any, handlers: FleetHandlers, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        app: Any,
+        handlers: FleetHandlers,
+        sock: socket.socket,
+        limits: HttpLimits | None = None,
+    ) -> None:
         self.sock = sock
         self.handlers = handlers
+        # The hub's --http-* options (Hub.http_limits) unless the caller names others.
+        limits = limits or getattr(handlers.hub, "http_limits", None) or HttpLimits()
+        self.gate = Gate(limits)
         config = uvicorn.Config(
             HotRoutes(app, handlers),
+            http=_guarded(self.gate.census),
             log_config=None,
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
-            timeout_keep_alive=int(IDLE_TIMEOUT),
+            timeout_keep_alive=int(self.gate.idle_timeout),
             server_header=False,
         )
         config.load()
@@ -324,16 +416,18 @@ class FastLaneServer:
         self._tasks.append(asyncio.create_task(self._uvicorn.main_loop(), name="hub-http-date"))
         self._tasks.append(asyncio.create_task(self._sweep(), name="hub-http-timeouts"))
         self._server = await loop.create_server(
-            lambda: FastLane(self.handlers, self._fallback, self.lanes, loop.time),
+            lambda: FastLane(self.handlers, self._fallback, self.lanes, loop.time, self.gate),
             sock=self.sock,
             backlog=1024,
         )
 
     async def _sweep(self) -> None:
-        """Close lane connections idle too long or too slow to send a request."""
+        """Close lane connections idle too long or too slow to send a request, and
+        refused ones done draining."""
         loop = asyncio.get_running_loop()
+        tick = min(1.0, max(0.1, self.gate.limits.header_timeout / 4))
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(tick)
             now = loop.time()
             for lane in [lane for lane in self.lanes if lane.expired(now)]:
                 if lane.transport is not None:

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smartget.httpserver import HttpLimits
 from smartget.hub import tracker as tr
 from smartget.hub.collector import Collector
 from smartget.hub.commands import HubCommands
-from smartget.hub.fastlane import FastLane
+from smartget.hub.fastlane import FastLane, Gate
 from smartget.hub.fleet import FleetHandlers
 from smartget.hub.registry import Registry
 
@@ -42,7 +43,15 @@ class Transport(asyncio.Transport):
         super().__init__()
         self.written = bytearray()
         self.closed = False
+        self.eof = False
+        self.peer = "10.0.0.1"
         self.protocol: asyncio.BaseProtocol | None = None
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
@@ -51,7 +60,7 @@ class Transport(asyncio.Transport):
         self.closed = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("10.0.0.1", 5000) if name == "peername" else default
+        return (self.peer, 5000) if name == "peername" else default
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.protocol = protocol
@@ -171,3 +180,68 @@ async def test_a_client_gone_before_the_save_does_not_cancel_the_shared_commit()
     await asyncio.sleep(0)
     assert not host.commit.cancelled()
     host.commit.set_result(None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gated(gate: Gate, clock: Clock, peer: str = "10.0.0.1") -> tuple[FastLane, Transport]:
+    protocol = FastLane(
+        FleetHandlers(Host()),  # type: ignore[arg-type]
+        Fallback,
+        set(),
+        clock,
+        gate,
+    )
+    transport = Transport()
+    transport.peer = peer
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def test_a_request_head_has_a_deadline_that_trickled_bytes_do_not_extend() -> None:
+    clock = Clock()
+    gate = Gate(HttpLimits(header_timeout=2.0))
+    silent, _ = gated(gate, clock)
+    assert not silent.expired(1.9)
+    assert silent.expired(2.1)  # silent since it connected: gone at the header deadline
+    slow, _ = gated(gate, clock)
+    for t in (0.5, 1.0, 1.5, 2.0, 2.4):
+        clock.now = t
+        slow.data_received(b"G")  # a byte now and then never finishes the head
+    assert slow.expired(2.6)
+    # A finished request earns the keep-alive idle time (30 s).
+    clock.now = 0.0
+    served, transport = gated(gate, clock)
+    clock.now = 1.0
+    served.data_received(ANNOUNCE)
+    assert b"200 OK" in transport.written
+    assert not served.expired(20.0)
+    assert served.expired(31.5)
+
+
+def test_connections_past_a_cap_get_503_and_a_graceful_close() -> None:
+    clock = Clock()
+    gate = Gate(HttpLimits(max_connections=3, max_per_ip=2))
+    first, _ = gated(gate, clock)
+    gated(gate, clock)
+    refused, transport = gated(gate, clock)
+    assert transport.written.startswith(b"HTTP/1.1 503")
+    assert transport.eof  # FIN now, close once it drained
+    assert not transport.closed
+    refused.data_received(b"GET / HTTP/1.1\r\n\r\n")  # read and dropped
+    assert refused.expired(clock.now + 2)
+    _, other = gated(gate, clock, "10.0.0.2")
+    assert not other.written
+    _, full = gated(gate, clock, "10.0.0.3")
+    assert full.written.startswith(b"HTTP/1.1 503")
+    # A closed connection frees its place, a handed-over one keeps it until closed.
+    first.connection_lost(None)
+    _, again = gated(gate, clock, "10.0.0.3")
+    assert not again.written
+    assert gate.census.total == 3
