@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import logging
 import re
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -219,13 +220,42 @@ def refuse_secret_on_command_line(param: str, instead: str) -> None:
         )
 
 
+class RepeatFilter(logging.Filter):
+    """Let through at most ``burst`` records of one kind (logger, level, message
+    template) per ``window`` seconds, then say how many were dropped: an attacker's
+    flood of bad requests, or a loop's repeated accept error, must not fill the disk
+    with logs (issue 12.4). Bounded: at most ``max_kinds`` kinds are tracked."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0, max_kinds: int = 10_000) -> None:
+        super().__init__()
+        self.burst, self.window, self.max_kinds = burst, window, max_kinds
+        self._kinds: dict[tuple[str, int, str], list[float]] = {}  # kind -> [since, n]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        kind = (record.name, record.levelno, str(record.msg))
+        seen = self._kinds.get(kind)
+        if seen is None or now - seen[0] >= self.window:
+            dropped = int(seen[1]) - self.burst if seen is not None else 0
+            if len(self._kinds) >= self.max_kinds:
+                self._kinds.clear()
+            self._kinds[kind] = [now, 1]
+            if dropped > 0:
+                record.msg = f"{record.msg} [{dropped} more like it were not logged]"
+            return True
+        seen[1] += 1
+        return seen[1] <= self.burst
+
+
 def setup_logging(level: str) -> None:
-    """Log to stderr with timestamps; one call per process."""
+    """Log to stderr with timestamps, repeats limited (RepeatFilter); once per process."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter())
 
 
 def is_loopback_or_private(host: str) -> bool:

@@ -26,7 +26,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from smartget.config import setting
 
-__all__ = ["BodyLimit", "EmbeddedServer", "HttpLimits"]
+__all__ = [
+    "REFUSED_RESPONSE",
+    "BodyLimit",
+    "ConnectionCensus",
+    "EmbeddedServer",
+    "HttpLimits",
+    "guarded_protocol",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +121,13 @@ class HttpLimits:
 
 KEEP_ALIVE = 30  # seconds an idle keep-alive connection stays open
 
-_REFUSED = (
+REFUSED_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
     b"connection: close\r\ncontent-length: 25\r\n\r\ntoo many connections; retry"
 )
 
 
-class _Census:
+class ConnectionCensus:
     """Open connections of one server, in all and per address."""
 
     def __init__(self, limits: HttpLimits, name: str) -> None:
@@ -150,7 +157,7 @@ class _Census:
             del self.per_ip[ip]
 
 
-def _guarded(census: _Census) -> type[H11Protocol]:
+def guarded_protocol(census: ConnectionCensus) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the caps and the header deadline of ``census``."""
 
     class Guarded(H11Protocol):
@@ -162,7 +169,7 @@ def _guarded(census: _Census) -> type[H11Protocol]:
             peer = transport.get_extra_info("peername")
             self._ip = str(peer[0]) if peer else "?"
             if not census.admit(self._ip):
-                transport.write(_REFUSED)
+                transport.write(REFUSED_RESPONSE)
                 transport.close()
                 return
             self._admitted = True
@@ -221,10 +228,10 @@ class EmbeddedServer:
     ) -> None:
         self.sock = sock
         self.name = name
-        self.census = _Census(limits or HttpLimits(), name)
+        self.census = ConnectionCensus(limits or HttpLimits(), name)
         config = uvicorn.Config(
             app,
-            http=_guarded(self.census),
+            http=guarded_protocol(self.census),
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -1,6 +1,7 @@
 """Settings: HOST:PORT, sizes, and --config TOML files feeding click options."""
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,17 @@ def test_a_required_setting_makes_a_required_option() -> None:
     result = CliRunner().invoke(cmd, [])
     assert result.exit_code == 2
     assert "Missing option '--where'" in result.output
+
+
+def test_repeated_log_records_are_limited_and_counted() -> None:
+    from smartget.config import RepeatFilter
+
+    limit = RepeatFilter(burst=3, window=3600)
+    record = logging.LogRecord("x", logging.ERROR, "f", 1, "accept failed: %s", ("EMFILE",), None)
+    passed = [limit.filter(record) for _ in range(1000)]
+    assert passed.count(True) == 3
+    other = logging.LogRecord("x", logging.ERROR, "f", 1, "another", (), None)
+    assert limit.filter(other)
+    limit.window = 0  # the window ends: the next one says how many were dropped
+    assert limit.filter(record)
+    assert "997 more like it were not logged" in str(record.msg)

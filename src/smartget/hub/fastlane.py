@@ -45,7 +45,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from smartget.httpserver import _REFUSED, HttpLimits, _Census, _guarded
+from smartget.httpserver import REFUSED_RESPONSE, ConnectionCensus, HttpLimits, guarded_protocol
 from smartget.hub.fleet import FleetHandlers
 
 __all__ = ["FastLane", "FastLaneServer", "Gate", "HotRoutes"]
@@ -89,7 +89,7 @@ class Gate:
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
-        self.census = _Census(limits, "hub-http")
+        self.census = ConnectionCensus(limits, "hub-http")
         self.request_timeout = limits.header_timeout
         self.idle_timeout = max(limits.header_timeout, IDLE_TIMEOUT)
         self.lingering = 0
@@ -149,7 +149,7 @@ class FastLane(asyncio.Protocol):
 
     def _refuse(self, transport: asyncio.Transport, gate: Gate) -> None:
         """503, then FIN; drain what comes until the peer's FIN or LINGER seconds."""
-        transport.write(_REFUSED)
+        transport.write(REFUSED_RESPONSE)
         if gate.lingering >= MAX_LINGERING or not transport.can_write_eof():
             transport.close()
             return
@@ -386,7 +386,7 @@ class FastLaneServer:
         self.gate = Gate(limits)
         config = uvicorn.Config(
             HotRoutes(app, handlers),
-            http=_guarded(self.gate.census),
+            http=guarded_protocol(self.gate.census),
             log_config=None,
             access_log=False,
             lifespan="off",

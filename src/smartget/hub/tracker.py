@@ -62,7 +62,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import fastbencode
 
-from smartget.errors import TrackerError
+from smartget.errors import ConfigError, TrackerError
 
 __all__ = [
     "CLIENT_MIN_INTERVAL",
@@ -431,7 +431,14 @@ class Tracker:
         self.max_peers_per_ip = max_peers_per_ip
         self.max_peers_per_source = max_peers_per_source
         try:
-            self.trust_ip_nets = tuple(ipaddress.ip_network(n, strict=False) for n in trust_ip_nets)
+            try:
+                self.trust_ip_nets = tuple(
+                    ipaddress.ip_network(n, strict=False) for n in trust_ip_nets
+                )
+            except ValueError as exc:
+                raise ConfigError(
+                    f"--tracker-trust-ip-net takes networks such as 10.0.0.0/8: {exc}"
+                ) from None
         except ValueError as exc:
             raise TrackerError(f"not a network: {exc}") from None
         self._sources: dict[str, int] = {}  # source address -> its peers in all swarms
