@@ -31,7 +31,14 @@ from smartget.config import (
     setup_logging,
 )
 from smartget.errors import PushError, SmartGetError
-from smartget.push import FleetClient, FleetNode, NodeOutcome, PushResult, render
+from smartget.push import (
+    FleetClient,
+    FleetNode,
+    NodeOutcome,
+    PushResult,
+    progress_bars,
+    render,
+)
 
 __all__ = [
     "follow_job",
@@ -162,7 +169,7 @@ def run_job(
     Ctrl-C detaches (or cancels, with ``cancel_on_exit``) and exits 130.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress
 
     hub_url, token = client_args
     console = Console(stderr=True)
@@ -200,15 +207,7 @@ def run_job(
         if quiet:
             view = asyncio.run(main(None))
         else:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>5.1f}%"),
-                TextColumn("{task.fields[state]}"),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            ) as progress:
+            with progress_bars(console) as progress:
                 view = asyncio.run(main(progress))
     except KeyboardInterrupt:
         if ids and cancel_on_exit:

@@ -465,15 +465,11 @@ def render(result: PushResult, caps: dict[str, tuple[float, float]] | None = Non
     return Group(table, *(Text(line) for line in lines))
 
 
-def run_with_progress(fileurl: str, **kwargs: Any) -> PushResult:
-    """Run :func:`push` with a rich progress bar per node, then print the table."""
-    from rich.console import Console
+def progress_bars(console: Any) -> Any:
+    """The progress display of pushes and jobs: one bar per node, its state, the time."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    caps = kwargs.pop("caps", None)
-    bars: dict[str, Any] = {}
-    with Progress(
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
@@ -481,7 +477,17 @@ def run_with_progress(fileurl: str, **kwargs: Any) -> PushResult:
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as progress:
+    )
+
+
+def run_with_progress(fileurl: str, **kwargs: Any) -> PushResult:
+    """Run :func:`push` with a rich progress bar per node, then print the table."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    caps = kwargs.pop("caps", None)
+    bars: dict[str, Any] = {}
+    with progress_bars(console) as progress:
 
         def update(result: PushResult) -> None:
             for o in result.outcomes:

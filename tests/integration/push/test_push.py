@@ -93,15 +93,18 @@ def test_zone_preference_in_tracker_replies(fleet3: Fleet) -> None:
     result = run_push(fleet3, "media/a.bin")
     assert result.ok
     info_hash = bytes.fromhex(result.sha1)
-    # Announce as the zone-a node .171 itself: zone-a .173 must come first, then zone-b .172.
+    # Announce from the zone-a node .171's address (another client there: its own port,
+    # since only a peer itself may change its entry): zone-a .173 must come first, then
+    # zone-b .172.
     query = (
         f"info_hash={quote_from_bytes(info_hash)}&peer_id=-XX0001-000000000000"
-        f"&port=6881&left=100&compact=1"
+        f"&port=6999&left=100&compact=1"
     )
     url = f"{fleet3.hub_url}/announce?{query}"
     transport = httpx.HTTPTransport(local_address=fleet3.node_ips[0])
     with httpx.Client(transport=transport, timeout=5) as client:
         body = fastbencode.bdecode(client.get(url).content)
+    assert b"peers" in body, body  # a failure reason says why
     peers = body[b"peers"]
     ips = [socket.inet_ntoa(peers[i : i + 4]) for i in range(0, len(peers), 6)]
     assert ips[0] == fleet3.node_ips[2]  # same zone first
