@@ -132,7 +132,12 @@ async def test_text_protocol_and_hub_away(tmp_path: Path) -> None:
         assert (await api.get("/ping")).text == "PONG"  # works while the hub is away
         async with hub_running(hub_settings) as hub:
             node.hub.text_address = hub.text_address
-            await wait_until(lambda: len(hub.registry) == 1, within=15, what="registration")
+            # The hub holds the node before its reply reaches the node: wait for both.
+            await wait_until(
+                lambda: len(hub.registry) == 1 and node.hub is not None and node.hub.node_id,
+                within=15,
+                what="registration",
+            )
             registered = hub.registry.get_node_by_id(node.hub.node_id or 0)
             assert registered is not None
             assert registered.addr == "127.0.3.22"
