@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 
 async def wait_until(
@@ -54,3 +56,17 @@ async def stop_process(proc: asyncio.subprocess.Process, within: float = 10.0) -
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], within: float = 10.0) -> None:
+    """SIGTERM every child still running, then wait for each; SIGKILL one not gone in time."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

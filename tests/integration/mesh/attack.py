@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -23,6 +22,7 @@ from smartget.mesh import datapack as dpk
 from smartget.mesh.ca import NodeIdentity, client_context, init_ca, issue_node, load_identity
 from smartget.mesh.datapack import Datapack
 from smartget.net import free_port
+from tests.helpers import stop_processes
 
 SMARTGET = [sys.executable, "-m", "smartget"]
 _EMPTY_HEARTBEAT = b'{"listen": "", "peers": {}, "routes": {}}'
@@ -136,15 +136,8 @@ class MeshProcs:
         proc.wait(timeout=10)
 
     def stop_all(self) -> None:
+        stop_processes(self.procs.values())
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             if proc.stdin is not None:
                 proc.stdin.close()
         self.procs.clear()
