@@ -315,8 +315,13 @@ class Engine:
         flags = atp.flags if resume else lt.torrent_flags.default_flags
         flags &= ~lt.torrent_flags.auto_managed
         flags &= ~lt.torrent_flags.paused
+        holding = not seed_mode and self._holds.enabled
         if seed_mode:
             flags |= lt.torrent_flags.seed_mode
+        if holding:
+            # Added paused, its web seeds taken off, then resumed: a torrent that
+            # starts at once can reach the origin before remove_url_seed lands.
+            flags |= lt.torrent_flags.paused
         atp.flags = flags
         try:
             handle = self._session.add_torrent(atp)
@@ -325,10 +330,11 @@ class Engine:
         self.handles[sha1] = handle
         now = time.monotonic()
         self._added[sha1] = now
-        if not seed_mode and self._holds.enabled:
+        if holding:
             urls = [*handle.url_seeds(), *(seed["url"] for seed in ti.web_seeds())]
             for url in self._holds.hold(sha1, urls, now):
                 handle.remove_url_seed(url)
+            handle.resume()
         if seed_mode:
             self._completion.seeded(sha1)
             self.request_resume(sha1)
