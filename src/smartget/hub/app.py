@@ -43,6 +43,7 @@ import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from smartget import __version__
 from smartget.auth import write_private
 from smartget.config import HOSTPORT, REQUIRED, setting
 from smartget.errors import ConfigError
@@ -318,7 +319,8 @@ class Hub:
             data_dir=settings.data_dir,
             clock=self.now,
             save=self.save,
-            hub_url=lambda: self.http_url if self.http_address else "",
+            describe=self.describe,
+            fleet_hubs=lambda: self.state.hubs(),
         )
         self.text = TextServerContext(
             commands=self.commands,
@@ -351,6 +353,7 @@ class Hub:
             "text": f"{host}:{port}",
             "http": http,
             "started": self.started,
+            "version": __version__,
         }
 
     def fleet_statistics(self) -> dict[str, int]:
@@ -588,6 +591,10 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         )
     log.info("relay: %d satellites restored", satellites)
     log.info("jobs: %d unfinished push jobs restored", jobs_restored)
+    # The bound ports, before any task runs: the first heartbeat on Redis carries them.
+    hub.text_address = text_sock.getsockname()[:2]
+    if http_sock is not None:
+        hub.http_address = http_sock.getsockname()[:2]
 
     async with Supervisor("hub") as tasks:
         writer = tasks.start(store.run, name="store-writer", essential=True)

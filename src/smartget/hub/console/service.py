@@ -8,6 +8,12 @@ and hands the same bytes to every subscriber of ``/console/events``
 snapshot, so a slow page skips snapshots instead of growing a queue).
 :meth:`Console.close` ends every stream when the hub stops, so that pages see the
 end at once and start reconnecting.
+
+The hubs panel lists the hubs whose heartbeat is current in the fleet's state
+(``FleetState.hubs``: this hub alone on SQLite, every hub on the Redis with
+``--state redis://``). Snapshots are built synchronously, so the list is fetched ahead:
+:meth:`Console.refresh_hubs` (at most ``HUBS_TIMEOUT`` seconds) runs each tick while
+pages watch, and before a first snapshot when the list it has is older than a tick.
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ from typing import Any
 
 from smartget import __version__
 from smartget.auth import write_private
-from smartget.errors import RegistryError
+from smartget.errors import RegistryError, SmartGetError
 from smartget.hub.collector import Collector
 from smartget.hub.console.drain import DrainingCommands
 from smartget.hub.console.history import History, sample_of
 from smartget.hub.console.session import LoginThrottle, SessionKeys
-from smartget.hub.console.views import snapshot
+from smartget.hub.console.views import hubs_view, snapshot
 from smartget.hub.jobs.runner import JobRunner
 from smartget.hub.registry import Registry
 from smartget.hub.tracker import Tracker
@@ -43,6 +49,8 @@ SECRET_FILE = "console.key"
 DRAINED_FILE = "console-drained.json"
 TICK = 1.0  # seconds between snapshots while someone watches
 MAX_SUBSCRIBERS = 64
+HUBS_TIMEOUT = 1.0  # seconds a refresh of the hubs list may take
+HUBS_CURRENT = 5.0  # seconds the last list counts as current (a hub heartbeat's TTL)
 
 
 class TooManyWatchers(Exception):
@@ -111,7 +119,8 @@ class Console:
         data_dir: Path,
         clock: Callable[[], float],
         save: Callable[[], Awaitable[None]],
-        hub_url: Callable[[], str],
+        describe: Callable[[], dict[str, Any]],
+        fleet_hubs: Callable[[], Awaitable[list[dict[str, Any]]]],
     ) -> None:
         self.registry = registry
         self.tracker = tracker
@@ -122,7 +131,11 @@ class Console:
         self.data_dir = data_dir
         self.clock = clock
         self.save_registry = save
-        self.hub_url = hub_url
+        self.describe = describe  # this hub as its heartbeat tells the others
+        self.fleet_hubs = fleet_hubs  # the fleet state's hubs that are up (FleetState.hubs)
+        self._hubs: list[dict[str, Any]] | None = None  # its last answer
+        self._hubs_at: float | None = None  # when (the hub's clock)
+        self._hubs_failing = False
         self.sessions = SessionKeys(load_or_create_secret(data_dir), token)
         self.throttle = LoginThrottle()
         self.history = History()
@@ -158,17 +171,30 @@ class Console:
 
     # -- snapshots ------------------------------------------------------------------------
 
+    async def refresh_hubs(self) -> None:
+        """Ask the fleet state which hubs are up (bounded); keep the last answer if it
+        does not answer, which the panel then shows as not current."""
+        try:
+            async with asyncio.timeout(HUBS_TIMEOUT):
+                found = await self.fleet_hubs()
+        except (SmartGetError, OSError, TimeoutError) as exc:
+            if not self._hubs_failing:
+                log.warning("console: the fleet state did not list the hubs: %s", exc)
+            self._hubs_failing = True
+            return
+        self._hubs_failing = False
+        self._hubs = found
+        self._hubs_at = self.clock()
+
+    async def refresh_hubs_if_old(self) -> None:
+        if self._hubs_at is None or self.clock() - self._hubs_at >= TICK:
+            await self.refresh_hubs()
+
     def hubs(self) -> list[dict[str, Any]]:
-        """The hubs of the cluster: one today (this one)."""
-        return [
-            {
-                "url": self.hub_url(),
-                "version": __version__,
-                "started": round(self.started, 3),
-                "up": True,
-                "this": True,
-            }
-        ]
+        """The hubs of the fleet: this one, then the others the state last listed."""
+        current = self._hubs_at is not None and self.clock() - self._hubs_at < HUBS_CURRENT
+        this = {"version": __version__, "started": round(self.started, 3), **self.describe()}
+        return hubs_view(this, self._hubs, current=current, wall=time.time())
 
     def snapshot(self) -> dict[str, Any]:
         wall = time.time()
@@ -206,6 +232,7 @@ class Console:
         while not self._closed:
             self.sample()
             if len(self.broker):
+                await self.refresh_hubs()
                 self.broker.publish(self.snapshot_event())
             await asyncio.sleep(TICK)
 

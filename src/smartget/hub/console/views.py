@@ -28,6 +28,7 @@ from smartget.hub.tracker import Scrape, Tracker
 __all__ = [
     "Limits",
     "completion_curve",
+    "hubs_view",
     "job_view",
     "jobs_view",
     "lower_bound",
@@ -318,6 +319,44 @@ def _swarms(
         for h, (complete, downloaded, incomplete) in busiest
     ]
     return swarms, max(0, len(allowed) - limit)
+
+
+def _hub(info: dict[str, Any], *, this: bool, up: bool | None, wall: float) -> dict[str, Any]:
+    seen = info.get("seen")
+    return {
+        "id": str(info.get("id", "")),
+        "url": str(info.get("http") or info.get("text") or ""),
+        "http": str(info.get("http", "")),
+        "text": str(info.get("text", "")),
+        "state": str(info.get("state", "")),
+        "version": str(info.get("version", "")),
+        "started": round(float(info.get("started") or 0.0), 3),
+        "seen": None if this or seen is None else round(max(0.0, wall - float(seen)), 1),
+        "up": True if this else up,
+        "this": this,
+    }
+
+
+def hubs_view(
+    this: dict[str, Any], listed: list[dict[str, Any]] | None, *, current: bool, wall: float
+) -> list[dict[str, Any]]:
+    """The hubs panel: this hub first (up: it serves the page), then the other hubs the
+    fleet state lists as up (their heartbeats' JSON), by start time.
+
+    ``listed`` is the state's last answer (None before the first); ``current`` says it is
+    recent. When it is not (the state stopped answering), the other hubs are shown with
+    ``up`` None: not known.
+    """
+    mine = str(this.get("id", ""))
+    own = next((h for h in listed or () if str(h.get("id", "")) == mine), None)
+    first = _hub({**(own or {}), **this}, this=True, up=True, wall=wall)
+    others = [
+        _hub(h, this=False, up=True if current else None, wall=wall)
+        for h in listed or ()
+        if isinstance(h, dict) and str(h.get("id", "")) != mine
+    ]
+    others.sort(key=lambda h: (h["started"], h["id"]))
+    return [first, *others]
 
 
 def snapshot(

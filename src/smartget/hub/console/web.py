@@ -222,6 +222,7 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
 
         async def stream() -> Any:
             try:
+                await console.refresh_hubs_if_old()
                 yield b"retry: 2000\n\n" + console.snapshot_event()
                 while True:
                     try:
@@ -245,6 +246,7 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
 
     @api.get("/api/snapshot", dependencies=[Depends(signed_in)])
     async def one_snapshot() -> Response:
+        await console.refresh_hubs_if_old()
         return _secure(JSONResponse(console.snapshot()))
 
     def done(message: str, **extra: Any) -> Response:

@@ -651,12 +651,28 @@ function renderSwarms(swarms, more) {
 
 let hubStarted = null;
 
+// The hubs whose heartbeat is current in the fleet's state (this one first). up is null
+// when the state has not answered lately: the others' state is not known then.
+function hubBadge(h) {
+  if (h.up === null || h.up === undefined) return el("span", { class: "badge busy" }, "unknown");
+  return el("span", { class: `badge ${h.up ? "available" : "zombie"}` }, h.up ? "up" : "down");
+}
+
+function hubNote(h) {
+  const parts = [];
+  if (h.version) parts.push(`version ${h.version}`);
+  if (h.state) parts.push(`state ${h.state}`);
+  if (h.this) parts.push("serving this page");
+  else if (h.seen !== null && h.seen !== undefined) parts.push(`heartbeat ${h.seen} s ago`);
+  return parts.join(" · ");
+}
+
 function renderHubs(hubs) {
-  $("hub-list").replaceChildren(...hubs.map((h) => el("li", { "data-hub": h.url },
-    el("span", { class: `badge ${h.up ? "available" : "zombie"}` }, h.up ? "up" : "down"),
-    el("strong", {}, h.url || "this hub"),
+  $("hub-list").replaceChildren(...hubs.map((h) => el("li", { "data-hub": h.id || h.url, "data-this": h.this ? "1" : "0" },
+    hubBadge(h),
+    el("strong", { title: h.id || "" }, h.url || h.text || "this hub"),
     el("span", { class: "muted hub-started" }, `started ${clock(h.started)}`),
-    el("span", { class: "muted" }, `version ${h.version}${h.this ? " · serving this page" : ""}`))));
+    el("span", { class: "muted" }, hubNote(h)))));
   const self = hubs.find((h) => h.this);
   if (self && hubStarted !== null && self.started !== hubStarted) {
     showResult(true, `The hub restarted at ${clock(self.started)}; the console reconnected.`);
