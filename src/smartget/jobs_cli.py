@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,7 @@ def failure_message(view: dict[str, Any]) -> str:
 
 
 def run_job(
-    client_args: tuple[str, str],
+    client_args: tuple[Sequence[str], str],
     *,
     body: dict[str, Any] | None = None,
     job_id: str | None = None,
@@ -183,7 +183,7 @@ def run_job(
                 assert body is not None
                 job = await submit_job(client, body)
                 ids.append(job["id"])
-                console.print(f"job {job['id']} queued in the hub ({hub_url})")
+                console.print(f"job {job['id']} queued in the hub ({client.hub_url})")
 
             def update(view: dict[str, Any]) -> None:
                 if progress is None:
@@ -225,7 +225,7 @@ def run_job(
     return view
 
 
-async def _cancel(hub_url: str, token: str, job_id: str) -> dict[str, Any]:
+async def _cancel(hub_url: Sequence[str], token: str, job_id: str) -> dict[str, Any]:
     client = FleetClient(hub_url, token, token, 30)
     try:
         view: dict[str, Any] = await client.hub("POST", f"/api/jobs/{job_id}/cancel")
@@ -234,7 +234,7 @@ async def _cancel(hub_url: str, token: str, job_id: str) -> dict[str, Any]:
         await client.aclose()
 
 
-async def _get(hub_url: str, token: str, path: str, **params: Any) -> Any:
+async def _get(hub_url: Sequence[str], token: str, path: str, **params: Any) -> Any:
     client = FleetClient(hub_url, token, token, 30)
     try:
         return await client.hub("GET", path, params=params or None)
@@ -245,7 +245,12 @@ async def _get(hub_url: str, token: str, path: str, **params: Any) -> Any:
 # -- smartget jobs ------------------------------------------------------------------------
 
 hub_option = click.option(
-    "--hub-http", default="http://127.0.0.1:8200", show_default=True, help="The hub's HTTP API."
+    "--hub-http",
+    multiple=True,
+    default=("http://127.0.0.1:8200",),
+    show_default=True,
+    help="The hub's HTTP API. Repeat it for the hubs of one fleet (on one Redis): the "
+    "next is used when one stops answering.",
 )
 token_option = click.option(
     "--token",
@@ -266,7 +271,7 @@ def jobs() -> None:
 @hub_option
 @token_option
 @click.option("--state", default=None, help="Only jobs in this state.")
-def list_command(hub_http: str, token: str, state: str | None) -> None:
+def list_command(hub_http: tuple[str, ...], token: str, state: str | None) -> None:
     """The hub's jobs, newest first."""
     from rich.console import Console
     from rich.table import Table
@@ -296,7 +301,7 @@ def list_command(hub_http: str, token: str, state: str | None) -> None:
 @hub_option
 @token_option
 @click.option("--json", "as_json", is_flag=True, help="The job as the hub's JSON.")
-def show_command(job_id: str, hub_http: str, token: str, as_json: bool) -> None:
+def show_command(job_id: str, hub_http: tuple[str, ...], token: str, as_json: bool) -> None:
     """One job: its files, and per node its state, reason and bytes by source."""
     from rich.console import Console
 
@@ -313,7 +318,7 @@ def show_command(job_id: str, hub_http: str, token: str, as_json: bool) -> None:
 @click.argument("job_id")
 @hub_option
 @token_option
-def cancel_command(job_id: str, hub_http: str, token: str) -> None:
+def cancel_command(job_id: str, hub_http: tuple[str, ...], token: str) -> None:
     """Cancel a job: downloads not done are stopped on every node."""
     view = asyncio.run(_cancel(hub_http, token, job_id))
     click.echo(f"job {job_id}: {view['state']}")
@@ -324,7 +329,9 @@ def cancel_command(job_id: str, hub_http: str, token: str) -> None:
 @hub_option
 @token_option
 @click.option("--cancel-on-exit", is_flag=True, help="Ctrl-C cancels the job (default: detach).")
-def follow_command(job_id: str, hub_http: str, token: str, cancel_on_exit: bool) -> None:
+def follow_command(
+    job_id: str, hub_http: tuple[str, ...], token: str, cancel_on_exit: bool
+) -> None:
     """Follow a job with progress bars until it ends; exit status as `smartget push`."""
     view = run_job((hub_http, token), job_id=job_id, cancel_on_exit=cancel_on_exit)
     if view["state"] != "done":
@@ -383,7 +390,7 @@ class PushOptions:
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def push_command(
-    fileurls: tuple[str, ...], hub_http: str, token: str, log_level: str, **options: Any
+    fileurls: tuple[str, ...], hub_http: tuple[str, ...], token: str, log_level: str, **options: Any
 ) -> None:
     """Put FILEURLS on the fleet as a job of the hub: one node fetches each file from the
     origin, the rest get it peer to peer; every copy is checked by SHA-256.

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ import click
 import httpx
 
 from smartget.errors import PushError, SmartGetError
+from smartget.failover import Endpoints, may_retry
 
 __all__ = [
     "FleetClient",
@@ -151,11 +152,19 @@ class FleetClient:
     client (:func:`follow_job`).
     """
 
-    def __init__(self, hub_url: str, token: str, node_token: str, timeout: float) -> None:
-        self.hub_url = hub_url.rstrip("/")
+    def __init__(
+        self, hub_url: str | Sequence[str], token: str, node_token: str, timeout: float
+    ) -> None:
+        urls = [hub_url] if isinstance(hub_url, str) else list(hub_url)
+        self.hubs = Endpoints([u.rstrip("/") for u in urls])
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5))
         self.hub_auth = {"Authorization": f"Bearer {token}"}
         self.node_auth = {"Authorization": f"Bearer {node_token}"}
+
+    @property
+    def hub_url(self) -> str:
+        """The hub in use (the next one once it stops answering)."""
+        return self.hubs.current
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -164,16 +173,33 @@ class FleetClient:
         return (await self.hub_reply(method, path, **kwargs)).json()
 
     async def hub_reply(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        url = self.hub_url + path
-        try:
-            reply = await self.http.request(method, url, headers=self.hub_auth, **kwargs)
-        except httpx.HTTPError as exc:
-            raise PushError(f"cannot reach the hub at {self.hub_url}: {exc!r}") from exc
-        if reply.status_code == 401:
-            raise PushError("the hub refused the token (401); give the hub's token with --token")
-        if reply.status_code >= 400:
-            raise PushError(f"hub {method} {path} answered {reply.status_code}: {reply.text[:200]}")
-        return reply
+        """One call to the hub in use, or to the next ones while it may be sent again."""
+        errors: list[str] = []
+        for base in self.hubs.attempts():
+            try:
+                reply = await self.http.request(
+                    method, base + path, headers=self.hub_auth, **kwargs
+                )
+            except httpx.HTTPError as exc:
+                errors.append(f"{base}: {exc!r}")
+                if self.hubs.failed(base):
+                    log.warning("hub %s stopped answering (%r); now %s", base, exc, self.hub_url)
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if may_retry(method, connected=not never_sent):
+                    continue
+                errors.append(f"{method} not sent to another hub: it may have been carried out")
+                break
+            self.hubs.answered(base)
+            if reply.status_code == 401:
+                raise PushError(
+                    "the hub refused the token (401); give the hub's token with --token"
+                )
+            if reply.status_code >= 400:
+                raise PushError(
+                    f"hub {method} {path} answered {reply.status_code}: {reply.text[:200]}"
+                )
+            return reply
+        raise PushError(f"cannot reach the hub: {'; '.join(errors)}")
 
     async def task(
         self, node: NodeAddress, event: str, args: dict[str, Any], seconds: float
@@ -269,7 +295,7 @@ async def origin_stats(client: FleetClient, fileurl: str) -> int | None:
 async def push(
     fileurl: str,
     *,
-    hub_url: str,
+    hub_url: str | Sequence[str],
     token: str,
     node_token: str | None = None,
     zones: tuple[str, ...] = (),
@@ -306,6 +332,8 @@ async def push(
             trackers = list(await client.hub("GET", "/api/trackers"))
         except PushError:  # a hub from before /api/trackers
             trackers = [f"{client.hub_url}/announce"]
+        # The other hubs of the fleet too: nodes announce to the next when one is gone.
+        trackers += [f"{url}/announce" for url in client.hubs.all if url != client.hub_url]
         made = await client.task(
             seed,
             "maketorrent",

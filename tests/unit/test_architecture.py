@@ -20,6 +20,7 @@ PACKAGE = "smartget"
 CORES = (
     "smartget.errors",
     "smartget.ratelimit",
+    "smartget.failover",
     "smartget.hub.registry",
     "smartget.hub.textproto",
     "smartget.hub.tracker",

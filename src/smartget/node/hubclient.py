@@ -2,6 +2,10 @@
 
 Two ways to talk to the hub, chosen by the flags:
 
+Several hubs of one fleet may be named (``--hub-http`` or ``--hub`` again): the node uses
+the first and moves to the next when the one in use stops answering
+(:mod:`smartget.failover`); on one Redis they share the node's id.
+
 - ``--hub-http URL``: the JSON API. ``POST /api/nodes`` (201 with the node's ``id``; on
   409 the body carries the existing ``id`` and the node ``PATCH``es its info), ``PUT
   /api/nodes/{id}/status`` as the heartbeat, ``DELETE /api/nodes/{id}`` on a clean stop.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from smartget.errors import ConfigError, HubError
+from smartget.failover import Endpoints
 
 __all__ = ["HubClient", "HubError", "HubInfo"]
 
@@ -53,37 +58,55 @@ class HubInfo:
 
 
 class HubClient:
+    """Registration and heartbeats with one hub of ``http_urls`` (or ``text_addresses``):
+    the first, then the next whenever the one in use stops answering (issue 13)."""
+
     def __init__(
         self,
         info: HubInfo,
         free_slots: Callable[[], int],
         *,
-        http_url: str | None = None,
-        text_address: tuple[str, int] | None = None,
+        http_urls: Sequence[str] = (),
+        text_addresses: Sequence[tuple[str, int]] = (),
         token: str = "",
         heartbeat: float,  # NodeSettings.heartbeat
     ) -> None:
-        if not http_url and not text_address:
-            raise ConfigError("HubClient needs http_url or text_address")
+        if not http_urls and not text_addresses:
+            raise ConfigError("HubClient needs http_urls or text_addresses")
         self.info = info
         self.free_slots = free_slots
-        self.text_address = text_address
         self.heartbeat = heartbeat
         self.node_id: int | None = None
         self.registered = asyncio.Event()
         self.heartbeats = 0
         self.failures = 0
-        self.http_url = ""
         self._client: httpx.AsyncClient | None = None
-        if http_url:
-            parts = urlsplit(http_url)
-            token = parts.password or token
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc = f"{netloc}:{parts.port}"
-            self.http_url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.hubs: Endpoints[str | tuple[str, int]]
+        if http_urls:
+            bases = []
+            for url in http_urls:
+                parts = urlsplit(url)
+                token = parts.password or token
+                netloc = parts.hostname or ""
+                if parts.port:
+                    netloc = f"{netloc}:{parts.port}"
+                bases.append(urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")))
+            self.hubs = Endpoints(bases)
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             self._client = httpx.AsyncClient(timeout=IO_TIMEOUT, headers=headers, trust_env=False)
+        else:
+            self.hubs = Endpoints(list(text_addresses))
+
+    @property
+    def http_url(self) -> str:
+        """The JSON API of the hub in use ("" with the text protocol)."""
+        return self.hubs.current if isinstance(self.hubs.current, str) else ""
+
+    @property
+    def text_address(self) -> tuple[str, int] | None:
+        """The text protocol's address of the hub in use (None with the JSON API)."""
+        current = self.hubs.current
+        return None if isinstance(current, str) else current
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -93,17 +116,23 @@ class HubClient:
         }
 
     async def run(self) -> None:
-        """Register, then heartbeat forever; survives the hub going away (cancel to stop)."""
+        """Register, then heartbeat forever; survives the hub going away (cancel to stop).
+
+        When the hub in use fails, the next one is tried at once; only a failure of
+        every hub in a row waits (1 s, 2 s, 4 s ... at most ``heartbeat``).
+        """
         delay = 1.0
+        in_row = 0
         while True:
+            hub = self.hubs.current
             try:
                 if self.node_id is None:
                     self.node_id = await self._register()
                     self.registered.set()
-                    log.info("registered with the hub as node %d", self.node_id)
+                    log.info("registered with the hub %s as node %d", self._name(hub), self.node_id)
                 await self._set_status(self.node_id, self.free_slots())
                 self.heartbeats += 1
-                delay = 1.0
+                delay, in_row = 1.0, 0
                 await asyncio.sleep(self.heartbeat)
             except _Forgotten:
                 log.warning("the hub forgot node %s; registering again", self.node_id)
@@ -111,9 +140,24 @@ class HubClient:
                 self.registered.clear()
             except (HubError, OSError, httpx.HTTPError, TimeoutError) as exc:
                 self.failures += 1
+                in_row += 1
+                moved = self.hubs.failed(hub)
+                if moved and in_row < len(self.hubs):
+                    log.warning(
+                        "hub %s unreachable (%s); trying %s",
+                        self._name(hub),
+                        exc,
+                        self._name(self.hubs.current),
+                    )
+                    continue
+                in_row = 0
                 log.warning("hub unreachable (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.heartbeat)
+
+    @staticmethod
+    def _name(hub: str | tuple[str, int]) -> str:
+        return hub if isinstance(hub, str) else f"{hub[0]}:{hub[1]}"
 
     async def deregister(self) -> None:
         """Best effort, bounded: a clean stop tells the hub."""
@@ -186,8 +230,9 @@ class HubClient:
         return int(lines[1])
 
     async def _text(self, command: str, *, forgotten_ok: bool = True) -> list[str]:
-        assert self.text_address is not None
-        host, port = self.text_address
+        address = self.text_address
+        assert address is not None
+        host, port = address
         local = None if self.info.ip in ("", "0.0.0.0") else (self.info.ip, 0)
         async with asyncio.timeout(IO_TIMEOUT):
             reader, writer = await asyncio.open_connection(host, port, local_addr=local)

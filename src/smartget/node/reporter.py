@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 
+from smartget.failover import Endpoints
 from smartget.node.report import (
     MAX_BACKOFF,
     ReportSchedule,
@@ -46,7 +47,7 @@ class Reporter:
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         schedule: ReportSchedule,
         node: NodeIdentity,
         lookup: Callable[[str], tuple[TorrentStatus, str, str] | None],
@@ -54,7 +55,8 @@ class Reporter:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url
+        # Several collectors (the hubs of one fleet): the next when one stops answering.
+        self.urls = Endpoints([urls] if isinstance(urls, str) else list(urls), "report URL")
         self.schedule = schedule
         self.node = node
         self.lookup = lookup
@@ -69,6 +71,33 @@ class Reporter:
             trust_env=False,
             transport=httpx.AsyncHTTPTransport(local_address=local),
         )
+
+    @property
+    def url(self) -> str:
+        """The collector in use."""
+        return self.urls.current
+
+    async def _post(self, body: dict[str, object]) -> httpx.Response:
+        """POST to the collector in use, then to the next ones while they do not answer
+        (a report is idempotent: the latest one of a torrent wins)."""
+        tries = self.urls.attempts()
+        for attempt, url in enumerate(tries, 1):
+            try:
+                reply = await self.client.post(url, json=body)
+            except httpx.TransportError as exc:
+                moved = self.urls.failed(url)
+                if attempt == len(tries):
+                    raise
+                if moved:
+                    log.warning("collector %s unreachable (%s); now %s", url, exc, self.url)
+                continue
+            self.urls.answered(url)
+            if reply.status_code >= 400:
+                raise httpx.HTTPStatusError(
+                    f"HTTP {reply.status_code}", request=reply.request, response=reply
+                )
+            return reply
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def track(self, sha1: str, *, done: bool = False, retries: int = 0) -> None:
         self.schedule.track(sha1, self.clock(), done=done, retries=retries)
@@ -108,11 +137,7 @@ class Reporter:
         body = status_report(self.node, st, torrentfile=torrentfile, taskid=taskid)
         final = is_final(st)
         try:
-            reply = await self.client.post(self.url, json=body)
-            if reply.status_code >= 400:
-                raise httpx.HTTPStatusError(
-                    f"HTTP {reply.status_code}", request=reply.request, response=reply
-                )
+            reply = await self._post(body)
         except httpx.HTTPError as exc:
             if self.schedule.entries.get(sha1) is not entry:
                 return  # untracked (or tracked anew) meanwhile: this report is moot

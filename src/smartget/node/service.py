@@ -162,8 +162,8 @@ def _hub_client(node: Node) -> HubClient | None:
     return HubClient(
         info,
         node.engine.free_upload_slots,
-        http_url=s.hub_http,
-        text_address=None if s.hub_http else s.hub,
+        http_urls=s.hub_http,
+        text_addresses=() if s.hub_http else s.hub,
         token=s.token or "",
         heartbeat=s.heartbeat,
     )

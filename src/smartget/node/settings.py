@@ -108,15 +108,27 @@ class NodeSettings:
         click_type=HOSTPORT,
     )
     bt_port: int = _engine("bt_port")
-    hub: tuple[str, int] | None = setting(
-        None, "Hub's text protocol HOST:PORT.", click_type=HOSTPORT, show_default=False
-    )
-    hub_http: str | None = setting(
-        None,
-        "Hub's JSON API URL, e.g. http://hub:8200 (token: http://:TOKEN@hub:8200 or --token).",
+    hub: tuple[tuple[str, int], ...] = setting(
+        (),
+        "Hub's text protocol HOST:PORT. Repeat it for the hubs of one fleet (on one "
+        "Redis): the next is used when one stops answering.",
+        click_type=HOSTPORT,
+        multiple=True,
         show_default=False,
     )
-    report_url: str | None = setting(None, "Collector URL for status reports.", show_default=False)
+    hub_http: tuple[str, ...] = setting(
+        (),
+        "Hub's JSON API URL, e.g. http://hub:8200 (token: http://:TOKEN@hub:8200 or "
+        "--token); repeatable, like --hub. Chosen over --hub when both are given.",
+        multiple=True,
+        show_default=False,
+    )
+    report_url: tuple[str, ...] = setting(
+        (),
+        "Collector URL for status reports; repeatable, like --hub.",
+        multiple=True,
+        show_default=False,
+    )
     report_interval: float = setting(30.0, "Seconds between status reports of a torrent.", min=0.1)
     user: str | None = setting(
         None, "API user (clients send ?user=U&pwd=md5(P)).", show_default=False
@@ -194,10 +206,7 @@ class NodeSettings:
         """
         if self.dht_bootstrap:
             return self.dht_bootstrap
-        if self.hub is not None:
-            return (self.hub,)
-        if self.hub_http:
-            host = urlsplit(self.hub_http).hostname
-            if host:
-                return ((host, HUB_DHT_PORT),)
-        return ()
+        if self.hub:
+            return self.hub
+        hosts = [urlsplit(url).hostname for url in self.hub_http]
+        return tuple(dict.fromkeys((host, HUB_DHT_PORT) for host in hosts if host))

@@ -67,7 +67,7 @@ async def test_least_recently_used_unpinned_content_is_evicted(
             CACHED,
             cache_max=cache_max,
             cache_low=cache_low,
-            report_url=report_url,
+            report_url=(report_url,),
             report_interval=1.0,
         )
         async with started(settings) as (node, api), httpx.AsyncClient() as plain:

@@ -104,7 +104,7 @@ async def test_deadline_stops_an_unfinished_download_and_spares_a_finished_one(
             tmp_path,
             NODE,
             download_limit=RATE,
-            report_url=f"{collector_url}/report_peerstatus",
+            report_url=(f"{collector_url}/report_peerstatus",),
             report_interval=0.5,
         )
         async with started(settings) as (node, api):
@@ -273,7 +273,7 @@ async def test_deadlines_survive_kill_9(tmp_path: Path, caplog: pytest.LogCaptur
             tmp_path,
             RESTARTED,
             download_limit=RATE,
-            report_url=f"{collector_url}/report_peerstatus",
+            report_url=(f"{collector_url}/report_peerstatus",),
             report_interval=0.5,
         )
         async with started(settings) as (node, _):

@@ -47,7 +47,7 @@ async def test_reports_backoff_and_end(tmp_path: Path) -> None:
         settings = node_settings(
             tmp_path,
             "127.0.3.20",
-            report_url=f"{collector_url}/report_peerstatus",
+            report_url=(f"{collector_url}/report_peerstatus",),
             report_interval=interval,
         )
         async with started(settings) as (node, api):
@@ -87,7 +87,7 @@ async def test_registers_heartbeats_deregisters_http(tmp_path: Path) -> None:
         data_dir=tmp_path / "hub", listen=("127.0.3.1", 0), http=("127.0.3.1", 0), token="t"
     )
     async with hub_running(hub_settings) as hub:
-        settings = node_settings(tmp_path, "127.0.3.21", hub_http=hub.http_url, heartbeat=0.2)
+        settings = node_settings(tmp_path, "127.0.3.21", hub_http=(hub.http_url,), heartbeat=0.2)
         settings.token = "t"
         async with started(settings) as (node, _):
             assert node.hub is not None
@@ -122,8 +122,10 @@ async def test_registers_heartbeats_deregisters_http(tmp_path: Path) -> None:
 
 
 async def test_text_protocol_and_hub_away(tmp_path: Path) -> None:
-    hub_settings = HubSettings(data_dir=tmp_path / "hub", listen=("127.0.3.1", 0), http=None)
-    settings = node_settings(tmp_path, "127.0.3.22", hub=("127.0.3.1", 1), heartbeat=0.2)
+    # Two hubs named, neither up at first; the second comes up and the node moves to it.
+    hub_settings = HubSettings(data_dir=tmp_path / "hub", listen=("127.0.3.1", 20731), http=None)
+    both = (("127.0.3.1", 1), hub_settings.listen)
+    settings = node_settings(tmp_path, "127.0.3.22", hub=both, heartbeat=0.2)
     async with started(settings) as (node, api):
         assert node.hub is not None
         await wait_until(
@@ -131,7 +133,6 @@ async def test_text_protocol_and_hub_away(tmp_path: Path) -> None:
         )
         assert (await api.get("/ping")).text == "PONG"  # works while the hub is away
         async with hub_running(hub_settings) as hub:
-            node.hub.text_address = hub.text_address
             # The hub holds the node before its reply reaches the node: wait for both.
             await wait_until(
                 lambda: len(hub.registry) == 1 and node.hub is not None and node.hub.node_id,

@@ -14,10 +14,10 @@ def settings(**kw: object) -> NodeSettings:
 
 def test_bootstrap_defaults_to_the_hubs_dht() -> None:
     assert settings().dht_bootstrap_nodes() == ()
-    assert settings(hub=("10.0.0.1", 20111)).dht_bootstrap_nodes() == (("10.0.0.1", 20111),)
-    by_http = settings(hub_http="http://:tok@hub.lan:8200")
+    assert settings(hub=(("10.0.0.1", 20111),)).dht_bootstrap_nodes() == (("10.0.0.1", 20111),)
+    by_http = settings(hub_http=("http://:tok@hub.lan:8200",))
     assert by_http.dht_bootstrap_nodes() == (("hub.lan", HUB_DHT_PORT),)
-    named = settings(hub=("10.0.0.1", 20111), dht_bootstrap=(("10.0.0.9", 6881),))
+    named = settings(hub=(("10.0.0.1", 20111),), dht_bootstrap=(("10.0.0.9", 6881),))
     assert named.dht_bootstrap_nodes() == (("10.0.0.9", 6881),)
     assert named.engine_settings().dht_bootstrap == (("10.0.0.9", 6881),)
 
