@@ -56,7 +56,14 @@ from smartget.hub.console import Console, DrainingCommands
 from smartget.hub.jobs.runner import JobMetrics, JobRunner, JobSettings
 from smartget.hub.registry import DEFAULT_NODE_TTL, DEFAULT_ZOMBIE_GRACE, Registry
 from smartget.hub.relay.service import RelayService, RelaySettings
-from smartget.hub.state import FleetState, SqliteState, StateURL, hub_identity, parse_state
+from smartget.hub.state import (
+    FleetState,
+    SharedReports,
+    SqliteState,
+    StateURL,
+    hub_identity,
+    parse_state,
+)
 from smartget.hub.store import (
     Store,
     Write,
@@ -78,6 +85,7 @@ from smartget.net import bind_tcp
 
 if TYPE_CHECKING:
     from smartget.hub.state.redisengine import RedisState
+    from smartget.hub.state.reports import RedisReports
 
 __all__ = ["Hub", "HubSettings", "running"]
 
@@ -342,6 +350,10 @@ class Hub:
         self.started = time.time()
         self.state: FleetState = SqliteState(commands, self.save, self.now, self.describe)
         self.redis: RedisState | None = None
+        # The status collector the hubs on Redis share (hub.collector is then this
+        # hub's read-only copy of it); None with SQLite: hub.collector is the collector.
+        self.shared_reports: SharedReports | None = None
+        self.redis_reports: RedisReports | None = None
 
     def describe(self) -> dict[str, object]:
         """This hub as /api/stats and the other hubs see it."""
@@ -496,12 +508,20 @@ async def _use_redis(hub: Hub, url: StateURL) -> None:
     loaded = await engine.load_mirror(hub.registry, hub.now(), hub.now)
     await engine.statistics()
     log.info("fleet state on Redis: %d nodes", loaded)
+    from smartget.hub.state.reports import RedisReports
+
+    reports = RedisReports(engine, hub.collector, hub.now)
+    log.info("collector on Redis: %d reports", await reports.load_mirror())
+    hub.shared_reports = hub.redis_reports = reports
 
 
 def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> asyncio.Task[None]:
     """The lane to Redis (essential), the keeper and the mirror (restarted if they fail)."""
     tasks.start(lambda: engine.follow(hub.registry, hub.now), name="fleet-mirror", essential=False)
     tasks.start(lambda: engine.keep(hub.now), name="fleet-keeper", essential=False)
+    if (reports := hub.redis_reports) is not None:
+        tasks.start(reports.follow, name="reports-follower", essential=False)
+        tasks.start(reports.keep, name="reports-expiry", essential=False)
     return tasks.start(engine.run_lane, name="fleet-lane", essential=True)
 
 
@@ -563,7 +583,8 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
         torrents, finished = store.read_now(load_fleet_state)
         for info_hash in torrents:
             hub.tracker.allow(info_hash)
-        hub.collector.restore(finished)
+        if hub.redis_reports is None:  # on Redis, the fleet's reports were loaded from it
+            hub.collector.restore(finished)
         peers, downloaded = store.read_now(load_swarms)
         restored = hub.restore_swarms(peers, downloaded)
         jobs_restored = hub.jobs.restore_now()

@@ -5,6 +5,14 @@ Nodes POST their torrents' status to ``/report_peerstatus`` (seed 003, "节点�
 report per (node, torrent) and answers ``success`` once a report shows ``seeding`` or
 ``percent`` 100.0: the seed says a node stops reporting that torrent then, so such a
 "done" is persisted before the answer leaves. Pure logic: time comes in as ``now``.
+
+With one hub (``--state sqlite``) the :class:`Collector` here is the collector. With
+several hubs on one Redis (``--state redis://``) the fleet's reports live in Redis
+(``hub/state/reports.py`` runs the atomic steps, ``hub/state/functions.py`` holds
+them), and each hub's :class:`Collector` is a read-only copy kept by following Redis
+(:meth:`Collector.mirror`, :meth:`Collector.load`) for the console and push jobs. The
+rules are the same on both: :func:`own_report` (who may report), the caps, and a
+"done" that a late "downloading" does not undo.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from typing import Any
 
 from smartget.errors import CollectorError
 
-__all__ = ["DONE_STATUSES", "Collector", "Report", "parse_report"]
+__all__ = ["DONE_STATUSES", "Collector", "Report", "own_report", "parse_report", "reporter_ip"]
 
 DONE_STATUSES = ("seeding", "download success")
 STATUSES = ("Initial startup", "downloading", "download success", "seeding", "failed", "stopped")
@@ -112,6 +120,24 @@ def parse_report(body: Any, now: float) -> Report:
     )
 
 
+def reporter_ip(nodeid: str) -> str:
+    """The address a node id names: seed 003's NodeID is ``ZONE_IP``."""
+    return nodeid.rpartition("_")[2]
+
+
+def own_report(body: Any, caller_ip: str, now: float) -> Report:
+    """:func:`parse_report`, taken only from the node it names: the node id's IP (and
+    ``nodeip``, if given) must be the caller's (issue 12.2: nobody reports for another
+    node, so a stranger cannot mark a copy done). CollectorError otherwise."""
+    report = parse_report(body, now)
+    if reporter_ip(report.nodeid) != caller_ip or report.nodeip not in ("", caller_ip):
+        raise CollectorError(
+            f"a report from {caller_ip} names node {report.nodeid[:80]!r}: a node "
+            "reports for itself only"
+        )
+    return report
+
+
 class Collector:
     """Latest report per (nodeid, sha1); bounded to ``max_entries`` in all and
     ``max_per_node`` torrents per node."""
@@ -148,6 +174,18 @@ class Collector:
             if (report.nodeid, report.sha1) not in self._latest:
                 self._per_node[report.nodeid] = self._per_node.get(report.nodeid, 0) + 1
             self._latest[report.nodeid, report.sha1] = report
+
+    def mirror(self, report: Report, seq: int) -> None:
+        """A report the fleet's shared state took (by any hub), as it holds it now."""
+        self.restore([report])
+        self.received = max(self.received, seq)
+
+    def load(self, reports: list[Report], received: int) -> None:
+        """Hold exactly ``reports`` (a copy of the shared state, loaded anew)."""
+        self._latest.clear()
+        self._per_node.clear()
+        self.restore(reports)
+        self.received = received
 
     def progress(self, sha1: str | None = None, nodeid: str | None = None) -> list[Report]:
         return [

@@ -40,9 +40,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from smartget.errors import CollectorError, ConfigError, NotPermittedError, RegistryError
+from smartget.errors import ConfigError, NotPermittedError, RegistryError
 from smartget.hub import tracker as tr
-from smartget.hub.collector import Collector, Report, parse_report
+from smartget.hub.collector import Collector, Report, own_report
 from smartget.hub.registry import Node, Registry
 
 __all__ = [
@@ -228,13 +228,11 @@ class HubCommands:
         """A seed 003 status report; raises CollectorError for a malformed one, or one
         that does not come from the node it names (issue 12.2: nobody reports for
         another node, so a stranger cannot mark a copy done)."""
-        report = parse_report(data, now)
-        named = report.nodeid.rpartition("_")[2]  # seed 003: NodeID is ZONE_IP
-        if named != caller_ip or report.nodeip not in ("", caller_ip):
-            raise CollectorError(
-                f"a report from {caller_ip} names node {report.nodeid[:80]!r}: a node "
-                "reports for itself only"
-            )
+        report = own_report(data, caller_ip, now)
         done = self.collector.receive(report)
-        newly = self._track_for(caller_ip, bytes.fromhex(report.sha1))
-        return Reported(report, done, newly)
+        return Reported(report, done, self.track_reported(caller_ip, report))
+
+    def track_reported(self, caller_ip: str, report: Report) -> bool:
+        """A report taken (here or by the fleet's shared state): track its torrent if a
+        fleet node sent it (the fleet rule above); True if it is newly tracked."""
+        return self._track_for(caller_ip, bytes.fromhex(report.sha1))

@@ -66,6 +66,7 @@ REASONS = {
     400: b"Bad Request",
     413: b"Content Too Large",
     431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
 }
 
 
@@ -266,7 +267,7 @@ class FastLane(asyncio.Protocol):
     def _answer(self, path: bytes, query: bytes, body: bytes, keep_alive: bool) -> bool:
         """Reply to one request; False if the lane must wait (for a save or a close)."""
         handlers = self.handlers
-        saved: Awaitable[None] | None
+        saved: Awaitable[Any] | None
         if path == ANNOUNCE:
             status, kind = 200, BENCODE
             content, saved = handlers.announce(query.decode("latin-1"), self.client)
@@ -292,10 +293,12 @@ class FastLane(asyncio.Protocol):
             return False
         return True
 
-    async def _send_when_saved(self, saved: Awaitable[None], reply: bytes, keep: bool) -> None:
-        """What the reply acknowledges is durable before it leaves (DESIGN.md)."""
+    async def _send_when_saved(self, saved: Awaitable[Any], reply: bytes, keep: bool) -> None:
+        """What the reply acknowledges is durable before it leaves (DESIGN.md). A report
+        on the fleet's shared state gets its reply from ``saved`` (FleetHandlers.report)."""
         try:
-            await saved
+            if (decided := await saved) is not None:
+                reply = _response(decided[0], decided[1], JSON, keep)
         except Exception:
             log.exception("could not save what a reply acknowledges; closing")
             if self.transport is not None:
@@ -343,7 +346,7 @@ class HotRoutes:
         path = scope.get("path") if scope["type"] == "http" else None
         method = scope.get("method")
         client = scope["client"][0] if scope.get("client") else ""
-        saved: Awaitable[None] | None = None
+        saved: Awaitable[Any] | None = None
         if path == "/announce" and method == "GET":
             content, saved = self.handlers.announce(scope["query_string"].decode("latin-1"), client)
             status, kind = 200, BENCODE
@@ -362,8 +365,8 @@ class HotRoutes:
         else:
             await self.app(scope, receive, send)
             return
-        if saved is not None:
-            await saved
+        if saved is not None and (decided := await saved) is not None:
+            status, content = decided
         headers = [(b"content-type", kind), (b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})

@@ -13,6 +13,11 @@ The three hot routes are served by :class:`FleetHandlers`, which the hub's fast 
 (hub/fastlane.py) calls without FastAPI in the way. State a reply acknowledges is saved
 first: a torrent the tracker was told to track, and a finished download the collector
 answered ``success`` to.
+
+With several hubs on one Redis (``--state redis://``) the hub has ``shared_reports``
+(:class:`~smartget.hub.state.api.SharedReports`): reports, progress and long-polls go
+through it, so every hub sees the fleet's reports; a report's reply then waits for
+Redis's answer (its awaitable gives the reply). With SQLite nothing changes.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from smartget.errors import CollectorError, TrackerError
+from smartget.errors import CollectorError, RegistryError, TrackerError
 from smartget.hub import tracker as tr
-from smartget.hub.collector import Collector, Report
+from smartget.hub.collector import Collector, Report, own_report
 from smartget.hub.commands import HubCommands
+from smartget.hub.state.api import SharedReports
 
 __all__ = ["FleetHandlers", "FleetHost", "add_fleet_routes"]
 
 MAX_REPORT = 64 * 1024
 BENCODE = "text/plain"
+Reply = tuple[int, bytes]  # status and body, decided once the shared state answered
 
 
 class FleetHost(Protocol):
@@ -87,6 +94,8 @@ class FleetHandlers:
         self.commands = hub.commands
         self.tracker = hub.tracker
         self.arrivals = _Arrivals()
+        # The fleet's collector on Redis, or None: this hub's own (hub.collector).
+        self.shared: SharedReports | None = getattr(hub, "shared_reports", None)
 
     def announce(self, query: str, client: str) -> tuple[bytes, Awaitable[None] | None]:
         """BitTorrent announce (BEP 3), compact peers (BEP 23); fleet peers ranked first."""
@@ -109,8 +118,12 @@ class FleetHandlers:
             return tr.encode_failure(str(exc))
         return tr.encode_scrape(files)
 
-    def report(self, body: bytes, client: str) -> tuple[int, bytes, Awaitable[None] | None]:
-        """A node's status report (seed 003); ``success`` once it shows the download done."""
+    def report(self, body: bytes, client: str) -> tuple[int, bytes, Awaitable[Reply | None] | None]:
+        """A node's status report (seed 003); ``success`` once it shows the download done.
+
+        The awaitable, if any, is waited for before the reply is sent; if it gives a
+        ``(status, body)`` that is the reply (the shared state decided it).
+        """
         try:
             if len(body) > MAX_REPORT:
                 raise CollectorError(f"report larger than {MAX_REPORT} bytes")
@@ -118,6 +131,9 @@ class FleetHandlers:
                 data = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise CollectorError(f"a report is JSON: {exc}") from None
+            if self.shared is not None:
+                checked = own_report(data, client, self.hub.now())
+                return 200, b"", self._report_shared(self.shared, checked, client)
             reported = self.commands.report(data, client, self.hub.now())
             self.arrivals.notify()
         except CollectorError as exc:
@@ -131,6 +147,21 @@ class FleetHandlers:
             waits.append(self.hub.save_done(report))
             return 200, b'{"result":"success"}', _shielded(waits)
         return 200, b'{"result":"received"}', _shielded(waits)
+
+    async def _report_shared(self, shared: SharedReports, report: Report, client: str) -> Reply:
+        try:
+            done = await shared.receive(report)  # durable once answered
+        except CollectorError as exc:
+            return 400, _failed(exc)
+        except RegistryError as exc:  # StateUnavailable: Redis did not answer
+            return 503, _failed(exc)
+        if self.commands.track_reported(client, report):
+            await asyncio.shield(self.hub.save_tracked(report.sha1, report.torrentfile))
+        return 200, b'{"result":"success"}' if done else b'{"result":"received"}'
+
+
+def _failed(exc: Exception) -> bytes:
+    return json.dumps({"result": "failed", "traceback": str(exc)}).encode()
 
 
 def _shielded(waits: list[Awaitable[None]]) -> Awaitable[None] | None:
@@ -179,8 +210,8 @@ def add_fleet_routes(
         """A node's status report (seed 003); ``success`` once it shows the download done."""
         client = request.client.host if request.client else ""
         code, body, saved = handlers.report(await request.body(), client)
-        if saved is not None:
-            await saved
+        if saved is not None and (decided := await saved) is not None:
+            code, body = decided
         return Response(body, status_code=code, media_type="application/json")
 
     api = APIRouter(prefix="/api", dependencies=[Depends(authorized)], tags=["fleet"])
@@ -231,15 +262,25 @@ def add_fleet_routes(
         With ``wait``, answers once a report newer than ``after`` arrived (any torrent's:
         the caller asks again if it was not news to it), or after ``wait`` seconds.
         """
-        if wait and collector.received <= after:
-            await arrivals.wait(wait)
-        response.headers["X-Progress-Seq"] = str(collector.received)
+        digest = sha1.lower() if sha1 else None
+        if (shared := handlers.shared) is not None:  # the fleet's, on Redis
+            if wait:
+                await shared.wait_news(after, wait)
+            seq, reports = await shared.progress(digest, nodeid)
+        else:
+            if wait and collector.received <= after:
+                await arrivals.wait(wait)
+            seq, reports = collector.received, collector.progress(digest, nodeid)
+        response.headers["X-Progress-Seq"] = str(seq)
         now = hub.now()
-        reports = collector.progress(sha1.lower() if sha1 else None, nodeid)
         return [r.as_dict() | {"age": round(now - r.received_at, 3)} for r in reports]
 
     @api.delete("/progress/{sha1}", status_code=status.HTTP_204_NO_CONTENT)
     async def forget(sha1: str) -> Response:
+        if (shared := handlers.shared) is not None:
+            if not await shared.forget(sha1.lower()):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reports for {sha1}")
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
         if not collector.forget(sha1.lower()):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reports for {sha1}")
         await hub.forget_done(sha1.lower())

@@ -5,13 +5,20 @@
 * ``--state redis://HOST:PORT/DB`` (``rediss://`` with TLS):
   :class:`~smartget.hub.state.redisengine.RedisState`, several hubs on one Redis; every
   change is one server-side function (``functions.py``); keys hash-tagged (``keys.py``).
+  The status collector's reports go there too (:class:`SharedReports`, ``reports.py``).
 
 ``keys.py`` (key layout, member encoding, ``--state`` parsing), ``lease.py`` (the sweep
 lease) and ``functions.py`` (the Lua library) are sans-IO; ``redisengine.py`` imports
 redis-py only when a hub runs on Redis.
 """
 
-from smartget.hub.state.api import FleetState, Outcome, RemoteText, StateUnavailable
+from smartget.hub.state.api import (
+    FleetState,
+    Outcome,
+    RemoteText,
+    SharedReports,
+    StateUnavailable,
+)
 from smartget.hub.state.keys import Keys, StateURL, parse_state
 from smartget.hub.state.lease import Lease
 from smartget.hub.state.sqlite import SqliteState, hub_identity
@@ -22,6 +29,7 @@ __all__ = [
     "Lease",
     "Outcome",
     "RemoteText",
+    "SharedReports",
     "SqliteState",
     "StateURL",
     "StateUnavailable",

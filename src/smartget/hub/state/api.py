@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from smartget.errors import RegistryError
 from smartget.hub import textproto as tp
+from smartget.hub.collector import Report
 from smartget.hub.commands import Caller
 from smartget.hub.registry import Node
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["FleetState", "Outcome", "RemoteText", "StateUnavailable"]
+__all__ = ["FleetState", "Outcome", "RemoteText", "SharedReports", "StateUnavailable"]
 
 
 class StateUnavailable(RegistryError):
@@ -89,4 +90,29 @@ class RemoteText(Protocol):
 
     def submit_text(self, events: Sequence[tp.Event], ip: str) -> asyncio.Future[list[Outcome]]:
         """Queue the commands of one read, in order; the future holds one outcome each."""
+        ...
+
+
+class SharedReports(Protocol):
+    """The status collector shared by several hubs (Redis: ``reports.py``). With one
+    hub (SQLite) there is none: the hub's own :class:`~smartget.hub.collector.Collector`
+    answers, synchronously, exactly as before."""
+
+    async def receive(self, report: Report) -> bool:
+        """Take a report ``own_report`` let through; True if it shows the download done,
+        durable once this returns. CollectorError if refused (a stranger, a cap)."""
+        ...
+
+    async def progress(
+        self, sha1: str | None = None, nodeid: str | None = None
+    ) -> tuple[int, list[Report]]:
+        """The latest reports (by node id, then sha1) and a seq they are as new as."""
+        ...
+
+    async def wait_news(self, after: int, seconds: float) -> None:
+        """Until a report with a seq above ``after`` was taken (by any hub), or ``seconds``."""
+        ...
+
+    async def forget(self, sha1: str) -> int:
+        """Forget every report on a torrent; how many there were."""
         ...

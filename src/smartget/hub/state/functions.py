@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["LIBRARY", "LIBRARY_NAME"]
+__all__ = ["LIBRARY", "LIBRARY_NAME", "REPORTS_LIBRARY", "REPORTS_LIBRARY_NAME"]
 
 LIBRARY_NAME: Final = "smartget1"
 
@@ -322,4 +322,95 @@ redis.register_function{function_name = 'sg_hubs', flags = {'no-writes'},
     end
     return out
   end}
+"""
+
+# The status collector's steps (seed 003 reports), a library of their own: a hub of an
+# older version that loads ``smartget1`` with REPLACE does not take them away.
+REPORTS_LIBRARY_NAME: Final = "smartget_reports1"
+
+REPORTS_LIBRARY: Final = r"""#!lua name=smartget_reports1
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- seed 003: a NodeID is ZONE_IP
+local function ip_of(node)
+  return string.match(node, '[^_]*$')
+end
+
+-- Forget every report on one torrent; tell the hubs. Returns how many there were.
+local function drop(P, sha1, loglen)
+  local rk = P .. 'r:' .. sha1
+  local nodes = redis.call('HKEYS', rk)
+  for _, node in ipairs(nodes) do
+    local nk = P .. 'rn:' .. node
+    redis.call('SREM', nk, sha1)
+    if redis.call('SCARD', nk) == 0 then redis.call('SREM', P .. 'ri:' .. ip_of(node), node) end
+  end
+  redis.call('DEL', rk)
+  redis.call('ZREM', P .. 'rt', sha1)
+  if #nodes > 0 then
+    redis.call('DECRBY', P .. 'rc', #nodes)
+    redis.call('XADD', P .. 'rlog', 'MAXLEN', '~', loglen, '*', 'k', 'f', 's', sha1)
+  end
+  return #nodes
+end
+
+-- Take a node's report. The caller (the hub) has checked that the node id names the
+-- address it came from; here: that address has a registered node, the caps, and a
+-- "done" is not undone by a late "downloading". KEYS: P rq; ARGV: P, nodeid, ip, sha1,
+-- done ('1' or '0'), entry (JSON), most node ids per address, most torrents per node
+-- id, most node ids per torrent, most reports in all, change log length.
+-- Returns {'ok', seq}, {'stale'}, {'stranger'} or {'toomany', what, how many}.
+redis.register_function('sg_report', function(keys, args)
+  local P, node, ip, sha1, done = args[1], args[2], args[3], args[4], args[5]
+  if redis.call('SCARD', P .. 'ip:' .. ip) == 0 then return {'stranger'} end
+  local rk = P .. 'r:' .. sha1
+  local old = redis.call('HGET', rk, node)
+  if old then
+    if done == '0' and string.sub(old, 1, 1) == '1' then return {'stale'} end
+  else
+    local count = tonumber(redis.call('GET', P .. 'rc') or '0')
+    if count >= tonumber(args[10]) then return {'toomany', 'all', tostring(count)} end
+    local on_sha1 = redis.call('HLEN', rk)
+    if on_sha1 >= tonumber(args[9]) then return {'toomany', 'torrent', tostring(on_sha1)} end
+    local nk = P .. 'rn:' .. node
+    local on_node = redis.call('SCARD', nk)
+    if on_node >= tonumber(args[8]) then return {'toomany', 'node', tostring(on_node)} end
+    local ik = P .. 'ri:' .. ip
+    if redis.call('SISMEMBER', ik, node) == 0 then
+      local at_ip = redis.call('SCARD', ik)
+      if at_ip >= tonumber(args[7]) then return {'toomany', 'address', tostring(at_ip)} end
+      redis.call('SADD', ik, node)
+    end
+    redis.call('SADD', nk, sha1)
+    redis.call('INCR', P .. 'rc')
+  end
+  local now = now_ms()
+  local entry = done .. '|' .. now .. '|' .. args[6]
+  redis.call('HSET', rk, node, entry)
+  redis.call('ZADD', P .. 'rt', now, sha1)
+  local seq = redis.call('INCR', keys[1])
+  redis.call('XADD', P .. 'rlog', 'MAXLEN', '~', args[11], '*',
+             'q', seq, 'k', 'r', 's', sha1, 'n', node, 'v', entry)
+  return {'ok', seq}
+end)
+
+-- DELETE /api/progress/SHA1. KEYS: P rq; ARGV: P, sha1, change log length.
+redis.register_function('sg_report_forget', function(keys, args)
+  return drop(args[1], args[2], args[3])
+end)
+
+-- Torrents with no report for ttl ms are forgotten, at most limit per call (run by the
+-- hub holding the sweep lease). KEYS: P rq; ARGV: P, ttl ms, limit, change log length.
+redis.register_function('sg_report_expire', function(keys, args)
+  local P = args[1]
+  local old = redis.call('ZRANGEBYSCORE', P .. 'rt', '-inf', now_ms() - tonumber(args[2]),
+                         'LIMIT', 0, tonumber(args[3]))
+  local dropped = 0
+  for _, sha1 in ipairs(old) do dropped = dropped + drop(P, sha1, args[4]) end
+  return {#old, dropped}
+end)
 """

@@ -26,6 +26,23 @@ key                 type      what
 ``P lease:sweep``   string    the hub allowed to run liveness sweeps (SET NX PX)
 ==================  ========  ========================================================
 
+The status collector's keys (seed 003 reports, ``hub/state/reports.py``), in the same
+slot, so a report is one atomic step (``sg_report``) over all of them:
+
+==================  ========  ========================================================
+key                 type      what
+==================  ========  ========================================================
+``P rq``            string    the report sequence (INCR): ``X-Progress-Seq``, fleet-wide
+``P r:<sha1>``      hash      nodeid -> :func:`report_entry` (the latest report)
+``P rn:<nodeid>``   set       the sha1s a node id has a report on (cap per node)
+``P ri:<ip>``       set       the node ids reported from one address (cap per address)
+``P rt``            zset      sha1 -> its last report (Redis time, ms): listing, expiry
+``P rc``            string    how many (nodeid, sha1) reports are held (cap in all)
+``P rlog``          stream    q (seq), k (``r`` report / ``f`` sha1 forgotten), s
+                              (sha1), n (nodeid), v (entry): wakes every hub's
+                              long-polls and keeps its read-only copy (capped, MAXLEN ~)
+==================  ========  ========================================================
+
 Handing out (``requestnodes``): most free capacity first, ties in turn. A sorted set
 orders by score, then members of one score by their bytes. The score is ``-status``
 (highest status first); the member is a zero-padded rotation counter then the id, so
@@ -37,11 +54,14 @@ wraps. Taking k nodes is one ZRANGE: O(log n + k).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from smartget.errors import ConfigError
+from smartget.hub.collector import Report
 from smartget.hub.registry import Node
 
 __all__ = [
@@ -52,6 +72,8 @@ __all__ = [
     "member_id",
     "node_from_record",
     "parse_state",
+    "report_entry",
+    "report_from_entry",
     "rotation_member",
 ]
 
@@ -112,6 +134,26 @@ class Keys:
     @property
     def sweep_lease(self) -> str:
         return self.prefix + "lease:sweep"
+
+    # -- the status collector --------------------------------------------------------
+
+    @property
+    def report_seq(self) -> str:
+        return self.prefix + "rq"
+
+    def reports(self, sha1: str) -> str:
+        return f"{self.prefix}r:{sha1}"
+
+    def reports_of_node(self, nodeid: str) -> str:
+        return f"{self.prefix}rn:{nodeid}"
+
+    @property
+    def report_times(self) -> str:
+        return self.prefix + "rt"
+
+    @property
+    def report_log(self) -> str:
+        return self.prefix + "rlog"
 
 
 def rotation_member(seq: int, node_id: int) -> str:
@@ -188,3 +230,18 @@ def parse_state(value: str) -> StateURL:
     user = f"{parts.username}@" if parts.username else ""
     url = f"{parts.scheme}://{user}{netloc}:{port}/{int(path)}"
     return StateURL("redis", url, host, port, int(path), parts.scheme == "rediss", username)
+
+
+def report_entry(report: Report) -> str:
+    """What ``sg_report`` is given for a report: its fields as JSON, ``received_at``
+    left out (Redis stores ``<done 0|1>|<Redis time, ms>|<json>``)."""
+    fields = report.as_dict()
+    del fields["received_at"], fields["done"]
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def report_from_entry(entry: str, local_time: Callable[[float], float]) -> Report:
+    """A report as Redis holds it; ``local_time`` turns Redis's wall-clock seconds into
+    the hub's clock (``received_at`` and ``age`` are on the hub's clock, as with one hub)."""
+    _, ms, fields = entry.split("|", 2)
+    return Report(**json.loads(fields), received_at=local_time(int(ms) / 1000))

@@ -50,11 +50,17 @@ from smartget.hub import textproto as tp
 from smartget.hub.commands import Caller, CommandRules, FromNode
 from smartget.hub.registry import MAX_STATUS, STATUS_ZOMBIE, Node, Registry
 from smartget.hub.state.api import Outcome, StateUnavailable
-from smartget.hub.state.functions import LIBRARY
+from smartget.hub.state.functions import LIBRARY, REPORTS_LIBRARY
 from smartget.hub.state.keys import NODE_FIELDS, Keys, StateURL, node_from_record
 from smartget.hub.state.lease import Lease
 
-__all__ = ["RedisState", "StateUnavailable", "check_durability", "redis_password"]
+__all__ = [
+    "RedisState",
+    "StateUnavailable",
+    "check_durability",
+    "redis_password",
+    "stream_id_before",
+]
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +289,7 @@ class RedisState:
                     for problem in self.durability_problems:
                         log.warning("Redis %s: %s", self.url.url, problem)
                 await self.client.function_load(LIBRARY, replace=True)
+                await self.client.function_load(REPORTS_LIBRARY, replace=True)
         except (RedisError, OSError, TimeoutError) as exc:
             await self.client.aclose()
             raise ConfigError(
@@ -432,6 +439,20 @@ class RedisState:
                 "to allow your network (the hub's --allow-net)"
             )
         return _nodes(reply)
+
+    async def fcall(self, *call: Any) -> Any:
+        """One function call through the lane, in order with every other change."""
+        (reply,) = await self._lane.submit([("FCALL", *call)])
+        _raise_unexpected(reply)
+        return reply
+
+    async def read(self, coro: Any) -> Any:
+        """A read (not through the lane), with the engine's deadline and errors."""
+        return await self._read(coro)
+
+    def reader(self) -> aioredis.Redis:
+        """A connection of its own, for blocking reads (XREAD BLOCK)."""
+        return aioredis.Redis(**{**self._options, "socket_timeout": TIMEOUT + 2})
 
     async def _call(self, *call: Any) -> list[Any]:
         (reply,) = await self._lane.submit([("FCALL", *call)])
@@ -669,7 +690,7 @@ class RedisState:
 
     async def follow(self, registry: Registry, clock: Callable[[], float]) -> None:
         """Apply the change log to ``registry`` as it grows, until cancelled."""
-        reader = aioredis.Redis(**{**self._options, "socket_timeout": TIMEOUT + 2})
+        reader = self.reader()
         try:
             while True:
                 try:
@@ -693,7 +714,9 @@ class RedisState:
         if not got:
             return
         entries = got[0][1]
-        if info is not None and _id_before(self._log_last, info.get("max-deleted-entry-id", "0-0")):
+        if info is not None and stream_id_before(
+            self._log_last, info.get("max-deleted-entry-id", "0-0")
+        ):
             log.warning("fleet state: this hub fell behind the change log; reloading the fleet")
             await self.load_mirror(registry, clock())
             return
@@ -729,7 +752,7 @@ class RedisState:
                 registry.set_node_status(node.node_id, node.status, now)
 
 
-def _id_before(a: str, b: str) -> bool:
+def stream_id_before(a: str, b: str) -> bool:
     """Stream id ``a`` < ``b`` (``ms-seq``)."""
     am, _, aseq = a.partition("-")
     bm, _, bseq = b.partition("-")
