@@ -67,6 +67,7 @@ class Fleet:
     seed_upload_limit: int
     download_limit: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    hub_urls: list[str] = field(default_factory=list)  # every hub's (hubs=N); hub_url first
 
     def caps(self) -> dict[str, tuple[float, float]]:
         """nodeid -> (upload, download) caps in bytes/s (0 = none) for the lower bound."""
@@ -141,21 +142,28 @@ def local_fleet(
     ip_prefix: str = "127.0.0",
     hub_args: tuple[str, ...] = (),
     node_args: tuple[str, ...] = (),
+    hubs: int = 1,
 ) -> Iterator[Fleet]:
-    """Start an origin, a hub and ``nodes`` nodes; stop them all on exit.
+    """Start an origin, ``hubs`` hubs and ``nodes`` nodes; stop them all on exit.
 
     Node i listens on ``IP_PREFIX.(IP_BASE + i)``; ``hub_args`` and ``node_args`` are
-    extra flags of the hub and of every node.
+    extra flags of the hubs and of every node. Several hubs need a shared state in
+    ``hub_args`` (``--state redis://...``); they are named ``hub``, ``hub2``, ... in
+    ``procs`` and every node names them all (it moves to the next when one is gone).
     """
     python = [sys.executable, "-m"]
     token = secrets.token_urlsafe(16)
-    origin_port, text_port, http_port = (free_port("127.0.0.1") for _ in range(3))
-    udp_port = free_port("127.0.0.1", udp=True)
+    origin_port = free_port("127.0.0.1")
+    ports = [
+        (free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1", udp=True))
+        for _ in range(hubs)
+    ]
     fleet = Fleet(
         workdir=workdir,
         token=token,
         origin_url=f"http://127.0.0.1:{origin_port}",
-        hub_url=f"http://127.0.0.1:{http_port}",
+        hub_url=f"http://127.0.0.1:{ports[0][1]}",
+        hub_urls=[f"http://127.0.0.1:{http_port}" for _, http_port, _ in ports],
         node_ips=[f"{ip_prefix}.{ip_base + 1 + i}" for i in range(nodes)],
         upload_limit=upload_limit,
         seed_upload_limit=upload_limit if seed_upload_limit is None else seed_upload_limit,
@@ -175,31 +183,41 @@ def local_fleet(
             ],
             logs / "origin.log",
         )
-        procs["hub"] = _start(
-            [
-                *python,
-                "smartget",
-                "hub",
-                "--listen",
-                f"127.0.0.1:{text_port}",
-                "--http",
-                f"127.0.0.1:{http_port}",
-                "--data-dir",
-                str(workdir / "hub"),
-                "--tracker-interval",
-                "5",
-                # Its own UDP ports (BEP 15 tracker; the DHT takes the text port's number),
-                # fixed so a restarted hub keeps them: two demos run side by side.
-                "--udp-tracker",
-                f"127.0.0.1:{udp_port}",
-                "--log-level",
-                log_level,
-                *hub_args,
-            ],
-            logs / "hub.log",
-            {"SMARTGET_HUB_TOKEN": token, "SMARTGET_NODE_TOKEN": token},
-        )
-        _wait("the hub", lambda: httpx.get(f"{fleet.hub_url}/healthz", timeout=1).is_success, procs)
+        for index, (text_port, http_port, udp_port) in enumerate(ports):
+            name = "hub" if index == 0 else f"hub{index + 1}"
+            procs[name] = _start(
+                [
+                    *python,
+                    "smartget",
+                    "hub",
+                    "--listen",
+                    f"127.0.0.1:{text_port}",
+                    "--http",
+                    f"127.0.0.1:{http_port}",
+                    "--data-dir",
+                    str(workdir / name),
+                    "--tracker-interval",
+                    "5",
+                    # Its own UDP ports (BEP 15 tracker; the DHT takes the text port's
+                    # number), fixed so a restarted hub keeps them: two demos side by side.
+                    "--udp-tracker",
+                    f"127.0.0.1:{udp_port}",
+                    "--log-level",
+                    log_level,
+                    *hub_args,
+                ],
+                logs / f"{name}.log",
+                {"SMARTGET_HUB_TOKEN": token, "SMARTGET_NODE_TOKEN": token},
+            )
+        for url in fleet.hub_urls:
+            _wait(
+                "the hub", lambda url=url: httpx.get(f"{url}/healthz", timeout=1).is_success, procs
+            )
+        each_hub = [
+            [*("--hub-http", url), *("--dht-bootstrap", f"127.0.0.1:{text_port}")]
+            for url, (text_port, _, _) in zip(fleet.hub_urls, ports, strict=True)
+        ]
+        reports = [["--report-url", f"{url}/report_peerstatus"] for url in fleet.hub_urls]
         for i, ip in enumerate(fleet.node_ips):
             limit = fleet.seed_upload_limit if i == 0 else upload_limit
             argv = [
@@ -220,14 +238,10 @@ def local_fleet(
                 f"{ip}:8080",
                 "--bt-port",
                 "6881",
-                "--hub-http",
-                fleet.hub_url,
-                "--dht-bootstrap",  # the hub's DHT: UDP on its text protocol's address
-                f"127.0.0.1:{text_port}",
+                # each hub's API, its DHT (UDP on its text protocol's address), collector
+                *(arg for flags in each_hub + reports for arg in flags),
                 "--fetch-allow",
                 "127.0.0.0/8",
-                "--report-url",
-                f"{fleet.hub_url}/report_peerstatus",
                 "--report-interval",
                 "1",
                 "--log-level",

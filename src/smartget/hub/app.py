@@ -366,6 +366,7 @@ class Hub:
             "http": http,
             "started": self.started,
             "version": __version__,
+            "runs_jobs": self.jobs.leading,  # on Redis, one hub of the fleet at a time
         }
 
     def fleet_statistics(self) -> dict[str, int]:
@@ -513,6 +514,11 @@ async def _use_redis(hub: Hub, url: StateURL) -> None:
     reports = RedisReports(engine, hub.collector, hub.now)
     log.info("collector on Redis: %d reports", await reports.load_mirror())
     hub.shared_reports = hub.redis_reports = reports
+    from smartget.hub.jobs.shared import SharedJobs
+
+    # The jobs run on the hub holding the fleet's lease (the sweeper); the others read them.
+    shared_jobs = SharedJobs(engine.client, engine.keys.prefix, settings.jobs.max_job_events)
+    hub.jobs.share(shared_jobs, lambda: engine.lease.holds(hub.now()))
 
 
 def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> asyncio.Task[None]:

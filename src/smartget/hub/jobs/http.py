@@ -20,8 +20,9 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from smartget.errors import JobError, JobNotFoundError
-from smartget.hub.jobs.model import MAX_URLS, parse_spec
+from smartget.hub.jobs.model import MAX_URLS, Job, parse_spec
 from smartget.hub.jobs.runner import MAX_WAIT, JobRunner
+from smartget.hub.jobs.shared import InboxFull
 
 __all__ = ["JobIn", "add_job_routes"]
 
@@ -51,11 +52,10 @@ class JobIn(BaseModel):
 
 def add_job_routes(app: FastAPI, runner: JobRunner, authorized: Callable[..., Any]) -> None:
     api = APIRouter(prefix="/api/jobs", dependencies=[Depends(authorized)], tags=["jobs"])
-    book = runner.book
 
-    def one(job_id: str) -> Any:
+    async def one(job_id: str) -> Job:
         try:
-            return book.get(job_id)
+            return await runner.job(job_id)
         except JobNotFoundError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
@@ -78,7 +78,10 @@ def add_job_routes(app: FastAPI, runner: JobRunner, authorized: Callable[..., An
             )
         except JobError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-        job = await runner.submit(spec)
+        try:
+            job = await runner.submit(spec)
+        except InboxFull as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
         return job.view()
 
     @api.get("")
@@ -86,18 +89,21 @@ def add_job_routes(app: FastAPI, runner: JobRunner, authorized: Callable[..., An
         state: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[dict[str, Any]]:
         """Jobs, newest first."""
-        return [j.summary() for j in book.listed(state)[:limit]]
+        return [j.summary() for j in (await runner.jobs(state))[:limit]]
 
     @api.get("/{job_id}")
     async def show(job_id: str) -> dict[str, Any]:
-        view: dict[str, Any] = one(job_id).view()
+        view: dict[str, Any] = (await one(job_id)).view()
         return view
 
     @api.post("/{job_id}/cancel")
     async def cancel(job_id: str) -> dict[str, Any]:
         """Cancel: what is not done is stopped on its node; a finished job stays as it is."""
-        one(job_id)
-        job = await runner.cancel(job_id)
+        await one(job_id)
+        try:
+            job = await runner.cancel(job_id)
+        except InboxFull as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
         return job.view()
 
     @api.get("/{job_id}/events")
@@ -107,8 +113,9 @@ def add_job_routes(app: FastAPI, runner: JobRunner, authorized: Callable[..., An
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
     ) -> dict[str, Any]:
         """Events newer than ``after``, waiting up to ``wait`` s for the first (long-poll)."""
-        job = one(job_id)
+        await one(job_id)
         found = await runner.wait_events(job_id, after, wait)
+        job = await one(job_id)
         return {
             "id": job_id,
             "state": job.state.value,

@@ -20,14 +20,14 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from smartget.config import setting
-from smartget.errors import SmartGetError
+from smartget.errors import JobError, JobNotFoundError, SmartGetError
 from smartget.hub.collector import Collector
 from smartget.hub.commands import HubCommands
 from smartget.hub.jobs.core import (
@@ -40,7 +40,9 @@ from smartget.hub.jobs.core import (
     VerifyCopy,
 )
 from smartget.hub.jobs.model import SOURCES, Job, JobEvent, JobSpec, NodeInfo
+from smartget.hub.jobs.shared import SharedJobs
 from smartget.hub.registry import Registry
+from smartget.hub.state.api import FleetState
 from smartget.hub.store import Store, load_jobs, save_jobs
 from smartget.hub.tracker import announce_urls
 
@@ -51,6 +53,12 @@ log = logging.getLogger(__name__)
 TICK = 0.1  # seconds between reads of the collector while copies download
 IDLE = 5.0  # the longest sleep with nothing due
 MAX_WAIT = 60.0  # the longest long-poll of events
+SHARED_POLL = 0.25  # on Redis: seconds between looks at the lease, the requests, events
+CANCEL_WAIT = 5.0  # on Redis: seconds a cancel through another hub waits for the leader
+
+
+class _LostLead(Exception):
+    """The fleet's lease went to another hub: stop running the jobs here."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class JobsHost(Protocol):
     commands: HubCommands
     store: Store
     token: str
+    state: FleetState
+    hub_id: str
 
     def now(self) -> float: ...
     def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]: ...
@@ -117,25 +127,42 @@ class JobRunner:
     def __init__(self, settings: JobSettings, host: JobsHost) -> None:
         self.settings = settings
         self.host = host
-        self.book = JobBook(
-            max_running=settings.max_running_jobs,
-            node_max_jobs=settings.node_max_jobs,
-            max_jobs=settings.max_jobs,
-            max_events=settings.max_job_events,
-            retry_after=settings.job_retry_after,
-            stall=settings.job_stall,
-        )
+        self.book = self._new_book()
         self._wake = asyncio.Event()
         self._news = asyncio.Event()
         self._fed: dict[tuple[str, str, int], float] = {}
         self._pending_events: list[JobEvent] = []
         self._client: Any = None
         self.commands_sent = 0
+        # Several hubs on Redis (hub/jobs/shared.py): None on SQLite, where this hub leads.
+        self.shared: SharedJobs | None = None
+        self._may_lead: Callable[[], bool] = lambda: True
+        self.leading = True  # this hub's book is the jobs' truth (False: read Redis)
+        self.takeovers = 0
+
+    def share(self, shared: SharedJobs, may_lead: Callable[[], bool]) -> None:
+        """Keep the jobs in Redis; run them only while ``may_lead()`` (the fleet's lease)."""
+        self.shared = shared
+        self._may_lead = may_lead
+        self.leading = False
+
+    def _new_book(self) -> JobBook:
+        s = self.settings
+        return JobBook(
+            max_running=s.max_running_jobs,
+            node_max_jobs=s.node_max_jobs,
+            max_jobs=s.max_jobs,
+            max_events=s.max_job_events,
+            retry_after=s.job_retry_after,
+            stall=s.job_stall,
+        )
 
     # -- start-up -----------------------------------------------------------------------
 
     def restore_now(self) -> int:
-        """Load the saved jobs (start-up only: blocks)."""
+        """Load the saved jobs (start-up only: blocks). On Redis a leader loads them."""
+        if self.shared is not None:
+            return 0
         read = functools.partial(load_jobs, max_events=self.settings.max_job_events)
         docs, events = self.host.store.read_now(read)
         jobs = [Job.from_dict(d) for d in docs]
@@ -147,28 +174,85 @@ class JobRunner:
     # -- the API's side -----------------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> Job:
-        job = self.book.submit(spec, uuid.uuid4().hex[:16], time.time())
-        await self._save()
-        self._wake.set()
+        job_id, now = uuid.uuid4().hex[:16], time.time()
+        if self.leading or self.shared is None:
+            job = self.book.submit(spec, job_id, now)
+            await self._save()
+            self._wake.set()
+            return job
+        # Another hub runs the jobs: its record now (so every hub shows it at once),
+        # the request for the leader next; the leader's own record replaces this one.
+        job = JobBook().submit(spec, job_id, now)
+        await self.shared.save([job.to_dict()], [], [])
+        try:
+            request = {"op": "submit", "id": job_id, "spec": spec.to_dict(), "at": now}
+            await self.shared.request(request)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.shared.save([], [], [job_id])
+            raise
         return job
 
     async def cancel(self, job_id: str) -> Job:
-        job = self.book.cancel(job_id, time.time())
-        await self._save()
-        self._wake.set()
-        return job
+        if self.leading or self.shared is None:
+            job = self.book.cancel(job_id, time.time())
+            await self._save()
+            self._wake.set()
+            return job
+        await self.job(job_id)
+        await self.shared.request({"op": "cancel", "id": job_id})
+        deadline = time.monotonic() + CANCEL_WAIT
+        while True:  # the leader's answer, within a few of its ticks
+            job = await self.job(job_id)
+            if job.state.final or time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(SHARED_POLL)
+
+    def _here(self, job_id: str | None = None) -> bool:
+        """Is this hub's book the truth about ``job_id`` (or all jobs)? Not on Redis when
+        another hub runs the jobs, nor for a job handed over but not yet taken."""
+        if self.shared is None:
+            return True
+        return self.leading and (job_id is None or job_id in self.book.jobs)
+
+    async def job(self, job_id: str) -> Job:
+        """One job, from this hub's book or (another hub leads) from Redis."""
+        if self.shared is None or self._here(job_id):
+            return self.book.get(job_id)
+        doc = await self.shared.job(job_id)
+        if doc is None:
+            raise JobNotFoundError(f"no job has id {job_id!r}")
+        return Job.from_dict(doc)
+
+    async def jobs(self, state: str | None = None) -> list[Job]:
+        """The jobs, newest first."""
+        if self.shared is None or self._here():
+            return self.book.listed(state)
+        jobs = sorted(
+            (Job.from_dict(d) for d in await self.shared.docs()),
+            key=lambda j: j.created_at,
+            reverse=True,
+        )
+        return [j for j in jobs if state is None or j.state.value == state]
 
     async def wait_events(self, job_id: str, after: int, wait: float) -> list[JobEvent]:
         """Events of a job newer than ``after``; waits up to ``wait`` s for the first one."""
         deadline = asyncio.get_running_loop().time() + min(wait, MAX_WAIT)
         while True:
-            events = self.book.events_after(job_id, after)
+            shared = self.shared
+            here = shared is None or self._here(job_id)
+            if shared is None or here:
+                events = self.book.events_after(job_id, after)
+            else:
+                await self.job(job_id)
+                found = await shared.events(job_id)
+                events = [JobEvent.from_dict(job_id, e) for e in found if e["seq"] > after]
             left = deadline - asyncio.get_running_loop().time()
             if events or left <= 0:
                 return events
             news = self._news
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(left if here else min(left, SHARED_POLL)):
                     await news.wait()
 
     # -- the loop -------------------------------------------------------------------------
@@ -180,24 +264,77 @@ class JobRunner:
         client = FleetClient("", token, self.settings.node_token or token, 60)
         self._client = client
         try:
-            async with asyncio.TaskGroup() as tasks:
-                while True:
-                    now = time.time()
-                    self._feed_reports()
-                    for command in self.book.poll(now, self._fleet):
-                        self.commands_sent += 1
-                        tasks.create_task(self._carry_out(command))
-                    await self._save()
-                    await self._sleep(now)
+            while True:
+                if self.shared is not None:
+                    await self._take_the_lead()
+                try:
+                    await self._lead()
+                except* _LostLead:
+                    log.warning(
+                        "jobs: this hub no longer holds the fleet's lease; another runs them"
+                    )
+                    self.leading = False
+                    self.book = self._new_book()
+                    self._fed.clear()
         finally:
             await client.aclose()
+
+    async def _lead(self) -> None:
+        """Run the jobs until cancelled (or, on Redis, until the lease is lost)."""
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                if not self._may_lead():
+                    raise _LostLead
+                now = time.time()
+                await self._take_requests()
+                self._feed_reports()
+                for command in self.book.poll(now, self._fleet):
+                    self.commands_sent += 1
+                    tasks.create_task(self._carry_out(command))
+                await self._save()
+                await self._sleep(now)
+
+    async def _take_the_lead(self) -> None:
+        """Wait for the fleet's lease, then load every job from Redis, as after a restart."""
+        assert self.shared is not None
+        while True:  # the keeper renews or takes the lease each second: look as often
+            if self._may_lead():
+                break
+            await asyncio.sleep(SHARED_POLL)
+        docs, events = await self.shared.load()
+        jobs = [Job.from_dict(d) for d in docs]
+        self.book = self._new_book()
+        self.book.restore(
+            jobs, {k: [JobEvent.from_dict(k, e) for e in v] for k, v in events.items()}
+        )
+        self.leading = True
+        self.takeovers += 1
+        unfinished = sum(not j.state.final for j in jobs)
+        log.info("jobs: this hub runs the fleet's jobs now (%d unfinished taken over)", unfinished)
+
+    async def _take_requests(self) -> None:
+        """Submits and cancels other hubs took (Redis only)."""
+        if self.shared is None:
+            return
+        for request in await self.shared.take_requests():
+            try:
+                if request.get("op") == "submit":
+                    spec = JobSpec.from_dict(request["spec"])
+                    self.book.submit(spec, str(request["id"]), float(request["at"]))
+                elif request.get("op") == "cancel":
+                    self.book.cancel(str(request["id"]), time.time())
+            except JobNotFoundError:
+                pass  # cancelled a job that is gone
+            except (JobError, KeyError, TypeError, ValueError) as exc:
+                # e.g. a submit already restored from its record by a new leader
+                log.info("jobs: request %s not carried out: %s", request.get("op"), exc)
 
     async def _sleep(self, now: float) -> None:
         due = self.book.next_deadline()
         delay = IDLE if due is None else max(0.0, due - now)
         if self.book.running_sha1s():
             delay = min(delay, TICK)
-        delay = min(max(delay, 0.01), IDLE)
+        delay = min(max(delay, 0.01), IDLE if self.shared is None else SHARED_POLL)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()
@@ -251,7 +388,14 @@ class JobRunner:
             log.info(
                 "job %s: %s%s", event.job_id, event.nodeid + " " if event.nodeid else "", event.text
             )
-        await self.host.store.submit(write)
+        if self.shared is not None:
+            await self.shared.save(
+                [j.to_dict() for j in jobs],
+                [(e.job_id, e.seq, e.to_dict()) for e in events],
+                forgotten,
+            )
+        else:
+            await self.host.store.submit(write)
         if events:
             self._news.set()
             self._news = asyncio.Event()
@@ -310,7 +454,7 @@ class JobRunner:
         public = (self.settings.public_url or self.host.http_url).rstrip("/")
         args: dict[str, Any] = {
             "fileurl": url,
-            "trackers": announce_urls(public, self._udp_port()),
+            "trackers": announce_urls(public, self._udp_port()) + await self._other_hubs(),
         }
         spec = self.book.get(job_id).spec
         if spec.pin:  # the job's deadline bounds its end: pin s after it at least
@@ -334,6 +478,21 @@ class JobRunner:
         after = await origin_stats(client, url)
         if before is not None and after is not None:
             self.book.set_origin_bytes(job_id, file, after - before)
+
+    async def _other_hubs(self) -> list[str]:
+        """The trackers of the fleet's other hubs (Redis): a node announces to the next
+        one when this hub is gone."""
+        if self.shared is None:
+            return []
+        try:
+            async with asyncio.timeout(2):
+                hubs = await self.host.state.hubs()
+        except (SmartGetError, OSError, TimeoutError):
+            return []
+        urls = [
+            str(h.get("http") or "").rstrip("/") for h in hubs if h.get("id") != self.host.hub_id
+        ]
+        return [f"{url}/announce" for url in urls if url]
 
     async def _verify(self, client: Any, command: VerifyCopy) -> None:
         from smartget.push import copy_url
