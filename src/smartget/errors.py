@@ -59,6 +59,7 @@ __all__ = [
     "FetchError",
     "FetchRefusedError",
     "HubError",
+    "HubUnreachableError",
     "JobError",
     "JobNotFoundError",
     "KRPCError",
@@ -239,6 +240,10 @@ class DHTError(SmartGetError):
 
 class PushError(SmartGetError):
     """The push could not start (no hub, no nodes, maketorrent failed)."""
+
+
+class HubUnreachableError(PushError):
+    """No hub named answered (connection refused, reset, timed out)."""
 
 
 class JobError(SmartGetError):

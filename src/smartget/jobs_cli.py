@@ -30,7 +30,7 @@ from smartget.config import (
     setting,
     setup_logging,
 )
-from smartget.errors import PushError, SmartGetError
+from smartget.errors import HubUnreachableError, PushError, SmartGetError
 from smartget.push import (
     FleetClient,
     FleetNode,
@@ -52,6 +52,7 @@ __all__ = [
 
 FINAL = ("done", "partial", "failed", "cancelled")
 EVENTS_WAIT = 1.0  # seconds one long-poll of events may wait
+HUB_GRACE = 120.0  # seconds a follower keeps asking while no hub answers
 
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
@@ -79,16 +80,40 @@ async def follow_job(
     job_id: str,
     on_update: Callable[[dict[str, Any]], None] | None = None,
     within: float = 86400.0,
+    on_hub_lost: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Follow a job until it ends (or ``within`` s pass); its last view."""
+    """Follow a job until it ends (or ``within`` s pass); its last view.
+
+    The job runs in the hub, not here: while no hub answers, keep asking (1 s, 2 s ...
+    apart) for up to ``HUB_GRACE`` s, saying so through ``on_hub_lost``, then give up.
+    """
     deadline = time.monotonic() + within
     seq = 0
+    lost_since: float | None = None
+    delay = 1.0
     while True:
-        news = await client.hub(
-            "GET", f"/api/jobs/{job_id}/events", params={"after": seq, "wait": EVENTS_WAIT}
-        )
+        try:
+            news = await client.hub(
+                "GET", f"/api/jobs/{job_id}/events", params={"after": seq, "wait": EVENTS_WAIT}
+            )
+            view: dict[str, Any] = await client.hub("GET", f"/api/jobs/{job_id}")
+        except HubUnreachableError as exc:
+            now = time.monotonic()
+            lost_since = now if lost_since is None else lost_since
+            if now - lost_since > HUB_GRACE or now > deadline:
+                raise HubUnreachableError(
+                    f"no hub answered for {now - lost_since:.0f} s; job {job_id} may go on in "
+                    f"the hub (`smartget jobs follow {job_id}`): {exc}"
+                ) from exc
+            if on_hub_lost is not None:
+                on_hub_lost(f"hub unreachable ({exc}); retrying in {delay:.0f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 8.0)
+            continue
+        if lost_since is not None and on_hub_lost is not None:
+            on_hub_lost(f"hub {client.hub_url} answers again")
+        lost_since, delay = None, 1.0
         seq = int(news["last_seq"])
-        view: dict[str, Any] = await client.hub("GET", f"/api/jobs/{job_id}")
         if on_update is not None:
             on_update(view)
         if view["state"] in FINAL:
@@ -199,7 +224,10 @@ def run_job(
                     state = n["state"] if n["state"] not in ("queued", "running") else ""
                     progress.update(bar, completed=percent, state=state)
 
-            return await follow_job(client, ids[0], update, within)
+            def lost(message: str) -> None:
+                console.print(message)
+
+            return await follow_job(client, ids[0], update, within, on_hub_lost=lost)
         finally:
             await client.aclose()
 

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import click
 import httpx
 
-from smartget.errors import PushError, SmartGetError
+from smartget.errors import HubUnreachableError, PushError, SmartGetError
 from smartget.failover import Endpoints, may_retry
 
 __all__ = [
@@ -199,7 +199,7 @@ class FleetClient:
                     f"hub {method} {path} answered {reply.status_code}: {reply.text[:200]}"
                 )
             return reply
-        raise PushError(f"cannot reach the hub: {'; '.join(errors)}")
+        raise HubUnreachableError(f"cannot reach the hub: {'; '.join(errors)}")
 
     async def task(
         self, node: NodeAddress, event: str, args: dict[str, Any], seconds: float
