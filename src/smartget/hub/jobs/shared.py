@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from smartget.errors import JobError
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from smartget.hub.state.redisengine import Client
 
 __all__ = ["MAX_REQUESTS", "InboxFull", "SharedJobs"]
 
@@ -56,7 +56,7 @@ class SharedJobs:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         prefix: str,
         max_events: int,
         max_requests: int = MAX_REQUESTS,
@@ -76,6 +76,8 @@ class SharedJobs:
         forgotten: list[str],
     ) -> None:
         """Changed jobs (whole records), new events, forgotten jobs: one transaction."""
+        # MULTI/EXEC on a Redis Cluster too: redis-py's cluster pipeline runs a
+        # transaction when all its keys are in one slot, as these are ({fleet}).
         pipe = self.client.pipeline(transaction=True)
         if jobs:
             pipe.hset(self.jobs_key, mapping={j["id"]: json.dumps(j) for j in jobs})

@@ -43,6 +43,14 @@ key                 type      what
                               long-polls and keeps its read-only copy (capped, MAXLEN ~)
 ==================  ========  ========================================================
 
+What one hash tag means on a Redis Cluster: every key above is in one slot, so the
+whole fleet lives on the one master that holds it. The cluster routes the hubs there
+(and moves the slot on a resharding or failover); it does not spread the fleet's load:
+one slot gives one master's throughput and memory, however many masters there are.
+Sharding would take one tag per zone (or per swarm), and then a ``requestnodes`` over
+several zones would no longer be one atomic step; that is left for when one master is
+not enough.
+
 Handing out (``requestnodes``): most free capacity first, ties in turn. A sorted set
 orders by score, then members of one score by their bytes. The score is ``-status``
 (highest status first); the member is a zero-padded rotation counter then the id, so

@@ -20,6 +20,15 @@ the AOF write: nothing acknowledged is lost, if Redis is configured so
 
 Redis's failures become :class:`StateUnavailable` (a ``RegistryError``): the text
 server answers "could not save", the JSON API 503 (hub/http.py).
+
+**Redis Cluster.** The same URL names one node of a cluster: :meth:`RedisState.start`
+asks it ``INFO cluster`` and, on ``cluster_enabled:1``, talks through redis-py's
+:class:`~redis.asyncio.cluster.RedisCluster` (it learns the slots and follows MOVED and
+ASK), with the DB 0 (a cluster has no other; another is a ConfigError). The function
+libraries are loaded on every primary (a resharding may move the slot), the durability
+settings read on every node. Every key carries the hash tag ``{fleet}`` (keys.py), so
+each FCALL, pipeline and XREAD touches one slot, held by one primary: the cluster
+routes, it does not spread the fleet's load (README, "Several hubs").
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
@@ -55,6 +65,7 @@ from smartget.hub.state.keys import NODE_FIELDS, Keys, StateURL, node_from_recor
 from smartget.hub.state.lease import Lease
 
 __all__ = [
+    "Client",
     "RedisState",
     "StateUnavailable",
     "check_durability",
@@ -73,6 +84,9 @@ SWEEP_LIMIT = 1000  # nodes per sweep call (bounded work per atomic step)
 SWEEP_ROUNDS = 10  # sweep calls per tick at most
 MIRROR_BATCH = 10_000  # change-log entries per read
 _RECORD = 1 + len(NODE_FIELDS)
+
+# A client of one Redis, or of a Redis Cluster (RedisState.start picks).
+Client = aioredis.Redis | RedisCluster
 
 
 def redis_password(password_file: Path | None, environ: dict[str, str]) -> str | None:
@@ -109,8 +123,8 @@ _HEARTBEAT = object()
 class _Lane:
     """One FIFO of function calls, sent in batches, one batch at a time, in order."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
+    def __init__(self, client: Client) -> None:
+        self.client = client
         self._queue: collections.deque[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = (
             collections.deque()
         )
@@ -149,7 +163,9 @@ class _Lane:
     async def _send(
         self, batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]]
     ) -> None:
-        pipe = self._client.pipeline(transaction=False)
+        # On a cluster too: every call's key is in the one {fleet} slot, so the pipeline
+        # goes to one primary, in order (MOVED after a resharding: sent again, not run).
+        pipe = self.client.pipeline(transaction=False)
         # Heartbeats that follow each other become one sg_setstatus_many call, in order:
         # (pipeline index, how many) per merged run, to hand each its own code back.
         runs: list[tuple[int, int]] = []
@@ -241,7 +257,6 @@ class RedisState:
         options: dict[str, Any] = {
             "host": url.host,
             "port": url.port,
-            "db": url.db,
             "username": url.username,
             "password": password,
             "decode_responses": True,
@@ -256,7 +271,9 @@ class RedisState:
             if ca_file is not None:
                 options["ssl_ca_certs"] = str(ca_file)
         self._options = options
-        self.client = aioredis.Redis(**options)
+        # One Redis until start() finds a cluster there (then a RedisCluster client).
+        self.cluster = False
+        self.client: Client = aioredis.Redis(**options, db=url.db)
         self._lane = _Lane(self.client)
         self.lease = Lease(ttl=HUB_TTL, margin=1.0)
         self.cached_stats: dict[str, int] = _empty_stats()
@@ -275,27 +292,91 @@ class RedisState:
     # -- start and stop -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, check durability, load the functions (each step has a deadline)."""
+        """Connect (to one Redis or a cluster), check durability, load the functions
+        (each step has a deadline)."""
         try:
-            async with asyncio.timeout(TIMEOUT * 2):
+            async with asyncio.timeout(TIMEOUT * 3):
+                if await self._is_cluster():
+                    if self.url.db != 0:
+                        raise ConfigError(
+                            f"--state {self.url.url}: that Redis is a Redis Cluster, which has "
+                            f"only DB 0 (not {self.url.db}): use "
+                            f"redis{'s' if self.url.tls else ''}://"
+                            f"{self.url.host}:{self.url.port}/0"
+                        )
+                    await self.client.aclose()
+                    self.cluster = True
+                    self.client = self._lane.client = self._new_client()
                 await self.client.ping()
-                try:
-                    config = await self.client.config_get("append*")
-                except ResponseError as exc:  # CONFIG renamed or refused (managed Redis)
-                    log.warning("cannot check the Redis durability settings: %s", exc)
-                else:
-                    found = {str(k): str(v) for k, v in config.items()}
-                    self.durability_problems = check_durability(found)
-                    for problem in self.durability_problems:
-                        log.warning("Redis %s: %s", self.url.url, problem)
-                await self.client.function_load(LIBRARY, replace=True)
-                await self.client.function_load(REPORTS_LIBRARY, replace=True)
-        except (RedisError, OSError, TimeoutError) as exc:
+                await self._check_durability()
+                for library in (LIBRARY, REPORTS_LIBRARY):
+                    if isinstance(self.client, RedisCluster):
+                        # On every primary: a function runs where its key's slot is, and
+                        # a resharding or failover may move the {fleet} slot.
+                        await self.client.execute_command(
+                            "FUNCTION LOAD", "REPLACE", library, target_nodes=RedisCluster.PRIMARIES
+                        )
+                    else:
+                        await self.client.function_load(library, replace=True)
+        except (RedisError, OSError, TimeoutError, ConfigError) as exc:
             await self.client.aclose()
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError(
                 f"--state {self.url.url}: cannot use Redis there ({exc or type(exc).__name__})"
             ) from None
-        log.info("fleet state on %s (hub %s)", self.url.url, self.hub_id)
+        log.info(
+            "fleet state on %s%s (hub %s)",
+            self.url.url,
+            " (a Redis Cluster)" if self.cluster else "",
+            self.hub_id,
+        )
+
+    async def _is_cluster(self) -> bool:
+        """Whether the URL's Redis is a Redis Cluster node (``INFO cluster``).
+
+        Asked on DB 0: a cluster node refuses ``SELECT``. A Redis that refuses INFO
+        (renamed in a managed Redis) is taken as a plain one."""
+        probe = aioredis.Redis(**self._options)
+        try:
+            info = await probe.info("cluster")
+        except ResponseError as exc:
+            log.warning(
+                "cannot ask Redis whether it is a cluster (%s): taking it as one Redis", exc
+            )
+            return False
+        finally:
+            await probe.aclose()
+        return str(info.get("cluster_enabled", 0)) == "1"
+
+    def _new_client(self, **more: Any) -> Client:
+        if not self.cluster:
+            return aioredis.Redis(**{**self._options, "db": self.url.db, **more})
+        # retry=0 as for one Redis: a command that may have run is not sent again.
+        # MOVED and ASK (the command did not run) are followed all the same.
+        return RedisCluster(**{**self._options, **more})
+
+    async def _check_durability(self) -> None:
+        """Read ``CONFIG GET append*`` (on a cluster: on every node, replicas too: one
+        may be promoted) and warn about what breaks "nothing acknowledged is lost"."""
+        client = self.client
+        targets: list[Any] = client.get_nodes() if isinstance(client, RedisCluster) else [None]
+        problems: list[str] = []
+        for node in targets:
+            where = self.url.url if node is None else f"cluster node {node.name}"
+            try:
+                if node is None:
+                    config = await client.config_get("append*")
+                else:
+                    config = await client.config_get("append*", target_nodes=node)
+            except ResponseError as exc:  # CONFIG renamed or refused (managed Redis)
+                log.warning("cannot check the durability settings of Redis %s: %s", where, exc)
+                continue
+            found = {str(k): str(v) for k, v in config.items()}
+            for problem in check_durability(found):
+                log.warning("Redis %s: %s", where, problem)
+                problems.append(problem if node is None else f"{node.name}: {problem}")
+        self.durability_problems = problems
 
     async def aclose(self) -> None:
         """Leave: heartbeat removed, sweep lease given back (best effort, bounded)."""
@@ -450,9 +531,10 @@ class RedisState:
         """A read (not through the lane), with the engine's deadline and errors."""
         return await self._read(coro)
 
-    def reader(self) -> aioredis.Redis:
-        """A connection of its own, for blocking reads (XREAD BLOCK)."""
-        return aioredis.Redis(**{**self._options, "socket_timeout": TIMEOUT + 2})
+    def reader(self) -> Client:
+        """A connection of its own, for blocking reads (XREAD BLOCK). On a cluster a
+        client of its own: its XREAD goes to the primary of the {fleet} slot."""
+        return self._new_client(socket_timeout=TIMEOUT + 2)
 
     async def _call(self, *call: Any) -> list[Any]:
         (reply,) = await self._lane.submit([("FCALL", *call)])
@@ -702,7 +784,7 @@ class RedisState:
             await reader.aclose()
 
     async def _follow_once(
-        self, reader: aioredis.Redis, registry: Registry, clock: Callable[[], float]
+        self, reader: Client, registry: Registry, clock: Callable[[], float]
     ) -> None:
         got: Any
         info: Any

@@ -46,14 +46,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from smartget.errors import CollectorError
 from smartget.hub.collector import Collector, Report, reporter_ip
 from smartget.hub.state.api import StateUnavailable
 from smartget.hub.state.keys import report_entry, report_from_entry
-from smartget.hub.state.redisengine import KEEP_EVERY, TIMEOUT, RedisState, stream_id_before
+from smartget.hub.state.redisengine import (
+    KEEP_EVERY,
+    TIMEOUT,
+    Client,
+    RedisState,
+    stream_id_before,
+)
 
 __all__ = ["REPORT_TTL", "RedisReports"]
 
@@ -219,7 +224,7 @@ class RedisReports:
         finally:
             await reader.aclose()
 
-    async def follow_once(self, reader: aioredis.Redis) -> None:
+    async def follow_once(self, reader: Client) -> None:
         got: Any
         info: Any
         log_key = self.keys.report_log
