@@ -16,7 +16,14 @@ drives each with the same load generator, one after the other, ``--rounds`` time
   50,000 (filled over HTTP, peers named by the ``ip`` parameter), then announces one at
   a time on one keep-alive connection, numwant 50.
 
-Usage: python benchmarks/tracker.py [--seconds 5] [--rounds 2] [--skip-latency]
+* With ``--redis``: HTTP announces/s of a hub on Redis (``--state redis://``, a
+  redis-server of its own, AOF with ``appendfsync always``, and a second hub on it
+  following the swarm log) next to the embedded hub, same load, and the ratio. Each
+  round is printed: the first is cold (every peer new, so every announce is sent to the
+  other hub), the later ones warm (peers re-announcing with nothing changed are shared
+  once per 30 s: hub/state/swarms.py).
+
+Usage: python benchmarks/tracker.py [--seconds 5] [--rounds 2] [--skip-latency] [--redis]
 Targets (issue 18): HTTP >= 0.5 x opentracker, UDP >= 0.3 x opentracker UDP,
 p99 < 2 ms at 50,000 peers.
 """
@@ -37,7 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-HUB_HOST, OT_HOST = "127.0.0.3", "127.0.0.4"
+HUB_HOST, OT_HOST, REDIS_HOST = "127.0.0.3", "127.0.0.4", "127.0.0.5"
 HASHES = 1000
 POPULATION = 100_000
 UDP_WINDOW = 256
@@ -179,12 +186,13 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextlib.contextmanager
-def hub(work: Path, name: str) -> Iterator[tuple[int, int]]:
+def hub(work: Path, name: str, state: str = "sqlite") -> Iterator[tuple[int, int]]:
     """A hub tracking any info-hash; yields its HTTP and UDP ports."""
     http, udp = free_tcp_port(HUB_HOST), free_udp_port(HUB_HOST)
     argv = [sys.executable, "-m", "smartget", "hub", "--data-dir", str(work / name)]
     argv += ["--listen", f"{HUB_HOST}:0", "--http", f"{HUB_HOST}:{http}"]
     argv += ["--udp-tracker", f"{HUB_HOST}:{udp}", "--open-tracker", "--log-level", "warning"]
+    argv += ["--state", state]
     with process(argv, work / f"{name}.log"):
         wait_port(HUB_HOST, http)
         yield http, udp
@@ -199,6 +207,18 @@ def opentracker(work: Path, hashes: list[bytes]) -> Iterator[tuple[int, int]]:
     with process([*argv, "-w", str(whitelist)], work / "opentracker.log"):
         wait_port(OT_HOST, port)
         yield port, port
+
+
+@contextlib.contextmanager
+def redis_server(work: Path) -> Iterator[str]:
+    """A redis-server of its own (AOF, appendfsync always); yields its URL."""
+    port = free_tcp_port(REDIS_HOST)
+    (work / "redis").mkdir()
+    argv = ["redis-server", "--bind", REDIS_HOST, "--port", str(port), "--save", ""]
+    argv += ["--dir", str(work / "redis"), "--appendonly", "yes", "--appendfsync", "always"]
+    with process(argv, work / "redis.log"):
+        wait_port(REDIS_HOST, port)
+        yield f"redis://{REDIS_HOST}:{port}/0"
 
 
 def wrk_rate(url: str, script: Path, seconds: float) -> float:
@@ -291,7 +311,29 @@ def pct(values: list[float], q: float) -> float:
 # -- main -------------------------------------------------------------------------------------
 
 
-def main(seconds: float, rounds: int, skip_latency: bool) -> None:
+def on_redis(work: Path, script: Path, seconds: float, rounds: int) -> None:
+    """HTTP announces/s: the embedded hub, then a hub on Redis (with a second hub on the
+    same Redis following its swarm log), round after round."""
+    rates: dict[str, list[float]] = {"embedded": [], "redis": []}
+    with (
+        redis_server(work) as url,
+        hub(work, "hub-embedded") as (embedded, _),
+        hub(work, "hub-redis", url) as (shared, _),
+        hub(work, "hub-redis-follower", url),
+    ):
+        for _ in range(rounds):
+            for name, port in (("embedded", embedded), ("redis", shared)):
+                rates[name].append(wrk_rate(f"http://{HUB_HOST}:{port}/", script, seconds))
+    print(f"\nHTTP announces/s, embedded hub vs hub on Redis (+1 hub following), {seconds:g} s\n")
+    print(f"{'round':8}{'embedded':>12}{'redis':>12}{'ratio':>8}")
+    for i, (mine, ref) in enumerate(zip(rates["redis"], rates["embedded"], strict=True), 1):
+        label = "1 (cold)" if i == 1 else str(i)
+        print(f"{label:8}{ref:12,.0f}{mine:12,.0f}{mine / ref:8.2f}")
+    best_ref, best = max(rates["embedded"]), max(rates["redis"])
+    print(f"{'best':8}{best_ref:12,.0f}{best:12,.0f}{best / best_ref:8.2f}")
+
+
+def main(seconds: float, rounds: int, skip_latency: bool, redis: bool = False) -> None:
     for tool in ("wrk", "opentracker", "gcc"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (scripts/bootstrap --test installs it)")
@@ -327,6 +369,8 @@ def main(seconds: float, rounds: int, skip_latency: bool) -> None:
         print(f"{'':18}{'hub':>10}{'opentracker':>13}{'ratio':>8}{'target':>8}")
         for label, mine, ref, target in rows:
             print(f"{label:18}{mine:10,.0f}{ref:13,.0f}{mine / ref:8.2f}{target:>8}")
+        if redis:
+            on_redis(work, script, seconds, rounds)
         if skip_latency:
             return
         big = [(rng.randbytes(20), 50_000)]
@@ -353,5 +397,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--redis", action="store_true", help="also a hub on Redis next to the embedded one"
+    )
     args = parser.parse_args()
-    main(args.seconds, args.rounds, args.skip_latency)
+    main(args.seconds, args.rounds, args.skip_latency, args.redis)

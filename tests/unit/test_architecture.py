@@ -30,6 +30,7 @@ CORES = (
     "smartget.hub.state.keys",
     "smartget.hub.state.lease",
     "smartget.hub.state.functions",
+    "smartget.hub.state.swarmlog",
     "smartget.hub.jobs.core",
     "smartget.hub.jobs.model",
     "smartget.hub.console.session",

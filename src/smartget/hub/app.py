@@ -86,6 +86,7 @@ from smartget.net import bind_tcp
 if TYPE_CHECKING:
     from smartget.hub.state.redisengine import RedisState
     from smartget.hub.state.reports import RedisReports
+    from smartget.hub.state.swarms import SharedSwarms
 
 __all__ = ["Hub", "HubSettings", "running"]
 
@@ -354,6 +355,8 @@ class Hub:
         # hub's read-only copy of it); None with SQLite: hub.collector is the collector.
         self.shared_reports: SharedReports | None = None
         self.redis_reports: RedisReports | None = None
+        # The tracker's swarms shared with the fleet's other hubs (Redis), or None.
+        self.shared_swarms: SharedSwarms | None = None
 
     def describe(self) -> dict[str, object]:
         """This hub as /api/stats and the other hubs see it."""
@@ -406,8 +409,16 @@ class Hub:
             await committed
 
     def save_tracked(self, info_hash: str, name: str = "") -> Awaitable[None]:
-        """Make a newly tracked torrent durable (hex info-hash)."""
-        return self.store.submit(save_torrent(info_hash, name))
+        """Make a newly tracked torrent durable (hex info-hash); on Redis, the fleet's."""
+        saved = self.store.submit(save_torrent(info_hash, name))
+        if self.shared_swarms is None:
+            return saved
+        shared = self.shared_swarms.save_tracked(info_hash, name)
+
+        async def both() -> None:
+            await asyncio.gather(saved, shared)
+
+        return asyncio.ensure_future(both())
 
     def save_done(self, report: Report) -> Awaitable[None]:
         """Make a finished download durable (the collector answered ``success``)."""
@@ -521,6 +532,16 @@ async def _use_redis(hub: Hub, url: StateURL) -> None:
     hub.jobs.share(shared_jobs, lambda: engine.lease.holds(hub.now()))
 
 
+async def _share_swarms(hub: Hub, engine: RedisState, local_tracked: list[bytes]) -> None:
+    """The tracker's swarms and tracked torrents, the fleet's (hub/state/swarms.py)."""
+    from smartget.hub.state.swarms import SharedSwarms
+
+    swarms = SharedSwarms(engine, hub.tracker, hub.now)
+    tracked, peers = await swarms.start(local_tracked)
+    log.info("tracker on Redis: %d tracked torrents, %d peers of the fleet", tracked, peers)
+    hub.shared_swarms = swarms
+
+
 def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> asyncio.Task[None]:
     """The lane to Redis (essential), the keeper and the mirror (restarted if they fail)."""
     tasks.start(lambda: engine.follow(hub.registry, hub.now), name="fleet-mirror", essential=False)
@@ -528,6 +549,10 @@ def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> async
     if (reports := hub.redis_reports) is not None:
         tasks.start(reports.follow, name="reports-follower", essential=False)
         tasks.start(reports.keep, name="reports-expiry", essential=False)
+    if (swarms := hub.shared_swarms) is not None:
+        tasks.start(swarms.flush_forever, name="swarms-flush", essential=False)
+        tasks.start(swarms.follow, name="swarms-follower", essential=False)
+        tasks.start(swarms.snapshot_forever, name="swarms-snapshot", essential=False)
     return tasks.start(engine.run_lane, name="fleet-lane", essential=True)
 
 
@@ -593,6 +618,8 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             hub.collector.restore(finished)
         peers, downloaded = store.read_now(load_swarms)
         restored = hub.restore_swarms(peers, downloaded)
+        if hub.redis is not None:  # after the store's: the fleet's are newer
+            await _share_swarms(hub, hub.redis, torrents)
         jobs_restored = hub.jobs.restore_now()
         text_sock = bind_tcp(*settings.listen)
         http_sock = bind_tcp(*settings.http) if settings.http else None
@@ -678,6 +705,9 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             await hub.save_swarms()
             await store.aclose()
             await writer
+            if hub.shared_swarms is not None:
+                with contextlib.suppress(Exception):  # best effort: peers re-announce
+                    await hub.shared_swarms.flush()
             if hub.redis is not None:
                 await hub.redis.aclose()
             log.info("hub stopped")

@@ -47,6 +47,19 @@ source that made it, carrying the same ``peer_id`` or the same ``key``;
 ``event=started`` from that source begins a new session at that address and port (a
 restarted client) and takes the entry over. One source address
 holds at most ``max_peers_per_ip`` peers per swarm and ``max_peers_per_source`` in all.
+
+Several hubs, one fleet's swarms (issue 13)
+-------------------------------------------
+With ``--state redis://`` each hub's tracker keeps its swarms in memory and tells the
+others what it accepted: after :meth:`Tracker.share`, every peer that joins, changes
+state (seed/leecher, peer_id) or stops, every torrent it starts to track, and every
+download it counts, goes to an outbox that :meth:`Tracker.drain_shared` empties (a
+re-announce that changes nothing goes only if the peer was last shared ``refresh``
+seconds ago). :meth:`Tracker.merge_shared` applies another hub's
+:class:`SharedChanges`, within this tracker's caps, without sharing them again. Which
+peers this hub took itself (``Peer.shared`` is set) is what it snapshots
+(:meth:`Tracker.own_peers`). The wire format is hub/state/swarmlog.py, the Redis I/O
+hub/state/swarms.py.
 """
 
 from __future__ import annotations
@@ -72,6 +85,8 @@ __all__ = [
     "Peer",
     "SavedPeer",
     "Scrape",
+    "SharedChanges",
+    "SharedPeer",
     "SwarmChanges",
     "Tracker",
     "announce_urls",
@@ -172,6 +187,7 @@ class Peer:
         "peer_id",
         "port",
         "pos",
+        "shared",
         "source",
         "zone",
     )
@@ -189,6 +205,7 @@ class Peer:
         self.pos = [-1, -1]  # index in its swarm's seed/leecher list, and in its zone's
         self.source = ip  # the address that announced it (ip unless a trusted proxy did)
         self.key: bytes | None = None
+        self.shared: float | None = None  # when this hub last shared it; None: not its own
 
     def __iter__(self) -> Iterator[object]:
         return iter((self.ip, self.port, self.peer_id))
@@ -282,6 +299,32 @@ class SavedPeer:
     peer_id: bytes
     left: int
     last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPeer:
+    """A peer as hubs tell each other (``gone``: it stopped); ``last_seen`` on the
+    receiving tracker's clock once decoded."""
+
+    info_hash: bytes
+    ip: str
+    port: int
+    peer_id: bytes = b""
+    left: int = 0
+    last_seen: float = 0.0
+    source: str = ""  # "": the peer's ip
+    key: bytes | None = None
+    gone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SharedChanges:
+    """What one hub's tracker accepted, for the others: torrents it began to track,
+    peers joined, changed or gone, and downloads counted (per torrent)."""
+
+    tracked: list[bytes]
+    peers: list[SharedPeer]
+    downloaded: dict[bytes, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +497,11 @@ class Tracker:
         self._saved_at: dict[tuple[bytes, str, int], float] = {}
         self.announces = 0
         self.refused = 0
+        # Sharing with other hubs (share()): None while this tracker is the only one.
+        self._outbox: dict[tuple[bytes, str, int], Peer | None] | None = None
+        self._outbox_tracked: dict[bytes, None] = {}
+        self._outbox_counts: dict[bytes, int] = {}
+        self._share_refresh = 0.0
 
     # -- what is tracked ----------------------------------------------------------------
 
@@ -463,6 +511,8 @@ class Tracker:
             raise TrackerError(f"info_hash must be 20 bytes, got {len(info_hash)}")
         new = info_hash not in self._allowed
         self._allowed.add(info_hash)
+        if new and self._outbox is not None:
+            self._outbox_tracked[info_hash] = None
         return new
 
     def is_tracked(self, info_hash: bytes) -> bool:
@@ -508,6 +558,8 @@ class Tracker:
                 del swarm.peers[key]
                 self._remove(info_hash, swarm, peer)
                 self._gone[info_hash, ip, request.port] = None
+                if self._outbox is not None:
+                    self._outbox[info_hash, ip, request.port] = None
             seeds, leechers = swarm.counts()
             if not swarm.peers:
                 self._drop(info_hash)
@@ -582,6 +634,9 @@ class Tracker:
         if request.event == "completed":  # finished while the tracker did not list it
             self._count_download(info_hash)
         self._dirty[info_hash, ip, request.port] = peer
+        if self._outbox is not None:
+            peer.shared = now
+            self._outbox[info_hash, ip, request.port] = peer
         return peer
 
     def _count_source(self, swarm: _Swarm, source: str, delta: int) -> None:
@@ -603,6 +658,14 @@ class Tracker:
     ) -> None:
         was_seed = peer.left == 0
         is_seed = request.left == 0
+        if self._outbox is not None and (
+            was_seed != is_seed
+            or peer.peer_id != request.peer_id
+            or peer.shared is None
+            or now - peer.shared >= self._share_refresh
+        ):
+            peer.shared = now
+            self._outbox[info_hash, peer.ip, peer.port] = peer
         if was_seed != is_seed or zone != peer.zone:
             swarm.remove(peer)
             peer.left, peer.zone = request.left, zone
@@ -621,6 +684,8 @@ class Tracker:
     def _count_download(self, info_hash: bytes) -> None:
         self._downloaded[info_hash] = self._downloaded.get(info_hash, 0) + 1
         self._dirty_counts.add(info_hash)
+        if self._outbox is not None:
+            self._outbox_counts[info_hash] = self._outbox_counts.get(info_hash, 0) + 1
 
     def _remove(self, info_hash: bytes, swarm: _Swarm, peer: Peer) -> None:
         swarm.remove(peer)
@@ -798,6 +863,157 @@ class Tracker:
             self._peer_count += 1
             restored += 1
         return restored
+
+    # -- sharing with other hubs (several hubs on Redis) ---------------------------------
+
+    def share(self, refresh: float) -> None:
+        """From now on keep what this tracker accepts for :meth:`drain_shared`; a peer
+        re-announcing with nothing changed is shared again after ``refresh`` seconds."""
+        if self._outbox is None:
+            self._outbox = {}
+        self._share_refresh = refresh
+
+    @property
+    def pending_shared(self) -> int:
+        """Entries waiting in the outbox (0 when not sharing)."""
+        if self._outbox is None:
+            return 0
+        return len(self._outbox) + len(self._outbox_tracked) + len(self._outbox_counts)
+
+    def drain_shared(self, limit: int | None = None) -> SharedChanges:
+        """What this tracker accepted since the last drain; at most ``limit`` peers (the
+        rest stay for the next). Peers carry their ``last_seen`` on this clock."""
+        outbox = self._outbox
+        if outbox is None:
+            return SharedChanges([], [], {})
+        keys = list(outbox if limit is None or len(outbox) <= limit else islice(outbox, limit))
+        peers = []
+        for key in keys:
+            p = outbox.pop(key)
+            info_hash, ip, port = key
+            if p is None:
+                peers.append(SharedPeer(info_hash, ip, port, gone=True))
+            else:
+                source = "" if p.source == p.ip else p.source
+                peers.append(
+                    SharedPeer(info_hash, ip, port, p.peer_id, p.left, p.last_seen, source, p.key)
+                )
+        changes = SharedChanges(list(self._outbox_tracked), peers, self._outbox_counts)
+        self._outbox_tracked, self._outbox_counts = {}, {}
+        return changes
+
+    def drop_shared(self) -> int:
+        """Forget the outbox (the other hubs cannot be told now); how many entries."""
+        dropped = self.pending_shared
+        if self._outbox is not None:
+            self._outbox.clear()
+        self._outbox_tracked, self._outbox_counts = {}, {}
+        return dropped
+
+    def merge_shared(self, changes: SharedChanges, now: float) -> set[bytes]:
+        """Apply another hub's changes (its tracked torrents, peers and downloads),
+        within this tracker's caps, without sharing them again. A peer older than the
+        lifetime, or older than the entry here, changes nothing. Returns the torrents
+        where a peer this hub took itself was taken over or removed."""
+        self._allowed.update(changes.tracked)
+        for info_hash, count in changes.downloaded.items():
+            if self.is_tracked(info_hash) and count > 0:
+                self._downloaded[info_hash] = self._downloaded.get(info_hash, 0) + count
+                self._dirty_counts.add(info_hash)
+        touched: set[bytes] = set()
+        for shared in changes.peers:
+            info_hash = shared.info_hash
+            if not self.is_tracked(info_hash):
+                continue
+            swarm = self._swarms.get(info_hash)
+            key = (shared.ip, shared.port)
+            if shared.gone:
+                peer = swarm.peers.pop(key, None) if swarm is not None else None
+                if swarm is None or peer is None:
+                    continue
+                self._remove(info_hash, swarm, peer)
+                self._gone[info_hash, peer.ip, peer.port] = None
+                if peer.shared is not None:
+                    touched.add(info_hash)
+                if not swarm.peers:
+                    self._drop(info_hash)
+                continue
+            if now - shared.last_seen > self.peer_ttl:
+                continue
+            if swarm is None:
+                if len(self._swarms) >= self.max_swarms:
+                    continue
+                swarm = self._swarms[info_hash] = _Swarm()
+            peer = swarm.peers.get(key)
+            if peer is None:
+                self._merge_new(info_hash, swarm, shared)
+            elif shared.last_seen >= peer.last_seen:
+                if peer.shared is not None:
+                    touched.add(info_hash)
+                self._merge_update(swarm, peer, shared)
+            if not swarm.peers:
+                self._drop(info_hash)
+        return touched
+
+    def _merge_new(self, info_hash: bytes, swarm: _Swarm, shared: SharedPeer) -> None:
+        source = shared.source or shared.ip
+        if (
+            len(swarm.peers) >= self.max_peers_per_swarm
+            or self._peer_count >= self.max_peers
+            or swarm.sources.get(source, 0) >= self.max_peers_per_ip
+            or self._sources.get(source, 0) >= self.max_peers_per_source
+        ):
+            return
+        try:
+            peer = Peer(shared.ip, shared.port, shared.peer_id, shared.left, now=shared.last_seen)
+        except TrackerError:
+            return
+        peer.source, peer.key = source, shared.key
+        peer.zone = self.zone_of(shared.ip)
+        peer.fleet = peer.zone is not None or self.is_fleet(shared.ip)
+        swarm.add(peer)
+        self._count_source(swarm, source, 1)
+        swarm.peers[shared.ip, shared.port] = peer
+        self._peer_count += 1
+
+    def _merge_update(self, swarm: _Swarm, peer: Peer, shared: SharedPeer) -> None:
+        if (peer.left == 0) != (shared.left == 0):
+            swarm.remove(peer)
+            peer.left = shared.left
+            swarm.add(peer)
+        source = shared.source or shared.ip
+        if source != peer.source:
+            self._count_source(swarm, peer.source, -1)
+            self._count_source(swarm, source, 1)
+            peer.source = source
+        peer.left, peer.peer_id, peer.key = shared.left, shared.peer_id, shared.key
+        peer.last_seen = shared.last_seen
+        peer.shared = None  # another hub's now
+        swarm.peers.move_to_end((peer.ip, peer.port))
+
+    def own_peers(self, info_hash: bytes, limit: int) -> list[SharedPeer]:
+        """Up to ``limit`` of the peers this hub took itself in one swarm, newest first
+        (what it snapshots for hubs that start later)."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None or limit <= 0:
+            return []
+        found = []
+        for peer in reversed(swarm.peers.values()):
+            if peer.shared is None:
+                continue
+            source = "" if peer.source == peer.ip else peer.source
+            found.append(
+                SharedPeer(
+                    info_hash, peer.ip, peer.port, peer.peer_id, peer.left, peer.last_seen,
+                    source, peer.key,
+                )
+            )  # fmt: skip
+            if len(found) >= limit:
+                break
+        return found
+
+    def downloads(self, info_hash: bytes) -> int:
+        return self._downloaded.get(info_hash, 0)
 
     def statistics(self) -> dict[str, int]:
         return {
