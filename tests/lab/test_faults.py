@@ -78,11 +78,11 @@ async def test_seed_killed_at_30_percent(fleet_of: Fleet) -> None:
     assert hook.done  # type: ignore[attr-defined]
     assert all(p.done_at is not None for p in run.nodes[1:])
     fleet.verify(run, expected, [p.node for p in run.nodes[1:]])
-    # The seed fetched it once; then each receiver's web seed fills what no peer had,
-    # 10 s after peers stopped helping. Those fills overlap: 2.3 F more than the seed's
-    # copy measured here (4 receivers), where what nobody had was at most 0.7 F. What
-    # this checks is the ceiling, 1 F per receiver less what the peers had shared.
-    assert run.origin_bytes <= 4.0 * SIZE
+    # The seed fetched it once; 10 s after peers stopped helping, each receiver fetches
+    # its own stripe of the rest from the origin and they trade stripes (what nobody
+    # had was at most 0.7 F). Measured 1.64-1.92 F in all; each receiver falling back
+    # for the whole rest, as before, cost 3.2-3.6 F.
+    assert run.origin_bytes <= 2.5 * SIZE
     assert run.makespan < 120
 
 

@@ -61,6 +61,7 @@ import libtorrent as lt
 from smartget import __version__
 from smartget.errors import TorrentError
 from smartget.node.policy import (
+    DEFAULT_PRIORITY,
     REQUEST_QUEUE,
     SWARM_UNCHOKE_SLOTS,
     UNCAPPED_REQUEST_QUEUE,
@@ -69,7 +70,9 @@ from smartget.node.policy import (
     Striping,
     TickSchedule,
     WebSeedHolds,
+    own_stripe,
     request_queue_for,
+    stripe_only,
     stripe_priorities,
     swarm_tuning,
 )
@@ -583,23 +586,65 @@ class Engine:
                     self.request_resume(sha1)
 
     def _release_web_seeds(self, now: float) -> None:
-        """Give a download its web seeds back once peers stopped helping it."""
+        """Give a download its web seeds back once peers stopped helping it; hold them
+        again once a striped fallback has its stripe."""
+        for sha1 in self._holds.fetching_stripes():
+            handle = self.handles.get(sha1)
+            ti = None if handle is None else handle.torrent_file()
+            if handle is None or ti is None or sha1 in self._completion:
+                self._holds.forget(sha1)
+                continue
+            stripe = self._striping.current(sha1, self._own_address(handle), ti.num_pieces())
+            st = handle.status()
+            if stripe is None or all(st.pieces[i] for i in own_stripe(stripe)):
+                self._stripe_done(sha1, handle, st.total_wanted_done)
         for sha1 in self._holds.held():
             handle = self.handles.get(sha1)
             if handle is None or sha1 in self._completion:
                 self._holds.forget(sha1)
                 continue
-            fallback = self._holds.check(sha1, handle.status().total_wanted_done, now)
+            can_stripe = self._striping.members(sha1) >= 2
+            done = handle.status().total_wanted_done
+            fallback = self._holds.check(sha1, done, now, can_stripe=can_stripe)
             if fallback is None:
                 continue
+            ti = handle.torrent_file()
+            own = self._own_address(handle)
+            stripe = None if ti is None else self._striping.current(sha1, own, ti.num_pieces())
+            if fallback.striped and stripe is not None:
+                handle.prioritize_pieces(stripe_only(stripe))
             log.info(
-                "%s: no progress from peers for %.0f s; using its web seed(s) %s",
+                "%s: no progress from peers for %.0f s; using its web seed(s) %s%s",
                 sha1,
                 fallback.idle,
                 ", ".join(fallback.urls),
+                " for its own stripe" if fallback.striped else "",
             )
             for url in fallback.urls:
                 handle.add_url_seed(url)
+
+    def _stripe_done(self, sha1: str, handle: Any, done: int) -> None:
+        """A striped fallback has its stripe: web seeds held again, every piece wanted."""
+        if not self._holds.striping(sha1):
+            return
+        urls = self._holds.stripe_done(sha1, done, time.monotonic())
+        for url in urls:
+            handle.remove_url_seed(url)
+        ti = handle.torrent_file()
+        if ti is None:
+            return
+        stripe = self._striping.current(sha1, self._own_address(handle), ti.num_pieces())
+        handle.prioritize_pieces(stripe or [DEFAULT_PRIORITY] * ti.num_pieces())
+        log.info("%s: own stripe fetched; the rest from peers (web seeds held again)", sha1)
+
+    def _own_address(self, handle: Any) -> str:
+        """This node's address as its peers see it (the stripes are keyed by it)."""
+        own = self.settings.ip
+        if own not in ("0.0.0.0", "::"):
+            return own
+        for peer in handle.get_peer_info():
+            return str(peer.local_endpoint[0])
+        return own
 
     def _restripe(self, young_after: float | None = None) -> None:
         """Re-split downloads into stripes when their set of downloading peers changed.
@@ -626,7 +671,10 @@ class Engine:
             ti = handle.torrent_file()
             if ti is None:
                 continue
-            handle.prioritize_pieces(self._striping.assign(sha1, key, own, ti.num_pieces()))
+            priorities = self._striping.assign(sha1, key, own, ti.num_pieces())
+            if self._holds.striping(sha1):  # fetching its own stripe from the origin
+                priorities = stripe_only(priorities)
+            handle.prioritize_pieces(priorities)
             log.debug("%s: stripe %d of %d", sha1, key.index(own), len(key) if len(key) > 1 else 0)
 
     def _announce_peerless(self) -> None:
@@ -704,7 +752,10 @@ class Engine:
                 lt.torrent_status.states.finished,
                 lt.torrent_status.states.seeding,
             )
-            if finished and self._completion.finished(sha1):
+            if finished and self._holds.striping(sha1):
+                # Finished its own stripe (the rest is priority 0): not complete yet.
+                self._stripe_done(sha1, alert.handle, st.total_wanted_done)
+            elif finished and self._completion.finished(sha1):
                 alert.handle.flush_cache()  # issue 4: flushed before it counts as complete
             self.request_resume(sha1)
             self.on_change(sha1)

@@ -44,7 +44,9 @@ __all__ = [
     "Tick",
     "TickSchedule",
     "WebSeedHolds",
+    "own_stripe",
     "request_queue_for",
+    "stripe_only",
     "stripe_priorities",
     "swarm_tuning",
 ]
@@ -104,25 +106,41 @@ class _Held:
     urls: list[str]
     progress: int  # bytes wanted and done at the last check that saw progress
     since: float  # when that progress was seen
+    striped: bool = False  # its one striped fallback was given (the next is whole)
 
 
 @dataclass(frozen=True)
 class Fallback:
-    """Give a download its web seeds back: its peers made no progress for ``idle`` s."""
+    """Give a download its web seeds back: its peers made no progress for ``idle`` s.
+
+    ``striped``: for the node's own stripe (only, see :func:`stripe_only`); once it
+    has its stripe the web seeds are held again and the rest comes from the peers,
+    which fetched theirs. Without it, for the whole file.
+    """
 
     urls: list[str]
     idle: float
+    striped: bool = False
 
 
 class WebSeedHolds:
-    """Web seeds taken off downloads until their peers stop making progress."""
+    """Web seeds taken off downloads until their peers stop making progress.
+
+    When the peers stop (a seed died, a partition), every receiver falling back to the
+    origin for the whole rest would have the origin send the rest once per receiver.
+    So the first fallback of a striped download (:class:`Striping`) is *striped*: each
+    receiver fetches its own stripe from the origin, the web seeds are held again, and
+    the receivers trade stripes; the origin sends the missing part about once. If the
+    peers stall again, the second fallback is whole.
+    """
 
     def __init__(self, fallback: float) -> None:
         self.fallback = fallback  # seconds without progress; 0: never hold
         self._held: dict[str, _Held] = {}
+        self._striping: dict[str, _Held] = {}  # in their striped fallback
 
     def __contains__(self, sha1: object) -> bool:
-        return sha1 in self._held
+        return sha1 in self._held or sha1 in self._striping
 
     @property
     def enabled(self) -> bool:
@@ -137,8 +155,13 @@ class WebSeedHolds:
         self._held[sha1] = _Held(held, 0, now)
         return held
 
-    def check(self, sha1: str, done: int, now: float) -> Fallback | None:
-        """``done`` bytes of the download are here at ``now``: give its seeds back?"""
+    def check(
+        self, sha1: str, done: int, now: float, *, can_stripe: bool = False
+    ) -> Fallback | None:
+        """``done`` bytes of the download are here at ``now``: give its seeds back?
+
+        ``can_stripe``: the download has a stripe of its own (two members or more).
+        """
         held = self._held.get(sha1)
         if held is None:
             return None
@@ -148,13 +171,53 @@ class WebSeedHolds:
         if now - held.since < self.fallback:
             return None
         del self._held[sha1]
+        if can_stripe and not held.striped:
+            held.striped = True
+            self._striping[sha1] = held
+            return Fallback(held.urls, now - held.since, striped=True)
         return Fallback(held.urls, now - held.since)
+
+    def striping(self, sha1: str) -> bool:
+        """Is the download fetching its own stripe from its web seeds?"""
+        return sha1 in self._striping
+
+    def stripe_done(self, sha1: str, done: int, now: float) -> list[str]:
+        """The download has its stripe: hold its web seeds again; the ones to take off."""
+        held = self._striping.pop(sha1, None)
+        if held is None:
+            return []
+        held.progress, held.since = done, now
+        self._held[sha1] = held
+        return held.urls
 
     def forget(self, sha1: str) -> None:
         self._held.pop(sha1, None)
+        self._striping.pop(sha1, None)
 
     def held(self) -> list[str]:
         return list(self._held)
+
+    def fetching_stripes(self) -> list[str]:
+        """The downloads in their striped fallback (to see whether they have it)."""
+        return list(self._striping)
+
+
+def stripe_only(priorities: list[int]) -> list[int]:
+    """The node's own stripe (the raised priority) and nothing else (0: not wanted).
+
+    Priority 1 for the rest instead was measured worse: once the stripe's pieces are
+    all on order, the web seed goes on to the others until the stripe is seen complete
+    (origin 2.9 F against 2.2-2.5 F in the seed-kill lab test). With 0, the download
+    turns "finished" at its stripe, and finished peers that are upload-only on both
+    sides hang up on each other unless ``close_redundant_connections`` is off
+    (:func:`swarm_tuning`).
+    """
+    return [p if p > DEFAULT_PRIORITY else 0 for p in priorities]
+
+
+def own_stripe(priorities: list[int]) -> list[int]:
+    """The pieces of the node's own stripe (those with the raised priority)."""
+    return [i for i, p in enumerate(priorities) if p > DEFAULT_PRIORITY]
 
 
 class Striping:
@@ -173,6 +236,17 @@ class Striping:
         """Record ``key`` for ``sha1``; the piece priorities to set."""
         self._keys[sha1] = key
         self.restripes += 1
+        return stripe_priorities(num_pieces, own, list(key)) or [DEFAULT_PRIORITY] * num_pieces
+
+    def members(self, sha1: str) -> int:
+        """How many downloading peers (itself included) its stripes were split among."""
+        return len(self._keys.get(sha1, ()))
+
+    def current(self, sha1: str, own: str, num_pieces: int) -> list[int] | None:
+        """The priorities of the stripe last assigned (None: none assigned)."""
+        key = self._keys.get(sha1)
+        if key is None:
+            return None
         return stripe_priorities(num_pieces, own, list(key)) or [DEFAULT_PRIORITY] * num_pieces
 
     def forget(self, sha1: str) -> None:
@@ -231,7 +305,7 @@ def request_queue_for(upload_limit: int) -> int:
     return max(REQUEST_QUEUE, -(-ticks_worth // BLOCK))
 
 
-def swarm_tuning(settings: EngineSettings) -> dict[str, int]:
+def swarm_tuning(settings: EngineSettings) -> dict[str, int | bool]:
     """libtorrent settings for a fleet swarm under upload caps (issue 6, measured).
 
     How libtorrent 2.x enforces an upload cap (``bandwidth_manager.cpp``,
@@ -304,6 +378,9 @@ def swarm_tuning(settings: EngineSettings) -> dict[str, int]:
         "max_allowed_in_request_queue": reqq,
         "max_out_request_queue": reqq,
         "request_queue_time": 1,
+        # Receivers that each have their stripe only (a striped fallback) are
+        # "upload-only" for a moment: keep their connections to trade the stripes.
+        "close_redundant_connections": False,
     }
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from smartget.node.policy import Completion, Striping, TickSchedule, WebSeedHolds
+from smartget.node.policy import (
+    Completion,
+    Striping,
+    TickSchedule,
+    WebSeedHolds,
+    own_stripe,
+    stripe_only,
+)
 from smartget.node.status import DOWNLOAD_SUCCESS, DOWNLOADING, INITIAL, SEEDING, status_label
 
 PURE = (
@@ -55,6 +62,53 @@ def test_web_seeds_come_back_after_a_stall_only() -> None:
     assert "a" not in holds
     assert WebSeedHolds(fallback=0).hold("b", ["http://o/y"], now=0.0) == []
     assert holds.hold("c", [], now=0.0) == []
+
+
+def test_a_striped_download_falls_back_for_its_stripe_first_then_whole() -> None:
+    holds = WebSeedHolds(fallback=10.0)
+    holds.hold("a", ["http://o/x"], now=0.0)
+    first = holds.check("a", done=300, now=0.0, can_stripe=True)
+    assert first is None
+    first = holds.check("a", done=300, now=10.0, can_stripe=True)
+    assert first is not None
+    assert first.striped
+    assert holds.striping("a")
+    assert "a" in holds
+    assert holds.held() == []  # not checked while it fetches its stripe
+    assert holds.fetching_stripes() == ["a"]
+    # Its stripe is here: the web seeds are held again, from now and this progress.
+    assert holds.stripe_done("a", done=600, now=20.0) == ["http://o/x"]
+    assert not holds.striping("a")
+    assert holds.check("a", done=600, now=29.0, can_stripe=True) is None
+    second = holds.check("a", done=600, now=30.0, can_stripe=True)
+    assert second is not None
+    assert not second.striped  # the peers stalled again: the whole file
+    assert "a" not in holds
+    assert holds.stripe_done("a", done=600, now=31.0) == []
+
+
+def test_a_lone_download_falls_back_whole_at_once() -> None:
+    holds = WebSeedHolds(fallback=10.0)
+    holds.hold("a", ["http://o/x"], now=0.0)
+    fallback = holds.check("a", done=0, now=10.0, can_stripe=False)
+    assert fallback is not None
+    assert not fallback.striped
+    holds.hold("b", ["http://o/y"], now=0.0)
+    assert holds.check("b", done=0, now=10.0, can_stripe=True) is not None
+    holds.forget("b")
+    assert "b" not in holds
+
+
+def test_stripe_only_wants_the_own_stripe() -> None:
+    striping = Striping()
+    key = striping.changed("a", "10.0.0.2", ["10.0.0.1", "10.0.0.3"])
+    assert key is not None
+    priorities = striping.assign("a", key, "10.0.0.2", 6)
+    assert stripe_only(priorities) == [0, 5, 0, 0, 5, 0]
+    assert own_stripe(priorities) == [1, 4]
+    assert striping.members("a") == 3
+    assert striping.current("a", "10.0.0.2", 6) == priorities
+    assert striping.current("b", "10.0.0.2", 6) is None
 
 
 def test_restripe_only_when_the_downloading_peers_change() -> None:
