@@ -576,6 +576,8 @@ class Engine:
             ticks += 1
             if self.settings.dht and ticks % DHT_STATS_TICKS == 0 and self._session is not None:
                 self._session.post_dht_stats()  # answered by a dht_stats_alert
+            if self.settings.dht and ticks % PEERLESS_TICKS == 0:
+                self._announce_peerless()
             now = time.monotonic()
             tick = schedule.tick(now)
             if tick.release_web_seeds:
@@ -678,9 +680,10 @@ class Engine:
             log.debug("%s: stripe %d of %d", sha1, key.index(own), len(key) if len(key) > 1 else 0)
 
     def _announce_peerless(self) -> None:
-        """The DHT's routing table grew: a download that has no peer yet looks again
-        now rather than at its next announce (a lookup made while the table held one
-        node or two may have missed the nodes that keep the swarm's announces)."""
+        """A download that has no peer yet looks again now rather than at its next
+        announce: when the DHT's routing table grew (a lookup made while the table held
+        one node or two may have missed the nodes that keep the swarm's announces), and
+        every :data:`PEERLESS_TICKS` ticks."""
         for sha1, handle in self.handles.items():
             if sha1 not in self._completion and handle.status().num_peers == 0:
                 handle.force_dht_announce()
@@ -804,6 +807,10 @@ class Engine:
 FAILED = "failed"  # the collector's status of a download libtorrent stopped on an error
 DHT_ANNOUNCE_INTERVAL = 60  # seconds between announces of all torrents (libtorrent: 900)
 DHT_STATS_TICKS = 20  # count the DHT's nodes every 20 ticks (2 s)
+# A download without a single peer asks the DHT again every 100 ticks (10 s), not at
+# the next announce (60 s): with the hub away the DHT is how it finds the swarm, and
+# the node that holds the swarm's announce may have joined since its last lookup.
+PEERLESS_TICKS = 100
 
 
 def _dht_pack(s: EngineSettings) -> dict[str, Any]:

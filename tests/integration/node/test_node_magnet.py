@@ -110,6 +110,9 @@ async def test_download_by_info_hash_through_the_dht_with_the_hub_down(tmp_path:
             # At once when added; else at the engine's next announce (every 60 s).
             await wait_until(announced, 75, "the seed's announce stored in the fleet's DHT")
             await hub_dht.stop()  # the hub is down from here on
+            # The seed announces again now (else within 60 s), so the announce is also
+            # kept by a node that stays up, not only by the hub's.
+            seed.engine.handles[sha1].force_dht_announce()
             # A late node joins through another node's BitTorrent port (libtorrent keeps
             # a bootstrap node out of its routing table, so it learns the others from it)
             # and asks for the info-hash alone.
