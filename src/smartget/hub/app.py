@@ -525,6 +525,15 @@ async def _use_redis(hub: Hub, url: StateURL) -> None:
     reports = RedisReports(engine, hub.collector, hub.now)
     log.info("collector on Redis: %d reports", await reports.load_mirror())
     hub.shared_reports = hub.redis_reports = reports
+    if not (settings.token or settings.token_file):  # generated: the fleet's, not each hub's
+        token = await engine.shared_token(hub.token)
+        if token != hub.token:
+            hub.token = token
+            write_private(settings.data_dir / TOKEN_FILE, token + "\n")
+            hub.console.use_token(token)
+            log.warning(
+                "the fleet's API token (on Redis) is now in %s", settings.data_dir / TOKEN_FILE
+            )
     from smartget.hub.jobs.shared import SharedJobs
 
     # The jobs run on the hub holding the fleet's lease (the sweeper); the others read them.

@@ -137,3 +137,21 @@ async def test_a_post_that_may_have_been_carried_out_is_not_sent_again() -> None
     finally:
         server.close()
         second.close()
+
+
+async def test_hubs_without_a_token_share_the_one_generated_first(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A client that moves to another hub keeps its token: a generated one is the fleet's."""
+    async with (
+        running(redis_settings(tmp_path / "a", redis_server.url, token=None)) as a,
+        running(redis_settings(tmp_path / "b", redis_server.url, token=None)) as b,
+    ):
+        assert a.token == b.token
+        written = {(h.settings.data_dir / "hub.token").read_text().strip() for h in (a, b)}
+        assert written == {a.token}
+        client = FleetClient((a.http_url, b.http_url), a.token, a.token, 10)
+        try:
+            assert await client.hub("GET", "/api/nodes") == []
+        finally:
+            await client.aclose()

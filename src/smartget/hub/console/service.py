@@ -144,6 +144,10 @@ class Console:
         self._closed = False
         self._load_drains()
 
+    def use_token(self, token: str) -> None:
+        """The hub's API token changed (the fleet's, on Redis): sign sessions with it."""
+        self.sessions = SessionKeys(load_or_create_secret(self.data_dir), token)
+
     # -- the drain list, saved beside the store -------------------------------------------
 
     def _load_drains(self) -> None:

@@ -695,6 +695,15 @@ class RedisState:
         }
         return self.cached_stats
 
+    async def shared_token(self, mine: str) -> str:
+        """The fleet's generated API token: the first hub's (SET NX), so a client that
+        moves to another hub keeps its token. Redis's own access rules guard it, as
+        they guard everything else the fleet keeps there."""
+        key = self.keys.prefix + "token"
+        await self._read(self.client.set(key, mine, nx=True))
+        found = await self._read(self.client.get(key))
+        return found.decode() if isinstance(found, bytes) else str(found)
+
     async def hubs(self) -> list[dict[str, Any]]:
         found = await self._read(self.client.fcall_ro("sg_hubs", 1, self.keys.hubs, self._p))
         return [json.loads(info) for info in found]
