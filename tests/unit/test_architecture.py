@@ -58,6 +58,7 @@ CORES = (
     "smartget.node.cache",
     "smartget.node.magnet",
     "smartget.hub.relay.dump",
+    "smartget.hub.relay.records",
     "smartget.mesh.datapack",
     "smartget.mesh.router",
     "smartget.mesh.policy",

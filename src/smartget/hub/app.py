@@ -539,6 +539,10 @@ async def _use_redis(hub: Hub, url: StateURL) -> None:
     # The jobs run on the hub holding the fleet's lease (the sweeper); the others read them.
     shared_jobs = SharedJobs(engine.client, engine.keys.prefix, settings.jobs.max_job_events)
     hub.jobs.share(shared_jobs, lambda: engine.lease.holds(hub.now()))
+    from smartget.hub.state.relay import RedisRelay
+
+    # The relay's satellites and outbox, the fleet's; the lease holder delivers.
+    await hub.relay.share(RedisRelay(engine), lambda: engine.lease.holds(hub.now()))
 
 
 async def _share_swarms(hub: Hub, engine: RedisState, local_tracked: list[bytes]) -> None:

@@ -74,6 +74,21 @@ class FakeBackend:
     async def save(self) -> None:
         self.saves += 1
 
+    async def register(
+        self, ip: str, port: int, *, nick: str, plugins: list[str], notify_pass: str
+    ) -> Satellite:
+        sat = self.registry.register(
+            ip, port, self.wall(), nick=nick, plugins=plugins, notify_pass=notify_pass
+        )
+        await self.save()
+        return sat
+
+    async def deregister(self, host_id: str, caller_ip: str | None) -> Satellite:
+        sat = self.registry.deregister(host_id, caller_ip)
+        self.forget(sat)
+        await self.save()
+        return sat
+
     def enqueue(self, sender: Satellite, message: dict[str, Any]) -> Awaitable[None]:
         if len(self.queued) >= self.queue:
             raise RelayBusyError("the relay is busy")

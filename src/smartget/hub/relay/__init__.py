@@ -8,6 +8,8 @@ Satellites register, relay messages to every other satellite (through their
 * :mod:`~smartget.hub.relay.methods`: the methods, aliases and introspection;
 * :mod:`~smartget.hub.relay.outbox`: accepted messages until delivered, pure logic;
 * :mod:`~smartget.hub.relay.store`: the satellites' and messages' tables;
+* :mod:`~smartget.hub.relay.records`: satellites and messages as the fleet's Redis
+  holds them (``--state redis://``; the I/O is :mod:`smartget.hub.state.relay`);
 * :mod:`~smartget.hub.relay.service`: the asyncio driver (limiter, notifier, pinger);
 * :mod:`~smartget.hub.relay.http`: the ``POST /RPC2`` route.
 """

@@ -25,7 +25,7 @@ rows to write and the host_ids to delete.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from smartget.errors import (
     ConfigError,
@@ -305,6 +305,40 @@ class SatelliteRegistry:
             self._count(sat)
         self._sats[sat.host_id] = sat
         self._dirty[sat.host_id] = sat
+
+    def replace_all(self, satellites: Iterable[Satellite]) -> list[Satellite]:
+        """Become a copy of the fleet's satellites, in the order given (Redis: this hub's
+        mirror); nothing is marked to save. Returns the satellites that left."""
+        kept = {sat.host_id: sat for sat in satellites}
+        gone = [sat for host_id, sat in self._sats.items() if host_id not in kept]
+        self._sats = kept
+        self._per_ip = {}
+        for sat in kept.values():
+            self._count(sat)
+        for sat in gone:
+            self._dirty.pop(sat.host_id, None)
+        return gone
+
+    def mirror(self, sat: Satellite) -> Satellite:
+        """Take one satellite as the fleet holds it (a registration through this hub);
+        a registered one with that host_id is updated in place. Nothing to save."""
+        known = self._sats.get(sat.host_id)
+        if known is None:
+            self._count(sat)
+            self._sats[sat.host_id] = sat
+            return sat
+        for f in fields(Satellite):
+            setattr(known, f.name, getattr(sat, f.name))
+        return known
+
+    def unmirror(self, host_id: str) -> Satellite | None:
+        """A satellite the fleet no longer has (deregistered or dropped through any hub)."""
+        sat = self._sats.get(host_id)
+        if sat is None:
+            return None
+        self._remove(sat)
+        self._dirty.pop(host_id, None)
+        return sat
 
     def drain_changes(self) -> RelayChanges:
         changes = RelayChanges()

@@ -48,6 +48,16 @@ class Backend(Protocol):
 
     async def save(self) -> None: ...
 
+    async def register(
+        self, ip: str, port: int, *, nick: str, plugins: list[str], notify_pass: str
+    ) -> Satellite:
+        """Register (or refresh) the satellite at ip:port, durably (RelayFullError)."""
+        ...
+
+    async def deregister(self, host_id: str, caller_ip: str | None) -> Satellite:
+        """Remove a satellite its own address asks to remove, durably."""
+        ...
+
     def enqueue(self, sender: Satellite, message: dict[str, Any]) -> Awaitable[None]: ...
 
     def forget(self, sat: Satellite) -> None: ...
@@ -231,18 +241,15 @@ async def _register(disp: Dispatcher, d: dict[str, Any], caller: str | None) -> 
         )
     nick = _text(d, "nick", MAX_NICK, "")
     notify_pass = _text(d, "notify_pass", MAX_PASS, "")
-    backend = disp.backend
-    sat = backend.registry.register(
-        caller, port, backend.wall(), nick=nick, plugins=plugins, notify_pass=notify_pass
+    # durable before the reply (DESIGN.md)
+    sat = await disp.backend.register(
+        caller, port, nick=nick, plugins=plugins, notify_pass=notify_pass
     )
-    await backend.save()  # durable before the reply (DESIGN.md)
     return sat.host_id
 
 
 async def _deregister(disp: Dispatcher, d: dict[str, Any], caller: str | None) -> str:
-    sat = disp.backend.registry.deregister(_host_id(d), caller)
-    disp.backend.forget(sat)
-    await disp.backend.save()
+    await disp.backend.deregister(_host_id(d), caller)
     return "OK"
 
 

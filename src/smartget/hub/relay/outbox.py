@@ -108,6 +108,10 @@ class Outbox:
         """True when ``limit`` messages are live: relay.relay must answer busy."""
         return len(self._live) >= self.limit
 
+    def holds(self, msg: Message) -> bool:
+        """Whether ``msg`` is this outbox's live message (not one of a former outbox)."""
+        return self._live.get(msg.seq) is msg
+
     def messages(self) -> list[Message]:
         """Live messages in sequence order."""
         return list(self._live.values())

@@ -23,6 +23,13 @@ runs, in one ``TaskGroup`` (:meth:`RelayService.run`):
 Registrations are saved, and awaited, before their reply leaves. After a restart,
 messages a recipient has not had yet go out first, in order; delivery is at least once
 (see :mod:`smartget.hub.relay.outbox`).
+
+On Redis (:meth:`RelayService.share`, :mod:`smartget.hub.state.relay`) the satellites
+and the outbox are the fleet's: registrations and accepted messages go to Redis (each
+one atomic step there, before the reply), this hub's registry is a mirror of the
+fleet's satellites (reloaded when their version moves, checked on every call), and only
+the hub holding the fleet's lease delivers and pings: it loads the outbox from Redis
+when it takes the lease and follows it, and writes its progress back there.
 """
 
 from __future__ import annotations
@@ -33,10 +40,10 @@ import logging
 import platform
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import prometheus_client as prom
@@ -57,6 +64,7 @@ from smartget.hub.relay.core import (
 from smartget.hub.relay.dump import dump_satellites, load_satellites_dump
 from smartget.hub.relay.methods import Dispatcher, to_datetime
 from smartget.hub.relay.outbox import Message, Outbox
+from smartget.hub.relay.records import merge_record, satellite_record
 from smartget.hub.relay.xmlrpc import (
     APPLICATION_ERROR,
     BUSY,
@@ -70,6 +78,9 @@ from smartget.hub.relay.xmlrpc import (
 from smartget.hub.store import Store, Write
 from smartget.ratelimit import TokenBucket
 
+if TYPE_CHECKING:
+    from smartget.hub.state.relay import RedisRelay
+
 __all__ = ["RelayService", "RelaySettings"]
 
 log = logging.getLogger(__name__)
@@ -80,6 +91,8 @@ STATS_FLUSH_INTERVAL = 1.0
 # messages go out again: at least once.
 PROGRESS_DELAY = 0.1
 PING_CONCURRENCY = 64
+LOAD_BATCH = 500  # messages the deliverer loads from Redis at a time
+LEAD_CHECK = 0.25  # seconds between looks at the lease while this hub does not deliver
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,13 @@ class RelayService:
             "ping_ok": 0,
             "ping_failed": 0,
         }
+        # On Redis (share()): the fleet's satellites and outbox; deliveries by the hub
+        # that holds the fleet's lease (``leading``).
+        self.shared: RedisRelay | None = None
+        self._leading: Callable[[], bool] = lambda: True
+        self._version = -1  # the fleet's satellites' version this hub's mirror is at
+        self.delivering = False  # this hub delivers the fleet's messages now (Redis)
+        self._loaded_seq = 0  # the last message the deliverer loaded
         self.metrics = metrics
         if metrics is not None:
             self._calls = prom.Counter(
@@ -204,9 +224,133 @@ class RelayService:
 
     # -- start, run, stop ---------------------------------------------------------------
 
+    async def share(self, shared: RedisRelay, leading: Callable[[], bool]) -> int:
+        """Use the fleet's satellites and outbox in Redis (before :meth:`run`); this hub
+        delivers while ``leading()``. Imports ``--relay-import`` there. Returns the
+        number of satellites."""
+        self.shared = shared
+        self._leading = leading
+        await self.refresh()
+        if self.settings.import_file is not None:
+            added = 0
+            for sat in load_satellites_dump(self.settings.import_file.read_bytes()):
+                done = await shared.adopt(sat, self.registry.max_satellites)
+                if done == "full":
+                    log.warning(
+                        "relay: full; %s and later satellites of the dump skipped", sat.host_id
+                    )
+                    break
+                added += done == "ok"
+            log.info("relay: %d satellites imported from a dump into the fleet's", added)
+            await self.refresh()
+        return len(self.registry)
+
+    async def refresh(self, host_id: str | None = None) -> None:
+        """Redis: bring the mirror up to date (every satellite if their version moved;
+        else ``host_id``'s statistics). Nothing to do on SQLite."""
+        if self.shared is None:
+            return
+        version, record = await self.shared.version(host_id)
+        if version != self._version:
+            await self._reload()
+        elif record is not None and host_id is not None and host_id in self.registry:
+            merge_record(self.registry.get(host_id), record, delivering=self.delivering)
+
+    async def _reload(self) -> None:
+        assert self.shared is not None
+        if self.delivering:  # its statistics first: the reload brings them back
+            await self.save()
+        version, sats = await self.shared.satellites()
+        if self.delivering:  # keep what this hub counted (newer than Redis's)
+            for at, sat in enumerate(sats):
+                if sat.host_id in self.registry:
+                    known = self.registry.get(sat.host_id)
+                    merge_record(known, satellite_record(sat), delivering=True)
+                    sats[at] = known
+        for sat in self.registry.replace_all(sats):
+            self.forget(sat)
+        self._version = version
+
+    # -- Redis: the deliverer -------------------------------------------------------------
+
+    async def _lead_forever(self) -> None:
+        """Redis: deliver the fleet's messages while this hub holds the lease."""
+        assert self.shared is not None
+        reader = self.shared.engine.reader()
+        wake = "0-0"
+        try:
+            while True:
+                try:
+                    if not self._leading():
+                        if self.delivering:
+                            self._stop_delivering()
+                        # A timer: the keeper tries the lease every second.
+                        await asyncio.sleep(LEAD_CHECK)
+                        continue
+                    if not self.delivering:
+                        wake = await self.shared.last_wake()
+                        await self._start_delivering()
+                    await self._load_messages()
+                    wake = await self.shared.wait_wake(reader, wake)
+                except StoreError as exc:
+                    log.warning("relay: cannot follow the fleet's outbox: %s", exc)
+                    await asyncio.sleep(LEAD_CHECK)
+        finally:
+            if self.delivering:
+                self._stop_delivering()
+            await reader.aclose()
+
+    async def _start_delivering(self) -> None:
+        self._version = -1  # the fleet's statistics as they are, then counted here
+        await self.refresh()
+        self.outbox = Outbox(self.settings.queue)
+        self._loaded_seq = 0
+        self.delivering = True
+        log.info("relay: this hub delivers the fleet's messages now")
+
+    def _stop_delivering(self) -> None:
+        """The lease is lost: what is under way is left to the next deliverer (at least
+        once), nothing more is written."""
+        self.delivering = False
+        for box in self._mailboxes.values():
+            if box.worker is not None:
+                box.worker.cancel()
+        self._mailboxes.clear()
+        self.outbox = Outbox(self.settings.queue)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+        self.registry.drain_changes()
+        log.info("relay: this hub no longer delivers the fleet's messages")
+
+    async def _load_messages(self) -> None:
+        """Take the messages accepted since the last load (any hub), to deliver."""
+        assert self.shared is not None
+        loaded: list[Message] = []
+        while len(self.outbox) + len(loaded) < self.settings.queue:
+            batch = await self.shared.messages(
+                self._loaded_seq, LOAD_BATCH, relay_store.MAX_STORED_MESSAGE
+            )
+            if not batch:
+                break
+            loaded += batch
+            self._loaded_seq = batch[-1].seq
+            if len(batch) < LOAD_BATCH:
+                break
+        # After the messages: every satellite registered before them is in the mirror.
+        await self.refresh()
+        if not loaded or not self.delivering:
+            return
+        for msg in self.outbox.restore(loaded, self.registry.host_ids()):
+            self._queue.put_nowait((msg, None))
+        self._progress()
+
     def restore_now(self) -> int:
         """Create the tables, load the satellites and the messages not yet delivered to
-        every recipient (start-up; blocks briefly). Returns the number of satellites."""
+        every recipient (start-up; blocks briefly). Returns the number of satellites.
+        On Redis (:meth:`share`) the fleet's were loaded already."""
+        if self.shared is not None:
+            return len(self.registry)
         sats = self.store.read_now(relay_store.load_satellites)
         self.registry.restore(sats)
         if self.settings.import_file is not None:
@@ -259,6 +403,8 @@ class RelayService:
                     tasks.create_task(self._flush_forever(), name="relay-flush"),
                     tasks.create_task(self._progress_forever(), name="relay-progress"),
                 ]
+                if self.shared is not None:
+                    children.append(tasks.create_task(self._lead_forever(), name="relay-lead"))
                 await self._stop.wait()
                 for task in children:
                     task.cancel()
@@ -279,7 +425,7 @@ class RelayService:
             await self._stopped.wait()
         try:
             await self.save()
-            await asyncio.shield(self.store.submit_later(self._outbox_write))
+            await self._write_progress()
         except StoreError as exc:
             log.error("relay: could not save statistics on the way out: %s", exc)
         if self.settings.export_file is not None:
@@ -293,7 +439,7 @@ class RelayService:
         await self._queue.join()
         for box in list(self._mailboxes.values()):
             await box.queue.join()
-        await asyncio.shield(self.store.submit_later(self._outbox_write))
+        await self._write_progress()
 
     # -- the backend of the methods ---------------------------------------------------
 
@@ -301,15 +447,59 @@ class RelayService:
         return time.time()
 
     async def save(self) -> None:
-        """Commit the registry's changes and wait until they are durable."""
+        """Commit the registry's changes and wait until they are durable (on Redis, the
+        deliverer's statistics; registrations went there when they were made)."""
+        if self.shared is not None:
+            changes = self.registry.drain_changes()
+            if self.delivering and changes.upserts:
+                await self.shared.save_stats(changes.upserts)
+            return
         if changes := self.registry.drain_changes():
             # shielded: a caller that goes away must not cancel the store's shared future
             await asyncio.shield(self.store.submit(relay_store.save_changes(changes)))
 
+    async def register(
+        self, ip: str, port: int, *, nick: str, plugins: list[str], notify_pass: str
+    ) -> Satellite:
+        """Register (or refresh) the satellite at ip:port; saved before this returns."""
+        if self.shared is None:
+            sat = self.registry.register(
+                ip, port, self.wall(), nick=nick, plugins=plugins, notify_pass=notify_pass
+            )
+            await self.save()
+            return sat
+        if not 0 < port <= 65535:
+            raise RelayError(f"port must be from 1 to 65535, got {port}")
+        fresh = await self.shared.register(
+            ip, port, self.wall(), nick=nick, plugins=plugins, notify_pass=notify_pass,
+            max_satellites=self.registry.max_satellites, max_per_ip=self.registry.max_per_ip,
+        )  # fmt: skip
+        if fresh.host_id in self.registry:  # a refresh: the deliverer keeps its counts
+            known = self.registry.get(fresh.host_id)
+            merge_record(known, satellite_record(fresh), delivering=self.delivering)
+            return known
+        return self.registry.mirror(fresh)
+
+    async def deregister(self, host_id: str, caller_ip: str | None) -> Satellite:
+        """Remove a satellite (only its own address may); saved before this returns."""
+        if self.shared is None:
+            sat = self.registry.deregister(host_id, caller_ip)
+            self.forget(sat)
+            await self.save()
+            return sat
+        sat = self.registry.check_owner(host_id, caller_ip)
+        await self.shared.deregister(host_id, caller_ip)
+        self.registry.unmirror(host_id)
+        self.forget(sat)
+        return sat
+
     def enqueue(self, sender: Satellite, message: dict[str, Any]) -> Awaitable[None]:
         """Accept a message into the outbox; RelayBusyError if it is full. Await the
         result before answering: it resolves once the message is committed (StoreError
-        if that failed; the message is then not sent)."""
+        if that failed; the message is then not sent). On Redis, the fleet's outbox:
+        the awaitable raises RelayBusyError when that is full."""
+        if self.shared is not None:
+            return asyncio.ensure_future(self._accept_shared(sender, dict(message)))
         if self.outbox.full:
             self.counts["busy"] += 1
             raise RelayBusyError(
@@ -328,6 +518,25 @@ class RelayService:
         self._queue.put_nowait((msg, saved))
         return asyncio.shield(saved)
 
+    async def _accept_shared(self, sender: Satellite, message: dict[str, Any]) -> None:
+        assert self.shared is not None
+        try:
+            await self.shared.accept(
+                sender.host_id, sender.ip, message, self.wall(), self.settings.queue
+            )
+        except RelayBusyError:
+            self.counts["busy"] += 1
+            raise
+
+    async def _write_progress(self) -> None:
+        """Have the outbox's changes written (and wait for it)."""
+        if self.shared is None:
+            await asyncio.shield(self.store.submit_later(self._outbox_write))
+            return
+        changes = self.outbox.drain_changes()
+        if self.delivering and changes:  # a former deliverer's are the new one's now
+            await self.shared.progress(changes)
+
     def _outbox_write(self) -> Write | None:
         changes = self.outbox.drain_changes()
         return relay_store.save_outbox(changes) if changes else None
@@ -342,7 +551,7 @@ class RelayService:
             await asyncio.sleep(PROGRESS_DELAY)  # a timer: gather outcomes into one commit
             self._progress_due.clear()
             try:
-                await asyncio.shield(self.store.submit_later(self._outbox_write))
+                await self._write_progress()
             except StoreError as exc:  # the rows stay: delivered again after a restart
                 log.error("relay: could not save delivery progress: %s", exc)
 
@@ -376,6 +585,8 @@ class RelayService:
         try:
             call = parse_request(body, max_bytes=self.settings.max_request)
             method = call.method if call.method in self.dispatcher.by_name else "unknown"
+            if self.shared is not None:  # the fleet's satellites as they are now
+                await self.refresh(_named_host(call.params))
             result = await self.dispatcher.call(call.method, call.params, caller_ip)
             reply = dump_response(result)
         except XmlRpcError as exc:
@@ -413,6 +624,8 @@ class RelayService:
                 # The limiter's rate: wait for the token (a timer, not a synchronisation).
                 if (delay := self.bucket.take(1, loop.time())) > 0:
                     await asyncio.sleep(delay)
+                if not self.outbox.holds(message):  # Redis: this hub stopped delivering
+                    continue
                 for hid in list(message.pending):
                     if hid not in self.registry:  # left since; forget() normally did this
                         self.outbox.done(message, hid)
@@ -504,7 +717,10 @@ class RelayService:
                 log.exception("relay: a round of pings failed unexpectedly")
 
     async def ping_all(self) -> None:
-        """One round: ping every satellite at once, record, drop the dead ones."""
+        """One round: ping every satellite at once, record, drop the dead ones (on
+        Redis, the deliverer only)."""
+        if self.shared is not None and not self.delivering:
+            return
         sats = self.registry.satellites()
         if not sats:
             return
@@ -514,6 +730,13 @@ class RelayService:
             dropped = self.registry.note_ping(sat.host_id, rtt_ms)
             if dropped is not None:
                 self.forget(dropped)
+                if self.shared is not None:
+                    try:
+                        await self.shared.deregister(dropped.host_id, None)
+                    except RelayError:  # deregistered meanwhile, through another hub
+                        pass
+                    except StoreError as exc:
+                        log.error("relay: could not drop %s: %s", dropped.host_id, exc)
                 log.warning(
                     "relay: satellite %s (%s) dropped: %d pings in a row failed",
                     dropped.host_id,
@@ -582,6 +805,15 @@ class _RelayCollector(Collector):
             yield GaugeMetricFamily(
                 f"smartget_relay_{key}_count", f"Relay: {key} since start", value=stats[key]
             )
+
+
+def _named_host(params: tuple[Any, ...]) -> str | None:
+    """The host_id a call names, if any (its statistics are read fresh on Redis)."""
+    if params and isinstance(params[0], dict):
+        host_id = params[0].get("host_id")
+        if isinstance(host_id, str) and 0 < len(host_id) <= 300:
+            return host_id
+    return None
 
 
 def _host_properties() -> dict[str, Any]:
