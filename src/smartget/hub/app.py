@@ -517,6 +517,7 @@ async def _use_redis(hub: Hub, url: StateURL) -> None:
     hub.redis = engine
     hub.state = engine
     hub.text.remote = engine.submit_text
+    hub.console.share_drains(engine)  # drains are the fleet's (functions.py), not the file's
     loaded = await engine.load_mirror(hub.registry, hub.now(), hub.now)
     await engine.statistics()
     log.info("fleet state on Redis: %d nodes", loaded)

@@ -10,6 +10,11 @@ drained node asked for is kept, and "bring it back" restores it at once.
 rule added to ``set_status``; every front end (text protocol, JSON API) goes through it.
 The drained set is saved by the console (DATA_DIR/console-drained.json) so that a
 restart keeps it; :meth:`DrainList.dump` and :meth:`DrainList.load` are its format.
+
+On Redis (``--state redis://``) the same rule is the fleet's, in its functions
+(``hub/state/functions.py``, ``smartget_drains1``: the ``P drained`` hash, at most
+``MAX_DRAINED`` entries), and the console's :class:`DrainList` is a copy of that set
+(:meth:`DrainList.replace`) for its page.
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ class DrainList:
     def remove(self, node_id: int) -> int | None:
         """Undrain; the status its last heartbeat asked for (None if it was not drained)."""
         return self._wanted.pop(node_id, None)
+
+    def replace(self, wanted: dict[int, int]) -> None:
+        """Hold exactly ``wanted`` (a copy of the fleet's set, on Redis)."""
+        if len(wanted) > self.max_drained:
+            raise RegistryError(f"{len(wanted)} drained nodes: more than {self.max_drained}")
+        self._wanted = dict(wanted)
 
     def prune(self, known: set[int]) -> None:
         """Forget nodes the registry no longer has (removed zombies, deregistered)."""

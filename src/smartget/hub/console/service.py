@@ -14,6 +14,14 @@ The hubs panel lists the hubs whose heartbeat is current in the fleet's state
 ``--state redis://``). Snapshots are built synchronously, so the list is fetched ahead:
 :meth:`Console.refresh_hubs` (at most ``HUBS_TIMEOUT`` seconds) runs each tick while
 pages watch, and before a first snapshot when the list it has is older than a tick.
+
+Drains: with one hub (SQLite) the drained set is this hub's command core's
+(:class:`DrainingCommands`), saved to DATA_DIR/console-drained.json. On Redis it is the
+fleet's (:meth:`Console.share_drains`: the ``P drained`` hash, held by the functions of
+every hub): the actions go through the state, and :attr:`Console.drains` is a copy of
+the fleet's set, read with the hubs list (:meth:`Console.refresh_drains`: only when its
+version changed, at most ``HUBS_TIMEOUT`` seconds) and changed at once by this hub's
+own actions. The file is not read or written then.
 """
 
 from __future__ import annotations
@@ -27,21 +35,22 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from smartget import __version__
 from smartget.auth import write_private
 from smartget.errors import RegistryError, SmartGetError
 from smartget.hub.collector import Collector
-from smartget.hub.console.drain import DrainingCommands
+from smartget.hub.commands import Caller, FromOperator
+from smartget.hub.console.drain import DrainingCommands, DrainList
 from smartget.hub.console.history import History, sample_of
 from smartget.hub.console.session import LoginThrottle, SessionKeys
 from smartget.hub.console.views import hubs_view, snapshot
 from smartget.hub.jobs.runner import JobRunner
-from smartget.hub.registry import Registry
+from smartget.hub.registry import Node, Registry
 from smartget.hub.tracker import Tracker
 
-__all__ = ["Broker", "Console", "TooManyWatchers"]
+__all__ = ["Broker", "Console", "SharedDrains", "TooManyWatchers"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,18 @@ TICK = 1.0  # seconds between snapshots while someone watches
 MAX_SUBSCRIBERS = 64
 HUBS_TIMEOUT = 1.0  # seconds a refresh of the hubs list may take
 HUBS_CURRENT = 5.0  # seconds the last list counts as current (a hub heartbeat's TTL)
+
+
+class SharedDrains(Protocol):
+    """The fleet's drains, held by the shared state (Redis: ``RedisState``)."""
+
+    async def drain(self, node_id: int) -> Node: ...
+    async def undrain(self, node_id: int) -> Node: ...
+    async def drained(self, seen: str = "") -> tuple[str, list[int] | None]:
+        """The set's version and ids (None: still ``seen``)."""
+        ...
+
+    async def deregister(self, caller: Caller, node_id: int) -> Node: ...
 
 
 class TooManyWatchers(Exception):
@@ -136,6 +157,9 @@ class Console:
         self._hubs: list[dict[str, Any]] | None = None  # its last answer
         self._hubs_at: float | None = None  # when (the hub's clock)
         self._hubs_failing = False
+        self.shared: SharedDrains | None = None  # the fleet's drains (Redis), or None
+        self._drains_seen = ""  # the version of the fleet's set self.drains holds
+        self._drains_failing = False
         self.sessions = SessionKeys(load_or_create_secret(data_dir), token)
         self.throttle = LoginThrottle()
         self.history = History()
@@ -148,7 +172,66 @@ class Console:
         """The hub's API token changed (the fleet's, on Redis): sign sessions with it."""
         self.sessions = SessionKeys(load_or_create_secret(self.data_dir), token)
 
-    # -- the drain list, saved beside the store -------------------------------------------
+    # -- drains: this hub's list saved beside the store, or the fleet's -------------------
+
+    def share_drains(self, shared: SharedDrains) -> None:
+        """Drains are the fleet's from now (Redis): :attr:`drains` becomes a copy of its
+        set, filled by :meth:`refresh_drains`."""
+        self.shared = shared
+        self.drains = DrainList()
+        self._drains_seen = ""
+
+    async def drain(self, node_id: int) -> Node:
+        """Take a node out of rotation (every hub's, on Redis)."""
+        if self.shared is not None:
+            node = await self.shared.drain(node_id)
+            with contextlib.suppress(RegistryError):  # a full copy: the refresh fixes it
+                self.drains.add(node_id, 0)  # the copy, at once (the next refresh confirms)
+            return node
+        node = self.commands.drain(node_id, self.clock())
+        await self.save_registry()
+        await self.save_drains()
+        return node
+
+    async def undrain(self, node_id: int) -> Node:
+        """Back in rotation with the status its last heartbeat asked for."""
+        if self.shared is not None:
+            node = await self.shared.undrain(node_id)
+            self.drains.remove(node_id)
+            return node
+        node = self.commands.undrain(node_id, self.clock())
+        await self.save_registry()
+        await self.save_drains()
+        return node
+
+    async def deregister(self, node_id: int) -> Node:
+        """Remove a node (the page offers it for zombies); its drain is forgotten."""
+        if self.shared is not None:
+            node = await self.shared.deregister(FromOperator(), node_id)
+            self.drains.remove(node_id)
+            return node
+        node = self.commands.deregister(FromOperator(), node_id)
+        await self.save_registry()
+        await self.save_drains()
+        return node
+
+    async def refresh_drains(self) -> None:
+        """Read the fleet's drained set if it changed (bounded); keep the copy if the
+        state does not answer. Nothing to do with one hub: its list is here."""
+        if self.shared is None:
+            return
+        try:
+            async with asyncio.timeout(HUBS_TIMEOUT):
+                version, ids = await self.shared.drained(self._drains_seen)
+            if ids is not None:
+                self.drains.replace(dict.fromkeys(ids, 0))
+        except (SmartGetError, OSError, TimeoutError) as exc:
+            if not self._drains_failing:
+                log.warning("console: the fleet state did not list the drained nodes: %s", exc)
+            self._drains_failing = True
+            return
+        self._drains_failing = False
+        self._drains_seen = version
 
     def _load_drains(self) -> None:
         path = self.data_dir / DRAINED_FILE
@@ -190,9 +273,13 @@ class Console:
         self._hubs = found
         self._hubs_at = self.clock()
 
-    async def refresh_hubs_if_old(self) -> None:
+    async def refresh(self) -> None:
+        """What the snapshots read from the fleet state: the hubs, the drained set."""
+        await asyncio.gather(self.refresh_hubs(), self.refresh_drains())
+
+    async def refresh_if_old(self) -> None:
         if self._hubs_at is None or self.clock() - self._hubs_at >= TICK:
-            await self.refresh_hubs()
+            await self.refresh()
 
     def hubs(self) -> list[dict[str, Any]]:
         """The hubs of the fleet: this one, then the others the state last listed."""
@@ -236,7 +323,7 @@ class Console:
         while not self._closed:
             self.sample()
             if len(self.broker):
-                await self.refresh_hubs()
+                await self.refresh()
                 self.broker.publish(self.snapshot_event())
             await asyncio.sleep(TICK)
 

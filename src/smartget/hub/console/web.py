@@ -36,7 +36,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from pydantic import BaseModel, Field
 
 from smartget.errors import JobError, JobNotFoundError, RegistryError
-from smartget.hub.commands import FromOperator
 from smartget.hub.console.service import Console, TooManyWatchers
 from smartget.hub.console.session import Session
 from smartget.hub.jobs.model import CopyState, parse_spec
@@ -222,7 +221,7 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
 
         async def stream() -> Any:
             try:
-                await console.refresh_hubs_if_old()
+                await console.refresh_if_old()
                 yield b"retry: 2000\n\n" + console.snapshot_event()
                 while True:
                     try:
@@ -246,7 +245,7 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
 
     @api.get("/api/snapshot", dependencies=[Depends(signed_in)])
     async def one_snapshot() -> Response:
-        await console.refresh_hubs_if_old()
+        await console.refresh_if_old()
         return _secure(JSONResponse(console.snapshot()))
 
     def done(message: str, **extra: Any) -> Response:
@@ -254,16 +253,12 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
 
     @api.post("/api/nodes/{node_id}/drain", dependencies=[Depends(acting)])
     async def drain(node_id: int) -> Response:
-        node = console.commands.drain(node_id, hub.now())
-        await hub.save()
-        await console.save_drains()
+        node = await console.drain(node_id)  # on Redis: every hub's
         return done(f"node {node.node_id} ({node.addr}) drained: it is no longer handed out")
 
     @api.post("/api/nodes/{node_id}/undrain", dependencies=[Depends(acting)])
     async def undrain(node_id: int) -> Response:
-        node = console.commands.undrain(node_id, hub.now())
-        await hub.save()
-        await console.save_drains()
+        node = await console.undrain(node_id)
         return done(f"node {node.node_id} ({node.addr}) is back, status {node.status}")
 
     @api.post("/api/nodes/{node_id}/deregister", dependencies=[Depends(acting)])
@@ -271,9 +266,7 @@ def add_console(app: FastAPI, hub: ConsoleHost) -> None:
         node = hub.registry.get_node_by_id(node_id)
         if node is not None and not node.is_zombie:
             raise RegistryError(f"node {node_id} is alive: only zombies are removed from here")
-        gone = console.commands.deregister(FromOperator(), node_id)
-        await hub.save()
-        await console.save_drains()
+        gone = await console.deregister(node_id)
         return done(f"zombie node {gone.node_id} ({gone.addr}:{gone.port}) deregistered")
 
     @api.post("/api/jobs", dependencies=[Depends(acting)])

@@ -1,4 +1,9 @@
-"""The fleet's atomic steps: one Redis Functions library (Lua), loaded by every hub.
+"""The fleet's atomic steps: Redis Functions libraries (Lua), loaded by every hub.
+
+``smartget1`` (the registry), ``smartget_drains1`` (the steps that hold drained nodes
+at status 0: the console's drains, the fleet's) and ``smartget_reports1`` (the status
+collector). A library cannot call another's local functions, so the helpers they share
+are one Lua text put in each (``_HELPERS``), and a step both have is one template.
 
 Each function is one atomic step on the server: no other client's command runs in
 between, so two hubs never hand out the same last slot. Every key a function touches
@@ -11,21 +16,32 @@ restart every hub's ``FCALL`` still finds them, with no ``NOSCRIPT`` retry on th
 path. Time is Redis's own (``TIME``): hubs on different machines agree on liveness.
 
 The replies are tables whose first element says what happened (``ok``, ``exists``,
-``notfound``, ``notowner``, ``toomany``, ``stranger``); the hub turns them into the
+``notfound``, ``notowner``, ``toomany``, ``stranger``, ``zombie``; ``held`` for a
+drained node's heartbeat); the hub turns them into the
 :mod:`smartget.errors` tree (``redisengine.py``). A node record is
 ``id, a, p, nm, s, z, bt, api, files``.
 """
 
 from __future__ import annotations
 
+from string import Template
 from typing import Final
 
-__all__ = ["LIBRARY", "LIBRARY_NAME", "REPORTS_LIBRARY", "REPORTS_LIBRARY_NAME"]
+__all__ = [
+    "DRAINS_LIBRARY",
+    "DRAINS_LIBRARY_NAME",
+    "LIBRARY",
+    "LIBRARY_NAME",
+    "MAX_DRAINED",
+    "REPORTS_LIBRARY",
+    "REPORTS_LIBRARY_NAME",
+]
 
 LIBRARY_NAME: Final = "smartget1"
 
-LIBRARY: Final = r"""#!lua name=smartget1
-
+# The helpers every library of the registry's steps carries (a library cannot call
+# another's local functions): they are Lua text, composed below.
+_HELPERS: Final = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -96,6 +112,28 @@ local function remove(P, id)
   return rec
 end
 
+-- The heartbeat: 'ok', 'notfound' or 'notowner IP'.
+local function setstatus(P, id, status, owner, now)
+  local v = redis.call('HMGET', P .. 'n:' .. id, 'a', 's', 'z', 'm')
+  if not v[1] then return 'notfound' end
+  if owner ~= '' and v[1] ~= owner then return 'notowner ' .. v[1] end
+  local old = tonumber(v[2])
+  if status == -1 then
+    if old ~= -1 then
+      redis.call('ZREM', P .. 'alive', id)
+      redis.call('ZADD', P .. 'zomb', now, id)
+      change(P, id, old, -1, v[3], v[4])
+    end
+  else
+    if old == -1 then redis.call('ZREM', P .. 'zomb', id) end
+    redis.call('ZADD', P .. 'alive', now, id)
+    if old ~= status then change(P, id, old, status, v[3], v[4]) end
+  end
+  return 'ok'
+end
+"""
+
+_REGISTER: Final = r"""
 -- KEYS: next; ARGV: P, ip, port, max per ip (0: any), status, name, zone, bt, api, files
 redis.register_function('sg_register', function(keys, args)
   local P, addr, port = args[1], args[2], args[3]
@@ -120,9 +158,13 @@ redis.register_function('sg_register', function(keys, args)
   append(out, record(P, id))
   return out
 end)
+"""
 
+# Templates ($name: string.Template): the same step in both libraries, with the
+# drain-aware helpers in DRAINS_LIBRARY.
+_DEREGISTER: Final = Template(r"""
 -- KEYS: next; ARGV: P, id ('' : by ip and port), ip, port, owner ip ('' : anyone)
-redis.register_function('sg_deregister', function(keys, args)
+redis.register_function('$deregister', function(keys, args)
   local P, id = args[1], args[2]
   if id == '' then
     id = redis.call('HGET', P .. 'ap', args[3] .. ' ' .. args[4])
@@ -135,36 +177,18 @@ redis.register_function('sg_deregister', function(keys, args)
     if a ~= args[5] then return {'notowner', a} end
   end
   local out = {'ok'}
-  append(out, remove(P, id))
+  append(out, $remove(P, id))
   return out
 end)
+""")
 
+_SETSTATUS: Final = Template(r"""
 -- The heartbeat. KEYS: next; ARGV: P, id, status, owner ip ('' : anyone), '1' for the record
-local function setstatus(P, id, status, owner, now)
-  local v = redis.call('HMGET', P .. 'n:' .. id, 'a', 's', 'z', 'm')
-  if not v[1] then return 'notfound' end
-  if owner ~= '' and v[1] ~= owner then return 'notowner ' .. v[1] end
-  local old = tonumber(v[2])
-  if status == -1 then
-    if old ~= -1 then
-      redis.call('ZREM', P .. 'alive', id)
-      redis.call('ZADD', P .. 'zomb', now, id)
-      change(P, id, old, -1, v[3], v[4])
-    end
-  else
-    if old == -1 then redis.call('ZREM', P .. 'zomb', id) end
-    redis.call('ZADD', P .. 'alive', now, id)
-    if old ~= status then change(P, id, old, status, v[3], v[4]) end
-  end
-  return 'ok'
-end
-
--- The heartbeat. KEYS: next; ARGV: P, id, status, owner ip ('' : anyone), '1' for the record
-redis.register_function('sg_setstatus', function(keys, args)
+redis.register_function('$setstatus', function(keys, args)
   local P, id = args[1], args[2]
-  local code = setstatus(P, id, tonumber(args[3]), args[4], now_ms())
+  local code = $beat(P, id, tonumber(args[3]), args[4], now_ms())
   if code == 'notfound' then return {'notfound'} end
-  if code ~= 'ok' then return {'notowner', string.sub(code, 10)} end
+  if code ~= 'ok' and code ~= 'held' then return {'notowner', string.sub(code, 10)} end
   if args[5] ~= '1' then return {'ok'} end
   local out = {'ok'}
   append(out, record(P, id))
@@ -173,15 +197,18 @@ end)
 
 -- Many heartbeats in one call, in order (the text protocol's hot path: a hub merges
 -- the setstatus commands that follow each other in one batch). KEYS: next; ARGV: P,
--- then id, status, owner ip for each. Returns one code each: ok, notfound, notowner IP.
-redis.register_function('sg_setstatus_many', function(keys, args)
+-- then id, status, owner ip for each. Returns one code each: ok, notfound, notowner IP
+-- (and held: a drained node's heartbeat, in $setstatus_many).
+redis.register_function('$setstatus_many', function(keys, args)
   local P, now, out = args[1], now_ms(), {}
   for i = 2, #args, 3 do
-    out[#out + 1] = setstatus(P, args[i], tonumber(args[i + 1]), args[i + 2], now)
+    out[#out + 1] = $beat(P, args[i], tonumber(args[i + 1]), args[i + 2], now)
   end
   return out
 end)
+""")
 
+_REQUEST_UPDATE: Final = r"""
 -- Hand out up to n nodes, lowering each one's status by one: the zone's nodes first,
 -- most free first, ties in turn; never the requester's nodes nor the excluded ids.
 -- KEYS: next; ARGV: P, n, zone, requester ip ('' : an operator), '1' if the requester
@@ -255,11 +282,13 @@ redis.register_function('sg_update', function(keys, args)
   append(out, record(P, id))
   return out
 end)
+"""
 
+_SWEEP: Final = Template(r"""
 -- Liveness, run by the hub holding the sweep lease: nodes silent for ttl ms become
 -- zombies, zombies older than grace ms are removed; at most limit of each per call.
 -- KEYS: next; ARGV: P, ttl ms, grace ms, limit. Returns {zombie records, removed records}.
-redis.register_function('sg_sweep', function(keys, args)
+redis.register_function('$sweep', function(keys, args)
   local P, ttl, grace, limit = args[1], tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
   local now = now_ms()
   local zombies, removed = {}, {}
@@ -272,10 +301,12 @@ redis.register_function('sg_sweep', function(keys, args)
     append(zombies, record(P, id))
   end
   local gone = redis.call('ZRANGEBYSCORE', P .. 'zomb', '-inf', now - grace, 'LIMIT', 0, limit)
-  for _, id in ipairs(gone) do append(removed, remove(P, id)) end
+  for _, id in ipairs(gone) do append(removed, $remove(P, id)) end
   return {zombies, removed}
 end)
+""")
 
+_HUBS: Final = r"""
 -- Take or renew a lease. KEYS: the lease; ARGV: holder, ms. 1: held by the caller.
 redis.register_function('sg_lease', function(keys, args)
   local holder = redis.call('GET', keys[1])
@@ -323,6 +354,121 @@ redis.register_function{function_name = 'sg_hubs', flags = {'no-writes'},
     return out
   end}
 """
+
+LIBRARY: Final = (
+    "#!lua name=smartget1\n"
+    + _HELPERS
+    + _REGISTER
+    + _DEREGISTER.substitute(deregister="sg_deregister", remove="remove")
+    + _SETSTATUS.substitute(
+        setstatus="sg_setstatus", setstatus_many="sg_setstatus_many", beat="setstatus"
+    )
+    + _REQUEST_UPDATE
+    + _SWEEP.substitute(sweep="sg_sweep", remove="remove")
+    + _HUBS
+)
+
+# Drains (issue 13: the console's drained nodes, the fleet's). A library of its own,
+# with the steps that must know drains under names of their own (sg_setstatus2, ...):
+# ``smartget1`` stays as it was, so a hub of an older version that loads it with
+# REPLACE neither fails (a function name may live in one library only) nor takes these
+# away. (That older hub's own heartbeats, through ``sg_setstatus``, do not hold a
+# drained node at 0: a fleet of mixed versions holds drains on its newer hubs only.)
+DRAINS_LIBRARY_NAME: Final = "smartget_drains1"
+MAX_DRAINED: Final = 100_000  # drained nodes in the fleet at most (sg_drain refuses more)
+
+_DRAIN_HELPERS: Final = r"""
+-- A drained node (P drained: id -> the status its heartbeats last asked for) is held
+-- at 0, so out of the free sets: no hub hands it out. Its heartbeats are liveness all
+-- the same (a drained node is alive, not a zombie); -1 (a node leaving) is taken as is.
+local function held(P, id, status, owner, now)
+  local dk = P .. 'drained'
+  if status ~= -1 and redis.call('HEXISTS', dk, id) == 1 then
+    local code = setstatus(P, id, 0, owner, now)
+    if code ~= 'ok' then return code end
+    redis.call('HSET', dk, id, status)  -- after the check of who may set it
+    return 'held'
+  end
+  return setstatus(P, id, status, owner, now)
+end
+
+-- A node removed (deregistered, swept) is forgotten by the drains too.
+local function forget(P, id)
+  if redis.call('HDEL', P .. 'drained', id) == 1 then redis.call('INCR', P .. 'drainv') end
+  return remove(P, id)
+end
+"""
+
+_DRAINS: Final = r"""
+-- Take a node out of rotation: status 0 until sg_undrain, whatever its heartbeats ask
+-- (it counts as one: liveness). KEYS: next; ARGV: P, id, most drained nodes.
+-- Returns {'ok', record}, {'notfound'}, {'zombie'} or {'toomany', how many}.
+redis.register_function('sg_drain', function(keys, args)
+  local P, id = args[1], args[2]
+  local s = redis.call('HGET', P .. 'n:' .. id, 's')
+  if not s then return {'notfound'} end
+  s = tonumber(s)
+  if s == -1 then return {'zombie'} end
+  local dk = P .. 'drained'
+  local wanted = redis.call('HGET', dk, id)
+  if wanted then
+    wanted = math.max(tonumber(wanted), s)
+  else
+    local count = redis.call('HLEN', dk)
+    if count >= tonumber(args[3]) then return {'toomany', tostring(count)} end
+    redis.call('INCR', P .. 'drainv')
+    wanted = s
+  end
+  redis.call('HSET', dk, id, wanted)
+  setstatus(P, id, 0, '', now_ms())
+  local out = {'ok'}
+  append(out, record(P, id))
+  return out
+end)
+
+-- Back in rotation, at once, with the status its last heartbeat asked for (a zombie
+-- stays one: it is silent). KEYS: next; ARGV: P, id. Returns {'ok', record} (the node
+-- as it was if it was not drained) or {'notfound'}.
+redis.register_function('sg_undrain', function(keys, args)
+  local P, id = args[1], args[2]
+  local s = redis.call('HGET', P .. 'n:' .. id, 's')
+  if not s then return {'notfound'} end
+  local dk = P .. 'drained'
+  local wanted = redis.call('HGET', dk, id)
+  if wanted then
+    redis.call('HDEL', dk, id)
+    redis.call('INCR', P .. 'drainv')
+    if tonumber(s) ~= -1 then setstatus(P, id, tonumber(wanted), '', now_ms()) end
+  end
+  local out = {'ok'}
+  append(out, record(P, id))
+  return out
+end)
+
+-- The drained ids, unless they are as the caller last saw them (P drainv changes with
+-- the set, not with a drained node's heartbeat). KEYS: drained; ARGV: P, the version
+-- seen. Returns {version} when unchanged, else {version, id, ...}.
+redis.register_function{function_name = 'sg_drained', flags = {'no-writes'},
+  callback = function(keys, args)
+    local version = redis.call('GET', args[1] .. 'drainv') or '0'
+    if version == args[2] then return {version} end
+    local out = {version}
+    for _, id in ipairs(redis.call('HKEYS', keys[1])) do out[#out + 1] = id end
+    return out
+  end}
+"""
+
+DRAINS_LIBRARY: Final = (
+    "#!lua name=smartget_drains1\n"
+    + _HELPERS
+    + _DRAIN_HELPERS
+    + _DEREGISTER.substitute(deregister="sg_deregister2", remove="forget")
+    + _SETSTATUS.substitute(
+        setstatus="sg_setstatus2", setstatus_many="sg_setstatus_many2", beat="held"
+    )
+    + _SWEEP.substitute(sweep="sg_sweep2", remove="forget")
+    + _DRAINS
+)
 
 # The status collector's steps (seed 003 reports), a library of their own: a hub of an
 # older version that loads ``smartget1`` with REPLACE does not take them away.

@@ -24,6 +24,10 @@ key                 type      what
 ``P hub:<hub id>``  string    a hub's heartbeat (JSON), with a TTL
 ``P hubs``          zset      hub id -> when its heartbeat expires (ms)
 ``P lease:sweep``   string    the hub allowed to run liveness sweeps (SET NX PX)
+``P drained``       hash      id -> the status its heartbeats last asked for: the nodes
+                              an operator drained (held at 0; at most MAX_DRAINED,
+                              forgotten when the node is removed)
+``P drainv``        string    the drained set's version (INCR when an id comes or goes)
 ==================  ========  ========================================================
 
 The status collector's keys (seed 003 reports, ``hub/state/reports.py``), in the same
@@ -142,6 +146,14 @@ class Keys:
     @property
     def sweep_lease(self) -> str:
         return self.prefix + "lease:sweep"
+
+    @property
+    def drained(self) -> str:
+        return self.prefix + "drained"
+
+    @property
+    def drain_version(self) -> str:
+        return self.prefix + "drainv"
 
     # -- the status collector --------------------------------------------------------
 

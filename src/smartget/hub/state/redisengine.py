@@ -58,9 +58,9 @@ from smartget.errors import (
 )
 from smartget.hub import textproto as tp
 from smartget.hub.commands import Caller, CommandRules, FromNode
-from smartget.hub.registry import MAX_STATUS, STATUS_ZOMBIE, Node, Registry
+from smartget.hub.registry import MAX_STATUS, STATUS_NOT_AVAILABLE, STATUS_ZOMBIE, Node, Registry
 from smartget.hub.state.api import Outcome, StateUnavailable
-from smartget.hub.state.functions import LIBRARY, REPORTS_LIBRARY
+from smartget.hub.state.functions import DRAINS_LIBRARY, LIBRARY, MAX_DRAINED, REPORTS_LIBRARY
 from smartget.hub.state.keys import NODE_FIELDS, Keys, StateURL, node_from_record
 from smartget.hub.state.lease import Lease
 
@@ -116,7 +116,7 @@ def check_durability(config: dict[str, str]) -> list[str]:
 
 
 # A text protocol heartbeat as the lane queues it: (_HEARTBEAT, key, prefix, id, status,
-# owner); consecutive ones are sent as one sg_setstatus_many call.
+# owner); consecutive ones are sent as one sg_setstatus_many2 call (drain-aware).
 _HEARTBEAT = object()
 
 
@@ -166,7 +166,7 @@ class _Lane:
         # On a cluster too: every call's key is in the one {fleet} slot, so the pipeline
         # goes to one primary, in order (MOVED after a resharding: sent again, not run).
         pipe = self.client.pipeline(transaction=False)
-        # Heartbeats that follow each other become one sg_setstatus_many call, in order:
+        # Heartbeats that follow each other become one sg_setstatus_many2 call, in order:
         # (pipeline index, how many) per merged run, to hand each its own code back.
         runs: list[tuple[int, int]] = []
         merged: list[Any] = []
@@ -175,7 +175,7 @@ class _Lane:
             for call in calls:
                 if call[0] is _HEARTBEAT:
                     if not merged:
-                        merged = ["FCALL", "sg_setstatus_many", 1, call[1], call[2]]
+                        merged = ["FCALL", "sg_setstatus_many2", 1, call[1], call[2]]
                     merged += call[3:]
                     continue
                 if merged:
@@ -309,7 +309,7 @@ class RedisState:
                     self.client = self._lane.client = self._new_client()
                 await self.client.ping()
                 await self._check_durability()
-                for library in (LIBRARY, REPORTS_LIBRARY):
+                for library in (LIBRARY, DRAINS_LIBRARY, REPORTS_LIBRARY):
                     if isinstance(self.client, RedisCluster):
                         # On every primary: a function runs where its key's slot is, and
                         # a resharding or failover may move the {fleet} slot.
@@ -422,7 +422,12 @@ class RedisState:
             except StateUnavailable as failed:
                 outcomes.set_exception(failed)
                 return
-            self._mirror_text(events, result)
+            held = {
+                i
+                for i, (event, at) in enumerate(zip(events, plan, strict=True))
+                if at >= 0 and isinstance(event, tp.SetStatus) and replies[at] == "held"
+            }
+            self._mirror_text(events, result, held)
             outcomes.set_result(result)
 
         sent.add_done_callback(done)
@@ -446,20 +451,25 @@ class RedisState:
             return ("FCALL", "sg_requestnodes", 1, k, p, event.n, "", ip, allowed)
         if kind is tp.Deregister:
             assert isinstance(event, tp.Deregister)
-            return ("FCALL", "sg_deregister", 1, k, p, "", ip, event.port, "")
+            return ("FCALL", "sg_deregister2", 1, k, p, "", ip, event.port, "")
         return None
 
-    def _mirror_text(self, events: Sequence[tp.Event], outcomes: list[Outcome]) -> None:
+    def _mirror_text(
+        self, events: Sequence[tp.Event], outcomes: list[Outcome], held: set[int]
+    ) -> None:
+        """What a read changed, into this hub's mirror (``held``: the indexes of drained
+        nodes' heartbeats, which Redis kept at status 0)."""
         mirror = self.mirror
         if mirror is None:
             return
         now = self._mirror_clock()
-        for event, outcome in zip(events, outcomes, strict=True):
+        for i, (event, outcome) in enumerate(zip(events, outcomes, strict=True)):
             if isinstance(outcome, RegistryError):
                 continue
             if isinstance(event, tp.SetStatus):
                 if event.node_id in mirror:
-                    mirror.set_node_status(event.node_id, event.status, now)
+                    status = STATUS_NOT_AVAILABLE if i in held else event.status
+                    mirror.set_node_status(event.node_id, status, now)
             elif isinstance(outcome, Node):
                 if isinstance(event, tp.Deregister):
                     self._apply(mirror, [], [outcome.node_id], now)
@@ -494,7 +504,7 @@ class RedisState:
     # -- outcomes: the functions' codes as the errors tree -----------------------------
 
     def _status_outcome(self, reply: list[Any] | str, node_id: int, ip: str | None) -> Node | None:
-        if isinstance(reply, str):  # one code of sg_setstatus_many
+        if isinstance(reply, str):  # one code of sg_setstatus_many2 ("held": drained)
             reply = reply.split(" ", 1)
         code = reply[0]
         if code == "notfound":
@@ -565,7 +575,7 @@ class RedisState:
 
     async def deregister(self, caller: Caller, node_id: int) -> Node:
         owner = caller.ip if isinstance(caller, FromNode) else ""
-        reply = await self._call("sg_deregister", 1, self._k, self._p, node_id, "", "", owner)
+        reply = await self._call("sg_deregister2", 1, self._k, self._p, node_id, "", "", owner)
         if reply[0] == "notfound":
             raise NodeNotFoundError(f"no node has id {node_id}")
         if reply[0] == "notowner":
@@ -598,7 +608,7 @@ class RedisState:
         if not STATUS_ZOMBIE <= status <= MAX_STATUS:
             raise RegistryError(f"status must be from -1 to {MAX_STATUS}, got {status}")
         owner = caller.ip if isinstance(caller, FromNode) else ""
-        reply = await self._call("sg_setstatus", 1, self._k, self._p, node_id, status, owner, "1")
+        reply = await self._call("sg_setstatus2", 1, self._k, self._p, node_id, status, owner, "1")
         node = self._status_outcome(reply, node_id, owner)
         assert node is not None
         self._mirror([node])
@@ -621,6 +631,41 @@ class RedisState:
         node = node_from_record(reply[1:])
         self._mirror([node])
         return node
+
+    # -- drains: the nodes an operator took out of rotation, the fleet's ------------------
+
+    async def drain(self, node_id: int, max_drained: int = MAX_DRAINED) -> Node:
+        """Hold a node at status 0 in every hub (sg_drain) until :meth:`undrain`."""
+        reply = await self._call("sg_drain", 1, self._k, self._p, node_id, max_drained)
+        if reply[0] == "notfound":
+            raise NodeNotFoundError(f"no node has id {node_id}")
+        if reply[0] == "zombie":
+            raise RegistryError(f"node {node_id} is a zombie: deregister it instead")
+        if reply[0] == "toomany":
+            raise RegistryError(f"{reply[1]} nodes are drained already (at most {max_drained})")
+        node = node_from_record(reply[1:])
+        self._mirror([node])
+        return node
+
+    async def undrain(self, node_id: int) -> Node:
+        """Back in rotation with the status its last heartbeat asked for (sg_undrain)."""
+        reply = await self._call("sg_undrain", 1, self._k, self._p, node_id)
+        if reply[0] == "notfound":
+            raise NodeNotFoundError(f"no node has id {node_id}")
+        node = node_from_record(reply[1:])
+        self._mirror([node])
+        return node
+
+    async def drained(self, seen: str = "") -> tuple[str, list[int] | None]:
+        """The drained set's version and its ids; None for the ids when the version
+        is still ``seen`` (the caller's copy is current)."""
+        reply = await self._read(
+            self.client.fcall_ro("sg_drained", 1, self.keys.drained, self._p, seen)
+        )
+        version = str(reply[0])
+        if version == seen:
+            return version, None
+        return version, sorted(int(i) for i in reply[1:])
 
     async def _read(self, coro: Any) -> Any:
         try:
@@ -742,7 +787,7 @@ class RedisState:
         removed: list[Node] = []
         for _ in range(SWEEP_ROUNDS):
             got_zombies, got_removed = await self._call(
-                "sg_sweep", 1, self._k, self._p, ttl_ms, grace_ms, SWEEP_LIMIT
+                "sg_sweep2", 1, self._k, self._p, ttl_ms, grace_ms, SWEEP_LIMIT
             )
             new_z, new_r = _nodes(got_zombies, 0), _nodes(got_removed, 0)
             for node in new_z:
