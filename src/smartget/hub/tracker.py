@@ -248,7 +248,7 @@ class _Bag:
 
 
 class _Swarm:
-    __slots__ = ("leechers", "peers", "seeds", "sources", "zones")
+    __slots__ = ("fleet", "leechers", "peers", "seeds", "sources", "zones")
 
     def __init__(self) -> None:
         # Oldest announce first; OrderedDict, since a dict's first key is found by a scan.
@@ -257,9 +257,12 @@ class _Swarm:
         self.leechers = _Bag(0)
         self.zones: dict[tuple[str, bool], _Bag] = {}  # (zone, is seed) -> peers
         self.sources: dict[str, int] = {}  # source address -> its peers here
+        self.fleet = 0  # peers with ``fleet`` set: none, and capacity ranks nothing
 
     def add(self, peer: Peer) -> None:
         (self.seeds if peer.left == 0 else self.leechers).add(peer)
+        if peer.fleet:
+            self.fleet += 1
         if peer.zone is not None:
             key = (peer.zone, peer.left == 0)
             bag = self.zones.get(key)
@@ -269,6 +272,8 @@ class _Swarm:
 
     def remove(self, peer: Peer) -> None:
         (self.seeds if peer.left == 0 else self.leechers).remove(peer)
+        if peer.fleet:
+            self.fleet -= 1
         if peer.zone is not None:
             key = (peer.zone, peer.left == 0)
             bag = self.zones[key]
@@ -711,6 +716,7 @@ class Tracker:
         picked: list[Peer] = []
         if numwant <= 0:
             return picked
+        ranked = swarm.fleet > 0  # else nobody here has capacity to rank by
         if zone is not None:
             mine = [swarm.zones.get((zone, False))]
             if not seeding:
@@ -718,26 +724,28 @@ class Tracker:
             for bag in mine:
                 if bag is not None and len(picked) < numwant:
                     window = bag.window(self._rng, OVERSAMPLE * (numwant - len(picked)) + 1)
-                    picked += self._by_capacity(window, me, numwant - len(picked))
+                    picked += self._by_capacity(window, me, numwant - len(picked), ranked)
         need = numwant - len(picked)
         if need > 0:
-            bags = [swarm.leechers] if seeding else [swarm.leechers, swarm.seeds]
+            # Leechers, and seeds unless a seed asks: shares of the window by their sizes.
             # Look past the zone's peers (all taken above, fewer than numwant) and yourself.
-            skip = len(picked) + 1
-            total = sum(len(b.items) for b in bags)
+            wanted = OVERSAMPLE * need + len(picked) + 1
+            leechers = len(swarm.leechers.items)
+            seeds = 0 if seeding else len(swarm.seeds.items)
+            total = leechers + seeds
             if total > 0:
-                share = [len(b.items) * (OVERSAMPLE * need + skip) // total + 1 for b in bags]
-                window = [
-                    p for b, k in zip(bags, share, strict=True) for p in b.window(self._rng, k)
-                ]
+                window = swarm.leechers.window(self._rng, leechers * wanted // total + 1)
+                if not seeding:
+                    window += swarm.seeds.window(self._rng, seeds * wanted // total + 1)
                 if zone is not None:
                     window = [p for p in window if p.zone != zone]
-                picked += self._by_capacity(window, me, need)
+                picked += self._by_capacity(window, me, need, ranked)
         return picked
 
-    def _by_capacity(self, window: list[Peer], me: Peer, need: int) -> list[Peer]:
-        """The first ``need`` of ``window`` (never ``me``), those with capacity first."""
-        fleet = [p for p in window if p.fleet]
+    def _by_capacity(self, window: list[Peer], me: Peer, need: int, ranked: bool) -> list[Peer]:
+        """The first ``need`` of ``window`` (never ``me``), those with capacity first
+        (``ranked``: the swarm has fleet peers, the only ones asked about capacity)."""
+        fleet = [p for p in window if p.fleet] if ranked else None
         if fleet:
             has_capacity = self.has_capacity
             free = {id(p) for p in fleet if has_capacity(p.ip)}

@@ -72,6 +72,7 @@ _ANNOUNCED = struct.Struct("!iiiii")
 _ERROR = struct.Struct("!ii")
 _COUNTS = struct.Struct("!iii")
 _INT32_MAX = 2**31 - 1
+MAX_CACHED_IDS = 65536  # connection ids kept made (a keyed hash each), per time bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,8 @@ class UdpTracker:
         self.tracker = tracker
         self._announce = announce
         self._secret = secret[:64]
+        self._ids: dict[tuple[str, int, int], int] = {}  # (ip, port, bucket) -> id
+        self._ids_bucket = 0  # the newest bucket asked for: older entries go with it
         self.received = 0
         self.dropped = 0
         self.errors = 0
@@ -177,10 +180,19 @@ class UdpTracker:
 
     def connection_id(self, ip: str, port: int, now: float, bucket_offset: int = 0) -> int:
         bucket = int(now // ID_LIFETIME) + bucket_offset
+        ids = self._ids
+        found = ids.get((ip, port, bucket))
+        if found is not None:
+            return found
         digest = hashlib.blake2b(
             b"%s|%d|%d" % (ip.encode(), port, bucket), key=self._secret, digest_size=8
         ).digest()
-        return int.from_bytes(digest, "big", signed=True)
+        found = int.from_bytes(digest, "big", signed=True)
+        if bucket > self._ids_bucket or len(ids) >= MAX_CACHED_IDS:
+            ids.clear()  # a new bucket (the ids of the last one are made again once)
+            self._ids_bucket = max(bucket, self._ids_bucket)
+        ids[ip, port, bucket] = found
+        return found
 
     def _check(self, connection_id: int, ip: str, port: int, now: float) -> None:
         if connection_id != self.connection_id(ip, port, now) and connection_id != (
@@ -222,7 +234,10 @@ class UdpTracker:
             raise TrackerError(str(exc), request.transaction) from None
         self.announces += 1
         reply = announced.reply
-        packed = [p.compact for p in reply.peers if isinstance(p, tr.Peer)]
+        try:
+            packed = [p.compact for p in reply.peers]  # type: ignore[union-attr]
+        except AttributeError:  # not the tracker's peers (a test's tuples): only its own
+            packed = [p.compact for p in reply.peers if isinstance(p, tr.Peer)]
         peers = b"".join(packed)
         if len(peers) != 6 * len(packed) or ":" in ip:  # mixed families: a client gets its own
             width = 18 if ":" in ip else 6
