@@ -707,8 +707,9 @@ def main(seconds: float, rounds: int, skip_latency: bool, redis: bool = False) -
             ]
             for i in range(rounds):
                 for name, rate in loads:
-                    best[name] = max(best.get(name, 0.0), rate())
-                    print(f"round {i + 1}: {name:9}{best[name]:10,.0f}", file=sys.stderr)
+                    measured = rate()
+                    best[name] = max(best.get(name, 0.0), measured)
+                    print(f"round {i + 1}: {name:9}{measured:10,.0f}", file=sys.stderr)
         rows = [
             ("HTTP announces/s", best["http hub"], best["http ot"], 0.5),
             ("UDP announces/s", best["udp hub"], best["udp ot"], 0.3),
