@@ -275,6 +275,8 @@ class RelayService:
 
     async def _lead_forever(self) -> None:
         """Redis: deliver the fleet's messages while this hub holds the lease."""
+        from smartget.hub.state.redisengine import close_reader  # Redis only
+
         assert self.shared is not None
         reader = self.shared.engine.reader()
         wake = "0-0"
@@ -298,7 +300,7 @@ class RelayService:
         finally:
             if self.delivering:
                 self._stop_delivering()
-            await reader.aclose()
+            await close_reader(reader)
 
     async def _start_delivering(self) -> None:
         self._version = -1  # the fleet's statistics as they are, then counted here

@@ -57,6 +57,7 @@ from smartget.hub.state.redisengine import (
     TIMEOUT,
     Client,
     RedisState,
+    close_reader,
     stream_id_before,
 )
 
@@ -222,7 +223,7 @@ class RedisReports:
                     log.warning("collector: cannot follow the fleet's reports: %s", exc)
                     await asyncio.sleep(KEEP_EVERY)
         finally:
-            await reader.aclose()
+            await close_reader(reader)
 
     async def follow_once(self, reader: Client) -> None:
         got: Any

@@ -61,7 +61,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from smartget.hub.state.api import StateUnavailable
-from smartget.hub.state.redisengine import KEEP_EVERY, TIMEOUT, RedisState, stream_id_before
+from smartget.hub.state.redisengine import (
+    KEEP_EVERY,
+    TIMEOUT,
+    RedisState,
+    close_reader,
+    stream_id_before,
+)
 from smartget.hub.state.swarmlog import (
     MAX_PEERS,
     BatchError,
@@ -274,7 +280,7 @@ class SharedSwarms:
                     log.warning("swarms: cannot follow the fleet's swarm log: %s", exc)
                     await asyncio.sleep(KEEP_EVERY)
         finally:
-            await reader.aclose()
+            await close_reader(reader)
 
     async def follow_once(self, reader: Any) -> None:
         got: Any
