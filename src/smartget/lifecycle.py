@@ -11,7 +11,9 @@ Supervision policy, the same in every service (:class:`Supervisor`):
   the task is started again after a backoff that doubles from ``restart_after`` up to
   ``max_backoff``. A task that returns normally is done and is not restarted.
 
-Leaving the ``async with`` normally cancels what is still running and waits for it.
+Leaving the ``async with`` normally cancels what is still running and waits for it; a
+task still running ``STOP_WITHIN`` s later is logged (with where it waits) and cancelled
+again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = ["STOP_SIGNALS", "Supervisor", "on_stop_signals"]
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_WITHIN = 10.0  # seconds a cancelled task may take to finish before it is named
 
 
 def on_stop_signals(callback: Callable[[int], None]) -> None:
@@ -64,6 +67,7 @@ class Supervisor:
     ) -> None:
         for task in self._tasks:
             task.cancel()
+        await self._stragglers()
         try:
             await self._group.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
@@ -74,6 +78,26 @@ class Supervisor:
             if len(crashes) == 1:
                 raise crashes[0] from None
             raise
+
+    async def _stragglers(self) -> None:
+        """Tasks still running ``STOP_WITHIN`` s after their cancellation (stuck in an
+        unbounded await on their way out) are named, with where they wait, and
+        cancelled again: a service asked to stop stops."""
+        running = [t for t in self._tasks if not t.done()]
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=STOP_WITHIN)
+        for task in pending:
+            where = _awaiting(task)
+            log.error(
+                "%s: task %s still running %g s after it was told to stop (at %s); "
+                "cancelling it again",
+                self.service,
+                task.get_name(),
+                STOP_WITHIN,
+                where or "?",
+            )
+            task.cancel()
 
     def start(
         self,
@@ -119,3 +143,17 @@ class Supervisor:
             self.restarts += 1
             await asyncio.sleep(backoff)
             backoff = min(self.max_backoff, backoff * 2)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits: its chain of awaited coroutines, innermost last
+    (``Task.get_stack`` gives only the outermost frame of a suspended coroutine)."""
+    frames: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(frames) < 16:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            frames.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(frames[-4:])

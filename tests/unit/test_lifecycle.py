@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from smartget import lifecycle
 from smartget.lifecycle import Supervisor
 
 pytestmark = pytest.mark.asyncio
@@ -88,3 +89,25 @@ async def test_the_bodys_own_exception_comes_out_as_itself() -> None:
 
     with pytest.raises(KeyError, match="the caller's own"):
         await service()
+
+
+async def test_a_task_stuck_on_its_way_out_is_named_and_cancelled_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "STOP_WITHIN", 0.2)
+    stuck_once = asyncio.Event()
+
+    async def closes_slowly() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stuck_once.set()
+            await asyncio.Event().wait()  # an unbounded await while stopping
+
+    async with asyncio.timeout(5):  # before: this never finished
+        async with Supervisor("svc") as tasks:
+            tasks.start(closes_slowly, name="reader", essential=False)
+            await asyncio.sleep(0)
+    assert stuck_once.is_set()
+    assert "task svc:reader still running 0.2 s after it was told to stop" in caplog.text
+    assert "closes_slowly" in caplog.text

@@ -93,6 +93,7 @@ __all__ = ["Hub", "HubSettings", "running"]
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "hub.token"
+RELAY_STOP_WITHIN = 15.0  # seconds the relay may take to drain and stop (then cancelled)
 STORE_FILE = "hub.sqlite3"
 SWARM_KEEPING = 5.0  # seconds between expiring silent peers and saving swarm changes
 SWARM_WRITE_ROWS = 5000  # peers per write: a burst of joins is saved in parts, no long pause
@@ -570,6 +571,22 @@ def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> async
     return tasks.start(engine.run_lane, name="fleet-lane", essential=True)
 
 
+async def _stop_relay(hub: Hub, relay: asyncio.Task[None]) -> None:
+    """Drain queued relays (bounded), save, and see the relay's task end; one that has
+    not ended ``RELAY_STOP_WITHIN`` s later is cancelled (a hub asked to stop stops)."""
+    try:
+        async with asyncio.timeout(RELAY_STOP_WITHIN):
+            await hub.relay.aclose()
+    except TimeoutError:
+        log.error("relay: not stopped within %g s; cancelling it", RELAY_STOP_WITHIN)
+    if not relay.done():
+        _, pending = await asyncio.wait([relay], timeout=RELAY_STOP_WITHIN)
+        if pending:
+            log.error("relay: still running; cancelled")
+            relay.cancel()
+            await asyncio.wait([relay], timeout=RELAY_STOP_WITHIN)
+
+
 async def run_dht(hub: Hub, address: tuple[str, int]) -> None:
     """The fleet's DHT node (issue 14), until cancelled: nodes bootstrap from it, and it
     keeps their announces, so they find each other when every hub's tracker is away.
@@ -713,8 +730,7 @@ async def running(settings: HubSettings) -> AsyncIterator[Hub]:
             expiry.cancel()
             swarms.cancel()
             jobs.cancel()
-            await hub.relay.aclose()  # drains queued relays (bounded), then saves
-            await relay
+            await _stop_relay(hub, relay)
             await hub.save()
             await hub.save_swarms()
             await store.aclose()
