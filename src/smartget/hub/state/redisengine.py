@@ -39,7 +39,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -845,13 +845,22 @@ class RedisState:
 
     async def follow(self, registry: Registry, clock: Callable[[], float]) -> None:
         """Apply the change log to ``registry`` as it grows, until cancelled."""
+        await self.follow_stream(
+            lambda reader: self._follow_once(reader, registry, clock),
+            "fleet state: cannot follow the change log",
+        )
+
+    async def follow_stream(self, step: Callable[[Client], Awaitable[None]], failing: str) -> None:
+        """A follower: ``step`` (one blocking read and what it applies) on a reader of
+        its own, again and again until cancelled; a failure is logged (``failing``) and
+        tried again a second later; the reader is closed, bounded, on the way out."""
         reader = self.reader()
         try:
             while True:
                 try:
-                    await self._follow_once(reader, registry, clock)
+                    await step(reader)
                 except (RedisError, OSError, TimeoutError, StateUnavailable) as exc:
-                    log.warning("fleet state: cannot follow the change log: %s", exc)
+                    log.warning("%s: %s", failing, exc)
                     await asyncio.sleep(KEEP_EVERY)
         finally:
             await close_reader(reader)

@@ -53,11 +53,9 @@ from smartget.hub.collector import Collector, Report, reporter_ip
 from smartget.hub.state.api import StateUnavailable
 from smartget.hub.state.keys import report_entry, report_from_entry
 from smartget.hub.state.redisengine import (
-    KEEP_EVERY,
     TIMEOUT,
     Client,
     RedisState,
-    close_reader,
     stream_id_before,
 )
 
@@ -214,16 +212,9 @@ class RedisReports:
 
     async def follow(self) -> None:
         """Apply the change log as it grows: wake long-polls, keep the copy. Until cancelled."""
-        reader = self.engine.reader()
-        try:
-            while True:
-                try:
-                    await self.follow_once(reader)
-                except (RedisError, OSError, TimeoutError, StateUnavailable) as exc:
-                    log.warning("collector: cannot follow the fleet's reports: %s", exc)
-                    await asyncio.sleep(KEEP_EVERY)
-        finally:
-            await close_reader(reader)
+        await self.engine.follow_stream(
+            self.follow_once, "collector: cannot follow the fleet's reports"
+        )
 
     async def follow_once(self, reader: Client) -> None:
         got: Any

@@ -58,14 +58,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from smartget.hub.state.api import StateUnavailable
 from smartget.hub.state.redisengine import (
-    KEEP_EVERY,
     TIMEOUT,
     RedisState,
-    close_reader,
     stream_id_before,
 )
 from smartget.hub.state.swarmlog import (
@@ -271,16 +267,9 @@ class SharedSwarms:
 
     async def follow(self) -> None:
         """Apply the other hubs' batches as the log grows, until cancelled."""
-        reader = self.engine.reader()
-        try:
-            while True:
-                try:
-                    await self.follow_once(reader)
-                except (RedisError, OSError, TimeoutError, StateUnavailable) as exc:
-                    log.warning("swarms: cannot follow the fleet's swarm log: %s", exc)
-                    await asyncio.sleep(KEEP_EVERY)
-        finally:
-            await close_reader(reader)
+        await self.engine.follow_stream(
+            self.follow_once, "swarms: cannot follow the fleet's swarm log"
+        )
 
     async def follow_once(self, reader: Any) -> None:
         got: Any
