@@ -10,6 +10,7 @@ always``), stopped by its PID (never by name), restartable on the same data (a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -285,3 +287,14 @@ def _command(host: str, port: int, command: bytes) -> str:
     except OSError:
         return ""
     return ""
+
+
+@contextlib.contextmanager
+def running_redis(directory: Path, host: str | None = None) -> Iterator[RedisServer]:
+    """A started redis-server (on ``host``, else the next of 127.0.0.150-199), stopped
+    by its PID on the way out: what each test module's ``redis_server`` fixture yields."""
+    server = RedisServer(directory, host=host).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -24,7 +24,13 @@ from smartget.hub.state.keys import Keys
 from tests.helpers import wait_until
 
 from .conftest import TOKEN, send
-from .redis_server import RedisClusterServers, RedisServer, needs_redis, needs_redis_cluster
+from .redis_server import (
+    RedisClusterServers,
+    RedisServer,
+    needs_redis,
+    needs_redis_cluster,
+    running_redis,
+)
 from .test_hub_console import sign_in
 from .test_state_redis import redis_settings
 
@@ -37,11 +43,8 @@ CONTROLLER = "127.0.61.9"
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis", host="127.0.60.1").start()
-    try:
+    with running_redis(tmp_path / "redis", "127.0.60.1") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.asynccontextmanager

@@ -19,11 +19,10 @@ import pytest
 
 from smartget.hub.app import Hub, HubSettings, running
 from smartget.hub.state.redisengine import HUB_TTL, KEEP_EVERY
-from smartget.net import free_port
 from tests.helpers import wait_until
 
 from .conftest import TOKEN
-from .redis_server import RedisServer, needs_redis
+from .redis_server import RedisServer, needs_redis, running_redis
 from .test_hub_console import first_event, sign_in
 
 pytestmark = [pytest.mark.asyncio, needs_redis, pytest.mark.timeout(90)]
@@ -31,14 +30,10 @@ pytestmark = [pytest.mark.asyncio, needs_redis, pytest.mark.timeout(90)]
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis")
-    server.host = "127.0.46.10"  # this test's addresses: 127.0.45.x-127.0.46.x
-    server.port = free_port(server.host)
-    server.start()
-    try:
+    with running_redis(
+        tmp_path / "redis", "127.0.46.10"
+    ) as server:  # this test's addresses: 127.0.45.x-127.0.46.x
         yield server
-    finally:
-        server.stop()
 
 
 def settings(data_dir: Path, url: str, host: str) -> HubSettings:

@@ -21,7 +21,7 @@ from tests.helpers import wait_until
 from tests.integration.node.conftest import node_settings, random_file, serve, started, task
 
 from .conftest import TOKEN
-from .redis_server import RedisServer, needs_redis
+from .redis_server import RedisServer, needs_redis, running_redis
 from .test_state_redis import redis_settings
 
 pytestmark = [pytest.mark.asyncio, needs_redis]
@@ -32,11 +32,8 @@ ORIGIN_IP = "127.0.49.9"
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> object:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def with_token(url: str) -> str:

@@ -27,7 +27,7 @@ from smartget.hub.relay import RelaySettings
 from smartget.hub.state.keys import Keys
 from tests.helpers import wait_until
 
-from .redis_server import RedisServer, needs_redis
+from .redis_server import RedisServer, needs_redis, running_redis
 from .test_relay_durable import in_order_once_each, received
 from .test_relay_hub import WAIT, FakeSatellite
 
@@ -41,11 +41,8 @@ P = Keys().prefix
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", host=REDIS_IP).start()
-    try:
+    with running_redis(tmp_path / "redis", REDIS_IP) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

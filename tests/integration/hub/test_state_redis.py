@@ -28,7 +28,7 @@ from tests.helpers import wait_until
 from . import test_hub_http as http_tests
 from . import test_hub_textserver as text_tests
 from .conftest import TOKEN, send
-from .redis_server import RedisServer, needs_redis
+from .redis_server import RedisServer, needs_redis, running_redis
 
 pytestmark = [pytest.mark.asyncio, needs_redis]
 
@@ -50,11 +50,8 @@ def redis_settings(data_dir: Path, url: str, **more: Any) -> HubSettings:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.asynccontextmanager

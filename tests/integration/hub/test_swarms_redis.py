@@ -26,11 +26,10 @@ import redis.asyncio as aioredis
 from smartget.hub.app import Hub, HubSettings, running
 from smartget.hub.state import swarms as shared
 from smartget.hub.udptracker import PROTOCOL_ID
-from smartget.net import free_port
 from tests.helpers import wait_until
 
 from .conftest import TOKEN, send
-from .redis_server import RedisServer, needs_redis
+from .redis_server import RedisServer, needs_redis, running_redis
 
 pytestmark = [pytest.mark.asyncio, needs_redis]
 
@@ -45,14 +44,8 @@ LAG = 1.0  # seconds: the target for another hub's announce to be in a hub's swa
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis")
-    server.host = "127.0.50.1"
-    server.port = free_port(server.host)
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis", "127.0.50.1") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def settings(data_dir: Path, url: str, host: str) -> HubSettings:

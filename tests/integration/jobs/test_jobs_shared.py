@@ -19,7 +19,7 @@ from smartget.hub.app import Hub, running
 from smartget.hub.jobs.shared import InboxFull, SharedJobs
 from tests.helpers import wait_until
 from tests.integration.hub.conftest import TOKEN
-from tests.integration.hub.redis_server import RedisServer, needs_redis
+from tests.integration.hub.redis_server import RedisServer, needs_redis, running_redis
 from tests.integration.hub.test_state_redis import redis_settings
 
 pytestmark = [pytest.mark.asyncio, needs_redis]
@@ -29,11 +29,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.asynccontextmanager
