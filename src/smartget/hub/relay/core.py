@@ -37,6 +37,7 @@ from smartget.errors import (
 )
 
 __all__ = [
+    "SATELLITE_FIELDS",
     "RelayBusyError",
     "RelayChanges",
     "RelayFullError",
@@ -120,6 +121,11 @@ class Satellite:
             "recv_time": self.recv_time,
             "notify_fails": self.notify_fails,
         }
+
+
+# Every field of a Satellite, in its constructor's order: the columns of the relay's
+# SQLite table (store.py) and the fields of its Redis record (records.py).
+SATELLITE_FIELDS = tuple(f.name for f in fields(Satellite))
 
 
 @dataclass(slots=True)

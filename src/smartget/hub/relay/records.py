@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from smartget.hub.relay.core import Satellite
+from smartget.hub.relay.core import SATELLITE_FIELDS, Satellite
 from smartget.hub.relay.outbox import Message
 from smartget.hub.relay.xmlrpc import XmlRpcError, dump_request, parse_request
 
@@ -40,28 +40,6 @@ __all__ = [
     "satellite_record",
 ]
 
-# Every field of a Satellite, in its constructor's order.
-SATELLITE_FIELDS = (
-    "ip",
-    "port",
-    "nick",
-    "plugins",
-    "notify_pass",
-    "ctime",
-    "ping_current",
-    "ping_count",
-    "ping_min",
-    "ping_max",
-    "ping_total",
-    "ping_answered",
-    "ping_fails",
-    "ping_fails_in_row",
-    "send_count",
-    "send_time",
-    "recv_count",
-    "recv_time",
-    "notify_fails",
-)
 # Written by the delivering hub only (its notifies and pings).
 DELIVERER_FIELDS = (
     "ping_current",

@@ -19,7 +19,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from smartget.hub.relay.core import RelayChanges, Satellite
+from smartget.hub.relay.core import SATELLITE_FIELDS, RelayChanges, Satellite
 from smartget.hub.relay.outbox import Message, OutboxChanges
 from smartget.hub.relay.xmlrpc import XmlRpcError, dump_request, parse_request
 
@@ -71,34 +71,12 @@ CREATE TABLE IF NOT EXISTS relay_satellites (
     seq INTEGER NOT NULL DEFAULT 0
 );
 """
-# Satellite's fields, in its constructor's order, after ip and port.
-_FIELDS = (
-    "ip",
-    "port",
-    "nick",
-    "plugins",
-    "notify_pass",
-    "ctime",
-    "ping_current",
-    "ping_count",
-    "ping_min",
-    "ping_max",
-    "ping_total",
-    "ping_answered",
-    "ping_fails",
-    "ping_fails_in_row",
-    "send_count",
-    "send_time",
-    "recv_count",
-    "recv_time",
-    "notify_fails",
-)
-_COLUMNS = ("host_id", *_FIELDS)
+_COLUMNS = ("host_id", *SATELLITE_FIELDS)
 
 
 def _row(sat: Satellite) -> tuple[Any, ...]:
-    values = [getattr(sat, name) for name in _FIELDS]
-    values[_FIELDS.index("plugins")] = json.dumps(sat.plugins)
+    values = [getattr(sat, name) for name in SATELLITE_FIELDS]
+    values[SATELLITE_FIELDS.index("plugins")] = json.dumps(sat.plugins)
     return (sat.host_id, *values)
 
 
@@ -117,7 +95,7 @@ def save_changes(changes: RelayChanges) -> Any:
                 f"VALUES ({', '.join('?' * len(_COLUMNS))}, "
                 "(SELECT coalesce(max(seq), 0) + 1 FROM relay_satellites)) "
                 "ON CONFLICT (host_id) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in _FIELDS),
+                + ", ".join(f"{c} = excluded.{c}" for c in SATELLITE_FIELDS),
                 rows,
             )
 
@@ -128,10 +106,11 @@ def load_satellites(db: sqlite3.Connection) -> list[Satellite]:
     """Create the table if needed and read every satellite, in registration order."""
     db.executescript(RELAY_SCHEMA)
     sats = []
-    for row in db.execute(f"SELECT {', '.join(_FIELDS)} FROM relay_satellites ORDER BY seq"):
+    columns = ", ".join(SATELLITE_FIELDS)
+    for row in db.execute(f"SELECT {columns} FROM relay_satellites ORDER BY seq"):
         values = list(row)
-        plugins = json.loads(values[_FIELDS.index("plugins")])
-        values[_FIELDS.index("plugins")] = [p for p in plugins if isinstance(p, str)]
+        plugins = json.loads(values[SATELLITE_FIELDS.index("plugins")])
+        values[SATELLITE_FIELDS.index("plugins")] = [p for p in plugins if isinstance(p, str)]
         sats.append(Satellite(*values))
     return sats
 
