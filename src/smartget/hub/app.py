@@ -568,6 +568,7 @@ def _start_redis_tasks(hub: Hub, engine: RedisState, tasks: Supervisor) -> async
         tasks.start(swarms.flush_forever, name="swarms-flush", essential=False)
         tasks.start(swarms.follow, name="swarms-follower", essential=False)
         tasks.start(swarms.snapshot_forever, name="swarms-snapshot", essential=False)
+    tasks.start(engine.run_touches, name="fleet-liveness", essential=False)
     return tasks.start(engine.run_lane, name="fleet-lane", essential=True)
 
 

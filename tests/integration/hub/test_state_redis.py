@@ -289,6 +289,42 @@ async def test_one_hub_sweeps_at_a_time_and_another_takes_over(
         await wait_until(_eq(lambda: _status(one, 1), -1), 10, "node 1 a zombie again")
 
 
+async def test_a_heartbeat_that_changes_nothing_is_answered_by_the_hub_and_kept_alive(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The hub answers an unchanged heartbeat from its mirror and sends only its
+    liveness (sg_touch, a quarter of the TTL later at most): the node stays alive over
+    many TTLs, goes a zombie once silent, and a change right before an unchanged
+    heartbeat in one read is not overtaken by it."""
+    async with running(redis_settings(tmp_path / "hub", redis_server.url, node_ttl=1.0)) as hub:
+        assert hub.redis is not None
+        reply = await send(hub, b"`session\n`register 5\n`setstatus 1 4\n", eof=True)
+        assert reply == b"200 OK\r\n200 OK\r\n1\r\n200 OK\r\n"
+        await wait_until(lambda: hub.registry.get_node_status(1) == 4, 5, "mirror has 4")
+        reader, writer = await asyncio.open_connection(
+            *hub.text_address, local_addr=("127.0.0.2", 0)
+        )
+        try:
+            writer.write(b"`session\n")
+            assert await reader.readexactly(8) == b"200 OK\r\n"
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 3.0  # three TTLs of unchanged heartbeats
+            while loop.time() < until:
+                writer.write(b"`setstatus 1 4\n")
+                assert await asyncio.wait_for(reader.readline(), 5) == b"200 OK\r\n"
+                assert await _status(hub, 1) == 4
+                await asyncio.sleep(0.1)
+            assert hub.redis.touches > 0  # answered here, liveness sent
+            # 3 then 4 in one read, the mirror at 4: the 4 must follow the 3 to Redis.
+            writer.write(b"`setstatus 1 3\n`setstatus 1 4\n")
+            for _ in range(2):
+                assert await asyncio.wait_for(reader.readline(), 5) == b"200 OK\r\n"
+            assert await _status(hub, 1) == 4
+        finally:
+            writer.close()
+        await wait_until(_eq(lambda: _status(hub, 1), -1), 10, "silent node 1 a zombie")
+
+
 def _eq(get: Any, want: int) -> Any:
     async def check() -> bool:
         return bool(await get() == want)

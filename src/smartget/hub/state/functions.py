@@ -35,6 +35,8 @@ __all__ = [
     "MAX_DRAINED",
     "REPORTS_LIBRARY",
     "REPORTS_LIBRARY_NAME",
+    "TOUCH_LIBRARY",
+    "TOUCH_LIBRARY_NAME",
 ]
 
 LIBRARY_NAME: Final = "smartget1"
@@ -56,9 +58,14 @@ local function append(out, rec)
   for _, x in ipairs(rec) do out[#out + 1] = x end
 end
 
--- Tell every hub's mirror that this node changed (a capped stream).
-local function note(P, id)
-  redis.call('XADD', P .. 'log', 'MAXLEN', '~', '100000', '*', 'n', id)
+-- Tell every hub's mirror that this node changed (a capped stream); with its new
+-- status when that is all that changed (the mirror then needs no read of the node).
+local function note(P, id, status)
+  if status then
+    redis.call('XADD', P .. 'log', 'MAXLEN', '~', '100000', '*', 'n', id, 's', status)
+  else
+    redis.call('XADD', P .. 'log', 'MAXLEN', '~', '100000', '*', 'n', id)
+  end
 end
 
 local function unfree(P, m, zone)
@@ -90,7 +97,7 @@ local function change(P, id, old, new, zone, m)
     redis.call('HSET', k, 's', new)
     if m then redis.call('HDEL', k, 'm') end
   end
-  note(P, id)
+  note(P, id, new)
 end
 
 local function remove(P, id)
@@ -469,6 +476,32 @@ DRAINS_LIBRARY: Final = (
     + _SWEEP.substitute(sweep="sg_sweep2", remove="forget")
     + _DRAINS
 )
+
+# Liveness for the heartbeats a hub answered from its mirror (the status unchanged,
+# nothing to make durable): each hub sends their ids every fraction of the node TTL.
+# A library of its own, so a hub of an older version (REPLACE) leaves it in place.
+TOUCH_LIBRARY_NAME: Final = "smartget_touch1"
+
+TOUCH_LIBRARY: Final = r"""#!lua name=smartget_touch1
+
+-- The nodes' turn in P alive is now (Redis's time). XX: a node removed or made a zombie
+-- since is not brought back; its next heartbeat goes through sg_setstatus_many2.
+-- KEYS: next; ARGV: P, ids... Returns how many were touched.
+redis.register_function('sg_touch', function(keys, args)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local key, touched = args[1] .. 'alive', 0
+  for first = 2, #args, 256 do
+    local zadd = {'XX', 'CH'}
+    for i = first, math.min(#args, first + 255) do
+      zadd[#zadd + 1] = now
+      zadd[#zadd + 1] = args[i]
+    end
+    touched = touched + redis.call('ZADD', key, unpack(zadd))
+  end
+  return touched
+end)
+"""
 
 # The status collector's steps (seed 003 reports), a library of their own: a hub of an
 # older version that loads ``smartget1`` with REPLACE does not take them away.

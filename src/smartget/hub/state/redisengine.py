@@ -60,7 +60,13 @@ from smartget.hub import textproto as tp
 from smartget.hub.commands import Caller, CommandRules, FromNode
 from smartget.hub.registry import MAX_STATUS, STATUS_NOT_AVAILABLE, STATUS_ZOMBIE, Node, Registry
 from smartget.hub.state.api import Outcome, StateUnavailable
-from smartget.hub.state.functions import DRAINS_LIBRARY, LIBRARY, MAX_DRAINED, REPORTS_LIBRARY
+from smartget.hub.state.functions import (
+    DRAINS_LIBRARY,
+    LIBRARY,
+    MAX_DRAINED,
+    REPORTS_LIBRARY,
+    TOUCH_LIBRARY,
+)
 from smartget.hub.state.keys import NODE_FIELDS, Keys, StateURL, node_from_record
 from smartget.hub.state.lease import Lease
 
@@ -85,6 +91,8 @@ SWEEP_LIMIT = 1000  # nodes per sweep call (bounded work per atomic step)
 SWEEP_ROUNDS = 10  # sweep calls per tick at most
 CLOSE_WITHIN = 2.0  # seconds a blocking reader may take to close
 MIRROR_BATCH = 10_000  # change-log entries per read
+TOUCH_EVERY = 0.5  # seconds between liveness sends at most (a quarter of the TTL if less)
+TOUCH_CHUNK = 4096  # node ids per sg_touch call
 _RECORD = 1 + len(NODE_FIELDS)
 
 # A client of one Redis, or of a Redis Cluster (RedisState.start picks).
@@ -303,6 +311,12 @@ class RedisState:
         # other hubs' changes arrive through the change log (follow).
         self.mirror: Registry | None = None
         self._mirror_clock: Callable[[], float] = time.monotonic
+        # Heartbeats answered from the mirror (status unchanged): their ids, until the
+        # next sg_touch; and the ids with a status change still on its way to Redis
+        # (a heartbeat behind one must follow it through the lane, not overtake it).
+        self._touched: set[int] = set()
+        self._changing: dict[int, int] = {}
+        self.touches = 0
         prefix = self.keys.prefix
         self._p = prefix
         self._k = self.keys.next_id
@@ -327,7 +341,7 @@ class RedisState:
                     self.client = self._lane.client = self._new_client()
                 await self.client.ping()
                 await self._check_durability()
-                for library in (LIBRARY, DRAINS_LIBRARY, REPORTS_LIBRARY):
+                for library in (LIBRARY, DRAINS_LIBRARY, REPORTS_LIBRARY, TOUCH_LIBRARY):
                     if isinstance(self.client, RedisCluster):
                         # On every primary: a function runs where its key's slot is, and
                         # a resharding or failover may move the {fleet} slot.
@@ -413,19 +427,37 @@ class RedisState:
 
     def submit_text(self, events: Sequence[tp.Event], ip: str) -> asyncio.Future[list[Outcome]]:
         calls: list[tuple[Any, ...]] = []
-        plan: list[int] = []  # per event: index of its call, or -1
+        plan: list[int] = []  # per event: index of its call, or -1 (no call)
+        in_flight = self._changing
+        changing: list[int] = []  # the ids of the setstatus calls among them
         for event in events:
+            if isinstance(event, tp.SetStatus) and self._unchanged(event, ip):
+                self._touched.add(event.node_id)
+                plan.append(-1)
+                continue
             call = self._text_call(event, ip)
             if call is None:
                 plan.append(-1)
-            else:
-                plan.append(len(calls))
-                calls.append(call)
-        sent = self._lane.submit(calls)
+                continue
+            plan.append(len(calls))
+            calls.append(call)
+            if call[0] is _HEARTBEAT:  # from now on, its node's heartbeats follow it
+                node_id = call[3]
+                changing.append(node_id)
+                in_flight[node_id] = in_flight.get(node_id, 0) + 1
         loop = asyncio.get_running_loop()
         outcomes: asyncio.Future[list[Outcome]] = loop.create_future()
+        if not calls:  # every one answered here: heartbeats that change nothing
+            outcomes.set_result([None] * len(events))
+            return outcomes
+        sent = self._lane.submit(calls)
 
         def done(future: asyncio.Future[list[Any]]) -> None:
+            for node_id in changing:
+                if (left := in_flight[node_id] - 1) > 0:
+                    in_flight[node_id] = left
+                else:
+                    del in_flight[node_id]
             if outcomes.done():
                 return
             if (exc := future.exception()) is not None:
@@ -445,11 +477,44 @@ class RedisState:
                 for i, (event, at) in enumerate(zip(events, plan, strict=True))
                 if at >= 0 and isinstance(event, tp.SetStatus) and replies[at] == "held"
             }
-            self._mirror_text(events, result, held)
+            self._mirror_text(events, result, held, plan)
             outcomes.set_result(result)
 
         sent.add_done_callback(done)
         return outcomes
+
+    def _unchanged(self, event: tp.SetStatus, ip: str) -> bool:
+        """A heartbeat this hub may answer itself: its node's own address asks for the
+        status the node has, and no change of it is on its way. Liveness then is all
+        there is to record (sg_touch, within a fraction of the TTL), as the embedded hub
+        commits nothing for it. Status 0 always goes to Redis: a drained node sits at 0
+        and its heartbeat records the status it asks for (sg_setstatus_many2)."""
+        if event.status <= 0 or self.mirror is None or event.node_id in self._changing:
+            return False
+        node = self.mirror.get_node_by_id(event.node_id)
+        return node is not None and node.status == event.status and node.addr == ip
+
+    async def run_touches(self) -> None:
+        """Send the liveness of the heartbeats answered from the mirror, until cancelled.
+        A send that fails is tried again with the next (the ids are kept)."""
+        every = min(TOUCH_EVERY, self.node_ttl / 4)
+        while True:
+            await asyncio.sleep(every)
+            if not self._touched:
+                continue
+            ids, self._touched = sorted(self._touched), set()
+            calls = [
+                ("FCALL", "sg_touch", 1, self._k, self._p, *ids[i : i + TOUCH_CHUNK])
+                for i in range(0, len(ids), TOUCH_CHUNK)
+            ]
+            try:
+                for reply in await self._lane.submit(calls):
+                    _raise_unexpected(reply)
+            except StateUnavailable as exc:
+                log.warning("fleet state: liveness of %d nodes not sent: %s", len(ids), exc)
+                self._touched.update(ids)
+                continue
+            self.touches += len(ids)
 
     def _text_call(self, event: tp.Event, ip: str) -> tuple[Any, ...] | None:
         p, k = self._p, self._k
@@ -473,16 +538,21 @@ class RedisState:
         return None
 
     def _mirror_text(
-        self, events: Sequence[tp.Event], outcomes: list[Outcome], held: set[int]
+        self,
+        events: Sequence[tp.Event],
+        outcomes: list[Outcome],
+        held: set[int],
+        plan: list[int],
     ) -> None:
         """What a read changed, into this hub's mirror (``held``: the indexes of drained
-        nodes' heartbeats, which Redis kept at status 0)."""
+        nodes' heartbeats, which Redis kept at status 0; ``plan``: -1 for the events
+        that made no call)."""
         mirror = self.mirror
         if mirror is None:
             return
         now = self._mirror_clock()
         for i, (event, outcome) in enumerate(zip(events, outcomes, strict=True)):
-            if isinstance(outcome, RegistryError):
+            if plan[i] < 0 or isinstance(outcome, RegistryError):
                 continue
             if isinstance(event, tp.SetStatus):
                 if event.node_id in mirror:
@@ -870,13 +940,21 @@ class RedisState:
     ) -> None:
         got: Any
         info: Any
+        # One round trip: Redis runs the XINFO once the blocking XREAD has returned, so
+        # it tells whether the log was trimmed past where this hub had read.
         async with asyncio.timeout(TIMEOUT + 1):
-            got = await reader.xread(
+            pipe = reader.pipeline(transaction=False)
+            pipe.xread(
                 {self.keys.log: self._log_last}, count=MIRROR_BATCH, block=int(TIMEOUT * 1000 / 2)
             )
-            info = await reader.xinfo_stream(self.keys.log) if got else None
+            pipe.xinfo_stream(self.keys.log)
+            got, info = await pipe.execute(raise_on_error=False)
+        if isinstance(got, Exception):
+            raise got
         if not got:
             return
+        if isinstance(info, Exception):
+            raise info
         entries = got[0][1]
         if info is not None and stream_id_before(
             self._log_last, info.get("max-deleted-entry-id", "0-0")
@@ -885,10 +963,29 @@ class RedisState:
             await self.load_mirror(registry, clock())
             return
         self._log_last = entries[-1][0]
-        ids = list(dict.fromkeys(fields["n"] for _, fields in entries))
-        found = await self._fetch(ids)
-        gone = [int(i) for i, n in zip(ids, found, strict=True) if n is None]
-        self._apply(registry, [n for n in found if n is not None], gone, clock())
+        # A node whose every entry here says its new status (and that this hub knows)
+        # takes the last one; any other is read whole (registered, removed, edited).
+        statuses: dict[str, str] = {}
+        to_fetch: dict[str, None] = {}
+        for _, fields in entries:
+            node_id = fields["n"]
+            if (status := fields.get("s")) is not None and node_id not in to_fetch:
+                statuses[node_id] = status
+            else:
+                to_fetch[node_id] = None
+                statuses.pop(node_id, None)
+        now = clock()
+        for node_id, status in statuses.items():
+            node = registry.get_node_by_id(int(node_id))
+            if node is None:
+                to_fetch[node_id] = None
+            elif node.status != (new := int(status)):
+                registry.set_node_status(node.node_id, new, now)
+        if to_fetch:
+            ids = list(to_fetch)
+            found = await self._fetch(ids)
+            gone = [int(i) for i, n in zip(ids, found, strict=True) if n is None]
+            self._apply(registry, [n for n in found if n is not None], gone, clock())
         registry.drain_changes()
         self.mirror_applied += len(entries)
 
