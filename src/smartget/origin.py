@@ -38,6 +38,7 @@ __all__ = ["STATS_PATH", "ByteCounter", "RateCap", "create_app", "serve"]
 
 STATS_PATH = "/__origin__/stats"
 PACE_CHUNK = 64 << 10  # bodies are paced in pieces of at most this many bytes
+FILE_CHUNK = 1 << 20  # a file is read and sent in pieces this large (Starlette: 64 KiB)
 log = logging.getLogger(__name__)
 
 
@@ -109,7 +110,9 @@ def create_app(root: Path, upload_limit: float = 0) -> ByteCounter:
         path = (root / relative).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             return PlainTextResponse("not found\n", status_code=404)
-        return FileResponse(path)  # Range and HEAD included
+        response = FileResponse(path)  # Range and HEAD included
+        response.chunk_size = FILE_CHUNK
+        return response
 
     app = Starlette(
         routes=[
