@@ -50,7 +50,7 @@ from urllib.parse import quote
 from smartget.errors import MagnetError, NodeAgentError, SmartGetError, TaskError, TorrentError
 from smartget.node.cache import CacheEntry, CachePolicy
 from smartget.node.magnet import Magnet, check_tracker, parse_info_hash, parse_magnet
-from smartget.node.maker import make_torrent, write_atomic
+from smartget.node.maker import PieceHasher, make_torrent, piece_length_for, write_atomic
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
 from smartget.node.state import NodeState, TorrentRecord
 from smartget.node.status import INITIAL, Torrent, TorrentStatus, expired_status
@@ -240,16 +240,33 @@ class Agent:
             else self.roots.under(root, url_relpath(fileurl))
         )
         retries = 0
+        hashed: list[PieceHasher] = []  # the pieces of the try that wrote the file
+
+        def hasher_for(size: int | None) -> PieceHasher | None:
+            hashed.clear()
+            with contextlib.suppress(RuntimeError, ValueError):  # then hashed after
+                if size:
+                    hashed.append(PieceHasher(piece_length_for(path.name, size)))
+            return hashed[0] if hashed else None
+
         if not path.is_file():
             if path.exists():
                 raise TaskError(f"{path} exists and is not a regular file")
             if not fileurl:
                 raise TaskError(f"{path} is not here and no args.fileurl says where to fetch it")
-            fetched = await self.fetcher.fetch_file(fileurl, path, max_retries=task.max_retries)
+            fetched = await self.fetcher.fetch_file(
+                fileurl, path, max_retries=task.max_retries, tee_for=hasher_for
+            )
             retries = fetched.retries
         trackers = list(task.args.get("trackers") or self.trackers)
         web_seeds = [fileurl] if fileurl else []
-        made = await asyncio.to_thread(make_torrent, path, trackers=trackers, web_seeds=web_seeds)
+        made = await asyncio.to_thread(
+            make_torrent,
+            path,
+            trackers=trackers,
+            web_seeds=web_seeds,
+            hashed=hashed[0] if hashed else None,
+        )
         torrent_path = path.with_name(path.name + TORRENT_SUFFIX)
         async with self._lock:
             await asyncio.to_thread(write_atomic, torrent_path, made.data)

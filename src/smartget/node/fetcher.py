@@ -17,15 +17,17 @@ ends at ``deadline`` seconds. None of these is retried.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import httpcore
 import httpx
@@ -39,8 +41,15 @@ __all__ = ["Fetched", "Fetcher"]
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+WRITE_AHEAD = 8  # chunks read from the network before the oldest is written
 MAX_SMALL = 16 << 20  # a .torrent larger than this is refused
 USER_AGENT = f"SmartGet-node/{__version__}"
+
+
+class Tee(Protocol):
+    """Sees a fetched file's bytes, in order, as they are written (in the writer's thread)."""
+
+    def update(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -168,9 +177,19 @@ class Fetcher:
             "refused": self.refused,
         }
 
-    async def fetch_file(self, url: str, dest: Path, *, max_retries: int) -> Fetched:
-        """Download ``url`` to ``dest`` (atomically); returns its size and retries used."""
-        retries = await self._retry(url, max_retries, lambda: self._to_file(url, dest))
+    async def fetch_file(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        max_retries: int,
+        tee_for: Callable[[int | None], Tee | None] | None = None,
+    ) -> Fetched:
+        """Download ``url`` to ``dest`` (atomically); returns its size and retries used.
+
+        ``tee_for(content_length)``, called at each try (None: the reply did not say),
+        may give a :class:`Tee` that sees every byte of that try as it is written."""
+        retries = await self._retry(url, max_retries, lambda: self._to_file(url, dest, tee_for))
         size = (await asyncio.to_thread(dest.stat)).st_size
         return Fetched(size=size, retries=retries)
 
@@ -257,7 +276,9 @@ class Fetcher:
         self.fetched_bytes += len(body)
         return body
 
-    async def _to_file(self, url: str, dest: Path) -> None:
+    async def _to_file(
+        self, url: str, dest: Path, tee_for: Callable[[int | None], Tee | None] | None = None
+    ) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         temp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
         try:
@@ -269,17 +290,9 @@ class Fetcher:
                         f"GET {url}: {expected} bytes, more than the {limit} bytes allowed "
                         "(the node's --fetch-max-size)"
                     )
-                size = 0
+                tee = tee_for(expected) if tee_for is not None else None
                 with temp.open("wb") as out:
-                    async for chunk in resp.aiter_bytes(CHUNK):
-                        size += len(chunk)
-                        if limit is not None and size > limit:
-                            raise _Permanent(
-                                f"GET {url}: more than the {limit} bytes allowed "
-                                "(the node's --fetch-max-size)"
-                            )
-                        await asyncio.to_thread(out.write, chunk)
-                    await asyncio.to_thread(_flush, out)
+                    size = await _write_body(url, resp, out, tee, self.max_file_size)
             if expected is not None and size != expected:
                 raise FetchError(f"GET {url}: got {size} bytes, Content-Length said {expected}")
             os.replace(temp, dest)
@@ -291,6 +304,51 @@ class Fetcher:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+
+
+async def _write_body(
+    url: str, resp: httpx.Response, out: BinaryIO, tee: Tee | None, limit: int | None
+) -> int:
+    """The body into ``out`` (and ``tee``), flushed; returns its size.
+
+    Written in CHUNK pieces by one thread of its own (in order), up to WRITE_AHEAD
+    pieces behind the network, so reading goes on while a piece is written and hashed
+    (httpx's own re-chunking, ``aiter_bytes(CHUNK)``, cost more than the copy into
+    ``pending``)."""
+    loop = asyncio.get_running_loop()
+    size = 0
+    pending = bytearray()
+    writing: collections.deque[asyncio.Future[None]] = collections.deque()
+    with ThreadPoolExecutor(1, thread_name_prefix="fetch-write") as writer:
+        try:
+            async for data in resp.aiter_bytes():
+                size += len(data)
+                if limit is not None and size > limit:
+                    raise _Permanent(
+                        f"GET {url}: more than the {limit} bytes allowed "
+                        "(the node's --fetch-max-size)"
+                    )
+                pending += data
+                if len(pending) >= CHUNK:
+                    if len(writing) >= WRITE_AHEAD:
+                        await writing.popleft()
+                    chunk, pending = bytes(pending), bytearray()
+                    writing.append(loop.run_in_executor(writer, _write, out, chunk, tee))
+            if pending:
+                writing.append(loop.run_in_executor(writer, _write, out, bytes(pending), tee))
+            while writing:
+                await writing.popleft()
+            await loop.run_in_executor(writer, _flush, out)
+        finally:
+            for future in writing:
+                future.cancel()
+    return size
+
+
+def _write(out: BinaryIO, chunk: bytes, tee: Tee | None) -> None:
+    out.write(chunk)
+    if tee is not None:
+        tee.update(chunk)  # hashlib releases the GIL for large data, as the write does
 
 
 def _flush(out: BinaryIO) -> None:

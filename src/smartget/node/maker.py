@@ -8,6 +8,11 @@ speed on two cores; so a single file of :data:`PARALLEL_MIN` or more is hashed w
 thread per core instead (``os.pread`` + ``hashlib.sha1``, both release the GIL; OpenSSL's
 SHA-1 is as fast as libtorrent's) and the digests handed to ``create_torrent.set_hash``.
 Call :func:`make_torrent` through ``asyncio.to_thread``: it blocks.
+
+A file the node fetches is hashed as it arrives (:class:`PieceHasher`, fed by the
+fetcher's writer thread, pieces laid out by :func:`piece_length_for` as libtorrent
+would), so making its torrent reads nothing again: for a large file that is a whole
+pass over the disk saved, and the seed starts sharing sooner.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ import libtorrent as lt
 from smartget import __version__
 from smartget.errors import TorrentError
 
-__all__ = ["PARALLEL_MIN", "MadeTorrent", "make_torrent", "write_atomic"]
+__all__ = [
+    "PARALLEL_MIN",
+    "MadeTorrent",
+    "PieceHasher",
+    "make_torrent",
+    "piece_length_for",
+    "write_atomic",
+]
 
 PARALLEL_MIN = 32 << 20
 
@@ -36,14 +48,53 @@ class MadeTorrent:
     size: int
 
 
+class PieceHasher:
+    """SHA-1 of each ``piece_length`` bytes of a stream (BEP 3 pieces), fed in order."""
+
+    def __init__(self, piece_length: int) -> None:
+        if piece_length <= 0:
+            raise ValueError("piece_length must be positive")
+        self.piece_length = piece_length
+        self.size = 0
+        self._digests: list[bytes] = []
+        self._piece = hashlib.sha1()
+        self._filled = 0  # bytes in the current piece
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self.size += len(view)
+        while view:
+            take = min(len(view), self.piece_length - self._filled)
+            self._piece.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.piece_length:
+                self._digests.append(self._piece.digest())
+                self._piece, self._filled = hashlib.sha1(), 0
+
+    def digests(self) -> list[bytes]:
+        """Every piece's digest, the last (short) one included; call once fed."""
+        return self._digests + ([self._piece.digest()] if self._filled else [])
+
+
+def piece_length_for(name: str, size: int) -> int:
+    """The piece length libtorrent picks for one file of ``size`` bytes (v1)."""
+    files = [lt.create_file_entry(name, size)]
+    return int(lt.create_torrent(files, 0, lt.create_torrent.v1_only).piece_length())
+
+
 def make_torrent(
     path: Path,
     *,
     trackers: list[str] | tuple[str, ...] = (),
     web_seeds: list[str] | tuple[str, ...] = (),
     piece_size: int = 0,
+    hashed: PieceHasher | None = None,
 ) -> MadeTorrent:
-    """Hash ``path`` (a file or a directory) into a v1 torrent; blocking."""
+    """Hash ``path`` (a file or a directory) into a v1 torrent; blocking.
+
+    ``hashed``: the file's pieces, hashed as it was written; used if they fit the
+    layout (same piece length, count and size), else the file is hashed here."""
     if not path.exists():
         raise TorrentError(f"cannot make a torrent of {path}: no such file")
     files = lt.list_files(str(path))
@@ -56,8 +107,18 @@ def make_torrent(
         creator.add_url_seed(url)
     creator.set_creator(f"SmartGet {__version__}")
     threads = os.cpu_count() or 1
+    digests = hashed.digests() if hashed is not None else []
     try:
-        if path.is_file() and path.stat().st_size >= PARALLEL_MIN and threads > 1:
+        if (
+            hashed is not None
+            and path.is_file()
+            and hashed.piece_length == creator.piece_length()
+            and len(digests) == creator.num_pieces()
+            and hashed.size == path.stat().st_size
+        ):
+            for index, digest in enumerate(digests):
+                creator.set_hash(index, digest)
+        elif path.is_file() and path.stat().st_size >= PARALLEL_MIN and threads > 1:
             _hash_in_threads(creator, path, threads)
         else:
             lt.set_piece_hashes(creator, str(path.parent))
