@@ -73,7 +73,7 @@ class FromOperator:
 Caller = FromNode | FromOperator
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per announce (tracker._HOT)
 class Announced:
     """The tracker's answer, and whether this announce made the torrent tracked."""
 

@@ -75,12 +75,12 @@ _INT32_MAX = 2**31 - 1
 MAX_CACHED_IDS = 65536  # connection ids kept made (a keyed hash each), per time bucket
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per datagram (tracker._HOT)
 class Connect:
     transaction: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per datagram (tracker._HOT)
 class AnnounceRequest:
     connection_id: int
     transaction: int
@@ -97,7 +97,7 @@ class ScrapeRequest:
 Request = Connect | AnnounceRequest | ScrapeRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per datagram (tracker._HOT)
 class UdpReply:
     """The datagram to send back (or None), and the info-hash this announce made
     tracked, which must be saved before the reply leaves."""
