@@ -7,7 +7,6 @@ range are written once, there.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from typing import Any
@@ -25,7 +24,7 @@ from smartget.httpserver import HttpLimits
 from smartget.hub.app import HubSettings, running
 from smartget.hub.jobs.runner import JobSettings
 from smartget.hub.relay.service import RelaySettings
-from smartget.lifecycle import on_stop_signals
+from smartget.lifecycle import on_stop_signals, run_service
 
 log = logging.getLogger("smartget.hub")
 
@@ -51,7 +50,7 @@ def hub(log_level: str, **options: Any) -> None:
     limits = config_from(HttpLimits, options, prefix="http")
     jobs = config_from(JobSettings, options)
     settings = config_from(HubSettings, options, relay=relay, http_limits=limits, jobs=jobs)
-    asyncio.run(_serve(settings))
+    run_service(_serve(settings))
 
 
 def _tune_gc() -> None:

@@ -31,7 +31,7 @@ import collections
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from smartget.errors import NodeExistsError, NodeNotFoundError, RegistryError
 from smartget.hub import textproto as tp
@@ -213,7 +213,8 @@ class TextProtocolServer(asyncio.Protocol):
         self._clock = asyncio.get_running_loop().time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a cast, not an isinstance check: uvloop's transports are no asyncio.Transport
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else "?"

@@ -29,7 +29,7 @@ import os
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from smartget.errors import AuthError, DatapackError
 from smartget.mesh import datapack as dpk
@@ -117,7 +117,8 @@ class Link(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a cast, not an isinstance check: uvloop's transports are no asyncio.Transport
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
