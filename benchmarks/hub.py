@@ -47,6 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from smartget.lifecycle import run_service
 from smartget.net import free_port
@@ -71,8 +72,7 @@ class FixedReply(asyncio.Protocol):
     """
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's: no asyncio.Transport
         self.buffer = bytearray()
         self.session = False
 
