@@ -486,10 +486,12 @@ def render(result: PushResult, caps: dict[str, tuple[float, float]] | None = Non
     else:
         lines.append("origin bytes: unknown (not a smartget origin)")
     bound = result.lower_bound(caps)
-    if bound and result.makespan:
+    if bound and result.makespan and result.ok:
         lines.append(
             f"lower bound {bound:.2f} s; efficiency (bound / time) {bound / result.makespan:.2f}"
         )
+    elif bound:  # a push that failed somewhere has no makespan to compare
+        lines.append(f"lower bound {bound:.2f} s; no efficiency: not every copy completed")
     return Group(table, *(Text(line) for line in lines))
 
 
