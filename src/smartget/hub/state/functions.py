@@ -86,13 +86,11 @@ end
 
 local function change(P, id, old, new, zone, m)
   local k = P .. 'n:' .. id
-  if old > 0 then
-    unfree(P, m, zone)
-    redis.call('HINCRBY', P .. 'stat', 'slots', -old)
-  end
+  if old > 0 then unfree(P, m, zone) end
+  local slots = math.max(new, 0) - math.max(old, 0)  -- one call for the free slots
+  if slots ~= 0 then redis.call('HINCRBY', P .. 'stat', 'slots', slots) end
   if new > 0 then
     redis.call('HSET', k, 's', new, 'm', refree(P, id, new, zone))
-    redis.call('HINCRBY', P .. 'stat', 'slots', new)
   else
     redis.call('HSET', k, 's', new)
     if m then redis.call('HDEL', k, 'm') end
@@ -208,8 +206,10 @@ end)
 -- (and held: a drained node's heartbeat, in $setstatus_many).
 redis.register_function('$setstatus_many', function(keys, args)
   local P, now, out = args[1], now_ms(), {}
+  -- whether any node is drained, asked once for the whole call (none: no HEXISTS each)
+  local drains = redis.call('EXISTS', P .. 'drained') == 1
   for i = 2, #args, 3 do
-    out[#out + 1] = $beat(P, args[i], tonumber(args[i + 1]), args[i + 2], now)
+    out[#out + 1] = $beat(P, args[i], tonumber(args[i + 1]), args[i + 2], now, drains)
   end
   return out
 end)
@@ -388,9 +388,9 @@ _DRAIN_HELPERS: Final = r"""
 -- A drained node (P drained: id -> the status its heartbeats last asked for) is held
 -- at 0, so out of the free sets: no hub hands it out. Its heartbeats are liveness all
 -- the same (a drained node is alive, not a zombie); -1 (a node leaving) is taken as is.
-local function held(P, id, status, owner, now)
+local function held(P, id, status, owner, now, drains)
   local dk = P .. 'drained'
-  if status ~= -1 and redis.call('HEXISTS', dk, id) == 1 then
+  if status ~= -1 and drains ~= false and redis.call('HEXISTS', dk, id) == 1 then
     local code = setstatus(P, id, 0, owner, now)
     if code ~= 'ok' then return code end
     redis.call('HSET', dk, id, status)  -- after the check of who may set it
