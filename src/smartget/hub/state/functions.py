@@ -1,7 +1,8 @@
 """The fleet's atomic steps: Redis Functions libraries (Lua), loaded by every hub.
 
 ``smartget1`` (the registry), ``smartget_drains1`` (the steps that hold drained nodes
-at status 0: the console's drains, the fleet's) and ``smartget_reports1`` (the status
+at status 0: the console's drains, the fleet's), ``smartget_touch1`` (liveness of the
+heartbeats a hub answered from its mirror) and ``smartget_reports1`` (the status
 collector). A library cannot call another's local functions, so the helpers they share
 are one Lua text put in each (``_HELPERS``), and a step both have is one template.
 
