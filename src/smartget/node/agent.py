@@ -240,14 +240,14 @@ class Agent:
             else self.roots.under(root, url_relpath(fileurl))
         )
         retries = 0
-        hashed: list[PieceHasher] = []  # the pieces of the try that wrote the file
+        hashed: PieceHasher | None = None  # the pieces of the try that wrote the file
 
         def hasher_for(size: int | None) -> PieceHasher | None:
-            hashed.clear()
-            with contextlib.suppress(RuntimeError, ValueError):  # then hashed after
-                if size:
-                    hashed.append(PieceHasher(piece_length_for(path.name, size)))
-            return hashed[0] if hashed else None
+            nonlocal hashed
+            hashed = None  # unknown size, or no layout for it: hashed after, as before
+            with contextlib.suppress(RuntimeError, ValueError):
+                hashed = PieceHasher(piece_length_for(path.name, size)) if size else None
+            return hashed
 
         if not path.is_file():
             if path.exists():
@@ -265,7 +265,7 @@ class Agent:
             path,
             trackers=trackers,
             web_seeds=web_seeds,
-            hashed=hashed[0] if hashed else None,
+            hashed=hashed,
         )
         torrent_path = path.with_name(path.name + TORRENT_SUFFIX)
         async with self._lock:

@@ -956,9 +956,7 @@ class RedisState:
         if isinstance(info, Exception):
             raise info
         entries = got[0][1]
-        if info is not None and stream_id_before(
-            self._log_last, info.get("max-deleted-entry-id", "0-0")
-        ):
+        if stream_id_before(self._log_last, info.get("max-deleted-entry-id", "0-0")):
             log.warning("fleet state: this hub fell behind the change log; reloading the fleet")
             await self.load_mirror(registry, clock())
             return
