@@ -44,12 +44,17 @@ LIBRARY_NAME: Final = "smartget1"
 
 # The helpers every library of the registry's steps carries (a library cannot call
 # another's local functions): they are Lua text, composed below.
-_HELPERS: Final = r"""
+# Redis's clock in ms: every library's (hubs on several machines agree on liveness).
+_NOW: Final = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
 
+_HELPERS: Final = (
+    _NOW
+    + r"""
 local function record(P, id)
   local v = redis.call('HMGET', P .. 'n:' .. id, 'a', 'p', 'nm', 's', 'z', 'bt', 'api', 'files')
   return {tostring(id), v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]}
@@ -138,6 +143,7 @@ local function setstatus(P, id, status, owner, now)
   return 'ok'
 end
 """
+)
 
 _REGISTER: Final = r"""
 -- KEYS: next; ARGV: P, ip, port, max per ip (0: any), status, name, zone, bt, api, files
@@ -483,15 +489,15 @@ DRAINS_LIBRARY: Final = (
 # A library of its own, so a hub of an older version (REPLACE) leaves it in place.
 TOUCH_LIBRARY_NAME: Final = "smartget_touch1"
 
-TOUCH_LIBRARY: Final = r"""#!lua name=smartget_touch1
-
+TOUCH_LIBRARY: Final = (
+    "#!lua name=smartget_touch1\n"
+    + _NOW
+    + r"""
 -- The nodes' turn in P alive is now (Redis's time). XX: a node removed or made a zombie
 -- since is not brought back; its next heartbeat goes through sg_setstatus_many2.
 -- KEYS: next; ARGV: P, ids... Returns how many were touched.
 redis.register_function('sg_touch', function(keys, args)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local key, touched = args[1] .. 'alive', 0
+  local now, key, touched = now_ms(), args[1] .. 'alive', 0
   for first = 2, #args, 256 do
     local zadd = {'XX', 'CH'}
     for i = first, math.min(#args, first + 255) do
@@ -503,18 +509,16 @@ redis.register_function('sg_touch', function(keys, args)
   return touched
 end)
 """
+)
 
 # The status collector's steps (seed 003 reports), a library of their own: a hub of an
 # older version that loads ``smartget1`` with REPLACE does not take them away.
 REPORTS_LIBRARY_NAME: Final = "smartget_reports1"
 
-REPORTS_LIBRARY: Final = r"""#!lua name=smartget_reports1
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
+REPORTS_LIBRARY: Final = (
+    "#!lua name=smartget_reports1\n"
+    + _NOW
+    + r"""
 -- seed 003: a NodeID is ZONE_IP
 local function ip_of(node)
   return string.match(node, '[^_]*$')
@@ -594,3 +598,4 @@ redis.register_function('sg_report_expire', function(keys, args)
   return {#old, dropped}
 end)
 """
+)
