@@ -218,25 +218,43 @@ class Peer:
 
 
 class _Bag:
-    """A list of peers with O(1) add and remove (swap with the last); slot 0 or 1 of pos."""
+    """A list of peers with O(1) add and remove (swap with the last); slot 0 or 1 of pos.
 
-    __slots__ = ("items", "slot")
+    ``packed`` holds the peers' compact forms side by side (6 bytes each, in the order of
+    ``items``), so a window of an IPv4 bag is one slice, not a join of scattered objects:
+    the reply to an announce that ranks nothing (:meth:`Tracker._pick_plain`). An IPv6
+    peer holds zeros there and counts in ``wide``; a bag with any is never sliced.
+    """
+
+    __slots__ = ("items", "packed", "slot", "wide")
 
     def __init__(self, slot: int) -> None:
         self.items: list[Peer] = []
+        self.packed = bytearray()
+        self.wide = 0
         self.slot = slot
 
     def add(self, peer: Peer) -> None:
         peer.pos[self.slot] = len(self.items)
         self.items.append(peer)
+        compact = peer.compact
+        if len(compact) == 6:
+            self.packed += compact
+        else:
+            self.packed += bytes(6)
+            self.wide += 1
 
     def remove(self, peer: Peer) -> None:
-        items, slot = self.items, self.slot
+        items, slot, packed = self.items, self.slot, self.packed
         index = peer.pos[slot]
         last = items.pop()
         if last is not peer:
             items[index] = last
             last.pos[slot] = index
+            packed[6 * index : 6 * index + 6] = packed[-6:]
+        del packed[-6:]
+        if len(peer.compact) != 6:
+            self.wide -= 1
         peer.pos[slot] = -1
 
     def window(self, rng: random.Random, k: int) -> list[Peer]:
@@ -248,6 +266,34 @@ class _Bag:
         start = int(rng.random() * n)
         end = start + k
         return items[start:end] if end <= n else items[start:] + items[: end - n]
+
+    def take(self, rng: random.Random, k: int, skip: int) -> tuple[list[Peer], bytearray]:
+        """k peers (all there are, if fewer) from a random start, wrapping, never the
+        one at index ``skip`` (-1: none), with their compact forms (IPv4 bags only)."""
+        items, packed = self.items, self.packed
+        n = len(items)
+        if k <= 0:
+            return [], bytearray()
+        width = k + (skip >= 0)  # one more, to drop the one skipped if it is among them
+        if n <= width:
+            peers, raw, start = items[:], packed[:], 0
+        else:
+            start = int(rng.random() * n)
+            end = start + width
+            if end <= n:
+                peers, raw = items[start:end], packed[6 * start : 6 * end]
+            else:
+                peers = items[start:] + items[: end - n]
+                raw = packed[6 * start :] + packed[: 6 * (end - n)]
+        if skip >= 0:
+            at = (skip - start) % n
+            if at < len(peers):
+                del peers[at]
+                del raw[6 * at : 6 * at + 6]
+        if len(peers) > k:
+            del peers[k:]
+            del raw[6 * k :]
+        return peers, raw
 
 
 class _Swarm:
@@ -295,6 +341,7 @@ class AnnounceReply:
     complete: int
     incomplete: int
     peers: Sequence[Peer | tuple[str, int, bytes]]  # ip, port, peer_id
+    compact: bytes | None = None  # the peers' compact forms, when the tracker has them
 
 
 @dataclass(slots=True)  # not frozen: made per announce (see _HOT)
@@ -546,13 +593,15 @@ class Tracker:
                 raise TrackerError(f"the tracker holds {self.max_swarms} swarms already")
             swarm = self._swarms[info_hash] = _Swarm()
         self.announces += 1
-        self._expire(info_hash, swarm, now)
+        peers = swarm.peers
+        if peers and next(iter(peers.values())).last_seen < now - self.peer_ttl:
+            self._expire(info_hash, swarm, now)  # the oldest announce is too old
         source = request.source or request.ip
         ip = request.ip if request.ip == source or self._trusted(source) else source
         key = (ip, request.port)
-        peer = swarm.peers.get(key)
+        peer = peers.get(key)
         if peer is not None and not self._owns(peer, request, source):
-            if not swarm.peers:
+            if not peers:
                 self._drop(info_hash)
             self.refused += 1
             raise TrackerError(
@@ -563,13 +612,13 @@ class Tracker:
             if peer is not None:
                 if peer.left > 0 and request.left == 0:  # finished, then left at once
                     self._count_download(info_hash)
-                del swarm.peers[key]
+                del peers[key]
                 self._remove(info_hash, swarm, peer)
                 self._gone[info_hash, ip, request.port] = None
                 if self._outbox is not None:
                     self._outbox[info_hash, ip, request.port] = None
             seeds, leechers = swarm.counts()
-            if not swarm.peers:
+            if not peers:
                 self._drop(info_hash)
             return AnnounceReply(self.interval, self.min_interval, seeds, leechers, ())
         zone = self.zone_of(ip)
@@ -578,15 +627,18 @@ class Tracker:
                 peer = self._join(info_hash, swarm, request, ip, source, zone, now)
             except TrackerError:
                 self.refused += 1
-                if not swarm.peers:
+                if not peers:
                     self._drop(info_hash)
                 raise
-            swarm.peers[key] = peer
+            peers[key] = peer
         else:
             self._update(info_hash, swarm, peer, request, zone, now)
-            swarm.peers.move_to_end(key)  # the most recent announce last
+            peers.move_to_end(key)  # the most recent announce last
+        seeds, leechers = len(swarm.seeds.items), len(swarm.leechers.items)
+        if zone is None and not swarm.fleet and not (swarm.seeds.wide or swarm.leechers.wide):
+            picked, compact = self._pick_plain(swarm, peer, request.numwant)
+            return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked, compact)
         picked = self._pick(swarm, peer, zone, request.numwant)
-        seeds, leechers = swarm.counts()
         return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked)
 
     def _trusted(self, source: str) -> bool:
@@ -744,6 +796,25 @@ class Tracker:
                     window = [p for p in window if p.zone != zone]
                 picked += self._by_capacity(window, me, need, ranked)
         return picked
+
+    def _pick_plain(self, swarm: _Swarm, me: Peer, numwant: int) -> tuple[list[Peer], bytes]:
+        """:meth:`_pick` where nothing ranks (no zone, no fleet peer, IPv4 only): shares
+        of leechers and seeds by their sizes, each one window sliced with its compact
+        forms, so the reply's peers are a few slices whatever ``numwant`` is."""
+        seeding = me.left == 0
+        leechers = len(swarm.leechers.items) - (not seeding)  # never the announcer
+        seeds = 0 if seeding else len(swarm.seeds.items)
+        total = leechers + seeds
+        need = min(numwant, total)
+        if need <= 0:
+            return [], b""
+        from_leechers = max(need - seeds, need * leechers // total)
+        picked, packed = swarm.leechers.take(self._rng, from_leechers, -1 if seeding else me.pos[0])
+        if need > from_leechers:
+            more, more_packed = swarm.seeds.take(self._rng, need - from_leechers, -1)
+            picked += more
+            packed += more_packed
+        return picked, bytes(packed)
 
     def _by_capacity(self, window: list[Peer], me: Peer, need: int, ranked: bool) -> list[Peer]:
         """The first ``need`` of ``window`` (never ``me``), those with capacity first
@@ -1057,7 +1128,7 @@ def _fields(peer: Peer | tuple[str, int, bytes]) -> tuple[str, int, bytes]:
 
 def encode_announce(reply: AnnounceReply, request: Announce) -> bytes:
     if request.compact:  # the common case, written out: bencoded keys in sorted order
-        v4, v6 = _compact(reply.peers)
+        v4, v6 = (reply.compact, b"") if reply.compact is not None else _compact(reply.peers)
         six = b"6:peers6%d:%s" % (len(v6), v6) if v6 else b""
         return (
             b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%s%se"

@@ -66,7 +66,7 @@ CONNECT, ANNOUNCE, SCRAPE, ERROR = 0, 1, 2, 3
 EVENTS = ("", "completed", "started", "stopped")
 
 _HEAD = struct.Struct("!qii")  # connection id (or protocol id), action, transaction
-_ANNOUNCE = struct.Struct("!20s20sqqqiIIiH")  # after the head: 82 bytes
+_ANNOUNCE = struct.Struct("!20s20sqqqiI4siH")  # after the head: 82 bytes
 _CONNECTED = struct.Struct("!iiq")
 _ANNOUNCED = struct.Struct("!iiiii")
 _ERROR = struct.Struct("!ii")
@@ -132,18 +132,23 @@ def parse_request(data: bytes, ip: str, port: int) -> Request:
             raise TrackerError(f"unknown event {event}", transaction)
         if peer_port == 0:
             raise TrackerError("port must be from 1 to 65535", transaction)
+        if numwant < 0 or numwant > tr.MAX_NUMWANT:
+            numwant = tr.DEFAULT_NUMWANT if numwant < 0 else tr.MAX_NUMWANT
+        # Positional, and no max() calls: this runs for every datagram (tracker._HOT).
         announce = tr.Announce(
-            info_hash=info_hash,
-            peer_id=peer_id,
-            ip=str(ipaddress.IPv4Address(declared)) if declared else ip,
-            port=peer_port,
-            uploaded=max(0, uploaded),
-            downloaded=max(0, downloaded),
-            left=max(0, left),
-            event=EVENTS[event],
-            numwant=tr.DEFAULT_NUMWANT if numwant < 0 else min(numwant, tr.MAX_NUMWANT),
-            source=ip,
-            key=key.to_bytes(4, "big"),
+            info_hash,
+            peer_id,
+            str(ipaddress.IPv4Address(declared)) if declared else ip,  # ip
+            peer_port,
+            uploaded if uploaded > 0 else 0,
+            downloaded if downloaded > 0 else 0,
+            left if left > 0 else 0,
+            EVENTS[event],
+            numwant,
+            True,  # compact
+            False,  # no_peer_id
+            ip,  # source
+            key,
         )
         return AnnounceRequest(connection_id, transaction, announce)
     if action == SCRAPE:
@@ -234,14 +239,16 @@ class UdpTracker:
             raise TrackerError(str(exc), request.transaction) from None
         self.announces += 1
         reply = announced.reply
-        try:
-            packed = [p.compact for p in reply.peers]  # type: ignore[union-attr]
-        except AttributeError:  # not the tracker's peers (a test's tuples): only its own
-            packed = [p.compact for p in reply.peers if isinstance(p, tr.Peer)]
-        peers = b"".join(packed)
-        if len(peers) != 6 * len(packed) or ":" in ip:  # mixed families: a client gets its own
-            width = 18 if ":" in ip else 6
-            peers = b"".join(one for one in packed if len(one) == width)
+        peers = reply.compact  # IPv4 peers only
+        if peers is None or ":" in ip:
+            try:
+                packed = [p.compact for p in reply.peers]  # type: ignore[union-attr]
+            except AttributeError:  # not the tracker's peers (a test's tuples): only its own
+                packed = [p.compact for p in reply.peers if isinstance(p, tr.Peer)]
+            peers = b"".join(packed)
+            if len(peers) != 6 * len(packed) or ":" in ip:  # mixed families: each its own
+                width = 18 if ":" in ip else 6
+                peers = b"".join(one for one in packed if len(one) == width)
         head = _ANNOUNCED.pack(
             ANNOUNCE,
             request.transaction,

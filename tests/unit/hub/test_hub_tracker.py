@@ -284,3 +284,80 @@ def test_changes_drain_in_bounded_parts() -> None:
     while tracker.has_changes:
         parts.append(len(tracker.drain_changes(now=0, limit=10).peers))
     assert parts == [10, 10, 5]
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 40), st.booleans()), max_size=120),
+    st.integers(0, 45),
+    st.integers(-1, 45),
+    st.integers(0, 2**32),
+)
+def test_a_bag_keeps_its_compact_forms_beside_its_peers(
+    steps: list[tuple[bool, int, bool]], k: int, skip: int, seed: int
+) -> None:
+    """Adds and removes (IPv4 and IPv6) keep ``packed`` in step with ``items``; a window
+    taken is k distinct peers (all but the skipped one, if fewer), never the skipped one,
+    with exactly their compact forms."""
+    bag = tr._Bag(0)
+    inside: dict[int, tr.Peer] = {}
+    for add, n, wide in steps:
+        if add and n not in inside:
+            peer = tr.Peer(f"2001:db8::{n}" if wide else f"10.9.0.{n}", 1000 + n, b"x" * 20)
+            bag.add(peer)
+            inside[n] = peer
+        elif not add and n in inside:
+            bag.remove(inside.pop(n))
+    assert {id(p) for p in bag.items} == {id(p) for p in inside.values()}
+    assert bag.wide == sum(len(p.compact) != 6 for p in bag.items)
+    assert bytes(bag.packed) == b"".join(
+        p.compact if len(p.compact) == 6 else bytes(6) for p in bag.items
+    )
+    skip = skip if skip < len(bag.items) else -1
+    peers, packed = bag.take(random.Random(seed), k, skip)
+    others = len(bag.items) - (skip >= 0)
+    assert len(peers) == min(k, others) == len({id(p) for p in peers})
+    assert skip < 0 or all(p is not bag.items[skip] for p in peers)
+    assert bytes(packed) == b"".join(bag.packed[6 * p.pos[0] : 6 * p.pos[0] + 6] for p in peers)
+
+
+@pytest.mark.parametrize(("leechers", "seeds"), [(0, 0), (3, 0), (0, 3), (30, 70), (200, 5)])
+@pytest.mark.parametrize("seeding", [False, True])
+@pytest.mark.parametrize("numwant", [0, 1, 50])
+def test_a_swarm_of_strangers_is_answered_with_its_compact_forms(
+    leechers: int, seeds: int, seeding: bool, numwant: int
+) -> None:
+    """Nothing to rank (no fleet peer, no zone): the reply carries the peers' compact
+    forms, in their order; never the announcer, no seeds for a seed, no peer twice,
+    as many as asked for while there are."""
+    tracker = tr.Tracker(open_tracker=True, is_fleet=lambda ip: False, rng=random.Random(3))
+    for i in range(leechers + seeds):
+        announce_at(tracker, f"10.8.{i // 250}.{i % 250 + 1}", now=0, left=0 if i < seeds else 9)
+    me = announce_at(tracker, "10.7.0.1", now=1, left=0 if seeding else 9, numwant=0)
+    assert me.compact == b""
+    reply = announce_at(tracker, "10.7.0.1", now=1, left=0 if seeding else 9, numwant=numwant)
+    peers = list(reply.peers)
+    assert reply.compact == b"".join(p.compact for p in peers)  # type: ignore[union-attr]
+    ips = [p.ip for p in peers]  # type: ignore[union-attr]
+    assert "10.7.0.1" not in ips
+    assert len(ips) == len(set(ips))
+    assert len(ips) == min(numwant, leechers + (0 if seeding else seeds))
+    if seeding:
+        assert all(p.left > 0 for p in peers)  # type: ignore[union-attr]
+    assert (
+        tr.encode_announce(reply, tr.parse_announce(query(compact=1), "10.7.0.1")).count(
+            b"5:peers%d:" % (6 * len(ips))
+        )
+        == 1
+    )
+
+
+def test_fleet_swarms_and_ipv6_peers_are_ranked_the_long_way() -> None:
+    """A fleet peer (capacity ranks) or an IPv6 one in the swarm: no compact shortcut."""
+    fleet = tr.Tracker(open_tracker=True)  # is_fleet: everyone
+    announce_at(fleet, "10.0.0.1", now=0)
+    assert announce_at(fleet, "10.0.0.2", now=0).compact is None
+    mixed = tr.Tracker(open_tracker=True, is_fleet=lambda ip: False)
+    announce_at(mixed, "2001:db8::1", now=0)
+    reply = announce_at(mixed, "10.0.0.2", now=0)
+    assert reply.compact is None
+    assert [p.ip for p in reply.peers] == ["2001:db8::1"]  # type: ignore[union-attr]
