@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from smartget.hub.store import Store, Write
+from smartget.hub.store import Store, Write, load_swarms, save_swarms
+from smartget.hub.tracker import SavedPeer, SwarmChanges
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -105,3 +106,24 @@ async def test_a_cancelled_shared_commit_does_not_stop_the_writer(tmp_path: Path
     finally:
         await store.aclose()
         await writer
+
+
+async def test_a_burst_of_joins_is_saved_whole_in_a_few_statements(tmp_path: Path) -> None:
+    """2,500 peers: three INSERTs (not one per row, each of which handed the GIL to the
+    event loop and back), and every peer loads back with its age."""
+    peers = [
+        SavedPeer(bytes([i % 7]) * 20, f"10.0.{i // 250}.{i % 250}", 6881, b"p" * 20, i, 100.0 + i)
+        for i in range(2500)
+    ]
+    with contextlib.closing(sqlite3.connect(tmp_path / "hub.db")) as db:
+        assert load_swarms(db) == ([], {})  # makes the tables
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        save_swarms(SwarmChanges(peers, [], {b"\x01" * 20: 4}), 1000.0, 0.0)(db)
+        db.set_trace_callback(None)
+        assert sum(s.startswith("INSERT OR REPLACE INTO tracker_peers") for s in statements) == 3
+        loaded, counts = load_swarms(db)
+    assert counts == {b"\x01" * 20: 4}
+    assert sorted(loaded, key=lambda p: p.left) == [
+        SavedPeer(p.info_hash, p.ip, p.port, p.peer_id, p.left, p.last_seen + 1000.0) for p in peers
+    ]
