@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from smartget import native
 from smartget.config import (
     common_options,
     config_from,
@@ -66,5 +67,8 @@ async def _serve(settings: HubSettings) -> None:
     async with running(settings) as hub:
         _tune_gc()
         on_stop_signals(lambda _: hub.stop())
-        log.info("hub ready; stop with Ctrl-C")
+        log.info(
+            "hub ready (tracker core: %s); stop with Ctrl-C",
+            "compiled with mypyc" if native.enabled else "pure Python",
+        )
         await hub.wait_stopped()
