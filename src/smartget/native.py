@@ -57,9 +57,11 @@ def fresh(root: Path, sources: Path) -> bool:
     """Does ``root`` hold a build of exactly these sources, for this Python?"""
     try:
         manifest = json.loads((root / MANIFEST).read_text())
+        built = manifest["sources"]
         return bool(
             manifest["python"] == _python()
-            and all(manifest["sources"][m] == _digest(sources / m) for m in MODULES)
+            and set(built) == set(MODULES)  # a module built once but no longer listed: stale
+            and all(built[m] == _digest(sources / m) for m in MODULES)
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -41,6 +41,12 @@ def test_a_build_is_fresh_only_for_its_own_sources_and_python(tmp_path: Path) ->
     (root / native.MODULES[0]).write_text("# edited after the build\n")
     assert not native.fresh(build, root)
     assert not native.fresh(tmp_path / "nowhere", root)
+    manifest = json.loads((build / native.MANIFEST).read_text())
+    manifest["sources"]["smartget/hub/other.py"] = "0" * 64  # built, no longer listed
+    (root / native.MODULES[0]).write_text(f"# {native.MODULES[0]}\n")
+    assert native.fresh(build, root)
+    (build / native.MANIFEST).write_text(json.dumps(manifest))
+    assert not native.fresh(build, root)
     (build / native.MANIFEST).write_text("{not json")
     assert not native.fresh(build, root)
 
