@@ -272,7 +272,7 @@ class _Bag:
         one at index ``skip`` (-1: none), with their compact forms (IPv4 bags only)."""
         items, packed = self.items, self.packed
         n = len(items)
-        if k <= 0:
+        if k <= 0 or n == 0:
             return [], bytearray()
         width = k + (skip >= 0)  # one more, to drop the one skipped if it is among them
         if n <= width:
