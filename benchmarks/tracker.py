@@ -381,6 +381,17 @@ int main(int argc, char **argv) {
 """
 
 
+def tracker_core() -> str:
+    """Which tracker the hub subprocesses run: compiled with mypyc, or pure Python."""
+    from smartget import native
+
+    if os.environ.get("SMARTGET_NATIVE") == "0":
+        return "pure Python (SMARTGET_NATIVE=0)"
+    if native.fresh(native.native_root(), native.sources_root()):
+        return "compiled with mypyc"
+    return "pure Python (no fresh build: run scripts/bootstrap)"
+
+
 def free_udp_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
@@ -717,7 +728,7 @@ def main(seconds: float, rounds: int, skip_latency: bool, redis: bool = False) -
         print(
             f"\ntracker: hub vs opentracker, {os.cpu_count()} cores, best of {rounds}; "
             f"1-minute load at start {load:.2f}; failure replies under {MAX_FAILURES:.0%} "
-            "in every run\n"
+            f"in every run; the hub's tracker core: {tracker_core()}\n"
         )
         print(f"{'':18}{'hub':>10}{'opentracker':>13}{'ratio':>8}{'target':>8}")
         for label, mine, ref, target in rows:
