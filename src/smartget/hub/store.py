@@ -215,12 +215,7 @@ def save_changes(changes: Changes) -> Write:
     def write(db: sqlite3.Connection) -> None:
         if deletes:
             db.executemany("DELETE FROM nodes WHERE id = ?", deletes)
-        if rows:
-            db.executemany(
-                f"INSERT OR REPLACE INTO nodes ({', '.join(NODE_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(NODE_COLUMNS))})",
-                rows,
-            )
+        insert_rows(db, f"INSERT OR REPLACE INTO nodes ({', '.join(NODE_COLUMNS)})", rows)
         db.execute(
             "INSERT INTO meta (key, value) VALUES ('next_node_id', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), "
@@ -318,11 +313,23 @@ def load_swarms(db: sqlite3.Connection) -> tuple[list[SavedPeer], dict[bytes, in
     return peers, counts
 
 
-# Peers per INSERT statement (6 variables each; SQLite allows 32,766 since 3.32). One
-# statement steps once: executemany binds and steps per row, and each step hands the GIL
-# to the event loop and back, which halved the UDP tracker's announces/s while the
-# store saved a burst of joins (benchmarks/tracker.py).
-PEERS_PER_INSERT = 1000
+# Rows per INSERT statement (SQLite allows 32,766 variables since 3.32). One statement
+# steps once: executemany binds and steps per row, and each step hands the GIL to the
+# event loop and back, which halved the UDP tracker's announces/s while the store saved
+# a burst of joins (benchmarks/tracker.py).
+ROWS_PER_INSERT = 1000
+
+
+def insert_rows(db: sqlite3.Connection, insert: str, rows: list[tuple[Any, ...]]) -> None:
+    """``insert`` ("INSERT ... INTO t (columns)", no VALUES) for every row, in a few
+    statements of :data:`ROWS_PER_INSERT` rows (all rows as wide as the first)."""
+    if not rows:
+        return
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start : start + ROWS_PER_INSERT]
+        values = ",".join([one] * len(part))
+        db.execute(f"{insert} VALUES {values}", list(itertools.chain.from_iterable(part)))
 
 
 def save_swarms(changes: SwarmChanges, to_wall: float, forget_before: float) -> Write:
@@ -338,13 +345,7 @@ def save_swarms(changes: SwarmChanges, to_wall: float, forget_before: float) -> 
     counts = list(changes.downloaded.items())
 
     def write(db: sqlite3.Connection) -> None:
-        for start in range(0, len(rows), PEERS_PER_INSERT):
-            part = rows[start : start + PEERS_PER_INSERT]
-            db.execute(
-                "INSERT OR REPLACE INTO tracker_peers VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part)),
-                list(itertools.chain.from_iterable(part)),
-            )
+        insert_rows(db, "INSERT OR REPLACE INTO tracker_peers", rows)
         if gone:
             db.executemany(
                 "DELETE FROM tracker_peers WHERE info_hash = ? AND ip = ? AND port = ?", gone

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from smartget.hub.store import Store, Write, load_swarms, save_swarms
+from smartget.hub.registry import Changes, Node
+from smartget.hub.store import (
+    NODES_SCHEMA,
+    Store,
+    Write,
+    load_nodes,
+    load_swarms,
+    save_changes,
+    save_swarms,
+)
 from smartget.hub.tracker import SavedPeer, SwarmChanges
 from tests.helpers import wait_until
 
@@ -127,3 +136,22 @@ async def test_a_burst_of_joins_is_saved_whole_in_a_few_statements(tmp_path: Pat
     assert sorted(loaded, key=lambda p: p.left) == [
         SavedPeer(p.info_hash, p.ip, p.port, p.peer_id, p.left, p.last_seen + 1000.0) for p in peers
     ]
+
+
+async def test_registry_changes_are_saved_in_a_few_statements(tmp_path: Path) -> None:
+    """2,500 node rows (the registry's drained upserts): three INSERTs, and a later
+    change of some replaces their rows."""
+    nodes = [Node(i, f"10.1.{i // 250}.{i % 250}", 9000, f"n{i}", 1) for i in range(1, 2501)]
+    with contextlib.closing(sqlite3.connect(tmp_path / "hub.db")) as db:
+        db.executescript(NODES_SCHEMA)
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        save_changes(Changes(nodes, [], 2501))(db)
+        db.set_trace_callback(None)
+        assert sum(s.startswith("INSERT OR REPLACE INTO nodes") for s in statements) == 3
+        save_changes(Changes([Node(7, "10.9.9.9", 9001, "moved", 2)], [8], 2501))(db)
+        loaded, next_id = load_nodes(db)
+    assert next_id == 2501
+    assert len(loaded) == 2499
+    assert loaded[6] == Node(7, "10.9.9.9", 9001, "moved", 2)
+    assert loaded[7] == nodes[8]
