@@ -385,11 +385,9 @@ def tracker_core() -> str:
     """Which tracker the hub subprocesses run: compiled with mypyc, or pure Python."""
     from smartget import native
 
-    if os.environ.get("SMARTGET_NATIVE") == "0":
-        return "pure Python (SMARTGET_NATIVE=0)"
-    if native.fresh(native.native_root(), native.sources_root()):
+    if native.usable():
         return "compiled with mypyc"
-    return "pure Python (no fresh build: run scripts/bootstrap)"
+    return "pure Python (SMARTGET_NATIVE=0, or no fresh build: run scripts/bootstrap)"
 
 
 def free_udp_port(host: str) -> int:

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["MODULES", "build", "enable", "fresh", "native_root"]
+__all__ = ["MODULES", "build", "enable", "fresh", "native_root", "usable"]
 
 MODULES = ("smartget/hub/tracker.py", "smartget/hub/udptracker.py")
 MANIFEST = "sources.json"
@@ -67,12 +67,17 @@ def fresh(root: Path, sources: Path) -> bool:
         return False
 
 
+def usable() -> bool:
+    """Is the build to be used: not turned off, and fresh for the sources here?"""
+    return os.environ.get("SMARTGET_NATIVE", "1") != "0" and fresh(native_root(), sources_root())
+
+
 def enable(package_path: list[str], package: str = "smartget.hub") -> bool:
     """Put a fresh build of ``package`` first on its ``__path__``; True if there is one."""
     global enabled
-    root = native_root()
-    if os.environ.get("SMARTGET_NATIVE", "1") == "0" or not fresh(root, sources_root()):
+    if not usable():
         return False
+    root = native_root()
     if str(root) not in sys.path:
         sys.path.append(str(root))  # mypyc's runtime library is a top-level module
     package_path.insert(0, str(root.joinpath(*package.split("."))))

@@ -634,12 +634,9 @@ class Tracker:
         else:
             self._update(info_hash, swarm, peer, request, zone, now)
             peers.move_to_end(key)  # the most recent announce last
+        picked, compact = self._pick(swarm, peer, zone, request.numwant)
         seeds, leechers = len(swarm.seeds.items), len(swarm.leechers.items)
-        if zone is None and not swarm.fleet and not (swarm.seeds.wide or swarm.leechers.wide):
-            picked, compact = self._pick_plain(swarm, peer, request.numwant)
-            return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked, compact)
-        picked = self._pick(swarm, peer, zone, request.numwant)
-        return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked)
+        return AnnounceReply(self.interval, self.min_interval, seeds, leechers, picked, compact)
 
     def _trusted(self, source: str) -> bool:
         """May ``source`` announce for another address (``--tracker-trust-ip-net``)?"""
@@ -761,16 +758,21 @@ class Tracker:
         if info_hash not in self._allowed:
             self._downloaded.pop(info_hash, None)
 
-    def _pick(self, swarm: _Swarm, me: Peer, zone: str | None, numwant: int) -> list[Peer]:
+    def _pick(
+        self, swarm: _Swarm, me: Peer, zone: str | None, numwant: int
+    ) -> tuple[list[Peer], bytes | None]:
         """Up to numwant peers: the zone's first, then free capacity, then the rest.
 
         Never the announcer; a seed gets no seeds. Each rank is a random window of its
-        lists, capacity ranks a window twice the size wanted: O(numwant).
+        lists, capacity ranks a window twice the size wanted: O(numwant). With the
+        picked peers, their compact forms when nothing ranked (:meth:`_pick_plain`).
         """
+        if zone is None and not swarm.fleet and not (swarm.seeds.wide or swarm.leechers.wide):
+            return self._pick_plain(swarm, me, numwant)
         seeding = me.left == 0
         picked: list[Peer] = []
         if numwant <= 0:
-            return picked
+            return picked, None
         ranked = swarm.fleet > 0  # else nobody here has capacity to rank by
         if zone is not None:
             mine = [swarm.zones.get((zone, False))]
@@ -795,7 +797,7 @@ class Tracker:
                 if zone is not None:
                     window = [p for p in window if p.zone != zone]
                 picked += self._by_capacity(window, me, need, ranked)
-        return picked
+        return picked, None
 
     def _pick_plain(self, swarm: _Swarm, me: Peer, numwant: int) -> tuple[list[Peer], bytes]:
         """:meth:`_pick` where nothing ranks (no zone, no fleet peer, IPv4 only): shares
@@ -1122,13 +1124,18 @@ def _compact(peers: Sequence[Peer | tuple[str, int, bytes]]) -> tuple[bytes, byt
     return b"".join(v4), b"".join(v6)
 
 
+def compact_peers(reply: AnnounceReply) -> tuple[bytes, bytes]:
+    """The reply's peers in compact form: IPv4 (BEP 23) and IPv6 (BEP 7)."""
+    return (reply.compact, b"") if reply.compact is not None else _compact(reply.peers)
+
+
 def _fields(peer: Peer | tuple[str, int, bytes]) -> tuple[str, int, bytes]:
     return (peer.ip, peer.port, peer.peer_id) if isinstance(peer, Peer) else peer
 
 
 def encode_announce(reply: AnnounceReply, request: Announce) -> bytes:
     if request.compact:  # the common case, written out: bencoded keys in sorted order
-        v4, v6 = (reply.compact, b"") if reply.compact is not None else _compact(reply.peers)
+        v4, v6 = compact_peers(reply)
         six = b"6:peers6%d:%s" % (len(v6), v6) if v6 else b""
         return (
             b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%s%se"

@@ -239,16 +239,8 @@ class UdpTracker:
             raise TrackerError(str(exc), request.transaction) from None
         self.announces += 1
         reply = announced.reply
-        peers = reply.compact  # IPv4 peers only
-        if peers is None or ":" in ip:
-            try:
-                packed = [p.compact for p in reply.peers]  # type: ignore[union-attr]
-            except AttributeError:  # not the tracker's peers (a test's tuples): only its own
-                packed = [p.compact for p in reply.peers if isinstance(p, tr.Peer)]
-            peers = b"".join(packed)
-            if len(peers) != 6 * len(packed) or ":" in ip:  # mixed families: each its own
-                width = 18 if ":" in ip else 6
-                peers = b"".join(one for one in packed if len(one) == width)
+        v4, v6 = tr.compact_peers(reply)
+        peers = v6 if ":" in ip else v4  # BEP 15: a client gets peers of its own family
         head = _ANNOUNCED.pack(
             ANNOUNCE,
             request.transaction,
