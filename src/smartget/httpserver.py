@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,19 +40,24 @@ log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 to a request body larger than ``max_bytes``."""
+    """ASGI middleware: answer 413 to a request body larger than ``max_bytes`` (or, on
+    a path of ``per_path``, than its own limit)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = 1 << 20, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._reject(send, limit)
                 return
         seen = 0
         started = False
@@ -62,7 +68,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     too_large = True
                     raise _TooLarge
             return message
@@ -83,10 +89,10 @@ class BodyLimit:
             if not too_large:
                 raise
         if too_large and not started:
-            await self._reject(send)
+            await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
-        body = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = f'{{"detail":"request body larger than {limit} bytes"}}'.encode()
         await send(
             {
                 "type": "http.response.start",

@@ -1,4 +1,5 @@
-"""The task handlers of seed 003: maketorrent, download, shutdown, shutdownall, delete.
+"""The task handlers of seed 003: maketorrent, download, shutdown, shutdownall, delete;
+and prefetch, of a striped push.
 
 :class:`Agent` ties the parts together: paths are confined by :class:`Roots`, files
 fetched by :class:`Fetcher`, torrents run by a :class:`TorrentEngine` (libtorrent's
@@ -32,6 +33,17 @@ asking again, file server hits through :meth:`Agent.served`, upload totals read 
 (:meth:`Agent.run_cache`) removes what the policy picks: out of libtorrent, data and
 ``.torrent`` deleted, a log line, an entry in ``GET /status``'s ``cache.evicted`` and a
 last status report with the status ``evicted``.
+
+Striped pushes (the arithmetic and the checks are in :mod:`smartget.node.prefetch`):
+``prefetch`` fetches one stripe of ``args.fileurl`` by a ranged GET into the file, at the
+path ``maketorrent`` would use (where a download of ``<files url>/<same path>.torrent``
+lands too), and answers its pieces' SHA-1; the agent remembers what it wrote
+(:class:`~smartget.node.prefetch.StripeTable`). ``maketorrent`` with ``args.pieces``
+makes the torrent from every node's digests and runs it as a download, not a seed;
+``maketorrent`` and ``download`` with ``args.have`` add the torrent with those pieces had,
+unchecked, when this node's prefetch wrote exactly them (:meth:`Agent._had`), else
+plainly. A prefetch never overwrites another torrent's data: where a torrent of the
+node already has its data, the stripe is fetched and hashed, compared, not written.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import time
 from collections import deque
@@ -50,8 +63,23 @@ from urllib.parse import quote
 from smartget.errors import MagnetError, NodeAgentError, SmartGetError, TaskError, TorrentError
 from smartget.node.cache import CacheEntry, CachePolicy
 from smartget.node.magnet import Magnet, check_tracker, parse_info_hash, parse_magnet
-from smartget.node.maker import PieceHasher, make_torrent, piece_length_for, write_atomic
+from smartget.node.maker import (
+    PieceHasher,
+    make_torrent,
+    piece_length_for,
+    torrent_from_digests,
+    write_atomic,
+)
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
+from smartget.node.prefetch import (
+    Digests,
+    Stripe,
+    StripeTable,
+    parse_digests,
+    parse_have,
+    parse_stripe,
+    stripe_pieces,
+)
 from smartget.node.state import NodeState, TorrentRecord
 from smartget.node.status import INITIAL, Torrent, TorrentStatus, expired_status
 from smartget.node.tasks import EVICTED, EXPIRED, Deadlines, NodeIdentity, Task, response
@@ -88,6 +116,7 @@ class TorrentEngine(Protocol):
         rename_to: str | None = None,
         seed_mode: bool = False,
         resume: bytes | None = None,
+        have: range | None = None,
     ) -> str: ...
 
     def add_magnet(
@@ -173,12 +202,14 @@ class Agent:
         self._paths: dict[str, str] = {}  # data path or .torrent of complete torrents -> sha1
         self._uploaded: dict[str, int] = {}  # sha1 -> upload total at the cache's last look
         self._restored_used: dict[str, float] = {}  # sha1 -> last use saved before a restart
+        self.stripes = StripeTable()  # what the last prefetches wrote, by data path
         self._handlers: dict[str, Callable[[Task], Awaitable[TaskResult]]] = {
             "maketorrent": self.maketorrent,
             "download": self.download,
             "shutdown": self.shutdown,
             "shutdownall": self.shutdownall,
             "delete": self.delete,
+            "prefetch": self.prefetch,
         }
 
     def statistics(self) -> dict[str, int]:
@@ -186,6 +217,7 @@ class Agent:
             "failed": self.failed,
             "expired": self.expired,
             "deadlines": len(self.deadlines),
+            "stripes": len(self.stripes),
             **self.cache.statistics(),
             **{f"handled_{k}": v for k, v in self.handled.items()},
         }
@@ -239,6 +271,9 @@ class Agent:
             if filename
             else self.roots.under(root, url_relpath(fileurl))
         )
+        digests = parse_digests(task.args)
+        if digests is not None:
+            return await self._maketorrent_from_digests(task, path, fileurl, digests)
         retries = 0
         hashed: PieceHasher | None = None  # the pieces of the try that wrote the file
 
@@ -305,6 +340,174 @@ class Agent:
             retries=retries,
         )
 
+    async def _maketorrent_from_digests(
+        self, task: Task, path: Path, fileurl: str, digests: Digests
+    ) -> TaskResult:
+        """A striped push: the torrent from every stripe's digests (nothing fetched or
+        hashed here), written beside the file and run as a download, this node's own
+        stripe (``args.have``) had if its prefetch wrote it."""
+        trackers = list(task.args.get("trackers") or self.trackers)
+        made = await asyncio.to_thread(
+            torrent_from_digests,
+            path.name,
+            digests.size,
+            digests.piece_length,
+            digests.digests,
+            trackers=trackers,
+            web_seeds=[fileurl] if fileurl else [],
+        )
+        torrent = self.engine.load(made.data)
+        torrent_path = path.with_name(path.name + TORRENT_SUFFIX)
+        args: dict[str, Any] = {
+            "filename": str(path),
+            "filesize": made.size,
+            "sha1": made.sha1,
+            "torrentfile": str(torrent_path),
+            "torrentfileurl": self.url_of(torrent_path),
+            "trackers": trackers,
+        }
+        async with self._lock:
+            if self.engine.has(made.sha1):
+                return self._again(made.sha1, task, args, 0)
+            _file_or_nothing(path)
+            old = self.state.find(data_path=str(path))
+            if old is not None and old.sha1 != made.sha1:
+                await self._stop(old.sha1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(write_atomic, torrent_path, made.data)
+            self.state.put(
+                TorrentRecord(
+                    sha1=made.sha1,
+                    torrentfile=str(torrent_path),
+                    save_path=str(path.parent),
+                    data_path=str(path),
+                    torrentfileurl=args["torrentfileurl"],
+                    fileurl=fileurl,
+                    taskid=task.taskid,
+                    expire_at=task.expire_at,
+                    pin_until=_pin_until(task),
+                )
+            )
+            had = self._had(path, torrent, digests.have)
+            self.engine.add(torrent.info, path.parent, have=had)
+            self._started(made.sha1, task)
+        if digests.have is not None:
+            args["had"] = [had.start, had.stop] if had else []
+        return TaskResult(args, status=INITIAL)
+
+    # ---- prefetch (synchronous; a striped push) --------------------------------------
+
+    async def prefetch(self, task: Task) -> TaskResult:
+        """Fetch stripe ``args.stripe`` of ``args.stripes`` of ``args.fileurl`` into the
+        file (one ranged GET), hash its pieces, answer their SHA-1 (node/prefetch.py)."""
+        fileurl = task.arg("fileurl")
+        if not fileurl:
+            raise TaskError("args.fileurl is required")
+        stripe, stripes = parse_stripe(task.args)
+        root = self.roots.root_for(task.arg("wwwroot"))
+        path = self.roots.under(root, url_relpath(fileurl))
+        head = await self.fetcher.head(fileurl, max_retries=task.max_retries)
+        if head.size == 0:
+            raise TaskError(f"{fileurl} is empty: a torrent needs one byte at least")
+        piece_length = piece_length_for(path.name, head.size)
+        first, end = stripe_pieces(head.size, piece_length, stripe, stripes)
+        owner = await self._owner_of(path, head.size, piece_length)
+        if owner is None:
+            self.stripes.forget(str(path))  # its bytes are about to change
+            await asyncio.to_thread(_sized_file, path, head.size)
+        start, stop = first * piece_length, min(end * piece_length, head.size)
+        hashers: list[PieceHasher] = []
+
+        def hasher() -> PieceHasher:  # one per try: a retry hashes afresh
+            hashers[:] = [PieceHasher(piece_length)]
+            return hashers[0]
+
+        retries = head.retries
+        if start < stop:
+            fetched = await self.fetcher.fetch_range(
+                fileurl,
+                path if owner is None else None,  # another torrent's data: hashed, not written
+                start=start,
+                end=stop,
+                size=head.size,
+                etag=head.etag,
+                max_retries=task.max_retries,
+                tee_for=hasher,
+            )
+            retries += fetched.retries
+        digests = b"".join(hashers[0].digests()) if hashers else b""
+        got = Stripe(fileurl, head.size, piece_length, first, end, digests)
+        if owner is None:
+            self.stripes.put(str(path), got)
+        elif not got.covers(range(first, end), head.size, piece_length, _piece_hash(owner.info)):
+            raise TaskError(
+                f"{path} is the data of torrent {owner.sha1}, and pieces {first} to {end - 1} "
+                f"of {fileurl} are not its pieces (the file changed at the origin?): nothing "
+                "written"
+            )
+        # else: the torrent's own pieces; they are on disk when it has them, so not
+        # remembered as written (a later add must not take them as had).
+        return TaskResult(
+            {
+                "filename": str(path),
+                "filesize": head.size,
+                "piece_length": piece_length,
+                "first_piece": first,
+                "end_piece": end,
+                "pieces": digests.hex(),
+                "bytes": stop - start,
+                "etag": head.etag,
+                "last_modified": head.last_modified,
+            },
+            retries=retries,
+        )
+
+    async def _owner_of(self, path: Path, size: int, piece_length: int) -> Torrent | None:
+        """The torrent of this node whose data is ``path`` (None: no torrent's), refused
+        unless it lays the file out as a prefetch would (one file, size, piece length)."""
+        record = self.state.find(data_path=str(path))
+        if record is None or record.evicted:
+            return None
+        try:
+            data = await asyncio.to_thread(Path(record.torrentfile).read_bytes)
+        except FileNotFoundError:
+            data = b""
+        torrent = self.engine.load(data) if data else None
+        if torrent is None or _layout(torrent.info) != (1, size, piece_length):
+            raise TaskError(
+                f"{path} is the data of torrent {record.sha1}, which is not this file in "
+                f"pieces of {piece_length} bytes: a prefetch would overwrite it (delete it first)"
+            )
+        return torrent
+
+    def _had(self, path: Path, torrent: Torrent, have: range | None) -> range | None:
+        """``have``, if this node's last prefetch of ``path`` wrote exactly those pieces of
+        ``torrent`` and the file is still that size; else None (added plainly)."""
+        if not have:
+            return None
+        stripe = self.stripes.get(str(path))
+        ti = torrent.info
+        files, size, piece_length = _layout(ti)
+        why = ""
+        if stripe is None:
+            why = "no prefetch of it here"
+        elif files != 1 or _file_size(path) != size:
+            why = "the file is not the torrent's size"
+        elif not stripe.covers(have, size, piece_length, _piece_hash(ti)):
+            why = "the prefetch wrote other pieces"
+        if why:
+            log.info(
+                "torrent %s: pieces %d to %d of %s not taken as had (%s); libtorrent checks "
+                "what is on disk",
+                torrent.sha1,
+                have.start,
+                have.stop - 1,
+                path,
+                why,
+            )
+            return None
+        return have
+
     # ---- download (asynchronous) -----------------------------------------------------
 
     async def download(self, task: Task) -> TaskResult:
@@ -328,6 +531,7 @@ class Agent:
             raise TorrentError(f"the torrent's sha1 is {sha1}, the task asked for {wanted}")
         data_rel = _data_relpath(rel, torrent.name)
         data_path = self.roots.under(root, data_rel)
+        have = parse_have(task.args.get("have"), torrent.info.num_pieces())
         args: dict[str, Any] = {
             "filename": str(data_path),
             "fileurl": url.removesuffix(TORRENT_SUFFIX) if url.endswith(TORRENT_SUFFIX) else "",
@@ -359,8 +563,11 @@ class Agent:
                     pin_until=_pin_until(task),
                 )
             )
-            self.engine.add(torrent.info, data_path.parent, rename_to=data_path.name)
+            had = self._had(data_path, torrent, have)
+            self.engine.add(torrent.info, data_path.parent, rename_to=data_path.name, have=had)
             self._started(sha1, task)
+        if have is not None:
+            args["had"] = [had.start, had.stop] if had else []
         return TaskResult(args, status=INITIAL, retries=fetched.retries)
 
     def _again(self, sha1: str, task: Task, args: dict[str, Any], retries: int) -> TaskResult:
@@ -506,6 +713,7 @@ class Agent:
             )
             if found is not None:
                 await self._stop(found.sha1)
+            self.stripes.forget(str(path))
             if path.is_dir() and not path.is_symlink():
                 await asyncio.to_thread(shutil.rmtree, path)
             else:
@@ -775,6 +983,7 @@ class Agent:
         name = ""
         if record is not None:
             name = Path(record.data_path).name
+            self.stripes.forget(record.data_path)
             await asyncio.to_thread(self._remove_content, record)
         self.cache.evicted_one(sha1)
         self._forget_cached(sha1)
@@ -918,6 +1127,41 @@ def _data_relpath(rel: PurePosixPath, fallback: str) -> PurePosixPath:
     if name.endswith(TORRENT_SUFFIX) and len(name) > len(TORRENT_SUFFIX):
         return rel.with_name(name[: -len(TORRENT_SUFFIX)])
     return rel.with_name(fallback or f"{name}.data")
+
+
+def _sized_file(path: Path, size: int) -> None:
+    """Make ``path`` a file of ``size`` bytes (parents too; sparse where new); a file of
+    that size already keeps its bytes. Blocking."""
+    _file_or_nothing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size != size:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _file_or_nothing(path: Path) -> None:
+    if path.exists() and not path.is_file():
+        raise TaskError(f"{path} exists and is not a regular file")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else -1
+    except OSError:
+        return -1
+
+
+def _layout(ti: Any) -> tuple[int, int, int]:
+    """A torrent's files, size and piece length."""
+    return int(ti.num_files()), int(ti.total_size()), int(ti.piece_length())
+
+
+def _piece_hash(ti: Any) -> Callable[[int], bytes]:
+    """A torrent's v1 piece hashes, by index."""
+    return lambda index: bytes(ti.hash_for_piece(index))
 
 
 def _reason(exc: BaseException) -> str:

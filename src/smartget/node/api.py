@@ -1,8 +1,9 @@
 """The node's task API (seed 003), as a FastAPI app.
 
 Routes: ``/ping`` (GET or POST -> ``PONG``), one route per event (``/maketorrent``,
-``/download``, ``/shutdown``, ``/shutdownall``, ``/delete``) and the original's grouped
-routes (``/puttask``: download or delete; ``/shutdowntask``: shutdown or shutdownall).
+``/download``, ``/shutdown``, ``/shutdownall``, ``/delete``, and ``/prefetch`` of a
+striped push) and the original's grouped routes (``/puttask``: download or delete;
+``/shutdowntask``: shutdown or shutdownall).
 ``GET /status`` lists the torrents and the cache (watermarks, bytes held, the last
 evictions), ``/metrics`` is for Prometheus. Every route needs
 credentials (see :mod:`smartget.node.auth`): 401 ``Unauthorized`` otherwise.
@@ -13,11 +14,15 @@ The app depends on :class:`TaskRunner`, the part of the agent it calls, and on a
 The body is read raw and parsed by :func:`~smartget.node.tasks.parse_task`, whatever the
 Content-Type (the original clients post JSON without one). A malformed task gets seed
 003's response with ``result`` ``failed`` and the reason in ``traceback``, HTTP 200 like
-every task answer, never a 500.
+every task answer, never a 500. A task is at most :data:`~smartget.node.tasks.MAX_TASK_BYTES`
+(1 MiB), but ``/maketorrent`` takes up to :data:`~smartget.node.tasks.MAX_DIGESTS_TASK_BYTES`
+(every piece's SHA-1 of a striped push, :data:`BODY_LIMITS`); a body that large is parsed
+in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -31,9 +36,17 @@ from prometheus_client.registry import Collector
 from smartget import __version__
 from smartget.errors import TaskError
 from smartget.node.auth import Credentials
-from smartget.node.tasks import EVENTS, NodeIdentity, Task, parse_task, peek_taskid
+from smartget.node.tasks import (
+    EVENTS,
+    MAX_DIGESTS_TASK_BYTES,
+    MAX_TASK_BYTES,
+    NodeIdentity,
+    Task,
+    parse_task,
+    peek_taskid,
+)
 
-__all__ = ["ROUTES", "TaskRunner", "create_api_app"]
+__all__ = ["BODY_LIMITS", "ROUTES", "TaskRunner", "create_api_app"]
 
 # route -> events it accepts (seed 003 and the original's grouped routes)
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -41,6 +54,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/puttask": ("download", "delete"),
     "/shutdowntask": ("shutdown", "shutdownall"),
 }
+# routes whose bodies may pass MAX_TASK_BYTES, and their own limit
+BODY_LIMITS: dict[str, int] = {"/maketorrent": MAX_DIGESTS_TASK_BYTES}
 
 
 class TaskRunner(Protocol):
@@ -74,7 +89,8 @@ def create_api_app(
         title="SmartGet node",
         version=__version__,
         description="Seed 003's task API: maketorrent, download, shutdown, shutdownall, "
-        "delete, ping. Authenticate with ?user=U&pwd=<md5 of password> or a bearer token.",
+        "delete, ping; prefetch (a striped push). Authenticate with ?user=U&pwd=<md5 of "
+        "password> or a bearer token.",
     )
     metrics = prom.CollectorRegistry()
     metrics.register(_StatsCollector(statistics))
@@ -99,11 +115,18 @@ def create_api_app(
         return "PONG"
 
     def task_route(path: str, events: tuple[str, ...]) -> None:
+        limit = BODY_LIMITS.get(path, MAX_TASK_BYTES)
+
         async def run(request: Request) -> JSONResponse:
             body = await request.body()
             single = events[0] if len(events) == 1 else None
             try:
-                task = parse_task(body, time.time(), event=single)
+                if len(body) > MAX_TASK_BYTES:  # megabytes of JSON: off the loop
+                    task = await asyncio.to_thread(
+                        parse_task, body, time.time(), event=single, max_bytes=limit
+                    )
+                else:
+                    task = parse_task(body, time.time(), event=single, max_bytes=limit)
                 if task.event not in events:
                     raise TaskError(
                         f"event {task.event!r} is not taken by {path} "

@@ -292,12 +292,18 @@ class Engine:
         rename_to: str | None = None,
         seed_mode: bool = False,
         resume: bytes | None = None,
+        have: range | None = None,
     ) -> str:
-        """Add a torrent; its data lands in ``save_path``, its first path part renamed."""
+        """Add a torrent; its data lands in ``save_path``, its first path part renamed.
+
+        ``have``: pieces known to be on disk already (a striped push's own stripe,
+        :mod:`smartget.node.prefetch`), taken as had without a check; ignored with
+        resume data, which says what is had itself."""
         sha1 = info_hash_of(ti)
         if sha1 in self.handles:
             return sha1
         atp = None
+        had = False  # pieces taken as had (have), unchecked
         if resume:
             try:
                 atp = lt.read_resume_data(resume)
@@ -313,6 +319,13 @@ class Engine:
                     rest = layout.file_path(index).split(os.sep, 1)[1:] if count > 1 else []
                     renamed[index] = os.path.join(rename_to, *rest)
                 atp.renamed_files = renamed
+            if have and not seed_mode:
+                pieces = ti.num_pieces()
+                first, end = min(have.start, pieces), min(have.stop, pieces)
+                atp.have_pieces = (
+                    [False] * first + [True] * (end - first) + [False] * (pieces - end)
+                )
+                had = True
         atp.ti = ti
         atp.save_path = str(save_path)
         flags = atp.flags if resume else lt.torrent_flags.default_flags
@@ -321,6 +334,9 @@ class Engine:
         holding = not seed_mode and self._holds.enabled
         if seed_mode:
             flags |= lt.torrent_flags.seed_mode
+        elif had:
+            # Only the pieces of have_pieces are had; the rest of the files is not read.
+            flags |= lt.torrent_flags.no_verify_files
         if holding:
             # Added paused, its web seeds taken off, then resumed: a torrent that
             # starts at once can reach the origin before remove_url_seed lands.
@@ -334,7 +350,9 @@ class Engine:
         now = time.monotonic()
         self._added[sha1] = now
         if holding:
-            urls = [*handle.url_seeds(), *(seed["url"] for seed in ti.web_seeds())]
+            # The torrent's url-list is in url_seeds() once added (ti.web_seeds() is
+            # deprecated: a DeprecationWarning on every add).
+            urls = list(handle.url_seeds())
             for url in self._holds.hold(sha1, urls, now):
                 handle.remove_url_seed(url)
             handle.resume()

@@ -12,6 +12,14 @@ once, here, and the checked address is the one dialled (:class:`_CheckedBackend`
 rebinding gains nothing. A file larger than ``max_file_size`` is cut off (by its
 Content-Length, or when the stream passes it), and a whole fetch, its retries included,
 ends at ``deadline`` seconds. None of these is retried.
+
+A striped push (:mod:`smartget.node.prefetch`) fetches a stripe of a file:
+:meth:`Fetcher.head` learns its size and validators, :meth:`Fetcher.fetch_range` fetches
+one byte range into the file in place, under the same policy, limits and deadline. Both
+ask for the bytes as they are (``Accept-Encoding: identity``): sizes and ranges of a
+compressed body would be of other bytes. A range must come back as asked (206, its
+Content-Range); a 200 means the origin ignores ranges (or, with ``If-Range``, that the
+file changed), a failure that is not retried.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -36,7 +45,7 @@ from smartget import __version__
 from smartget.errors import FetchError, FetchRefusedError
 from smartget.node.fetchpolicy import FetchPolicy
 
-__all__ = ["Fetched", "Fetcher"]
+__all__ = ["Fetched", "Fetcher", "Head", "parse_content_range"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,8 @@ CHUNK = 1 << 20
 WRITE_AHEAD = 8  # chunks read from the network before the oldest is written
 MAX_SMALL = 16 << 20  # a .torrent larger than this is refused
 USER_AGENT = f"SmartGet-node/{__version__}"
+IDENTITY = {"Accept-Encoding": "identity"}  # sizes and ranges of the bytes themselves
+MAX_SIZE_LIMIT = "(the node's --fetch-max-size)"
 
 
 class Tee(Protocol):
@@ -57,6 +68,31 @@ class Fetched:
     size: int
     retries: int
     body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a HEAD said of a file: its size and validators ('' when absent)."""
+
+    size: int
+    etag: str = ""
+    last_modified: str = ""
+    retries: int = 0
+
+
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None] | None:
+    """``Content-Range: bytes FIRST-LAST/TOTAL`` (RFC 9110, 14.4) as (first, last, total);
+    total None for ``*``; None if it is not one satisfied byte range."""
+    match = _CONTENT_RANGE.fullmatch(value.strip())
+    if match is None:
+        return None
+    first, last, total = match.groups()
+    if int(first) > int(last) or (total != "*" and int(last) >= int(total)):
+        return None
+    return int(first), int(last), None if total == "*" else int(total)
 
 
 class _Permanent(FetchError):
@@ -203,20 +239,63 @@ class Fetcher:
         retries = await self._retry(url, max_retries, once)
         return Fetched(size=len(box[0]), retries=retries, body=box[0])
 
+    async def head(self, url: str, *, max_retries: int) -> Head:
+        """The size (Content-Length), ETag and Last-Modified of the file at ``url``.
+
+        A file larger than ``max_file_size`` is refused here, before any of it comes."""
+        box: list[Head] = []
+
+        async def once() -> None:
+            box[:] = [await self._head(url)]
+
+        retries = await self._retry(url, max_retries, once, method="HEAD")
+        return replace(box[0], retries=retries)
+
+    async def fetch_range(
+        self,
+        url: str,
+        dest: Path | None,
+        *,
+        start: int,
+        end: int,
+        size: int,
+        etag: str = "",
+        max_retries: int,
+        tee_for: Callable[[], Tee] | None = None,
+    ) -> Fetched:
+        """Bytes ``[start, end)`` of the ``size``-byte file at ``url`` (one ranged GET),
+        written at offset ``start`` of ``dest``, which must exist (None: the bytes are only
+        seen by the tee). ``etag`` (a strong one) goes as ``If-Range``, so a file changed
+        since its HEAD fails rather than mixing two versions. ``tee_for()``, called at each
+        try, gives a :class:`Tee` that sees the try's bytes in order."""
+        if not 0 <= start < end <= size:
+            raise ValueError(f"no range [{start}, {end}) in {size} bytes")
+        retries = await self._retry(
+            url,
+            max_retries,
+            lambda: self._range_to_file(url, dest, start, end, size, etag, tee_for),
+        )
+        return Fetched(size=end - start, retries=retries)
+
     async def _retry(
-        self, url: str, max_retries: int, attempt: Callable[[], Awaitable[None]]
+        self,
+        url: str,
+        max_retries: int,
+        attempt: Callable[[], Awaitable[None]],
+        *,
+        method: str = "GET",
     ) -> int:
         try:
             async with asyncio.timeout(self.deadline):
-                return await self._tries(url, max_retries, attempt)
+                return await self._tries(url, max_retries, attempt, method)
         except TimeoutError:
             self.failures += 1
             raise FetchError(
-                f"GET {url}: not done within {self.deadline:g} s (the node's --fetch-timeout)"
+                f"{method} {url}: not done within {self.deadline:g} s (the node's --fetch-timeout)"
             ) from None
 
     async def _tries(
-        self, url: str, max_retries: int, attempt: Callable[[], Awaitable[None]]
+        self, url: str, max_retries: int, attempt: Callable[[], Awaitable[None]], method: str
     ) -> int:
         for tried in range(max_retries + 1):
             try:
@@ -225,7 +304,7 @@ class Fetcher:
             except FetchRefusedError as exc:
                 self.failures += 1
                 self.refused += 1
-                raise FetchRefusedError(f"GET {url}: {exc}") from None
+                raise FetchRefusedError(f"{method} {url}: {exc}") from None
             except _Permanent:
                 self.failures += 1
                 raise
@@ -238,18 +317,20 @@ class Fetcher:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _stream(self, url: str) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
-        return self.client.stream("GET", url)
+    def _stream(
+        self, url: str, headers: dict[str, str] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[httpx.Response]:
+        return self.client.stream("GET", url, headers=headers)
 
     @staticmethod
-    def _check_status(url: str, resp: httpx.Response) -> int | None:
+    def _check_status(url: str, resp: httpx.Response, method: str = "GET") -> int | None:
         if resp.status_code >= 400:
             cls = (
                 FetchError
                 if resp.status_code in (408, 429) or resp.status_code >= 500
                 else _Permanent
             )
-            raise cls(f"GET {url} answered HTTP {resp.status_code}")
+            raise cls(f"{method} {url} answered HTTP {resp.status_code}")
         length = resp.headers.get("content-length")
         if length is not None and length.isdigit():
             return int(length)
@@ -288,7 +369,7 @@ class Fetcher:
                 if expected is not None and limit is not None and expected > limit:
                     raise _Permanent(
                         f"GET {url}: {expected} bytes, more than the {limit} bytes allowed "
-                        "(the node's --fetch-max-size)"
+                        f"{MAX_SIZE_LIMIT}"
                     )
                 tee = tee_for(expected) if tee_for is not None else None
                 with temp.open("wb") as out:
@@ -305,9 +386,97 @@ class Fetcher:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
 
+    async def _head(self, url: str) -> Head:
+        try:
+            resp = await self.client.head(url, headers=IDENTITY)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"HEAD {url}: {_describe(exc)}") from exc
+        size = self._check_status(url, resp, "HEAD")
+        _check_identity("HEAD", url, resp)
+        if size is None:
+            raise _Permanent(f"HEAD {url}: no Content-Length: the origin does not say the size")
+        limit = self.max_file_size
+        if limit is not None and size > limit:
+            raise _Permanent(
+                f"HEAD {url}: {size} bytes, more than the {limit} bytes allowed {MAX_SIZE_LIMIT}"
+            )
+        headers = resp.headers
+        return Head(size, headers.get("etag", ""), headers.get("last-modified", ""))
+
+    async def _range_to_file(
+        self,
+        url: str,
+        dest: Path | None,
+        start: int,
+        end: int,
+        size: int,
+        etag: str,
+        tee_for: Callable[[], Tee] | None,
+    ) -> None:
+        asked = f"bytes={start}-{end - 1}"
+        headers = {**IDENTITY, "Range": asked}
+        if etag and not etag.startswith("W/"):  # If-Range takes a strong validator only
+            headers["If-Range"] = etag
+        try:
+            async with self._stream(url, headers) as resp:
+                length = self._check_status(url, resp)
+                _check_partial(url, resp, start, end, size, asked, "If-Range" in headers)
+                if length is not None and length != end - start:
+                    raise _Permanent(f"GET {url}: Content-Length {length} for Range: {asked}")
+                tee = tee_for() if tee_for is not None else None
+                allowed = f"for Range: {asked}"
+                if dest is None:
+                    got = await _write_body(url, resp, None, tee, end - start, allowed)
+                else:
+                    with dest.open("r+b") as out:
+                        out.seek(start)
+                        got = await _write_body(url, resp, out, tee, end - start, allowed)
+            if got != end - start:
+                raise FetchError(f"GET {url}: got {got} bytes of {end - start} for Range: {asked}")
+            self.fetched_bytes += got
+        except httpx.HTTPError as exc:
+            raise FetchError(f"GET {url}: {_describe(exc)}") from exc
+        except OSError as exc:
+            raise _Permanent(f"cannot write {dest}: {exc.strerror}") from exc
+
+
+def _check_identity(method: str, url: str, resp: httpx.Response) -> None:
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _Permanent(
+            f"{method} {url}: the origin sent Content-Encoding {encoding[:32]!r} though "
+            "asked for the bytes as they are (Accept-Encoding: identity)"
+        )
+
+
+def _check_partial(
+    url: str, resp: httpx.Response, start: int, end: int, size: int, asked: str, if_range: bool
+) -> None:
+    """A ranged GET came back with exactly the range asked for, or fails (not retried)."""
+    if resp.status_code == 200:
+        changed = ", or the file changed since its HEAD (If-Range)" if if_range else ""
+        raise _Permanent(
+            f"GET {url}: the origin does not serve byte ranges (it answered 200 to "
+            f"Range: {asked}){changed}"
+        )
+    if resp.status_code != 206:
+        raise _Permanent(f"GET {url} answered HTTP {resp.status_code} to Range: {asked}")
+    _check_identity("GET", url, resp)
+    value = resp.headers.get("content-range", "")
+    if parse_content_range(value) != (start, end - 1, size):
+        raise _Permanent(
+            f"GET {url}: Content-Range {value[:80]!r} for Range: {asked} of {size} bytes "
+            "(the file changed since its HEAD, or the origin sent another range)"
+        )
+
 
 async def _write_body(
-    url: str, resp: httpx.Response, out: BinaryIO, tee: Tee | None, limit: int | None
+    url: str,
+    resp: httpx.Response,
+    out: BinaryIO | None,
+    tee: Tee | None,
+    limit: int | None,
+    allowed: str = MAX_SIZE_LIMIT,
 ) -> int:
     """The body into ``out`` (and ``tee``), flushed; returns its size.
 
@@ -324,10 +493,7 @@ async def _write_body(
             async for data in resp.aiter_bytes():
                 size += len(data)
                 if limit is not None and size > limit:
-                    raise _Permanent(
-                        f"GET {url}: more than the {limit} bytes allowed "
-                        "(the node's --fetch-max-size)"
-                    )
+                    raise _Permanent(f"GET {url}: more than the {limit} bytes allowed {allowed}")
                 pending += data
                 if len(pending) >= CHUNK:
                     if len(writing) >= WRITE_AHEAD:
@@ -345,15 +511,17 @@ async def _write_body(
     return size
 
 
-def _write(out: BinaryIO, chunk: bytes, tee: Tee | None) -> None:
-    out.write(chunk)
+def _write(out: BinaryIO | None, chunk: bytes, tee: Tee | None) -> None:
+    if out is not None:
+        out.write(chunk)
     if tee is not None:
         tee.update(chunk)  # hashlib releases the GIL for large data, as the write does
 
 
-def _flush(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
+def _flush(out: BinaryIO | None) -> None:
+    if out is not None:
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _describe(exc: httpx.HTTPError) -> str:

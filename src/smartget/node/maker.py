@@ -13,6 +13,10 @@ A file the node fetches is hashed as it arrives (:class:`PieceHasher`, fed by th
 fetcher's writer thread, pieces laid out by :func:`piece_length_for` as libtorrent
 would), so making its torrent reads nothing again: for a large file that is a whole
 pass over the disk saved, and the seed starts sharing sooner.
+
+A striped push (:mod:`smartget.node.prefetch`) hashes the file on many nodes, a stripe
+each; :func:`torrent_from_digests` makes the torrent from their digests alone, with the
+same builder as :func:`make_torrent`, so the info-hash is the same as hashing the file.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "PieceHasher",
     "make_torrent",
     "piece_length_for",
+    "torrent_from_digests",
     "write_atomic",
 ]
 
@@ -100,12 +105,7 @@ def make_torrent(
     files = lt.list_files(str(path))
     if not files:
         raise TorrentError(f"cannot make a torrent of {path}: no files in it")
-    creator = lt.create_torrent(files, piece_size, lt.create_torrent.v1_only)
-    for tier, url in enumerate(trackers):
-        creator.add_tracker(url, tier)
-    for url in web_seeds:
-        creator.add_url_seed(url)
-    creator.set_creator(f"SmartGet {__version__}")
+    creator = _creator(files, piece_size, trackers, web_seeds)
     threads = os.cpu_count() or 1
     digests = hashed.digests() if hashed is not None else []
     try:
@@ -124,13 +124,71 @@ def make_torrent(
             lt.set_piece_hashes(creator, str(path.parent))
     except (RuntimeError, OSError) as exc:
         raise TorrentError(f"cannot hash {path}: {exc}") from None
-    data = lt.bencode(creator.generate())
-    ti = lt.torrent_info(lt.bdecode(data))  # type: ignore[arg-type]
     size = (
         path.stat().st_size
         if path.is_file()
         else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     )
+    return _generate(creator, size)
+
+
+def torrent_from_digests(
+    name: str,
+    size: int,
+    piece_length: int,
+    digests: bytes,
+    *,
+    trackers: list[str] | tuple[str, ...] = (),
+    web_seeds: list[str] | tuple[str, ...] = (),
+) -> MadeTorrent:
+    """The v1 torrent of one file ``name`` of ``size`` bytes from its pieces' SHA-1
+    (``digests``: 20 bytes each, in order), as :func:`make_torrent` would make it from
+    the file; nothing is read. Blocking for many pieces (``asyncio.to_thread``).
+
+    The piece length must be the one libtorrent lays the file out in
+    (:func:`piece_length_for`), or the info-hash would differ from the file's."""
+    try:
+        creator = _creator([lt.create_file_entry(name, size)], 0, trackers, web_seeds)
+    except RuntimeError as exc:
+        raise TorrentError(f"cannot make a torrent of {name!r} ({size} bytes): {exc}") from None
+    if piece_length != creator.piece_length():
+        raise TorrentError(
+            f"a torrent of {size} bytes has pieces of {creator.piece_length()} bytes, "
+            f"not {piece_length}"
+        )
+    count = creator.num_pieces()
+    if len(digests) != 20 * count:
+        raise TorrentError(
+            f"a torrent of {size} bytes in pieces of {piece_length} has {count} pieces; "
+            f"got {len(digests) / 20:g} digests"
+        )
+    for index in range(count):
+        creator.set_hash(index, digests[20 * index : 20 * index + 20])
+    try:
+        return _generate(creator, size)
+    except RuntimeError as exc:  # libtorrent takes an all-zero digest for a missing one
+        raise TorrentError(f"cannot make a torrent of {name!r} from its digests: {exc}") from None
+
+
+def _creator(
+    files: Any,
+    piece_size: int,
+    trackers: list[str] | tuple[str, ...],
+    web_seeds: list[str] | tuple[str, ...],
+) -> Any:
+    """libtorrent's v1 torrent builder with SmartGet's trackers, web seeds and creator."""
+    creator = lt.create_torrent(files, piece_size, lt.create_torrent.v1_only)
+    for tier, url in enumerate(trackers):
+        creator.add_tracker(url, tier)
+    for url in web_seeds:
+        creator.add_url_seed(url)
+    creator.set_creator(f"SmartGet {__version__}")
+    return creator
+
+
+def _generate(creator: Any, size: int) -> MadeTorrent:
+    data = lt.bencode(creator.generate())
+    ti = lt.torrent_info(lt.bdecode(data))  # type: ignore[arg-type]
     return MadeTorrent(data=data, sha1=str(ti.info_hashes().v1), size=size)
 
 

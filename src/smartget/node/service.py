@@ -34,7 +34,7 @@ from smartget.httpserver import BodyLimit, EmbeddedServer, HttpLimits
 from smartget.lifecycle import Supervisor
 from smartget.net import bind_tcp
 from smartget.node.agent import Agent
-from smartget.node.api import create_api_app
+from smartget.node.api import BODY_LIMITS, create_api_app
 from smartget.node.auth import Credentials
 from smartget.node.cache import CachePolicy
 from smartget.node.engine import Engine
@@ -197,7 +197,7 @@ async def running(settings: NodeSettings) -> AsyncIterator[Node]:
     api_app = create_api_app(agent, credentials, api_statistics)
     limits = s.http_limits or HttpLimits()
     api_server = EmbeddedServer(
-        BodyLimit(api_app, MAX_TASK_BYTES), api_sock, name="api", limits=limits
+        BodyLimit(api_app, MAX_TASK_BYTES, BODY_LIMITS), api_sock, name="api", limits=limits
     )
     files_server = EmbeddedServer(
         create_files_app(roots.all, on_served=agent.served), files_sock, name="files", limits=limits

@@ -56,12 +56,14 @@ from typing import Any
 
 from smartget.config import parse_size
 from smartget.errors import ConfigError, TaskError
+from smartget.node.prefetch import DIGEST_SIZE, MAX_PIECES
 
 __all__ = [
     "DEFAULT_RETRIES",
     "EVENTS",
     "EVICTED",
     "EXPIRED",
+    "MAX_DIGESTS_TASK_BYTES",
     "MAX_PIN",
     "MAX_RETRIES",
     "MAX_TASK_BYTES",
@@ -75,11 +77,15 @@ __all__ = [
 ]
 
 MAX_TASK_BYTES = 1 << 20
+# A maketorrent may carry every piece's SHA-1 in hex (args.pieces, a striped push:
+# node/prefetch.py): room for MAX_PIECES of them. A 64 GiB file (16,384 pieces of 4 MiB)
+# fits MAX_TASK_BYTES; 128 GiB (32,768 pieces) would not.
+MAX_DIGESTS_TASK_BYTES = MAX_TASK_BYTES + 2 * DIGEST_SIZE * MAX_PIECES
 DEFAULT_RETRIES = 3
 MAX_RETRIES = 20
 ABSOLUTE_EXPIRE = 1e9  # numbers above this are UNIX times, below it seconds from now
 
-EVENTS = ("maketorrent", "download", "shutdown", "shutdownall", "delete")
+EVENTS = ("maketorrent", "download", "shutdown", "shutdownall", "delete", "prefetch")
 # The original's typos, accepted on input only (DESIGN.md, "Node task API").
 EVENT_ALIASES = {"dowload": "download"}
 ARG_ALIASES = {"filenmae": "filename", "trackback": "traceback"}
@@ -243,15 +249,21 @@ def _parse_pin(value: Any) -> float | None:
     return float(value)
 
 
-def parse_task(body: bytes | str | dict[str, Any], now: float, *, event: str | None = None) -> Task:
+def parse_task(
+    body: bytes | str | dict[str, Any],
+    now: float,
+    *,
+    event: str | None = None,
+    max_bytes: int = MAX_TASK_BYTES,
+) -> Task:
     """Parse a task body; ``event`` is the route's event when the route names one.
 
     Raises :class:`TaskError` for anything malformed: not JSON, not an object, a missing
     or unknown event, an event that does not match the route, bad expire/max_retries/args.
     """
     if isinstance(body, bytes | str):
-        if len(body) > MAX_TASK_BYTES:
-            raise TaskError(f"task larger than {MAX_TASK_BYTES} bytes")
+        if len(body) > max_bytes:
+            raise TaskError(f"task larger than {max_bytes} bytes")
         if not body.strip():
             raise TaskError("empty body: expected a JSON task {taskid, event, args, ...}")
         try:
