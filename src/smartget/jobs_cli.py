@@ -128,6 +128,7 @@ def job_results(view: dict[str, Any]) -> list[PushResult]:
     for index, f in enumerate(view["files"]):
         result = PushResult(f["url"], sha1=f["sha1"], filesize=f["filesize"])
         result.origin_bytes = f.get("origin_bytes")
+        result.striped = bool(f.get("striped"))
         for n in view["nodes"]:
             copy = n["files"][index]
             node = FleetNode(n["node_id"], n["ip"], n["zone"], 0, "", "")
@@ -139,6 +140,10 @@ def job_results(view: dict[str, Any]) -> list[PushResult]:
             outcome.verified = copy["verified"]
             result.outcomes.append(outcome)
         result.makespan = max((o.done_at or 0.0) for o in result.outcomes) if result.outcomes else 0
+        # Stripes and web seeds count too: the origin's own count covers the making only.
+        from_origin = sum(n["files"][index]["bytes"]["origin"] for n in view["nodes"])
+        if result.origin_bytes is not None:
+            result.origin_bytes = max(result.origin_bytes, from_origin)
         results.append(result)
     return results
 
@@ -391,6 +396,11 @@ class PushOptions:
         "", "The seed's nodeid or IP [default: most free capacity].", show_default=False
     )
     cancel_on_exit: bool = setting(False, "Ctrl-C cancels the job (default: detach; it goes on).")
+    whole: bool = setting(
+        False,
+        "The seed fetches each whole file before the others start (default: every node "
+        "fetches its own stripe from the origin at once, and they trade the rest).",
+    )
 
     def job_body(self, files: list[dict[str, str]]) -> dict[str, Any]:
         """The hub's job request for ``files``."""
@@ -400,6 +410,7 @@ class PushOptions:
             "deadline": self.timeout,
             "priority": self.priority,
             "seed": self.seed,
+            "striped": not self.whole,
         }
         if self.nodes is not None:
             body["nodes"] = self.nodes
@@ -420,8 +431,9 @@ class PushOptions:
 def push_command(
     fileurls: tuple[str, ...], hub_http: tuple[str, ...], token: str, log_level: str, **options: Any
 ) -> None:
-    """Put FILEURLS on the fleet as a job of the hub: one node fetches each file from the
-    origin, the rest get it peer to peer; every copy is checked by SHA-256.
+    """Put FILEURLS on the fleet as a job of the hub: each node fetches its own stripe of
+    each file from the origin, and they trade the rest peer to peer (the origin sends each
+    byte once); every copy is checked by SHA-256.
 
     Exits 0 only when every chosen node holds every file with the right hash; otherwise
     names the job's state and the nodes that failed, with why. Ctrl-C detaches: the job

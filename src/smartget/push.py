@@ -93,6 +93,7 @@ class PushResult:
     outcomes: list[NodeOutcome] = field(default_factory=list)
     makespan: float = 0.0  # push start to the last node done
     origin_bytes: int | None = None
+    striped: bool = False  # every node fetched its stripe from the origin (jobs)
 
     @property
     def ok(self) -> bool:
@@ -105,8 +106,15 @@ class PushResult:
     def failed(self) -> list[NodeOutcome]:
         return [o for o in self.outcomes if o.error is not None or o.verified is False]
 
-    def lower_bound(self, caps: dict[str, tuple[float, float]] | None = None) -> float | None:
-        """max(F/u_s, F/d_min, N*F/(u_s + sum u_i)): no schedule can finish sooner.
+    def lower_bound(
+        self, caps: dict[str, tuple[float, float]] | None = None, *, through_seed: bool = False
+    ) -> float | None:
+        """The time no schedule of this push can beat.
+
+        Through one seed (which fetched the whole file first; ``through_seed``, or a push
+        that was not striped): max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) over the N peers.
+        Striped, every one of the M nodes receives F, and what the origin does not send
+        (O, at least F in all) the nodes upload: max(F/d_min, (M*F - O)/sum u).
 
         A node's rate is its cap where ``caps`` (nodeid -> (upload, download) bytes/s,
         ``inf`` for none) sets one; an upload without a cap counts at the highest rate it
@@ -128,10 +136,16 @@ class PushResult:
 
         u_s = rate(seed[0], up=True)
         total_up = u_s + sum(rate(o, up=True) for o in peers)
+        size = self.filesize
+        if self.striped and not through_seed:
+            d_min = min(rate(o, up=False) for o in self.outcomes)
+            origin = max(size, self.origin_bytes or 0)
+            if total_up <= 0:
+                return None
+            return max(size / d_min, (len(self.outcomes) * size - origin) / total_up)
         d_min = min(rate(o, up=False) for o in peers)
         if u_s <= 0:
             return None
-        size = self.filesize
         return max(size / u_s, size / d_min, len(peers) * size / total_up)
 
 
@@ -486,6 +500,12 @@ def render(result: PushResult, caps: dict[str, tuple[float, float]] | None = Non
     else:
         lines.append("origin bytes: unknown (not a smartget origin)")
     bound = result.lower_bound(caps)
+    seeded = result.lower_bound(caps, through_seed=True) if result.striped else None
+    if seeded:  # what the same push through one seed could not beat, for comparison
+        lines.append(
+            f"striped: every node fetched its stripe from the origin; through one seed "
+            f"the bound would be {seeded:.2f} s"
+        )
     if bound and result.makespan and result.ok:
         lines.append(
             f"lower bound {bound:.2f} s; efficiency (bound / time) {bound / result.makespan:.2f}"

@@ -111,16 +111,26 @@ class PushRun:
     makespan: float = 0.0
     origin_bytes: int = 0
     nodes: list[Progress] = field(default_factory=list)
+    striped: bool = False  # every node fetched its stripe from the origin first
 
     def copy_path(self, node: NodeProc) -> Path:
         rel = unquote(urlsplit(self.torrent_url).path).lstrip("/").removesuffix(".torrent")
         return node.root / rel
 
-    def lower_bound(self, up: float, down: float, seed_up: float | None = None) -> float:
-        """max(F/u_s, F/d, N*F/(u_s + N*u)) for N receivers: no P2P schedule is faster."""
+    def lower_bound(
+        self, up: float, down: float, seed_up: float | None = None, origin_up: float = 0
+    ) -> float:
+        """No schedule is faster. Through one seed, for N receivers: max(F/u_s, F/d,
+        N*F/(u_s + N*u)). Striped over M nodes, the origin sending F: max(F/d,
+        F/origin_up, (M-1)*F/(M*u))."""
+        size = self.size
+        if self.striped:
+            m = len(self.nodes)
+            origin = size / origin_up if origin_up else 0.0
+            return max(size / down, origin, (m - 1) * size / (m * up))
         n = len(self.nodes) - 1
         u_s = seed_up or up
-        return max(self.size / u_s, self.size / down, n * self.size / (u_s + n * up))
+        return max(size / u_s, size / down, n * size / (u_s + n * up))
 
 
 class ProcFleet:
@@ -366,19 +376,41 @@ class ProcFleet:
         within: float = 300,
         during: Callable[[PushRun, float], Awaitable[None]] | None = None,
         poll: float = 0.25,
+        striped: bool = False,
     ) -> PushRun:
         """Push ``origin/name`` from ``seed`` (default: node 0) to ``receivers``.
 
+        ``striped``: as a hub's job does, every node first fetches its own stripe from
+        the origin (``prefetch``), the seed makes the torrent from their digests and all
+        of them, the seed too, download the rest with their stripe had.
         ``during(run, elapsed)`` is awaited after every poll (faults go there). Returns
         when every receiver is complete or failed; raises AssertionError at ``within``.
         """
         seed = seed or self.nodes[0]
         size = (self.workdir / "origin" / name).stat().st_size
-        run = PushRun(f"{self.origin_url}/{name}", size)
+        run = PushRun(f"{self.origin_url}/{name}", size, striped=striped)
         before = await self.origin_sent()
         started = time.monotonic()
         trackers = [f"{self.hub_url}/announce"] if self.hub_host is not None else []
-        made = await self.task(seed, "maketorrent", {"fileurl": run.fileurl, "trackers": trackers})
+        args: dict[str, Any] = {"fileurl": run.fileurl, "trackers": trackers}
+        haves: dict[str, list[int]] = {}
+        if striped:
+            everyone = [seed, *receivers]
+            stripes = await asyncio.gather(
+                *(self.task(n, "prefetch", {"fileurl": run.fileurl, "stripe": i,
+                                            "stripes": len(everyone)}, within)
+                  for i, n in enumerate(everyone))
+            )  # fmt: skip
+            for node, got in zip(everyone, stripes, strict=True):
+                haves[node.nodeid] = [int(got["first_piece"]), int(got["end_piece"])]
+            ordered = sorted(stripes, key=lambda got: int(got["first_piece"]))
+            args |= {
+                "pieces": "".join(str(got["pieces"]) for got in ordered),
+                "piece_length": int(stripes[0]["piece_length"]),
+                "filesize": size,
+                "have": haves[seed.nodeid],
+            }
+        made = await self.task(seed, "maketorrent", args)
         run.sha1, run.torrent_url = str(made["sha1"]).lower(), str(made["torrentfileurl"])
         run.seed_ready = time.monotonic() - started
         if self.hub_host is not None:
@@ -387,12 +419,18 @@ class ProcFleet:
                 json={"info_hash": run.sha1, "name": name},
                 headers=self.auth,
             )
-        run.nodes = [Progress(seed, 100.0, run.seed_ready, "seeding")]
+        run.nodes = [
+            Progress(seed) if striped else Progress(seed, 100.0, run.seed_ready, "seeding")
+        ]
         run.nodes += [Progress(n) for n in receivers]
+
+        def download_args(node: NodeProc) -> dict[str, Any]:
+            have = {"have": haves[node.nodeid]} if node.nodeid in haves else {}
+            return {"torrentfileurl": run.torrent_url, **have}
+
         await asyncio.gather(
-            *(self.task(p.node, "download", {"torrentfileurl": run.torrent_url}, 60)
-              for p in run.nodes[1:])
-        )  # fmt: skip
+            *(self.task(p.node, "download", download_args(p.node), 60) for p in run.nodes[1:])
+        )
         await self.follow(run, started, within=within, during=during, poll=poll)
         run.makespan = max(p.done_at or 0.0 for p in run.nodes)
         run.origin_bytes = await self.origin_sent() - before
@@ -421,7 +459,11 @@ class ProcFleet:
 
         deadline = started + within
         while True:  # a poll every ``poll`` s (not wait_until's 20 ms: N nodes answer each)
-            waiting = [p for p in run.nodes[1:] if p.done_at is None and p.status != "failed"]
+            waiting = [
+                p
+                for p in run.nodes[0 if run.striped else 1 :]
+                if p.done_at is None and p.status != "failed"
+            ]
             if not waiting:
                 return
             if time.monotonic() > deadline:

@@ -225,7 +225,7 @@ def job_fleet() -> list[NodeInfo]:
 
 def running_job(book: JobBook, job_id: str, *, cap: int = 0) -> list[StartDownload]:
     """A job of one 60 MB file to three nodes, its torrent made 2 s in, downloads sent."""
-    spec = parse_spec(urls=["http://origin/videos/a.ts"], nodes=3, upload_limit=cap)
+    spec = parse_spec(striped=False, urls=["http://origin/videos/a.ts"], nodes=3, upload_limit=cap)
     book.submit(spec, job_id, NOW)
     (make,) = [c for c in book.poll(NOW, job_fleet) if isinstance(c, MakeTorrent)]
     book.made(job_id, 0, NOW + 2, sha1=SHA1, filesize=60 * MB, torrent_url="http://s/a.torrent")

@@ -8,6 +8,7 @@ from smartget.errors import JobError
 from smartget.hub.jobs import JobBook, JobState, NodeInfo, parse_spec
 from smartget.hub.jobs.core import (
     PING_FAILURES,
+    FetchStripes,
     MakeTorrent,
     PingNode,
     StartDownload,
@@ -43,7 +44,7 @@ def run_to_downloads(book: JobBook, job_id: str, now: float = 0.0) -> list[Start
 
 def test_a_job_runs_to_done_with_every_copy_verified() -> None:
     book = JobBook(max_running=1)
-    spec = parse_spec(urls=["http://o/a", "http://o/b"], nodes=3)
+    spec = parse_spec(striped=False, urls=["http://o/a", "http://o/b"], nodes=3)
     job = book.submit(spec, "j1", 0.0)
     assert job.state is JobState.QUEUED
     starts = run_to_downloads(book, "j1")
@@ -65,7 +66,7 @@ def test_a_job_runs_to_done_with_every_copy_verified() -> None:
 
 def test_a_copy_that_fails_twice_is_given_up_with_its_reasons() -> None:
     book = JobBook(retry_after=1.0)
-    book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)
+    book.submit(parse_spec(striped=False, urls=["http://o/a"], nodes=2), "j", 0.0)
     (start,) = run_to_downloads(book, "j")
     nodeid = start.node.nodeid
     book.start_failed("j", nodeid, 0, "disk full", 0.5)
@@ -86,7 +87,7 @@ def test_a_copy_that_fails_twice_is_given_up_with_its_reasons() -> None:
 
 def test_a_silent_node_is_given_up_after_failed_pings() -> None:
     book = JobBook()
-    book.submit(parse_spec(urls=["http://o/a"], nodes=2, attempts=1), "j", 0.0)
+    book.submit(parse_spec(striped=False, urls=["http://o/a"], nodes=2, attempts=1), "j", 0.0)
     (start,) = run_to_downloads(book, "j")
     book.started("j", start.node.nodeid, 0, "", 0.0)
     book.pinged(start.node.nodeid, False, 0.0)  # the ping sent with the download
@@ -104,7 +105,7 @@ def test_a_silent_node_is_given_up_after_failed_pings() -> None:
 
 def test_cancel_stops_what_runs_and_restore_resends_what_was_in_flight() -> None:
     book = JobBook()
-    book.submit(parse_spec(urls=["http://o/a"], nodes=3), "j", 0.0)
+    book.submit(parse_spec(striped=False, urls=["http://o/a"], nodes=3), "j", 0.0)
     starts = run_to_downloads(book, "j")
     book.started("j", starts[0].node.nodeid, 0, "", 0.1)
     # A hub restarted now sends both downloads again (the nodes answer "already").
@@ -140,7 +141,7 @@ def test_a_node_takes_part_in_at_most_node_max_jobs() -> None:
 
 def test_deadline_gives_up_and_stops() -> None:
     book = JobBook()
-    book.submit(parse_spec(urls=["http://o/a"], nodes=2, deadline=10), "j", 0.0)
+    book.submit(parse_spec(striped=False, urls=["http://o/a"], nodes=2, deadline=10), "j", 0.0)
     (start,) = run_to_downloads(book, "j")
     book.started("j", start.node.nodeid, 0, "", 0.0)
     book.progress("j", start.node.nodeid, 0, 5.0, percent=40.0, status="downloading")
@@ -171,3 +172,123 @@ def test_jobs_and_events_are_bounded() -> None:
     _, forgotten = book.drain_dirty()
     assert forgotten
     assert all(len(e) <= 10 for e in book.events.values())
+
+
+# -- striped files: every node fetches its stripe, the seed makes the torrent from them ----
+
+
+def stripes_in(
+    book: JobBook, job_id: str, now: float, *, pieces: int = 10, size: int = 1000
+) -> FetchStripes:
+    """Poll until the stripes go out; answer each node with its share of ``pieces``."""
+    (fetch,) = [c for c in book.poll(now, fleet) if isinstance(c, FetchStripes)]
+    count = len(fetch.nodes)
+    for i, node in enumerate(fetch.nodes):
+        first, end = i * pieces // count, (i + 1) * pieces // count
+        book.prefetched(
+            job_id,
+            node.nodeid,
+            fetch.file,
+            now,
+            first=first,
+            end=end,
+            pieces="".join(f"{p:040x}" for p in range(first, end)),
+            stripe_bytes=(end - first) * (size // pieces),
+            filesize=size,
+            piece_length=size // pieces,
+            validators="ETag 'x'",
+        )
+    return fetch
+
+
+def test_a_striped_file_is_made_from_every_stripe_and_each_node_starts_with_its_own() -> None:
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=3), "j", 0.0)
+    fetch = stripes_in(book, "j", 0.0)
+    assert [n.nodeid for n in fetch.nodes] == [n.nodeid for n in job.nodes]
+    (make,) = [c for c in book.poll(1.0, fleet) if isinstance(c, MakeTorrent)]
+    assert make.node.nodeid == job.nodes[0].nodeid
+    assert make.pieces == "".join(f"{p:040x}" for p in range(10))
+    assert (make.piece_length, make.filesize, make.have) == (100, 1000, (0, 3))
+    book.made("j", 0, 2.0, sha1=SHA1, filesize=1000, torrent_url="u0")
+    seed = job.nodes[0].copies[0]
+    assert seed.state.value == "downloading"  # the seed downloads the rest too
+    assert job.files[0].pieces == ""  # not kept once the torrent is made
+    starts = [c for c in book.poll(2.0, fleet) if isinstance(c, StartDownload)]
+    assert sorted(s.have for s in starts if s.have) == [(3, 6), (6, 10)]
+    for node in job.nodes:
+        book.progress("j", node.nodeid, 0, 3.0, percent=100.0, status="seeding")
+    verifies = [c for c in book.poll(3.0, fleet) if isinstance(c, VerifyCopy)]
+    assert [v.node.nodeid for v in verifies] == [job.nodes[0].nodeid]  # the reference first
+    book.verified("j", verifies[0].node.nodeid, 0, 3.5, sha256=DIGEST, sources={"origin": 7})
+    for v in [c for c in book.poll(3.5, fleet) if isinstance(c, VerifyCopy)]:
+        book.verified("j", v.node.nodeid, 0, 4.0, sha256=DIGEST, sources={"peer_same_zone": 5})
+    book.poll(4.0, fleet)
+    assert job.state is JobState.DONE
+    assert job.makespan == 3.0
+    # a stripe's bytes came from the origin, whatever libtorrent counted
+    assert [n.copies[0].bytes["origin"] for n in job.nodes] == [300 + 7, 300, 400]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    ["fail", "size", "validators", "gap", "timeout"],
+)
+def test_striping_that_goes_wrong_falls_back_to_the_seed_fetching_the_whole_file(
+    spoil: str,
+) -> None:
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=3, deadline=86400), "j", 0.0)
+    (fetch,) = [c for c in book.poll(0.0, fleet) if isinstance(c, FetchStripes)]
+    a, b, c = fetch.nodes
+    answer = {
+        "first": 0,
+        "end": 5,
+        "pieces": "00" * 100,
+        "stripe_bytes": 500,
+        "filesize": 1000,
+        "piece_length": 100,
+        "validators": "v",
+    }
+    book.prefetched("j", a.nodeid, 0, 0.1, **answer)
+    now = 0.2
+    if spoil == "fail":
+        book.stripe_failed("j", b.nodeid, 0, "the origin does not serve byte ranges", now)
+    elif spoil == "timeout":
+        now = fetch.deadline
+    else:
+        other = {**answer, "first": 5, "end": 10}
+        if spoil == "size":
+            other["filesize"] = 1001
+        elif spoil == "validators":
+            other["validators"] = "changed"
+        book.prefetched("j", b.nodeid, 0, now, **other)
+        last = {**answer, "first": 10, "end": 10, "pieces": "", "stripe_bytes": 0}
+        if spoil == "gap":  # overlaps the first stripe
+            last = {**answer, "first": 4, "end": 6, "pieces": "00" * 40}
+        book.prefetched("j", c.nodeid, 0, now, **last)
+    if spoil == "timeout":  # given up at this poll, made whole at the next
+        assert not [cmd for cmd in book.poll(now, fleet) if isinstance(cmd, MakeTorrent)]
+    (make,) = [cmd for cmd in book.poll(now, fleet) if isinstance(cmd, MakeTorrent)]
+    assert (make.pieces, make.have) == ("", None)  # a whole-file maketorrent
+    assert not job.files[0].striped
+    (unstriped,) = [e for e in book.events["j"] if e.kind == "unstriped"]
+    assert "the seed fetches the whole file" in unstriped.text
+    book.made("j", 0, now, sha1=SHA1, filesize=1000, torrent_url="u0")
+    assert job.nodes[0].copies[0].state.value == "complete"  # the classic seed
+    starts = [cmd for cmd in book.poll(now, fleet) if isinstance(cmd, StartDownload)]
+    assert [s.have for s in starts] == [None, None]
+
+
+def test_a_restored_job_fetches_its_stripes_again_and_one_node_is_never_striped() -> None:
+    book = JobBook()
+    book.submit(parse_spec(urls=["http://o/a"], nodes=3), "j", 0.0)
+    book.poll(0.0, fleet)
+    saved = Job.from_dict(book.get("j").to_dict())
+    assert saved.files[0].state.value == "striping"
+    other = JobBook()
+    other.restore([saved], {})
+    assert [c for c in other.poll(1.0, fleet) if isinstance(c, FetchStripes)]
+    single = JobBook()
+    single.submit(parse_spec(urls=["http://o/a"], nodes=1), "s", 0.0)
+    assert [type(c) for c in single.poll(0.0, fleet)] == [MakeTorrent]

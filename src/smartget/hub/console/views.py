@@ -187,21 +187,36 @@ def lower_bound(job: Job) -> dict[str, Any] | None:
     ``first made + sum(F) / u``. Perfect relaying lets every peer finish then, so the
     bound is one step: the seed at its last file, every node at that time. Peers that
     fetch from the origin's web seed do not go through the seed: they can beat it.
+
+    Striped files (each of the M nodes fetched its stripe from the origin; their torrent
+    made at ``made_i``): a node still needs (M-1)/M of each file from the others, who
+    upload ``M * u`` bytes/s in all, so nothing ends before ``made_i + (M-1) F_i / (M u)``
+    and all before ``first made + (M-1) sum(F) / (M u)``.
     """
     cap = job.spec.upload_limit
     if cap <= 0 or not job.nodes or not job.files:
         return None
     if any(f.state is not FileState.MADE for f in job.files):
         return None
-    made = [job.nodes[0].copies[i].done_at for i in range(len(job.files))]
+    striped = all(f.striped for f in job.files)
+    if any(f.striped for f in job.files) and not striped:
+        return None  # a mix: neither bound holds for all its files
+    seed = job.nodes[0].copies
+    if striped:  # made when the seed's download of it began
+        started = job.started_at or 0.0
+        made = [c.started_at - started if c.started_at else None for c in seed]
+    else:
+        made = [seed[i].done_at for i in range(len(job.files))]
     if any(m is None for m in made):
         return None
     times = [m for m in made if m is not None]
     sizes = [f.filesize for f in job.files]
     if len(job.nodes) == 1:  # the seed alone: done when it has every file
         return {"seed": round(max(times), 2), "all": round(max(times), 2), "nodes": 1}
-    last = max(m + size / cap for m, size in zip(times, sizes, strict=True))
-    last = max(last, min(times) + sum(sizes) / cap)
+    m = len(job.nodes)
+    per_byte = (m - 1) / (m * cap) if striped else 1 / cap  # seconds per byte once made
+    last = max(t + size * per_byte for t, size in zip(times, sizes, strict=True))
+    last = max(last, min(times) + sum(sizes) * per_byte)
     return {"seed": round(max(times), 2), "all": round(last, 2), "nodes": len(job.nodes)}
 
 

@@ -19,9 +19,15 @@ failure.
 
 A job: ``queued`` until a running slot is free (``max_running``, higher ``priority``
 first, then submission order) and its nodes are each in fewer than ``node_max_jobs``
-running jobs; then ``running``: the seed makes each file's torrent, every other node
-downloads it (a copy), each complete copy is read back and its SHA-256 compared with
-the reference (the manifest's, or the seed's copy's). A failed copy is tried again
+running jobs; then ``running``: each file's torrent is made, every node downloads it (a
+copy), each complete copy is read back and its SHA-256 compared with the reference (the
+manifest's, or the seed's copy's). A striped file (the default, with two nodes or more)
+is first fetched from the origin by every node at once, node i its stripe i of the
+pieces (``prefetch``: the node hashes what it fetched); the seed makes the torrent from
+the stripes' digests, and each node starts with its stripe had, trading the rest. So the
+origin sends each byte once without a whole file passing through one seed first. If a
+stripe fails (or the nodes saw different files), the file falls back to the seed
+fetching it whole (``maketorrent``). A failed copy is tried again
 after ``retry_after`` seconds, up to the job's ``attempts``; its reason is kept. At the
 job's deadline what is not done is given up ("deadline") and stopped on its node.
 The job ends ``done`` (every copy verified), ``partial``, ``failed`` (none) or
@@ -55,6 +61,7 @@ from smartget.hub.jobs.model import (
 
 __all__ = [
     "Command",
+    "FetchStripes",
     "JobBook",
     "MakeTorrent",
     "PingNode",
@@ -76,14 +83,32 @@ MAX_VERIFYING = 4  # copies read back at once, in all
 
 
 @dataclass(frozen=True)
+class FetchStripes:
+    """Ask every node of a job to fetch its stripe of ``url`` (node i: stripe i)."""
+
+    job_id: str
+    file: int
+    url: str
+    nodes: tuple[NodeInfo, ...]
+    deadline: float
+
+
+@dataclass(frozen=True)
 class MakeTorrent:
-    """Ask the seed to fetch ``url`` and make its torrent (seed 003 ``maketorrent``)."""
+    """Ask the seed to fetch ``url`` and make its torrent (seed 003 ``maketorrent``).
+
+    Striped: ``pieces`` (every piece's SHA-1, hex) make the torrent without a fetch, and
+    the seed downloads the rest of it, its stripe ``have`` had."""
 
     job_id: str
     file: int
     node: NodeInfo
     url: str
     deadline: float
+    pieces: str = ""
+    piece_length: int = 0
+    filesize: int = 0
+    have: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,7 @@ class StartDownload:
     expire_at: float  # the job's deadline, for the node's own timer
     upload_limit: int
     deadline: float
+    have: tuple[int, int] | None = None  # the pieces its stripe holds (striped)
 
 
 @dataclass(frozen=True)
@@ -128,7 +154,7 @@ class PingNode:
     deadline: float
 
 
-Command = MakeTorrent | StartDownload | StopDownload | VerifyCopy | PingNode
+Command = FetchStripes | MakeTorrent | StartDownload | StopDownload | VerifyCopy | PingNode
 
 
 class JobBook:
@@ -206,8 +232,8 @@ class JobBook:
         """Jobs as saved; what was in flight when the hub stopped is to be sent again."""
         for job in sorted(jobs, key=lambda j: j.order):
             for f in job.files:
-                if f.state is FileState.MAKING:
-                    f.state = FileState.PENDING
+                if f.state in (FileState.MAKING, FileState.STRIPING):
+                    f.state = FileState.PENDING  # stripes are fetched again, all of them
             for node in job.nodes:
                 for copy in node.copies:
                     if copy.state in (CopyState.STARTING, CopyState.DOWNLOADING):
@@ -273,7 +299,7 @@ class JobBook:
             for f in job.files:
                 if f.state is FileState.PENDING:
                     times.append(f.retry_at)
-                elif f.state is FileState.MAKING:
+                elif f.state in (FileState.MAKING, FileState.STRIPING):
                     times.append(f.command_deadline)
             for node in job.nodes:
                 if any(c.state in _WATCHED for c in node.copies):
@@ -321,16 +347,69 @@ class JobBook:
         f.reason = ""
         seed = job.nodes[0]
         copy = seed.copies[file]
+        if f.striped:  # the seed downloads the rest like every node
+            f.pieces = ""
+            copy.state, copy.attempts = CopyState.DOWNLOADING, 1
+            copy.started_at = copy.progress_at = now
+            text = f"torrent {sha1} made from {len(job.nodes)} stripes ({filesize:,} bytes)"
+            self._event(job, now, "made", text, seed, file)
+            return
         copy.state, copy.percent, copy.attempts = CopyState.COMPLETE, 100.0, 1
         copy.done_at = now - (job.started_at or now)
         copy.bytes = {"origin": filesize, "peer_same_zone": 0, "peer_other_zone": 0}
         self._event(job, now, "made", f"torrent {sha1} made ({filesize:,} bytes)", seed, file)
+
+    def prefetched(
+        self,
+        job_id: str,
+        nodeid: str,
+        file: int,
+        now: float,
+        *,
+        first: int,
+        end: int,
+        pieces: str,
+        stripe_bytes: int,
+        filesize: int,
+        piece_length: int,
+        validators: str,
+    ) -> None:
+        """A node fetched its stripe, pieces [first, end) (``pieces``: their digests,
+        hex), of a file the origin said is ``filesize`` bytes with ``validators`` (ETag,
+        Last-Modified): every stripe must agree. The last stripe in makes the torrent."""
+        job, f = self._file(job_id, file)
+        node = job.node(nodeid)
+        if f is None or f.state is not FileState.STRIPING or node is None:
+            return
+        copy = node.copies[file]
+        copy.stripe, copy.stripe_pieces, copy.stripe_of = (first, end), pieces, validators
+        copy.stripe_bytes = stripe_bytes
+        self._dirty.add(job.id)
+        if not f.piece_length:
+            f.filesize, f.piece_length = filesize, piece_length
+        elif (f.filesize, f.piece_length) != (filesize, piece_length):
+            said = f"{filesize:,} bytes in pieces of {piece_length:,}"
+            seen = f"{f.filesize:,} in pieces of {f.piece_length:,}"
+            self._unstripe(job, file, f"{nodeid} saw {said}, another node {seen}", now)
+            return
+        copies = [n.copies[file] for n in job.nodes]
+        if all(c.stripe is not None for c in copies):
+            self._join_stripes(job, file, copies, now)
+
+    def stripe_failed(self, job_id: str, nodeid: str, file: int, reason: str, now: float) -> None:
+        """A node could not fetch its stripe: the seed fetches the whole file instead."""
+        job, f = self._file(job_id, file)
+        if f is not None and f.state is FileState.STRIPING:
+            self._unstripe(job, file, f"{nodeid}: {reason}", now)
 
     def make_failed(self, job_id: str, file: int, reason: str, now: float) -> None:
         job, f = self._file(job_id, file)
         if f is None or f.state is not FileState.MAKING:
             return
         self._event(job, now, "make-failed", f"maketorrent failed: {reason}", job.nodes[0], file)
+        if f.striped:
+            self._unstripe(job, file, f"the torrent could not be made from them: {reason}", now)
+            return
         if f.attempts < job.spec.attempts:
             f.state, f.reason, f.retry_at = FileState.PENDING, reason, now + self.retry_after
             return
@@ -402,8 +481,9 @@ class JobBook:
             return
         job, node, copy = found
         f = job.files[file]
-        if sources is not None and node.role != "seed":
+        if sources is not None and (node.role != "seed" or f.striped):
             copy.bytes = {s: int(sources.get(s, 0)) for s in SOURCES}
+            copy.bytes["origin"] += copy.stripe_bytes  # fetched by prefetch, not libtorrent
         if not f.sha256 and node.role == "seed":
             f.sha256 = sha256  # the seed's copy is the reference
         if sha256 != f.sha256:
@@ -545,6 +625,8 @@ class JobBook:
                 self._finish(job, now, JobState.FAILED, self._no_nodes(job))
                 continue
             job.state, job.started_at = JobState.RUNNING, now
+            for f in job.files:  # one node has nothing to share a stripe with
+                f.striped = job.spec.striped and len(chosen) > 1
             count = len(job.files)
             job.nodes = [
                 NodeRecord(n, "seed" if i == 0 else "peer", [CopyRecord() for _ in range(count)])
@@ -596,14 +678,75 @@ class JobBook:
         commands: list[Command] = []
         seed = job.nodes[0]
         for index, f in enumerate(job.files):
-            if f.state is FileState.PENDING and now >= f.retry_at:
+            if f.state is FileState.PENDING and now >= f.retry_at and f.striped and not f.pieces:
+                f.state, f.command_deadline = FileState.STRIPING, now + MAKE_TIMEOUT
+                f.filesize = f.piece_length = 0
+                for node in job.nodes:
+                    copy = node.copies[index]
+                    copy.stripe, copy.stripe_pieces, copy.stripe_of = None, "", ""
+                nodes = tuple(n.info for n in job.nodes)
+                commands.append(FetchStripes(job.id, index, f.url, nodes, f.command_deadline))
+                self._dirty.add(job.id)
+            elif f.state is FileState.PENDING and now >= f.retry_at:
                 f.state, f.command_deadline = FileState.MAKING, now + MAKE_TIMEOUT
                 f.attempts += 1
-                commands.append(MakeTorrent(job.id, index, seed.info, f.url, f.command_deadline))
+                commands.append(
+                    MakeTorrent(
+                        job.id,
+                        index,
+                        seed.info,
+                        f.url,
+                        f.command_deadline,
+                        pieces=f.pieces,
+                        piece_length=f.piece_length,
+                        filesize=f.filesize if f.pieces else 0,
+                        have=seed.copies[index].stripe if f.pieces else None,
+                    )
+                )
                 self._dirty.add(job.id)
             elif f.state is FileState.MAKING and now >= f.command_deadline:
                 self.make_failed(job.id, index, "no answer in time", now)
+            elif f.state is FileState.STRIPING and now >= f.command_deadline:
+                self._unstripe(job, index, "the stripes were not fetched in time", now)
         return commands
+
+    def _join_stripes(self, job: Job, file: int, copies: list[CopyRecord], now: float) -> None:
+        """Every node's stripe is in: the file's pieces, in order, for its torrent."""
+        f = job.files[file]
+        if len({c.stripe_of for c in copies}) != 1:
+            said = "; ".join(sorted({c.stripe_of for c in copies}))[:300]
+            reason = f"the nodes saw different versions of the file at the origin ({said})"
+            self._unstripe(job, file, reason, now)
+            return
+        ordered = sorted(copies, key=lambda c: c.stripe or (0, 0))
+        count = -(-f.filesize // f.piece_length) if f.piece_length > 0 else -1
+        reached = 0
+        for c in ordered:
+            assert c.stripe is not None
+            if c.stripe[0] != reached or len(c.stripe_pieces) != 40 * (c.stripe[1] - c.stripe[0]):
+                break
+            reached = c.stripe[1]
+        if reached != count or count < 0:
+            self._unstripe(job, file, "the stripes do not cover the file, piece after piece", now)
+            return
+        f.pieces = "".join(c.stripe_pieces for c in ordered)
+        for c in copies:
+            c.stripe_pieces = ""
+        f.state, f.retry_at = FileState.PENDING, now
+        fetched = sum(c.stripe_bytes for c in copies)
+        text = f"{len(copies)} stripes fetched from the origin ({fetched:,} bytes)"
+        self._event(job, now, "striped", text, None, file)
+
+    def _unstripe(self, job: Job, file: int, reason: str, now: float) -> None:
+        """Striping failed: the seed fetches the whole file (the stripes' bytes stay counted)."""
+        f = job.files[file]
+        f.striped, f.pieces, f.piece_length = False, "", 0
+        for node in job.nodes:
+            copy = node.copies[file]
+            copy.stripe, copy.stripe_pieces, copy.stripe_of = None, "", ""
+        f.state, f.retry_at = FileState.PENDING, now
+        text = f"striping failed ({reason}); the seed fetches the whole file"
+        self._event(job, now, "unstriped", text, None, file)
 
     def _copy_command(
         self, job: Job, node: NodeRecord, index: int, copy: CopyRecord, now: float, verifying: int
@@ -625,6 +768,7 @@ class JobBook:
                 job.started_at + job.spec.deadline,
                 job.spec.upload_limit,
                 copy.command_deadline,
+                have=copy.stripe if f.striped else None,
             )
         if state is CopyState.COMPLETE and verifying < MAX_VERIFYING:
             if node.role != "seed" and not f.sha256:
@@ -693,9 +837,9 @@ class JobBook:
         self._event(job, now, "failed", f"given up: {copy.reason}", node, file)
 
     def _stop_copy(self, job: Job, node: NodeRecord, file: int) -> None:
-        sha1 = job.files[file].sha1
-        if sha1 and node.role != "seed" and node.copies[file].attempts:
-            job.stops.append((node.nodeid, sha1))
+        f = job.files[file]
+        if f.sha1 and (node.role != "seed" or f.striped) and node.copies[file].attempts:
+            job.stops.append((node.nodeid, f.sha1))
 
     def _drain_stops(self, job: Job, now: float) -> list[Command]:
         commands: list[Command] = []
@@ -709,7 +853,7 @@ class JobBook:
     def _deadline(self, job: Job, now: float) -> None:
         assert job.started_at is not None
         for f in job.files:
-            if f.state in (FileState.PENDING, FileState.MAKING):
+            if f.state in (FileState.PENDING, FileState.MAKING, FileState.STRIPING):
                 f.state, f.reason = FileState.FAILED, "deadline"
         for node in job.nodes:
             for index, copy in enumerate(node.copies):
@@ -767,4 +911,5 @@ class JobBook:
 
 
 _WATCHED = (CopyState.STARTING, CopyState.DOWNLOADING)
+
 _NO_JOB = Job("", 0, JobSpec(files=()), 0.0)

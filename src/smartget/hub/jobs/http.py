@@ -2,8 +2,8 @@
 
 * ``POST /api/jobs`` ``{"urls": [...], "zones": [...], "nodes": N}`` (or ``"node_ids"``;
   optional ``"files": [{"url", "sha256"}]``, ``"priority"``, ``"deadline"`` seconds,
-  ``"upload_limit"``, ``"seed"``, ``"attempts"``, ``"pin"``) -> 201 with the job, queued
-  and saved.
+  ``"upload_limit"``, ``"seed"``, ``"attempts"``, ``"pin"``, ``"striped"``) -> 201 with
+  the job, queued and saved.
 * ``GET /api/jobs[?state=S]``, ``GET /api/jobs/{id}``: the job with its files and, per
   node, its state, reason and bytes by source.
 * ``POST /api/jobs/{id}/cancel``: what is not done is stopped on every node.
@@ -48,6 +48,11 @@ class JobIn(BaseModel):
     seed: str = Field("", max_length=128, description="nodeid or IP of the seed")
     attempts: int = Field(2, ge=1, le=10, description="per copy, before giving up")
     pin: float = Field(0, ge=0, description="seconds the nodes keep the files after the job")
+    striped: bool = Field(
+        True,
+        description="every node fetches its own stripe from the origin at once and the "
+        "torrent is made from their digests (false: the seed fetches the whole file first)",
+    )
 
 
 def add_job_routes(app: FastAPI, runner: JobRunner, authorized: Callable[..., Any]) -> None:
@@ -75,6 +80,7 @@ def add_job_routes(app: FastAPI, runner: JobRunner, authorized: Callable[..., An
                 seed=body.seed,
                 attempts=body.attempts,
                 pin=body.pin,
+                striped=body.striped,
             )
         except JobError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None

@@ -53,6 +53,7 @@ class JobState(enum.Enum):
 
 class FileState(enum.Enum):
     PENDING = "pending"  # the seed has not been asked to make its torrent yet
+    STRIPING = "striping"  # every node fetches its stripe from the origin (prefetch out)
     MAKING = "making"  # a maketorrent command is out
     MADE = "made"  # the seed seeds it: sha1, size and torrent URL are known
     FAILED = "failed"  # maketorrent failed (every attempt): no copy of it can be made
@@ -95,6 +96,9 @@ class JobSpec:
     seed: str = ""  # a nodeid or IP to be the seed (default: most free capacity)
     attempts: int = DEFAULT_ATTEMPTS  # per copy, before it is given up
     pin: float = 0.0  # seconds the nodes keep the files from cache eviction after the job
+    # Each node fetches its own stripe from the origin at once and the torrent is made
+    # from their digests; False: the seed fetches the whole file, then the others start.
+    striped: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +112,7 @@ class JobSpec:
             "seed": self.seed,
             "attempts": self.attempts,
             "pin": self.pin,
+            "striped": self.striped,
         }
 
     @classmethod
@@ -123,6 +128,7 @@ class JobSpec:
             seed=str(data.get("seed", "")),
             attempts=int(data.get("attempts", DEFAULT_ATTEMPTS)),
             pin=float(data.get("pin", 0.0)),
+            striped=bool(data.get("striped", False)),  # jobs saved before stripes: whole
         )
 
 
@@ -143,6 +149,7 @@ def parse_spec(
     seed: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
     pin: float = 0.0,
+    striped: bool = True,
 ) -> JobSpec:
     """A checked :class:`JobSpec`; :class:`JobError` says what is wrong with the request."""
     wanted: list[FileSpec] = [FileSpec(u) for u in urls or ()]
@@ -182,6 +189,7 @@ def parse_spec(
         seed=seed,
         attempts=attempts,
         pin=pin,
+        striped=striped,
     )
 
 
@@ -215,6 +223,9 @@ class FileRecord:
     retry_at: float = 0.0
     command_deadline: float = 0.0
     origin_bytes: int | None = None  # a smartget origin's own count, when it has one
+    striped: bool = False  # its torrent is made from the nodes' stripes (JobSpec.striped)
+    piece_length: int = 0  # striped: the pieces' length, and their SHA-1 digests (hex),
+    pieces: str = ""  # all stripes joined; kept only until the torrent is made
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -229,6 +240,9 @@ class FileRecord:
             "retry_at": self.retry_at,
             "command_deadline": self.command_deadline,
             "origin_bytes": self.origin_bytes,
+            "striped": self.striped,
+            "piece_length": self.piece_length,
+            "pieces": self.pieces,
         }
 
     @classmethod
@@ -256,6 +270,13 @@ class CopyRecord:
     command_deadline: float = 0.0
     verified: bool | None = None
     bytes: dict[str, int] = field(default_factory=_no_bytes)
+    # Striped: the pieces [first, end) this node fetched from the origin, their bytes and
+    # digests (hex, kept until the file's torrent is made), and what the origin said of
+    # the file (size, piece length, ETag, Last-Modified): every stripe must agree.
+    stripe: tuple[int, int] | None = None
+    stripe_bytes: int = 0
+    stripe_pieces: str = ""
+    stripe_of: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -271,11 +292,22 @@ class CopyRecord:
             "command_deadline": self.command_deadline,
             "verified": self.verified,
             "bytes": dict(self.bytes),
+            "stripe": None if self.stripe is None else list(self.stripe),
+            "stripe_bytes": self.stripe_bytes,
+            "stripe_pieces": self.stripe_pieces,
+            "stripe_of": self.stripe_of,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CopyRecord:
-        return cls(**{**d, "state": CopyState(d["state"])})
+        stripe = d.get("stripe")
+        return cls(
+            **{
+                **d,
+                "state": CopyState(d["state"]),
+                "stripe": None if stripe is None else (int(stripe[0]), int(stripe[1])),
+            }
+        )
 
 
 @dataclass
@@ -437,6 +469,7 @@ class Job:
                     "sha256": f.sha256,
                     "reason": f.reason,
                     "origin_bytes": f.origin_bytes,
+                    "striped": f.striped,
                 }
                 for f in self.files
             ],
@@ -460,6 +493,7 @@ class Job:
                             "reason": c.reason,
                             "history": list(c.history),
                             "bytes": dict(c.bytes),
+                            "stripe_bytes": c.stripe_bytes,
                         }
                         for c in n.copies
                     ],

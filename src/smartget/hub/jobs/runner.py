@@ -32,6 +32,7 @@ from smartget.hub.collector import Collector
 from smartget.hub.commands import HubCommands
 from smartget.hub.jobs.core import (
     Command,
+    FetchStripes,
     JobBook,
     MakeTorrent,
     PingNode,
@@ -131,6 +132,8 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._news = asyncio.Event()
         self._fed: dict[tuple[str, str, int], float] = {}
+        # (job, file) -> the origin's count of bytes sent when its stripes were asked for
+        self._origin_before: dict[tuple[str, int], int | None] = {}
         self._pending_events: list[JobEvent] = []
         self._client: Any = None
         self.commands_sent = 0
@@ -421,8 +424,10 @@ class JobRunner:
         match command:
             case PingNode(node=node):
                 self.book.pinged(node.nodeid, await client.ping(node), now())
-            case MakeTorrent(job_id=job_id, file=file, node=node, url=url, deadline=deadline):
-                await self._make(client, job_id, file, node, url, deadline)
+            case FetchStripes():
+                await self._fetch_stripes(client, command)
+            case MakeTorrent():
+                await self._make(client, command)
             case StartDownload(job_id=job_id, file=file, node=node):
                 args: dict[str, Any] = {
                     "torrentfileurl": command.torrent_url,
@@ -430,6 +435,8 @@ class JobRunner:
                 }
                 if command.upload_limit:
                     args["upload_limit"] = command.upload_limit
+                if command.have is not None:
+                    args["have"] = list(command.have)
                 if pin := self.book.get(job_id).spec.pin:  # kept pin s after the job, at least
                     args["pin"] = pin + max(0.0, command.expire_at - now())
                 answer = await client.task_answer(node, "download", args, seconds=30)
@@ -445,24 +452,70 @@ class JobRunner:
         udp = self.host.udp_tracker_address
         return None if udp is None else udp[1]
 
-    async def _make(
-        self, client: Any, job_id: str, file: int, node: NodeInfo, url: str, deadline: float
-    ) -> None:
+    async def _fetch_stripes(self, client: Any, command: FetchStripes) -> None:
+        """Every node fetches its stripe at once; each answer goes to the book as it comes."""
         from smartget.push import origin_stats
 
-        before = await origin_stats(client, url)
+        job_id, file, url = command.job_id, command.file, command.url
+        self._origin_before[job_id, file] = await origin_stats(client, url)
+        count = len(command.nodes)
+
+        async def one(index: int, node: NodeInfo) -> None:
+            args = {"fileurl": url, "stripe": index, "stripes": count}
+            try:
+                left = max(0.1, command.deadline - time.time())
+                async with asyncio.timeout(left):
+                    got = await client.task(node, "prefetch", args, seconds=left)
+                first, end = int(got["first_piece"]), int(got["end_piece"])
+                pieces = str(got["pieces"]).lower()
+                validators = f"ETag {got.get('etag', '')!r}, "
+                validators += f"Last-Modified {got.get('last_modified', '')!r}"
+                self.book.prefetched(
+                    job_id,
+                    node.nodeid,
+                    file,
+                    time.time(),
+                    first=first,
+                    end=end,
+                    pieces=pieces,
+                    stripe_bytes=int(got["bytes"]),
+                    filesize=int(got["filesize"]),
+                    piece_length=int(got["piece_length"]),
+                    validators=validators,
+                )
+            except TimeoutError:
+                self.book.stripe_failed(job_id, node.nodeid, file, "no answer in time", time.time())
+            except (SmartGetError, OSError, ValueError, KeyError, TypeError) as exc:
+                self.book.stripe_failed(job_id, node.nodeid, file, str(exc), time.time())
+            self._wake.set()
+
+        await asyncio.gather(*(one(i, node) for i, node in enumerate(command.nodes)))
+
+    async def _make(self, client: Any, command: MakeTorrent) -> None:
+        from smartget.push import origin_stats
+
+        job_id, file, node, url = command.job_id, command.file, command.node, command.url
+        before = self._origin_before.pop((job_id, file), None)
+        if not command.pieces:
+            before = await origin_stats(client, url)
         public = (self.settings.public_url or self.host.http_url).rstrip("/")
         args: dict[str, Any] = {
             "fileurl": url,
             "trackers": announce_urls(public, self._udp_port()) + await self._other_hubs(),
         }
+        if command.pieces:  # striped: made from the stripes' digests, no fetch
+            args["pieces"] = command.pieces
+            args["piece_length"] = command.piece_length
+            args["filesize"] = command.filesize
+            if command.have is not None:
+                args["have"] = list(command.have)
         spec = self.book.get(job_id).spec
         if spec.pin:  # the job's deadline bounds its end: pin s after it at least
             args["pin"] = spec.pin + spec.deadline
         if spec.upload_limit:  # the seed too sends at most the job's cap
             args["upload_limit"] = spec.upload_limit
         made = await client.task(
-            node, "maketorrent", args, seconds=max(1.0, deadline - time.time())
+            node, "maketorrent", args, seconds=max(1.0, command.deadline - time.time())
         )
         sha1 = str(made["sha1"]).lower()
         if self.host.commands.track(bytes.fromhex(sha1)):
@@ -527,6 +580,9 @@ class JobRunner:
                 self.book.pinged(node.nodeid, False, now)
             case MakeTorrent(job_id=job_id, file=file):
                 self.book.make_failed(job_id, file, reason, now)
+            case FetchStripes(job_id=job_id, file=file):  # each node's answer went in already
+                for node in command.nodes:
+                    self.book.stripe_failed(job_id, node.nodeid, file, reason, now)
             case StartDownload(job_id=job_id, file=file, node=node):
                 self.book.start_failed(job_id, node.nodeid, file, reason, now)
             case VerifyCopy(job_id=job_id, file=file, node=node):

@@ -446,7 +446,8 @@ function drawJobChart(node, caption, job) {
 
 const FILE_STATES = {
   pending: "waiting for the seed",
-  making: "the seed fetches it from the origin",
+  striping: "every node fetches its stripe from the origin",
+  making: "the seed makes its torrent",
   made: "torrent made, seeded",
   failed: "failed",
 };
