@@ -56,6 +56,7 @@ IDLE = 5.0  # the longest sleep with nothing due
 MAX_WAIT = 60.0  # the longest long-poll of events
 SHARED_POLL = 0.25  # on Redis: seconds between looks at the lease, the requests, events
 CANCEL_WAIT = 5.0  # on Redis: seconds a cancel through another hub waits for the leader
+MAX_ORIGIN_COUNTS = 10_000  # origin counts kept from striping to making (oldest go first)
 
 
 class _LostLead(Exception):
@@ -457,6 +458,8 @@ class JobRunner:
         from smartget.push import origin_stats
 
         job_id, file, url = command.job_id, command.file, command.url
+        while len(self._origin_before) >= MAX_ORIGIN_COUNTS:  # cancelled while striping
+            self._origin_before.pop(next(iter(self._origin_before)))
         self._origin_before[job_id, file] = await origin_stats(client, url)
         count = len(command.nodes)
 
