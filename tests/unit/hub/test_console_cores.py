@@ -17,6 +17,7 @@ from smartget.hub.console.session import LoginThrottle, SessionKeys
 from smartget.hub.console.views import Limits, completion_curve, lower_bound, snapshot
 from smartget.hub.jobs import JobBook, NodeInfo, parse_spec
 from smartget.hub.jobs.core import MakeTorrent, StartDownload, VerifyCopy
+from smartget.hub.jobs.model import Job
 from smartget.hub.registry import Registry
 from smartget.hub.tracker import Tracker
 
@@ -305,7 +306,7 @@ def test_a_running_job_shows_bars_rates_time_left_and_its_bound() -> None:
     assert (job["done"], job["total"], job["down"], job["timeleft"]) == (1, 3, 5 * MB, 7)
     assert (job["elapsed"], job["cancellable"]) == (6.0, True)
     # The torrent was made 2 s in; 60 MB through a 10 MB/s seed: 6 s more at best.
-    assert job["bound"] == {"seed": 2.0, "all": 8.0, "nodes": 3}
+    assert job["bound"] == {"seed": 2.0, "all": 8.0, "nodes": 3, "striped": False}
     assert job["curve"] == [[2.0, 1]]
     assert snap["job_stats"] == {
         "running": 1,
@@ -363,7 +364,12 @@ def test_lower_bound_and_curve_from_what_the_job_knows() -> None:
     book = JobBook()
     running_job(book, "j", cap=10 * MB)
     job = book.get("j")
-    assert lower_bound(job) == {"seed": 2.0, "all": 8.0, "nodes": 3}
+    assert lower_bound(job) == {"seed": 2.0, "all": 8.0, "nodes": 3, "striped": False}
+    # Striped: made 2 s in, each node still needs 2/3 of 60 MB from three 10 MB/s uplinks.
+    striped = Job.from_dict(job.to_dict())
+    striped.files[0].striped = True
+    striped.nodes[0].copies[0].started_at = (striped.started_at or 0) + 2
+    assert lower_bound(striped) == {"seed": 2.0, "all": 6.0, "nodes": 3, "striped": True}
     job.spec = parse_spec(urls=["http://origin/videos/a.ts"], nodes=3)
     assert lower_bound(job) is None
     for i, node in enumerate(job.nodes):

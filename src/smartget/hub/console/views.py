@@ -212,12 +212,22 @@ def lower_bound(job: Job) -> dict[str, Any] | None:
     times = [m for m in made if m is not None]
     sizes = [f.filesize for f in job.files]
     if len(job.nodes) == 1:  # the seed alone: done when it has every file
-        return {"seed": round(max(times), 2), "all": round(max(times), 2), "nodes": 1}
+        return {
+            "seed": round(max(times), 2),
+            "all": round(max(times), 2),
+            "nodes": 1,
+            "striped": striped,
+        }
     m = len(job.nodes)
     per_byte = (m - 1) / (m * cap) if striped else 1 / cap  # seconds per byte once made
     last = max(t + size * per_byte for t, size in zip(times, sizes, strict=True))
     last = max(last, min(times) + sum(sizes) * per_byte)
-    return {"seed": round(max(times), 2), "all": round(last, 2), "nodes": len(job.nodes)}
+    return {
+        "seed": round(max(times), 2),
+        "all": round(last, 2),
+        "nodes": len(job.nodes),
+        "striped": striped,
+    }
 
 
 def job_view(

@@ -435,7 +435,9 @@ function drawJobChart(node, caption, job) {
   node.replaceChildren(...parts);
   let text = `Nodes with every file, ${curve.length ? curve[curve.length - 1][1] : 0} of ${job.total}`;
   if (bound) {
-    text += ` · lower bound ${bound.all.toFixed(1)} s: every byte leaves the seed at ≤ ${rate(job.upload_limit)}`;
+    text += bound.striped
+      ? ` · lower bound ${bound.all.toFixed(1)} s: each node fetched its stripe from the origin and uploads at ≤ ${rate(job.upload_limit)}`
+      : ` · lower bound ${bound.all.toFixed(1)} s: every byte leaves the seed at ≤ ${rate(job.upload_limit)}`;
   } else if (job.upload_limit) {
     text += " · lower bound once every torrent is made";
   } else {
