@@ -73,6 +73,8 @@ from smartget.node.maker import (
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
 from smartget.node.prefetch import (
     Digests,
+    PieceFeeder,
+    PieceMismatchError,
     Stripe,
     StripeTable,
     parse_digests,
@@ -99,6 +101,7 @@ MAX_TIMER = 60.0
 EXPIRE_RETRY = 10.0
 CACHE_TICK = 5.0  # seconds between the cache's looks at upload totals and its saves
 EVICTIONS_SHOWN = 100  # the last evictions GET /status lists
+FEED_RETRIES = 3  # tries of a pipelined stripe's GET before peers and web seeds bring it
 
 
 class TorrentEngine(Protocol):
@@ -129,6 +132,10 @@ class TorrentEngine(Protocol):
     ) -> str: ...
 
     def torrent_bytes(self, sha1: str) -> bytes | None: ...
+
+    def add_piece(self, sha1: str, index: int, data: bytes) -> bool: ...
+
+    def fail(self, sha1: str, reason: str) -> None: ...
 
     def size(self, sha1: str) -> int: ...
 
@@ -203,6 +210,7 @@ class Agent:
         self._uploaded: dict[str, int] = {}  # sha1 -> upload total at the cache's last look
         self._restored_used: dict[str, float] = {}  # sha1 -> last use saved before a restart
         self.stripes = StripeTable()  # what the last prefetches wrote, by data path
+        self._feeds: dict[str, asyncio.Task[None]] = {}  # sha1 -> its stripe's fetch
         self._handlers: dict[str, Callable[[Task], Awaitable[TaskResult]]] = {
             "maketorrent": self.maketorrent,
             "download": self.download,
@@ -272,6 +280,9 @@ class Agent:
             else self.roots.under(root, url_relpath(fileurl))
         )
         digests = parse_digests(task.args)
+        _stripe_arg(task)  # refused before anything is fetched or made
+        if digests is None and task.arg("origin_torrent"):
+            digests = await self._origin_digests(task, fileurl)
         if digests is not None:
             return await self._maketorrent_from_digests(task, path, fileurl, digests)
         retries = 0
@@ -340,12 +351,33 @@ class Agent:
             retries=retries,
         )
 
+    async def _origin_digests(self, task: Task, fileurl: str) -> Digests:
+        """The pieces of ``fileurl`` from the torrent the origin publishes of it
+        (``args.origin_torrent``): one file, the size the origin says the file is."""
+        url = task.arg("origin_torrent")
+        if not fileurl:
+            raise TaskError("args.origin_torrent needs args.fileurl, the file it describes")
+        fetched = await self.fetcher.fetch_small(url, max_retries=task.max_retries)
+        ti = self.engine.load(fetched.body).info
+        files, size, piece_length = _layout(ti)
+        if files != 1:
+            raise TorrentError(f"{url} is a torrent of {files} files, not of one file")
+        head = await self.fetcher.head(fileurl, max_retries=task.max_retries)
+        if head.size != size:
+            raise TorrentError(
+                f"{url} describes {size:,} bytes; {fileurl} has {head.size:,} "
+                "(the torrent is not of this version of the file)"
+            )
+        digests = b"".join(bytes(ti.hash_for_piece(i)) for i in range(ti.num_pieces()))
+        return Digests(size, piece_length, digests, None)
+
     async def _maketorrent_from_digests(
         self, task: Task, path: Path, fileurl: str, digests: Digests
     ) -> TaskResult:
         """A striped push: the torrent from every stripe's digests (nothing fetched or
         hashed here), written beside the file and run as a download, this node's own
-        stripe (``args.have``) had if its prefetch wrote it."""
+        stripe (``args.have``) had if its prefetch wrote it. A pipelined push (digests
+        from the origin's torrent): this node fetches stripe ``args.stripe`` meanwhile."""
         trackers = list(task.args.get("trackers") or self.trackers)
         made = await asyncio.to_thread(
             torrent_from_digests,
@@ -391,9 +423,89 @@ class Agent:
             had = self._had(path, torrent, digests.have)
             self.engine.add(torrent.info, path.parent, have=had)
             self._started(made.sha1, task)
+            if fetching := self._feed_stripe(made.sha1, torrent, fileurl, task):
+                args["fetching"] = fetching
         if digests.have is not None:
             args["had"] = [had.start, had.stop] if had else []
         return TaskResult(args, status=INITIAL)
+
+    # ---- a pipelined push's stripe ---------------------------------------------------
+
+    def _feed_stripe(self, sha1: str, torrent: Torrent, url: str, task: Task) -> list[int]:
+        """Fetch stripe ``args.stripe`` of ``args.stripes`` of the torrent's file from
+        ``url`` (the origin) in the background, each piece into libtorrent as it comes;
+        the pieces ``[first, end)`` fetched ([] without ``args.stripes``)."""
+        asked = _stripe_arg(task)
+        if asked is None:
+            return []
+        stripe, stripes = asked
+        files, size, piece_length = _layout(torrent.info)
+        first, end = stripe_pieces(size, piece_length, stripe, stripes)
+        if files != 1 or first >= end or not url:
+            return []
+        old = self._feeds.pop(sha1, None)
+        if old is not None:
+            old.cancel()
+        feed = asyncio.create_task(
+            self._feed(sha1, torrent.info, url, range(first, end)), name=f"stripe {sha1}"
+        )
+        self._feeds[sha1] = feed
+        feed.add_done_callback(
+            lambda done: self._feeds.pop(sha1) if self._feeds.get(sha1) is done else None
+        )
+        return [first, end]
+
+    async def _feed(self, sha1: str, ti: Any, url: str, pieces: range) -> None:
+        """One ranged GET of ``pieces`` of ``url``; each piece checked and handed to
+        libtorrent as it arrives. A failed fetch leaves the pieces to the peers and the
+        web seed; bytes that are not the torrent's fail the download."""
+        _, size, piece_length = _layout(ti)
+        start, stop = pieces.start * piece_length, min(pieces.stop * piece_length, size)
+        loop, sources = asyncio.get_running_loop(), self.byte_sources
+        engine = self.engine
+
+        def deliver(index: int, data: bytes) -> None:  # the fetcher's writer thread
+            if engine.add_piece(sha1, index, data) and sources is not None:
+                loop.call_soon_threadsafe(sources.fed, sha1, len(data))
+
+        def feeder() -> PieceFeeder:
+            return PieceFeeder(
+                pieces.start, pieces.stop, piece_length, size, _piece_hash(ti), deliver
+            )
+
+        began = time.monotonic()
+        try:
+            await self.fetcher.fetch_range(
+                url,
+                None,
+                start=start,
+                end=stop,
+                size=size,
+                max_retries=FEED_RETRIES,
+                tee_for=feeder,
+            )
+        except PieceMismatchError as exc:
+            log.warning("torrent %s: %s (%s); the download fails", sha1, exc, url)
+            engine.fail(sha1, f"{exc} ({url[:200]})")
+            return
+        except (SmartGetError, OSError) as exc:
+            log.warning(
+                "torrent %s: pieces %d to %d not fetched from the origin (%s); peers and "
+                "the web seed bring them",
+                sha1,
+                pieces.start,
+                pieces.stop - 1,
+                exc,
+            )
+            return
+        log.info(
+            "torrent %s: pieces %d to %d (%s bytes) fetched from the origin in %.2f s",
+            sha1,
+            pieces.start,
+            pieces.stop - 1,
+            f"{stop - start:,}",
+            time.monotonic() - began,
+        )
 
     # ---- prefetch (synchronous; a striped push) --------------------------------------
 
@@ -523,6 +635,7 @@ class Agent:
         root = self.roots.root_for(task.arg("wwwroot"))
         rel = url_relpath(url)
         torrent_path = self.roots.under(root, rel)
+        _stripe_arg(task)  # refused before anything is fetched
         fetched = await self.fetcher.fetch_small(url, max_retries=task.max_retries)
         torrent = self.engine.load(fetched.body)
         sha1 = torrent.sha1
@@ -566,6 +679,8 @@ class Agent:
             had = self._had(data_path, torrent, have)
             self.engine.add(torrent.info, data_path.parent, rename_to=data_path.name, have=had)
             self._started(sha1, task)
+            if fetching := self._feed_stripe(sha1, torrent, task.arg("fetch_from"), task):
+                args["fetching"] = fetching
         if have is not None:
             args["had"] = [had.start, had.stop] if had else []
         return TaskResult(args, status=INITIAL, retries=fetched.retries)
@@ -729,6 +844,9 @@ class Agent:
 
     async def _stop(self, sha1: str) -> None:
         self._arm(sha1, None)
+        feed = self._feeds.pop(sha1, None)
+        if feed is not None:
+            feed.cancel()
         await self.engine.remove(sha1)
         self.state.delete(sha1)
         if self.reporter is not None:
@@ -1152,6 +1270,11 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size if path.is_file() else -1
     except OSError:
         return -1
+
+
+def _stripe_arg(task: Task) -> tuple[int, int] | None:
+    """A pipelined push's ``(args.stripe, args.stripes)`` to fetch, or None."""
+    return None if task.args.get("stripes") in (None, "") else parse_stripe(task.args)
 
 
 def _layout(ti: Any) -> tuple[int, int, int]:

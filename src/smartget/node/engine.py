@@ -418,6 +418,24 @@ class Engine:
             head = b"8:announce%d:%s13:announce-listl%se" % (len(first), first, tiers)
         return b"d" + head + b"4:info" + info + b"e"
 
+    def add_piece(self, sha1: str, index: int, data: bytes) -> bool:
+        """Hand libtorrent one piece fetched outside it (a pipelined push's stripe): it
+        checks the piece, writes it and offers it to the peers. False if ``sha1`` does not
+        run. Safe from any thread (libtorrent's handle calls are)."""
+        handle = self.handles.get(sha1)
+        if handle is None:
+            return False
+        handle.add_piece(index, data, 0)
+        return True
+
+    def fail(self, sha1: str, reason: str) -> None:
+        """Stop a download that cannot succeed: paused, its status ``failed`` with ``reason``."""
+        handle = self.handles.get(sha1)
+        if handle is None:
+            return
+        self._file_errors[sha1] = reason
+        handle.pause()
+
     def size(self, sha1: str) -> int:
         """The torrent's total size in bytes (0 while a magnet's metadata is not here)."""
         handle = self.handles.get(sha1)

@@ -18,23 +18,35 @@ A node marks pieces as had only if it fetched them itself and they are the torre
 :meth:`Stripe.covers` checks a torrent's layout and piece hashes against it. Anything
 else is added plainly, and libtorrent checks whatever is on disk.
 
+Pipelined pushes: where the origin publishes the file's torrent (``<file>.torrent``, as
+``smartget.origin`` does), the digests are known before any data moves. The seed makes
+the torrent from them at once (``maketorrent`` with ``args.origin_torrent``), and every
+node downloads it while it fetches its own stripe (``args.stripe`` of ``args.stripes``)
+from the origin: :class:`PieceFeeder` cuts the bytes of that one ranged GET into pieces
+as they arrive, checks each against the torrent's SHA-1 and hands it to libtorrent,
+which offers it to the peers at once. So trading overlaps the origin's sending, rather
+than waiting for every stripe.
+
 No I/O here: the agent (:mod:`smartget.node.agent`) fetches, writes and adds.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from smartget.errors import TaskError
+from smartget.errors import TaskError, TorrentError
 
 __all__ = [
     "DIGEST_SIZE",
     "MAX_PIECES",
     "MAX_STRIPES",
     "Digests",
+    "PieceFeeder",
+    "PieceMismatchError",
     "Stripe",
     "StripeTable",
     "parse_digests",
@@ -190,3 +202,66 @@ class StripeTable:
         below = path.rstrip("/") + "/"
         for key in [k for k in self._stripes if k == path or k.startswith(below)]:
             del self._stripes[key]
+
+
+class PieceMismatchError(TorrentError):
+    """The origin's bytes of a piece are not the torrent's: the file is not the one hashed."""
+
+
+class PieceFeeder:
+    """Cuts a stripe's bytes, fetched in order, into pieces ``first..end-1`` of a file of
+    ``size`` bytes; checks each against ``piece_hash(index)`` and calls
+    ``deliver(index, data)``. A fetcher's tee: it runs in the fetcher's writer thread.
+
+    A piece whose SHA-1 differs raises :class:`PieceMismatchError` (nothing of it is
+    delivered); bytes past the stripe raise too."""
+
+    def __init__(
+        self,
+        first: int,
+        end: int,
+        piece_length: int,
+        size: int,
+        piece_hash: Callable[[int], bytes],
+        deliver: Callable[[int, bytes], None],
+    ) -> None:
+        if piece_length <= 0 or not 0 <= first <= end or (end - 1) * piece_length >= size > 0:
+            raise ValueError(f"no pieces [{first}, {end}) of {size} bytes in {piece_length}")
+        self.first, self.end = first, end
+        self.piece_length, self.size = piece_length, size
+        self.piece_hash, self.deliver = piece_hash, deliver
+        self.next = first  # the piece the next bytes belong to
+        self.delivered = 0  # bytes handed on
+        self._partial = bytearray()
+
+    def _length(self, index: int) -> int:
+        return min(self.piece_length, self.size - index * self.piece_length)
+
+    @property
+    def done(self) -> bool:
+        return self.next >= self.end
+
+    def update(self, data: bytes) -> None:
+        view, at = memoryview(data), 0
+        while self.next < self.end:
+            need = self._length(self.next) - len(self._partial)
+            if len(view) - at < need:
+                break
+            if self._partial:
+                piece = bytes(self._partial) + bytes(view[at : at + need])
+                self._partial = bytearray()
+            else:
+                piece = bytes(view[at : at + need])
+            at += need
+            if hashlib.sha1(piece).digest() != self.piece_hash(self.next):
+                raise PieceMismatchError(
+                    f"piece {self.next} from the origin is not the torrent's (SHA-1 differs): "
+                    "the file changed since its torrent was made"
+                )
+            self.deliver(self.next, piece)
+            self.delivered += len(piece)
+            self.next += 1
+        if at < len(view):
+            if self.next >= self.end:
+                raise TorrentError(f"more bytes than pieces {self.first} to {self.end - 1} hold")
+            self._partial += view[at:]

@@ -7,9 +7,14 @@ adds up what each connection brought since the last read. A connection's counter
 went down is a new connection from the same address and port. What a connection
 brought in its last fraction of a second before it closed is not counted.
 
+A pipelined push's stripe is fetched from the origin by the agent, not by libtorrent:
+the agent counts it here (:meth:`ByteSources.fed`), as origin bytes.
+
 ``GET /status`` shows the totals under each torrent's ``sources``:
-``{"web": BYTES, "peers": {IP: BYTES}, "fallback": WHY}``; the hub sorts the peers by
-zone (hub/jobs/runner.py). ``fallback`` says why the origin was used, when it was.
+``{"web": BYTES, "stripe": BYTES, "peers": {IP: BYTES}, "fallback": WHY}`` (``web``
+counts all the origin's bytes, ``stripe`` those of the stripe among them); the hub sorts
+the peers by zone (hub/jobs/runner.py). ``fallback`` says why the web seed was used,
+when it was.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class ByteSources:
         self.fallback_after = fallback_after
         self._last: dict[str, dict[tuple[str, int, bool], int]] = {}
         self._web: dict[str, int] = {}
+        self._fed: dict[str, int] = {}
         self._peers: dict[str, dict[str, int]] = {}
 
     def observe(self, sha1: str, ip: str, port: int, web: bool, total: int) -> None:
@@ -44,8 +50,12 @@ class ByteSources:
             peers = self._peers.setdefault(sha1, {})
             peers[ip] = peers.get(ip, 0) + delta
 
+    def fed(self, sha1: str, count: int) -> None:
+        """``count`` bytes of the torrent's stripe came from the origin (the agent's fetch)."""
+        self._fed[sha1] = self._fed.get(sha1, 0) + count
+
     def totals(self, sha1: str) -> dict[str, Any]:
-        web = self._web.get(sha1, 0)
+        web, fed = self._web.get(sha1, 0), self._fed.get(sha1, 0)
         fallback = ""
         if web:
             fallback = f"used the origin (web seed) for {web:,} bytes: " + (
@@ -53,10 +63,11 @@ class ByteSources:
                 if self.fallback_after
                 else "web seeds are not held back (--webseed-fallback 0)"
             )
-        return {"web": web, "peers": dict(self._peers.get(sha1, {})), "fallback": fallback}
+        peers = dict(self._peers.get(sha1, {}))
+        return {"web": web + fed, "stripe": fed, "peers": peers, "fallback": fallback}
 
     def forget(self, sha1: str) -> None:
-        for table in (self._last, self._web, self._peers):
+        for table in (self._last, self._web, self._fed, self._peers):
             table.pop(sha1, None)
 
 

@@ -174,13 +174,79 @@ def test_jobs_and_events_are_bounded() -> None:
     assert all(len(e) <= 10 for e in book.events.values())
 
 
+# -- pipelined files: the origin's torrent, each node fetches its stripe while trading ----
+
+
+def test_a_pipelined_file_is_made_from_the_origins_torrent_and_each_node_fetches_a_stripe() -> None:
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a?v=1"], nodes=3), "j", 0.0)
+    (make,) = book.poll(0.0, fleet)
+    assert isinstance(make, MakeTorrent)
+    assert make.node.nodeid == job.nodes[0].nodeid
+    assert (make.origin_torrent, make.fetch, make.pieces) == ("http://o/a.torrent?v=1", (0, 3), "")
+    assert job.files[0].pipelined
+    assert job.files[0].striped
+    book.made("j", 0, 1.0, sha1=SHA1, filesize=1000, torrent_url="u0")
+    assert job.nodes[0].copies[0].state.value == "downloading"
+    (made,) = [e for e in book.events["j"] if e.kind == "made"]
+    assert "made from the origin's" in made.text
+    starts = [c for c in book.poll(1.0, fleet) if isinstance(c, StartDownload)]
+    assert [(s.node.nodeid, s.fetch, s.have, s.url) for s in starts] == [
+        (job.nodes[1].nodeid, (1, 3), None, "http://o/a?v=1"),
+        (job.nodes[2].nodeid, (2, 3), None, "http://o/a?v=1"),
+    ]
+    for node in job.nodes:
+        book.started("j", node.nodeid, 0, "downloading", 1.5)
+        book.progress("j", node.nodeid, 0, 2.0, percent=100.0, status="seeding")
+    (first,) = [c for c in book.poll(2.0, fleet) if isinstance(c, VerifyCopy)]
+    assert not book.settles_file("j", first.node.nodeid, 0)
+    book.verified("j", first.node.nodeid, 0, 2.1, sha256=DIGEST, sources={"origin": 334})
+    others = [c for c in book.poll(2.1, fleet) if isinstance(c, VerifyCopy)]
+    book.verified("j", others[0].node.nodeid, 0, 2.2, sha256=DIGEST, sources={"origin": 333})
+    assert book.settles_file("j", others[1].node.nodeid, 0)  # the last one
+    book.set_origin_bytes("j", 0, 1010)
+    book.verified("j", others[1].node.nodeid, 0, 2.2, sha256=DIGEST, sources={"origin": 333})
+    book.poll(2.3, fleet)
+    assert job.state is JobState.DONE
+    assert job.files[0].origin_bytes == 1010
+    # the stripe's bytes are the node's own count (nothing added by the hub)
+    assert sorted(n.copies[0].bytes["origin"] for n in job.nodes) == [333, 333, 334]
+
+
+def test_without_a_torrent_at_the_origin_the_stripes_are_fetched_first() -> None:
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)
+    book.poll(0.0, fleet)
+    restored = JobBook()  # a hub killed while the seed made it asks again
+    restored.restore([Job.from_dict(job.to_dict())], {})
+    (again,) = restored.poll(1.0, fleet)
+    assert isinstance(again, MakeTorrent)
+    assert again.origin_torrent
+    book.make_failed("j", 0, "GET http://o/a.torrent answered HTTP 404", 1.0)
+    assert not job.files[0].pipelined
+    assert job.files[0].striped
+    (event,) = [e for e in book.events["j"] if e.kind == "unpipelined"]
+    assert "HTTP 404" in event.text
+    assert "stripe first" in event.text
+    assert [type(c) for c in book.poll(1.0, fleet)] == [FetchStripes]
+    assert job.files[0].attempts == 0  # not a failed attempt at making it
+
+
 # -- striped files: every node fetches its stripe, the seed makes the torrent from them ----
+
+
+def no_origin_torrent(book: JobBook, job_id: str, now: float) -> None:
+    """Poll until the pipelined maketorrent goes out; answer that the origin has none."""
+    (make,) = [c for c in book.poll(now, fleet) if isinstance(c, MakeTorrent)]
+    assert make.origin_torrent
+    book.make_failed(job_id, make.file, "HTTP 404", now)
 
 
 def stripes_in(
     book: JobBook, job_id: str, now: float, *, pieces: int = 10, size: int = 1000
 ) -> FetchStripes:
     """Poll until the stripes go out; answer each node with its share of ``pieces``."""
+    no_origin_torrent(book, job_id, now)
     (fetch,) = [c for c in book.poll(now, fleet) if isinstance(c, FetchStripes)]
     count = len(fetch.nodes)
     for i, node in enumerate(fetch.nodes):
@@ -239,6 +305,7 @@ def test_striping_that_goes_wrong_falls_back_to_the_seed_fetching_the_whole_file
 ) -> None:
     book = JobBook()
     job = book.submit(parse_spec(urls=["http://o/a"], nodes=3, deadline=86400), "j", 0.0)
+    no_origin_torrent(book, "j", 0.0)
     (fetch,) = [c for c in book.poll(0.0, fleet) if isinstance(c, FetchStripes)]
     a, b, c = fetch.nodes
     answer = {
@@ -283,6 +350,7 @@ def test_striping_that_goes_wrong_falls_back_to_the_seed_fetching_the_whole_file
 def test_a_restored_job_fetches_its_stripes_again_and_one_node_is_never_striped() -> None:
     book = JobBook()
     book.submit(parse_spec(urls=["http://o/a"], nodes=3), "j", 0.0)
+    no_origin_torrent(book, "j", 0.0)
     book.poll(0.0, fleet)
     saved = Job.from_dict(book.get("j").to_dict())
     assert saved.files[0].state.value == "striping"
@@ -292,3 +360,21 @@ def test_a_restored_job_fetches_its_stripes_again_and_one_node_is_never_striped(
     single = JobBook()
     single.submit(parse_spec(urls=["http://o/a"], nodes=1), "s", 0.0)
     assert [type(c) for c in single.poll(0.0, fleet)] == [MakeTorrent]
+
+
+def test_byte_sources_overlapping_peer_counters_are_scaled_but_the_origin_is_kept() -> None:
+    from smartget.hub.jobs.runner import classify_sources
+
+    zones = {"10.0.0.2": "a", "10.0.0.3": "b"}
+    sources = {"web": 300, "peers": {"10.0.0.2": 700, "10.0.0.3": 700}}
+    out = classify_sources("a", sources, zones.get, 1000)
+    assert out == {"origin": 300, "peer_same_zone": 350, "peer_other_zone": 350}
+    exact = classify_sources("a", {"web": 0, "peers": {"10.0.0.3": 1000}}, zones.get, 1000)
+    assert exact == {"origin": 0, "peer_same_zone": 0, "peer_other_zone": 1000}
+
+
+def test_the_origins_torrent_is_the_files_path_with_torrent_added() -> None:
+    from smartget.hub.jobs.core import torrent_url_of
+
+    assert torrent_url_of("http://o:8/d/f.bin") == "http://o:8/d/f.bin.torrent"
+    assert torrent_url_of("https://o/f?x=1#frag") == "https://o/f.torrent?x=1"

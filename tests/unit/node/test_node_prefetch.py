@@ -20,6 +20,8 @@ from smartget.node.maker import PieceHasher, make_torrent, piece_length_for, tor
 from smartget.node.prefetch import (
     MAX_PIECES,
     MAX_STRIPES,
+    PieceFeeder,
+    PieceMismatchError,
     Stripe,
     StripeTable,
     parse_digests,
@@ -281,3 +283,53 @@ def test_content_range_of_arbitrary_text_is_a_range_or_none(text: str) -> None:
 def test_content_range_round_trips(first: int, length: int, extra: int) -> None:
     last, total = first + length - 1, first + length + extra
     assert parse_content_range(f"bytes {first}-{last}/{total}") == (first, last, total)
+
+
+# ---- a pipelined push's stripe, cut into pieces as it arrives ---------------------------
+
+
+@settings(max_examples=200)
+@given(
+    size=st.integers(1, 5000),
+    piece_length=st.sampled_from([16, 64, 1000]),
+    stripe=st.integers(0, 3),
+    cuts=st.lists(st.integers(0, 5000), max_size=20),
+)
+def test_the_feeder_hands_on_each_piece_whole_and_checked_however_the_bytes_come(
+    size: int, piece_length: int, stripe: int, cuts: list[int]
+) -> None:
+    data = bytes((i * 7 + 3) % 251 for i in range(size))
+    hasher = PieceHasher(piece_length)
+    hasher.update(data)
+    digests = hasher.digests()
+    first, end = stripe_pieces(size, piece_length, stripe, 4)
+    start, stop = first * piece_length, min(end * piece_length, size)
+    got: list[tuple[int, bytes]] = []
+    feeder = PieceFeeder(
+        first, end, piece_length, size, digests.__getitem__, lambda i, b: got.append((i, b))
+    )
+    body = data[start:stop]
+    at = 0
+    for cut in [*sorted(c % (len(body) + 1) for c in cuts), len(body)]:
+        feeder.update(body[at:cut])
+        at = cut
+    assert got == [(i, data[i * piece_length : (i + 1) * piece_length]) for i in range(first, end)]
+    assert feeder.done
+    assert feeder.delivered == stop - start
+
+
+def test_the_feeder_refuses_bytes_that_are_not_the_torrents() -> None:
+    data = bytes(range(256)) * 4
+    hasher = PieceHasher(256)
+    hasher.update(data)
+    got: list[int] = []
+    feeder = PieceFeeder(0, 4, 256, 1024, hasher.digests().__getitem__, lambda i, b: got.append(i))
+    spoiled = data[:300] + b"x" + data[301:]
+    with pytest.raises(PieceMismatchError, match="piece 1 from the origin is not the torrent's"):
+        feeder.update(spoiled)
+    assert got == [0]  # nothing of the bad piece went on
+    whole = PieceFeeder(0, 1, 256, 1024, hasher.digests().__getitem__, lambda i, b: None)
+    with pytest.raises(TorrentError, match="more bytes than pieces 0 to 0 hold"):
+        whole.update(data[:257])
+    with pytest.raises(ValueError, match="no pieces"):
+        PieceFeeder(0, 5, 256, 1024, hasher.digests().__getitem__, lambda i, b: None)

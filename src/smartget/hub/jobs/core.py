@@ -22,12 +22,20 @@ first, then submission order) and its nodes are each in fewer than ``node_max_jo
 running jobs; then ``running``: each file's torrent is made, every node downloads it (a
 copy), each complete copy is read back and its SHA-256 compared with the reference (the
 manifest's, or the seed's copy's). A striped file (the default, with two nodes or more)
-is first fetched from the origin by every node at once, node i its stripe i of the
-pieces (``prefetch``: the node hashes what it fetched); the seed makes the torrent from
-the stripes' digests, and each node starts with its stripe had, trading the rest. So the
-origin sends each byte once without a whole file passing through one seed first. If a
-stripe fails (or the nodes saw different files), the file falls back to the seed
-fetching it whole (``maketorrent``). A failed copy is tried again
+is fetched from the origin by every node at once, node i its stripe i of the pieces, so
+the origin sends each byte once without a whole file passing through one seed first:
+
+* pipelined, tried first: the seed makes the torrent from the one the origin publishes
+  of the file (``<url>.torrent``: ``maketorrent`` with ``origin_torrent``), and every
+  node downloads it while fetching its stripe, each piece offered to the peers as it
+  arrives (``stripe`` of ``stripes``);
+* where the origin has no torrent of it, each node fetches its stripe first
+  (``prefetch``: the node hashes what it fetched); the seed makes the torrent from the
+  stripes' digests, and each node starts with its stripe had, trading the rest. If a
+  stripe fails (or the nodes saw different files), the file falls back to the seed
+  fetching it whole (``maketorrent``).
+
+A failed copy is tried again
 after ``retry_after`` seconds, up to the job's ``attempts``; its reason is kept. At the
 job's deadline what is not done is given up ("deadline") and stopped on its node.
 The job ends ``done`` (every copy verified), ``partial``, ``failed`` (none) or
@@ -43,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from smartget.errors import JobError, JobNotFoundError
 from smartget.hub.jobs.model import (
@@ -68,6 +77,7 @@ __all__ = [
     "StartDownload",
     "StopDownload",
     "VerifyCopy",
+    "torrent_url_of",
 ]
 
 MAKE_TIMEOUT = 3600.0  # a maketorrent fetches the whole file from the origin
@@ -98,7 +108,9 @@ class MakeTorrent:
     """Ask the seed to fetch ``url`` and make its torrent (seed 003 ``maketorrent``).
 
     Striped: ``pieces`` (every piece's SHA-1, hex) make the torrent without a fetch, and
-    the seed downloads the rest of it, its stripe ``have`` had."""
+    the seed downloads the rest of it, its stripe ``have`` had. Pipelined: the pieces are
+    those of ``origin_torrent``, and the seed fetches stripe ``fetch`` (stripe, stripes)
+    of the file while it downloads the rest."""
 
     job_id: str
     file: int
@@ -109,6 +121,8 @@ class MakeTorrent:
     piece_length: int = 0
     filesize: int = 0
     have: tuple[int, int] | None = None
+    origin_torrent: str = ""
+    fetch: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,8 @@ class StartDownload:
     upload_limit: int
     deadline: float
     have: tuple[int, int] | None = None  # the pieces its stripe holds (striped)
+    fetch: tuple[int, int] | None = None  # (stripe, stripes) to fetch from url (pipelined)
+    url: str = ""  # the file at the origin (pipelined)
 
 
 @dataclass(frozen=True)
@@ -352,6 +368,11 @@ class JobBook:
             copy.state, copy.attempts = CopyState.DOWNLOADING, 1
             copy.started_at = copy.progress_at = now
             text = f"torrent {sha1} made from {len(job.nodes)} stripes ({filesize:,} bytes)"
+            if f.pipelined:
+                text = (
+                    f"torrent {sha1} made from the origin's ({filesize:,} bytes); "
+                    f"{len(job.nodes)} nodes fetch a stripe each while they trade"
+                )
             self._event(job, now, "made", text, seed, file)
             return
         copy.state, copy.percent, copy.attempts = CopyState.COMPLETE, 100.0, 1
@@ -406,6 +427,13 @@ class JobBook:
         job, f = self._file(job_id, file)
         if f is None or f.state is not FileState.MAKING:
             return
+        if f.pipelined:  # no usable torrent at the origin: stripes are fetched first
+            f.pipelined, f.state, f.retry_at = False, FileState.PENDING, now
+            text = (
+                f"no torrent of it from the origin ({reason}); each node fetches its stripe first"
+            )
+            self._event(job, now, "unpipelined", text, job.nodes[0], file)
+            return
         self._event(job, now, "make-failed", f"maketorrent failed: {reason}", job.nodes[0], file)
         if f.striped:
             self._unstripe(job, file, f"the torrent could not be made from them: {reason}", now)
@@ -421,10 +449,23 @@ class JobBook:
                 copy.reason = f"its torrent could not be made: {reason}"
 
     def set_origin_bytes(self, job_id: str, file: int, count: int) -> None:
-        job, f = self._file(job_id, file)
-        if f is not None:
-            f.origin_bytes = count
+        """The origin's count of bytes it sent for a file (also once its job ended)."""
+        job = self.jobs.get(job_id)
+        if job is not None and 0 <= file < len(job.files):
+            job.files[file].origin_bytes = count
             self._dirty.add(job.id)
+
+    def settles_file(self, job_id: str, nodeid: str, file: int) -> bool:
+        """Whether every copy of a file but ``nodeid``'s is verified or given up (so its
+        bytes have all moved), or the job is gone."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state.final:
+            return True
+        return all(
+            n.copies[file].state.final
+            for n in job.nodes
+            if n.nodeid != nodeid and file < len(n.copies)
+        )
 
     def started(self, job_id: str, nodeid: str, file: int, status: str, now: float) -> None:
         """The node took the download; ``status`` is its answer's (seeding: had it already)."""
@@ -626,7 +667,7 @@ class JobBook:
                 continue
             job.state, job.started_at = JobState.RUNNING, now
             for f in job.files:  # one node has nothing to share a stripe with
-                f.striped = job.spec.striped and len(chosen) > 1
+                f.striped = f.pipelined = job.spec.striped and len(chosen) > 1
             count = len(job.files)
             job.nodes = [
                 NodeRecord(n, "seed" if i == 0 else "peer", [CopyRecord() for _ in range(count)])
@@ -678,7 +719,21 @@ class JobBook:
         commands: list[Command] = []
         seed = job.nodes[0]
         for index, f in enumerate(job.files):
-            if f.state is FileState.PENDING and now >= f.retry_at and f.striped and not f.pieces:
+            if f.state is FileState.PENDING and now >= f.retry_at and f.pipelined:
+                f.state, f.command_deadline = FileState.MAKING, now + MAKE_TIMEOUT
+                commands.append(
+                    MakeTorrent(
+                        job.id,
+                        index,
+                        seed.info,
+                        f.url,
+                        f.command_deadline,
+                        origin_torrent=torrent_url_of(f.url),
+                        fetch=(0, len(job.nodes)),
+                    )
+                )
+                self._dirty.add(job.id)
+            elif f.state is FileState.PENDING and now >= f.retry_at and f.striped and not f.pieces:
                 f.state, f.command_deadline = FileState.STRIPING, now + MAKE_TIMEOUT
                 f.filesize = f.piece_length = 0
                 for node in job.nodes:
@@ -768,7 +823,9 @@ class JobBook:
                 job.started_at + job.spec.deadline,
                 job.spec.upload_limit,
                 copy.command_deadline,
-                have=copy.stripe if f.striped else None,
+                have=copy.stripe if f.striped and not f.pipelined else None,
+                fetch=(job.nodes.index(node), len(job.nodes)) if f.pipelined else None,
+                url=f.url,
             )
         if state is CopyState.COMPLETE and verifying < MAX_VERIFYING:
             if node.role != "seed" and not f.sha256:
@@ -911,5 +968,12 @@ class JobBook:
 
 
 _WATCHED = (CopyState.STARTING, CopyState.DOWNLOADING)
+
+
+def torrent_url_of(url: str) -> str:
+    """Where an origin publishes the torrent of the file at ``url``: ``<path>.torrent``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + ".torrent", fragment=""))
+
 
 _NO_JOB = Job("", 0, JobSpec(files=()), 0.0)

@@ -96,8 +96,9 @@ class JobSpec:
     seed: str = ""  # a nodeid or IP to be the seed (default: most free capacity)
     attempts: int = DEFAULT_ATTEMPTS  # per copy, before it is given up
     pin: float = 0.0  # seconds the nodes keep the files from cache eviction after the job
-    # Each node fetches its own stripe from the origin at once and the torrent is made
-    # from their digests; False: the seed fetches the whole file, then the others start.
+    # Each node fetches its own stripe from the origin at once, the torrent made from the
+    # origin's torrent (pipelined) or from their digests; False: the seed fetches the
+    # whole file, then the others start.
     striped: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +227,9 @@ class FileRecord:
     striped: bool = False  # its torrent is made from the nodes' stripes (JobSpec.striped)
     piece_length: int = 0  # striped: the pieces' length, and their SHA-1 digests (hex),
     pieces: str = ""  # all stripes joined; kept only until the torrent is made
+    # Pipelined (striped, tried first): the seed makes the torrent from the one the origin
+    # publishes (<url>.torrent) and each node fetches its stripe while trading.
+    pipelined: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -243,6 +247,7 @@ class FileRecord:
             "striped": self.striped,
             "piece_length": self.piece_length,
             "pieces": self.pieces,
+            "pipelined": self.pipelined,
         }
 
     @classmethod
@@ -470,6 +475,7 @@ class Job:
                     "reason": f.reason,
                     "origin_bytes": f.origin_bytes,
                     "striped": f.striped,
+                    "pipelined": f.pipelined,
                 }
                 for f in self.files
             ],

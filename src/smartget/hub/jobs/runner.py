@@ -117,9 +117,11 @@ def classify_sources(
     for ip, count in dict(sources.get("peers", {})).items():
         key = "peer_same_zone" if zone_of(ip) == own_zone else "peer_other_zone"
         out[key] += int(count)
-    total = sum(out.values())
-    if filesize and total > filesize:  # counters of reconnected peers overlap: scale down
-        out = {k: v * filesize // total for k, v in out.items()}
+    peers = out["peer_same_zone"] + out["peer_other_zone"]
+    room = max(0, filesize - out["origin"])
+    if filesize and peers > room:  # counters of reconnected peers overlap: scale them down
+        for key in ("peer_same_zone", "peer_other_zone"):
+            out[key] = out[key] * room // peers
     return out
 
 
@@ -438,6 +440,9 @@ class JobRunner:
                     args["upload_limit"] = command.upload_limit
                 if command.have is not None:
                     args["have"] = list(command.have)
+                if command.fetch is not None:  # pipelined: its stripe from the origin
+                    args["stripe"], args["stripes"] = command.fetch
+                    args["fetch_from"] = command.url
                 if pin := self.book.get(job_id).spec.pin:  # kept pin s after the job, at least
                     args["pin"] = pin + max(0.0, command.expire_at - now())
                 answer = await client.task_answer(node, "download", args, seconds=30)
@@ -458,9 +463,7 @@ class JobRunner:
         from smartget.push import origin_stats
 
         job_id, file, url = command.job_id, command.file, command.url
-        while len(self._origin_before) >= MAX_ORIGIN_COUNTS:  # cancelled while striping
-            self._origin_before.pop(next(iter(self._origin_before)))
-        self._origin_before[job_id, file] = await origin_stats(client, url)
+        self._keep_origin_count(job_id, file, await origin_stats(client, url))
         count = len(command.nodes)
 
         async def one(index: int, node: NodeInfo) -> None:
@@ -512,6 +515,10 @@ class JobRunner:
             args["filesize"] = command.filesize
             if command.have is not None:
                 args["have"] = list(command.have)
+        if command.origin_torrent:  # pipelined: the origin's torrent, a stripe meanwhile
+            args["origin_torrent"] = command.origin_torrent
+        if command.fetch is not None:
+            args["stripe"], args["stripes"] = command.fetch
         spec = self.book.get(job_id).spec
         if spec.pin:  # the job's deadline bounds its end: pin s after it at least
             args["pin"] = spec.pin + spec.deadline
@@ -531,7 +538,32 @@ class JobRunner:
             filesize=int(made["filesize"]),
             torrent_url=str(made["torrentfileurl"]),
         )
+        if command.origin_torrent:  # the data moves from now on: counted once it settled
+            self._keep_origin_count(job_id, file, before)
+            return
         after = await origin_stats(client, url)
+        if before is not None and after is not None:
+            self.book.set_origin_bytes(job_id, file, after - before)
+
+    def _keep_origin_count(self, job_id: str, file: int, count: int | None) -> None:
+        while len(self._origin_before) >= MAX_ORIGIN_COUNTS:  # jobs that never settled
+            self._origin_before.pop(next(iter(self._origin_before)))
+        self._origin_before[job_id, file] = count
+
+    async def _count_origin(self, job_id: str, nodeid: str, file: int) -> None:
+        """A pipelined file's last copy is checked: what the origin sent since it began
+        (before the check's answer ends the job)."""
+        from smartget.push import origin_stats
+
+        key = (job_id, file)
+        job = self.book.jobs.get(job_id)
+        if job is None or key not in self._origin_before:
+            return
+        if not self.book.settles_file(job_id, nodeid, file):
+            return
+        url = job.files[file].url
+        before = self._origin_before.pop(key)
+        after = await origin_stats(self._client, url)
         if before is not None and after is not None:
             self.book.set_origin_bytes(job_id, file, after - before)
 
@@ -566,6 +598,7 @@ class JobRunner:
                     node.zone, entry["sources"], self.host.registry.zone_of_addr, size
                 )
                 note = str(entry["sources"].get("fallback", ""))
+        await self._count_origin(command.job_id, node.nodeid, command.file)
         self.book.verified(
             command.job_id,
             node.nodeid,
