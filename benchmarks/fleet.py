@@ -5,20 +5,23 @@ namespace on one bridge, every node's link capped both ways with ``tc tbf``), st
 origin (its link capped like the nodes'), a hub, a standalone DHT node and N nodes
 (node 0 the seed), and:
 
-1. pushes an F-byte file to all N nodes striped, as a hub's job does
-   (``tests/lab/fleet.py``: every node fetches its stripe from the origin with
-   ``prefetch``, the seed makes the torrent from their digests, all download the rest
-   with their stripe had; progress from the nodes' /status, copies hashed on disk), and
-   reports the makespan (push start to the last copy complete, the stripes' fetch
-   included), when the torrent was made, the lower bound max(F/d, F/u_origin,
+1. pushes an F-byte file to all N nodes pipelined, as a hub's job does when the
+   origin publishes the file's torrent (``smartget.origin`` does; ``tests/lab/fleet.py``:
+   the seed makes the torrent from the origin's, every node downloads it while fetching
+   its stripe from the origin, each piece offered to peers as it arrives; progress from
+   the nodes' /status, copies hashed on disk), and reports the makespan (push start to
+   the last copy complete), when the torrent was made, the lower bound max(F/d, F/u_origin,
    (N-1)F/(N u)) (every node receives F through its link, the origin sends F through
    its own, the rest is uploaded by the nodes), the efficiency bound/makespan, the
    efficiency of the distribution alone (bound / (makespan - made)), and the origin's
    bytes / F;
-2. with ``--whole``, the same file pushed the old way for comparison: the seed fetches
+2. with ``--striped``, the same file pushed as where the origin has no torrent: every
+   node fetches its stripe first (``prefetch``), the seed makes the torrent from their
+   digests, all download the rest with their stripe had;
+   with ``--whole``, the same file pushed the old way for comparison: the seed fetches
    the whole file, makes the torrent, then the N - 1 others download it (bound max(F/u_s,
    F/d, (N-1)F/(u_s + (N-1)u)));
-3. pushes another file of F bytes, striped, and kills the hub (kill -9) when a node
+3. pushes another file of F bytes, pipelined, and kills the hub (kill -9) when a node
    reaches 30 %: the same figures;
 4. with ``--http`` (N <= --http-max): N plain HTTP downloads of the file from the origin
    at once, through the same links; for larger N the figure is N*F/u (marked est.).
@@ -26,10 +29,11 @@ origin (its link capped like the nodes'), a hub, a standalone DHT node and N nod
 With every link at u, the seed's own fetch of the whole file takes F/u, which is the
 bound itself: a push that fetches, hashes and then shares cannot finish in less than
 about twice the bound (efficiency near 0.5 whatever the swarm does). Striped, the
-origin's bytes flow to all nodes at once while they trade.
+origin's bytes flow to all nodes at once, but they trade only once every stripe is in
+(about F/u_origin, the bound again); pipelined, they trade while the origin sends.
 
 Usage: python benchmarks/fleet.py [--nodes 8,16,32] [--size 64MiB] [--link 4MiB/s]
-    [--whole] [--no-hub-kill] [--http] [--http-max 8]     (root; ip, tc, nft)
+    [--striped] [--whole] [--no-hub-kill] [--http] [--http-max 8]  (root; ip, tc, nft)
 """
 
 from __future__ import annotations
@@ -101,16 +105,22 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
             workdir, origin=origin, hub=hub, nodes=nodes, dht=origin, log_level="warning"
         )
         try:
-            names = ("a.bin", "b.bin", "c.bin")
+            names = ("a.bin", "b.bin", "c.bin", "d.bin")
             sums = {name: make_file(workdir / "origin" / name, size) for name in names}
             await fleet.start_all()
             await fleet.wait_dht(fleet.nodes, at_least=1, within=120)
             within = 60 + 20 * size / link
             receivers = fleet.nodes[1:]
-            run = await fleet.push("a.bin", receivers, within=within, poll=1.0, striped=True)
+            run = await fleet.push("a.bin", receivers, within=within, poll=1.0, pipelined=True)
             fleet.verify(run, sums["a.bin"])
-            rows.append(Row(n, "striped, hub up", run, run.lower_bound(link, link, None, link)))
-            print(f"N={n} striped, hub up: {run.makespan:.1f} s", file=sys.stderr)
+            rows.append(Row(n, "pipelined, hub up", run, run.lower_bound(link, link, None, link)))
+            print(f"N={n} pipelined, hub up: {run.makespan:.1f} s", file=sys.stderr)
+            if args.striped:
+                run = await fleet.push("d.bin", receivers, within=within, poll=1.0, striped=True)
+                fleet.verify(run, sums["d.bin"])
+                bound = run.lower_bound(link, link, None, link)
+                rows.append(Row(n, "striped, hub up", run, bound))
+                print(f"N={n} striped, hub up: {run.makespan:.1f} s", file=sys.stderr)
             if args.whole:
                 run = await fleet.push("c.bin", receivers, within=within, poll=1.0)
                 fleet.verify(run, sums["c.bin"])
@@ -125,7 +135,7 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
                         killed.append(elapsed)
 
                 run = await fleet.push(
-                    "b.bin", receivers, within=within, poll=1.0, during=kill, striped=True
+                    "b.bin", receivers, within=within, poll=1.0, during=kill, pipelined=True
                 )
                 fleet.verify(run, sums["b.bin"])
                 bound = run.lower_bound(link, link, None, link)
@@ -166,6 +176,9 @@ async def main() -> None:
     parser.add_argument("--size", default="64MiB")
     parser.add_argument("--link", default="4MiB/s")
     parser.add_argument("--whole", action="store_true", help="also push the old way")
+    parser.add_argument(
+        "--striped", action="store_true", help="also push with the stripes fetched first"
+    )
     parser.add_argument("--no-hub-kill", action="store_true")
     parser.add_argument("--http", action="store_true", help="measure plain HTTP downloads")
     parser.add_argument("--http-max", type=int, default=8)

@@ -143,13 +143,15 @@ def local_fleet(
     hub_args: tuple[str, ...] = (),
     node_args: tuple[str, ...] = (),
     hubs: int = 1,
+    origin_args: tuple[str, ...] = (),
 ) -> Iterator[Fleet]:
     """Start an origin, ``hubs`` hubs and ``nodes`` nodes; stop them all on exit.
 
-    Node i listens on ``IP_PREFIX.(IP_BASE + i)``; ``hub_args`` and ``node_args`` are
-    extra flags of the hubs and of every node. Several hubs need a shared state in
-    ``hub_args`` (``--state redis://...``); they are named ``hub``, ``hub2``, ... in
-    ``procs`` and every node names them all (it moves to the next when one is gone).
+    Node i listens on ``IP_PREFIX.(IP_BASE + i)``; ``hub_args``, ``node_args`` and
+    ``origin_args`` are extra flags of the hubs, of every node and of the origin. Several
+    hubs need a shared state in ``hub_args`` (``--state redis://...``); they are named
+    ``hub``, ``hub2``, ... in ``procs`` and every node names them all (it moves to the next
+    when one is gone).
     """
     python = [sys.executable, "-m"]
     token = secrets.token_urlsafe(16)
@@ -180,6 +182,7 @@ def local_fleet(
                 str(workdir / "origin"),
                 "--listen",
                 f"127.0.0.1:{origin_port}",
+                *origin_args,
             ],
             logs / "origin.log",
         )

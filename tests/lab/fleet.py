@@ -385,25 +385,35 @@ class ProcFleet:
         during: Callable[[PushRun, float], Awaitable[None]] | None = None,
         poll: float = 0.25,
         striped: bool = False,
+        pipelined: bool = False,
     ) -> PushRun:
         """Push ``origin/name`` from ``seed`` (default: node 0) to ``receivers``.
 
-        ``striped``: as a hub's job does, every node first fetches its own stripe from
-        the origin (``prefetch``), the seed makes the torrent from their digests and all
-        of them, the seed too, download the rest with their stripe had.
+        ``striped``: as a hub's job does where the origin has no torrent of the file,
+        every node first fetches its own stripe from the origin (``prefetch``), the seed
+        makes the torrent from their digests and all of them, the seed too, download the
+        rest with their stripe had. ``pipelined`` (striped too): as a hub's job does
+        where the origin publishes the file's torrent, the seed makes the torrent from
+        it and every node downloads it while fetching its stripe.
         ``during(run, elapsed)`` is awaited after every poll (faults go there). Returns
         when every receiver is complete or failed; raises AssertionError at ``within``.
         """
         seed = seed or self.nodes[0]
         size = (self.workdir / "origin" / name).stat().st_size
+        striped = striped or pipelined
         run = PushRun(f"{self.origin_url}/{name}", size, striped=striped)
         before = await self.origin_sent()
         started = time.monotonic()
         trackers = [f"{self.hub_url}/announce"] if self.hub_host is not None else []
         args: dict[str, Any] = {"fileurl": run.fileurl, "trackers": trackers}
         haves: dict[str, list[int]] = {}
-        if striped:
-            everyone = [seed, *receivers]
+        everyone = [seed, *receivers]
+        stripe_of = {
+            n.nodeid: {"stripe": i, "stripes": len(everyone)} for i, n in enumerate(everyone)
+        }
+        if pipelined:
+            args |= {"origin_torrent": f"{run.fileurl}.torrent", **stripe_of[seed.nodeid]}
+        elif striped:
             stripes = await asyncio.gather(
                 *(self.task(n, "prefetch", {"fileurl": run.fileurl, "stripe": i,
                                             "stripes": len(everyone)}, within)
@@ -434,6 +444,8 @@ class ProcFleet:
 
         def download_args(node: NodeProc) -> dict[str, Any]:
             have = {"have": haves[node.nodeid]} if node.nodeid in haves else {}
+            if pipelined:
+                have = {**stripe_of[node.nodeid], "fetch_from": run.fileurl}
             return {"torrentfileurl": run.torrent_url, **have}
 
         await asyncio.gather(

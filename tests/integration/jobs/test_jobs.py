@@ -104,9 +104,9 @@ def test_three_files_to_four_nodes_verifies_twelve_copies(fleet4: Fleet, tmp_pat
     for i in range(4):
         for name in ("a.bin", "b.bin", "c.bin"):
             assert sha256(tmp_path / f"node{i + 1}" / "www" / "set" / name) == sha256(origin / name)
-    # Where the bytes came from: striped, every node fetched its stripe of each file from
-    # the origin (each byte once in all) and got the rest from the others.
-    assert all(f["striped"] for f in job["files"])
+    # Where the bytes came from: pipelined, every node fetched its stripe of each file from
+    # the origin (each byte once in all) while it got the rest from the others.
+    assert all(f["striped"] and f["pipelined"] for f in job["files"])
     assert job["nodes"][0]["role"] == "seed"
     origin_total = sum(n["bytes"]["origin"] for n in job["nodes"])
     assert 9 * MiB <= origin_total <= 1.1 * 9 * MiB, job["nodes"]
@@ -126,9 +126,16 @@ def test_three_files_to_four_nodes_verifies_twelve_copies(fleet4: Fleet, tmp_pat
 
 def test_a_job_survives_its_controller_and_the_hubs_kill_9(tmp_path: Path) -> None:
     make_file(tmp_path / "origin" / "big.bin", 24 * MiB)
-    # Slow uploads, so the job is still running when its controller and the hub die.
+    # Slow uploads, so the job is still running when its controller and the hub die; an
+    # origin without torrents, so the stripes are fetched first (the pipelined path is
+    # the other tests').
     with local_fleet(
-        tmp_path, nodes=3, ip_prefix="127.0.21", ip_base=10, upload_limit=2 * MiB
+        tmp_path,
+        nodes=3,
+        ip_prefix="127.0.21",
+        ip_base=10,
+        upload_limit=2 * MiB,
+        origin_args=("--no-torrents",),
     ) as fleet:
         env = {"SMARTGET_HUB_TOKEN": fleet.token}
         controller = subprocess.Popen(
@@ -190,6 +197,9 @@ def test_a_job_survives_its_controller_and_the_hubs_kill_9(tmp_path: Path) -> No
         events = api.get(f"/api/jobs/{job_id}/events", after=0)["events"]
         assert events[0]["kind"] == "queued"
         assert events[-1]["kind"] == "ended"
+        (unpipelined,) = [e for e in events if e["kind"] == "unpipelined"]
+        assert "HTTP 404" in unpipelined["text"]
+        assert [e for e in events if e["kind"] == "striped"]
     for i in range(3):
         assert sha256(tmp_path / f"node{i + 1}" / "www" / "big.bin") == sha256(
             tmp_path / "origin" / "big.bin"
