@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import shutil
 import time
 from collections import deque
@@ -102,6 +103,19 @@ EXPIRE_RETRY = 10.0
 CACHE_TICK = 5.0  # seconds between the cache's looks at upload totals and its saves
 EVICTIONS_SHOWN = 100  # the last evictions GET /status lists
 FEED_RETRIES = 3  # tries of a pipelined stripe's GET before peers and web seeds bring it
+HELP_POLL = 0.5  # seconds between a helper's looks for pieces nobody has
+# A node helps no sooner than this after its stripe began: its peers must have joined
+# and be seen fetching theirs (a node done first on a fast link would fetch the stripes
+# of peers that did not start yet, and they their own again).
+HELP_AFTER = 2.0
+HELP_MIN_RUN = 4  # pieces: shorter runs nobody has are left to the fetch under way
+HELP_STALLED = 5.0  # seconds a run nobody has may not move before it counts as dropped
+# A stripe is asked for in segments of about SEGMENT_TIME s at the rate the last one
+# came (a piece at first, at most MAX_SEGMENT bytes): what two fetches that meet fetch
+# twice is at most a segment, and a fast origin is not asked for a piece at a time.
+SEGMENT_TIME = 0.25
+MAX_SEGMENT = 16 << 20
+HELP_FOR = 3600.0  # seconds a node helps at most after its stripe
 
 
 class TorrentEngine(Protocol):
@@ -134,6 +148,10 @@ class TorrentEngine(Protocol):
     def torrent_bytes(self, sha1: str) -> bytes | None: ...
 
     def add_piece(self, sha1: str, index: int, data: bytes) -> bool: ...
+
+    def origin_wanted(self, sha1: str, index: int) -> bool: ...
+
+    def unsourced(self, sha1: str) -> list[range]: ...
 
     def fail(self, sha1: str, reason: str) -> None: ...
 
@@ -456,56 +474,119 @@ class Agent:
         return [first, end]
 
     async def _feed(self, sha1: str, ti: Any, url: str, pieces: range) -> None:
-        """One ranged GET of ``pieces`` of ``url``; each piece checked and handed to
-        libtorrent as it arrives. A failed fetch leaves the pieces to the peers and the
-        web seed; bytes that are not the torrent's fail the download."""
-        _, size, piece_length = _layout(ti)
-        start, stop = pieces.start * piece_length, min(pieces.stop * piece_length, size)
-        loop, sources = asyncio.get_running_loop(), self.byte_sources
-        engine = self.engine
-
-        def deliver(index: int, data: bytes) -> None:  # the fetcher's writer thread
-            if engine.add_piece(sha1, index, data) and sources is not None:
-                loop.call_soon_threadsafe(sources.fed, sha1, len(data))
-
-        def feeder() -> PieceFeeder:
-            return PieceFeeder(
-                pieces.start, pieces.stop, piece_length, size, _piece_hash(ti), deliver
-            )
-
+        """Fetch ``pieces`` of ``url`` into the torrent, then help with the pieces still to
+        come from the origin, at most as many bytes again (node/prefetch.py)."""
+        piece_length = _layout(ti)[2]
         began = time.monotonic()
-        try:
-            await self.fetcher.fetch_range(
-                url,
-                None,
-                start=start,
-                end=stop,
-                size=size,
-                max_retries=FEED_RETRIES,
-                tee_for=feeder,
-            )
-        except PieceMismatchError as exc:
-            log.warning("torrent %s: %s (%s); the download fails", sha1, exc, url)
-            engine.fail(sha1, f"{exc} ({url[:200]})")
-            return
-        except (SmartGetError, OSError) as exc:
-            log.warning(
-                "torrent %s: pieces %d to %d not fetched from the origin (%s); peers and "
-                "the web seed bring them",
-                sha1,
-                pieces.start,
-                pieces.stop - 1,
-                exc,
-            )
+        fed = await self._fetch_pieces(sha1, ti, url, pieces)
+        if fed is None:
             return
         log.info(
-            "torrent %s: pieces %d to %d (%s bytes) fetched from the origin in %.2f s",
+            "torrent %s: its stripe, pieces %d to %d, fetched from the origin in %.2f s "
+            "(%s bytes; the rest came from peers)",
             sha1,
             pieces.start,
             pieces.stop - 1,
-            f"{stop - start:,}",
             time.monotonic() - began,
+            f"{fed:,}",
         )
+        budget = len(pieces) * piece_length
+        rng = random.Random()
+        await asyncio.sleep(max(0.0, began + HELP_AFTER - time.monotonic()))
+        until = time.monotonic() + HELP_FOR
+        engine = self.engine
+        since: dict[int, float] = {}  # where a run nobody has begins -> since when
+        while budget >= piece_length and time.monotonic() < until:
+            if not engine.has(sha1) or engine.is_complete(sha1):
+                return
+            unsourced, now = engine.unsourced(sha1), time.monotonic()
+            # A run whose start has not moved for HELP_STALLED s has nobody fetching it
+            # (its node failed, or never had it): taken from its start. Others are
+            # being fetched from their start: helped from a point in their second part.
+            since = {r.start: since.get(r.start, now) for r in unsourced}
+            stalled = [r for r in unsourced if now - since[r.start] >= HELP_STALLED]
+            runs = stalled or [r for r in unsourced if len(r) >= HELP_MIN_RUN]
+            if not runs:
+                await asyncio.sleep(HELP_POLL)
+                continue
+            # Helpers that look at once would pick the same run: a random run (the
+            # longer, the likelier), a random point in it, after a random pause.
+            run = rng.choices(runs, weights=[len(r) ** 2 for r in runs])[0]
+            first = run.start
+            if not stalled:
+                first += int(len(run) * rng.uniform(0.35, 0.75))
+            await asyncio.sleep(rng.uniform(0, HELP_POLL / 2))
+            if not engine.origin_wanted(sha1, first):
+                continue
+            take = range(first, min(run.stop, first + budget // piece_length))
+            got = await self._fetch_pieces(sha1, ti, url, take)
+            if got is None:
+                return
+            log.info(
+                "torrent %s: helped with pieces %d to %d (%s bytes from the origin)",
+                sha1,
+                take.start,
+                take.stop - 1,
+                f"{got:,}",
+            )
+            budget -= max(got, piece_length)
+
+    async def _fetch_pieces(self, sha1: str, ti: Any, url: str, pieces: range) -> int | None:
+        """``pieces`` of ``url``, segment after segment (a ranged GET each), each piece
+        checked and handed to libtorrent as it arrives, until a segment is had or a peer
+        has it. The bytes handed on; None if a fetch failed (the pieces are left to peers
+        and web seeds) or the bytes are not the torrent's (the download fails)."""
+        _, size, piece_length = _layout(ti)
+        per, most = 1, max(1, MAX_SEGMENT // piece_length)  # pieces a segment
+        loop, sources = asyncio.get_running_loop(), self.byte_sources
+        engine = self.engine
+        fed = 0
+
+        def deliver(index: int, data: bytes) -> None:  # the fetcher's writer thread
+            nonlocal fed
+            if engine.add_piece(sha1, index, data) and sources is not None:
+                loop.call_soon_threadsafe(sources.fed, sha1, len(data))
+            fed += len(data)
+
+        first = pieces.start
+        while first < pieces.stop:
+            if not engine.origin_wanted(sha1, first):
+                break  # had, or a peer has it: whoever fetched it goes on from there
+            end = min(pieces.stop, first + per)
+            began = time.monotonic()
+            try:
+                await self.fetcher.fetch_range(
+                    url,
+                    None,
+                    start=first * piece_length,
+                    end=min(end * piece_length, size),
+                    size=size,
+                    max_retries=FEED_RETRIES,
+                    tee_for=lambda first=first, end=end: PieceFeeder(  # type: ignore[misc]
+                        first, end, piece_length, size, _piece_hash(ti), deliver
+                    ),
+                    chunk=piece_length,  # each piece on to libtorrent as soon as it is in
+                )
+            except PieceMismatchError as exc:
+                log.warning("torrent %s: %s (%s); the download fails", sha1, exc, url)
+                engine.fail(sha1, f"{exc} ({url[:200]})")
+                return None
+            except Exception as exc:  # whatever it was, peers and web seeds are still there
+                if not isinstance(exc, SmartGetError | OSError):
+                    log.exception("torrent %s: the stripe's fetch failed unexpectedly", sha1)
+                log.warning(
+                    "torrent %s: pieces %d to %d not fetched from the origin (%s); peers "
+                    "and the web seed bring them",
+                    sha1,
+                    first,
+                    pieces.stop - 1,
+                    exc,
+                )
+                return None
+            rate = (end - first) * piece_length / max(1e-3, time.monotonic() - began)
+            per = max(1, min(most, int(rate * SEGMENT_TIME / piece_length)))
+            first = end
+        return fed
 
     # ---- prefetch (synchronous; a striped push) --------------------------------------
 

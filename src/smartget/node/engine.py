@@ -76,6 +76,7 @@ from smartget.node.policy import (
     stripe_priorities,
     swarm_tuning,
 )
+from smartget.node.prefetch import unsourced_runs
 from smartget.node.settings import EngineSettings
 from smartget.node.status import (
     DOWNLOAD_SUCCESS,
@@ -427,6 +428,28 @@ class Engine:
             return False
         handle.add_piece(index, data, 0)
         return True
+
+    def origin_wanted(self, sha1: str, index: int) -> bool:
+        """Whether piece ``index`` is still to come from the origin: not had here and no
+        connected peer has it. Safe from any thread."""
+        handle = self.handles.get(sha1)
+        try:
+            if handle is None or handle.have_piece(index):
+                return False
+            availability = handle.piece_availability()
+        except RuntimeError:  # removed meanwhile (an invalid handle)
+            return False
+        return index < len(availability) and availability[index] == 0
+
+    def unsourced(self, sha1: str) -> list[range]:
+        """Runs of pieces neither this node nor any connected peer has (prefetch.py)."""
+        handle = self.handles.get(sha1)
+        try:
+            have = list(handle.status().pieces) if handle is not None else []
+            availability = handle.piece_availability() if handle is not None else []
+        except RuntimeError:  # removed meanwhile (an invalid handle)
+            return []
+        return unsourced_runs(have, availability)
 
     def fail(self, sha1: str, reason: str) -> None:
         """Stop a download that cannot succeed: paused, its status ``failed`` with ``reason``."""

@@ -262,18 +262,20 @@ class Fetcher:
         etag: str = "",
         max_retries: int,
         tee_for: Callable[[], Tee] | None = None,
+        chunk: int = CHUNK,
     ) -> Fetched:
         """Bytes ``[start, end)`` of the ``size``-byte file at ``url`` (one ranged GET),
         written at offset ``start`` of ``dest``, which must exist (None: the bytes are only
         seen by the tee). ``etag`` (a strong one) goes as ``If-Range``, so a file changed
         since its HEAD fails rather than mixing two versions. ``tee_for()``, called at each
-        try, gives a :class:`Tee` that sees the try's bytes in order."""
+        try, gives a :class:`Tee` that sees the try's bytes in order, ``chunk`` bytes at a
+        time at most (a slow stream's bytes reach it as soon as that many are in)."""
         if not 0 <= start < end <= size:
             raise ValueError(f"no range [{start}, {end}) in {size} bytes")
         retries = await self._retry(
             url,
             max_retries,
-            lambda: self._range_to_file(url, dest, start, end, size, etag, tee_for),
+            lambda: self._range_to_file(url, dest, start, end, size, etag, tee_for, chunk),
         )
         return Fetched(size=end - start, retries=retries)
 
@@ -412,6 +414,7 @@ class Fetcher:
         size: int,
         etag: str,
         tee_for: Callable[[], Tee] | None,
+        chunk: int = CHUNK,
     ) -> None:
         asked = f"bytes={start}-{end - 1}"
         headers = {**IDENTITY, "Range": asked}
@@ -426,11 +429,11 @@ class Fetcher:
                 tee = tee_for() if tee_for is not None else None
                 allowed = f"for Range: {asked}"
                 if dest is None:
-                    got = await _write_body(url, resp, None, tee, end - start, allowed)
+                    got = await _write_body(url, resp, None, tee, end - start, allowed, chunk)
                 else:
                     with dest.open("r+b") as out:
                         out.seek(start)
-                        got = await _write_body(url, resp, out, tee, end - start, allowed)
+                        got = await _write_body(url, resp, out, tee, end - start, allowed, chunk)
             if got != end - start:
                 raise FetchError(f"GET {url}: got {got} bytes of {end - start} for Range: {asked}")
             self.fetched_bytes += got
@@ -477,10 +480,11 @@ async def _write_body(
     tee: Tee | None,
     limit: int | None,
     allowed: str = MAX_SIZE_LIMIT,
+    batch: int = CHUNK,
 ) -> int:
     """The body into ``out`` (and ``tee``), flushed; returns its size.
 
-    Written in CHUNK pieces by one thread of its own (in order), up to WRITE_AHEAD
+    Written in ``batch`` pieces by one thread of its own (in order), up to WRITE_AHEAD
     pieces behind the network, so reading goes on while a piece is written and hashed
     (httpx's own re-chunking, ``aiter_bytes(CHUNK)``, cost more than the copy into
     ``pending``)."""
@@ -495,7 +499,7 @@ async def _write_body(
                 if limit is not None and size > limit:
                     raise _Permanent(f"GET {url}: more than the {limit} bytes allowed {allowed}")
                 pending += data
-                if len(pending) >= CHUNK:
+                if len(pending) >= batch:
                     if len(writing) >= WRITE_AHEAD:
                         await writing.popleft()
                     chunk, pending = bytes(pending), bytearray()

@@ -25,7 +25,14 @@ node downloads it while it fetches its own stripe (``args.stripe`` of ``args.str
 from the origin: :class:`PieceFeeder` cuts the bytes of that one ranged GET into pieces
 as they arrive, checks each against the torrent's SHA-1 and hands it to libtorrent,
 which offers it to the peers at once. So trading overlaps the origin's sending, rather
-than waiting for every stripe.
+than waiting for every stripe. Stripes do not arrive evenly (a node whose download is
+busy with peers gets its stripe slower), so a node done with its stripe helps: it
+fetches the second part of the longest run of pieces that neither it nor any of its
+peers has (:func:`unsourced_runs`), from a random point in it. Stripes are fetched in
+segments of a few pieces, one ranged GET each, and whoever comes to a segment that is
+had or that a peer has stops there: the origin's link stays busy to the end, and sends
+little twice (at most a segment where two fetches meet; a long GET abandoned midway
+would waste what the origin's socket buffers already held).
 
 No I/O here: the agent (:mod:`smartget.node.agent`) fetches, writes and adds.
 """
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +60,7 @@ __all__ = [
     "parse_have",
     "parse_stripe",
     "stripe_pieces",
+    "unsourced_runs",
 ]
 
 DIGEST_SIZE = 20  # SHA-1, BEP 3's pieces
@@ -265,3 +273,20 @@ class PieceFeeder:
             if self.next >= self.end:
                 raise TorrentError(f"more bytes than pieces {self.first} to {self.end - 1} hold")
             self._partial += view[at:]
+
+
+def unsourced_runs(have: Sequence[bool], availability: Sequence[int]) -> list[range]:
+    """Runs of pieces that this node does not have and no peer has (still to come from
+    the origin), in order."""
+    runs: list[range] = []
+    start = -1
+    for index, (had, peers) in enumerate(zip(have, availability, strict=False)):
+        if not had and peers == 0:
+            if start < 0:
+                start = index
+        elif start >= 0:
+            runs.append(range(start, index))
+            start = -1
+    if start >= 0:
+        runs.append(range(start, min(len(have), len(availability))))
+    return runs

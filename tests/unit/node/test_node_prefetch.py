@@ -28,6 +28,7 @@ from smartget.node.prefetch import (
     parse_have,
     parse_stripe,
     stripe_pieces,
+    unsourced_runs,
 )
 from smartget.node.tasks import MAX_DIGESTS_TASK_BYTES, MAX_TASK_BYTES, parse_task
 
@@ -333,3 +334,22 @@ def test_the_feeder_refuses_bytes_that_are_not_the_torrents() -> None:
         whole.update(data[:257])
     with pytest.raises(ValueError, match="no pieces"):
         PieceFeeder(0, 5, 256, 1024, hasher.digests().__getitem__, lambda i, b: None)
+
+
+def test_unsourced_runs_are_the_pieces_nobody_has_yet() -> None:
+    have = [True, False, False, False, True, False, False, False]
+    peers = [0, 0, 2, 0, 0, 0, 0, 0]
+    assert unsourced_runs(have, peers) == [range(1, 2), range(3, 4), range(5, 8)]
+    assert unsourced_runs([True] * 3, [0] * 3) == []
+    assert unsourced_runs([False] * 3, [0] * 3) == [range(3)]
+    assert unsourced_runs([], []) == []
+
+
+@given(have=st.lists(st.booleans(), max_size=60), seed=st.integers(0, 5))
+def test_unsourced_runs_cover_exactly_the_unsourced_pieces(have: list[bool], seed: int) -> None:
+    peers = [(i * 7 + seed) % 3 for i in range(len(have))]
+    runs = unsourced_runs(have, peers)
+    covered = [i for r in runs for i in r]
+    assert covered == [i for i, h in enumerate(have) if not h and peers[i] == 0]
+    assert all(len(r) > 0 for r in runs)
+    assert all(a.stop < b.start for a, b in itertools.pairwise(runs))  # apart, in order
