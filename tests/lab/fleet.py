@@ -432,18 +432,24 @@ class ProcFleet:
         run.sha1, run.torrent_url = str(made["sha1"]).lower(), str(made["torrentfileurl"])
         run.seed_ready = time.monotonic() - started
         if self.hub_host is not None:
-            await self.http.post(
-                f"{self.hub_url}/api/torrents",
-                json={"info_hash": run.sha1, "name": name},
-                headers=self.auth,
-            )
+            for tried in range(3):  # at N = 32 on two cores the hub may not accept in time
+                try:
+                    await self.http.post(
+                        f"{self.hub_url}/api/torrents",
+                        json={"info_hash": run.sha1, "name": name},
+                        headers=self.auth,
+                    )
+                    break
+                except httpx.TransportError:
+                    if tried == 2:
+                        raise
         run.nodes = [
             Progress(seed) if striped else Progress(seed, 100.0, run.seed_ready, "seeding")
         ]
         run.nodes += [Progress(n) for n in receivers]
 
         def download_args(node: NodeProc) -> dict[str, Any]:
-            have = {"have": haves[node.nodeid]} if node.nodeid in haves else {}
+            have: dict[str, Any] = {"have": haves[node.nodeid]} if node.nodeid in haves else {}
             if pipelined:
                 have = {**stripe_of[node.nodeid], "fetch_from": run.fileurl}
             return {"torrentfileurl": run.torrent_url, **have}
