@@ -65,6 +65,7 @@ from smartget.errors import MagnetError, NodeAgentError, SmartGetError, TaskErro
 from smartget.node.cache import CacheEntry, CachePolicy
 from smartget.node.magnet import Magnet, check_tracker, parse_info_hash, parse_magnet
 from smartget.node.maker import (
+    MadeTorrent,
     PieceHasher,
     make_torrent,
     piece_length_for,
@@ -357,17 +358,19 @@ class Agent:
             self._pin(made.sha1, task)
             self._cap(made.sha1, task)
             self._completed(made.sha1, str(path), str(torrent_path), made.size)
-        return TaskResult(
-            {
-                "filename": str(path),
-                "filesize": made.size,
-                "sha1": made.sha1,
-                "torrentfile": str(torrent_path),
-                "torrentfileurl": self.url_of(torrent_path),
-                "trackers": trackers,
-            },
-            retries=retries,
-        )
+        return TaskResult(self._made_args(path, made, trackers), retries=retries)
+
+    def _made_args(self, path: Path, made: MadeTorrent, trackers: list[str]) -> dict[str, Any]:
+        """A maketorrent's answer: the file, its torrent and where the torrent is served."""
+        torrent_path = path.with_name(path.name + TORRENT_SUFFIX)
+        return {
+            "filename": str(path),
+            "filesize": made.size,
+            "sha1": made.sha1,
+            "torrentfile": str(torrent_path),
+            "torrentfileurl": self.url_of(torrent_path),
+            "trackers": trackers,
+        }
 
     async def _origin_digests(self, task: Task, fileurl: str) -> Digests:
         """The pieces of ``fileurl`` from the torrent the origin publishes of it
@@ -408,14 +411,7 @@ class Agent:
         )
         torrent = self.engine.load(made.data)
         torrent_path = path.with_name(path.name + TORRENT_SUFFIX)
-        args: dict[str, Any] = {
-            "filename": str(path),
-            "filesize": made.size,
-            "sha1": made.sha1,
-            "torrentfile": str(torrent_path),
-            "torrentfileurl": self.url_of(torrent_path),
-            "trackers": trackers,
-        }
+        args = self._made_args(path, made, trackers)
         async with self._lock:
             if self.engine.has(made.sha1):
                 return self._again(made.sha1, task, args, 0)
