@@ -338,6 +338,15 @@ class Fetcher:
             return int(length)
         return None
 
+    def _check_size(self, method: str, url: str, size: int | None) -> None:
+        """A file the origin says is larger than ``max_file_size`` is refused before it comes."""
+        limit = self.max_file_size
+        if size is not None and limit is not None and size > limit:
+            raise _Permanent(
+                f"{method} {url}: {size} bytes, more than the {limit} bytes allowed "
+                f"{MAX_SIZE_LIMIT}"
+            )
+
     async def _to_memory(self, url: str, limit: int) -> bytes:
         try:
             async with self._stream(url) as resp:
@@ -367,12 +376,7 @@ class Fetcher:
         try:
             async with self._stream(url) as resp:
                 expected = self._check_status(url, resp)
-                limit = self.max_file_size
-                if expected is not None and limit is not None and expected > limit:
-                    raise _Permanent(
-                        f"GET {url}: {expected} bytes, more than the {limit} bytes allowed "
-                        f"{MAX_SIZE_LIMIT}"
-                    )
+                self._check_size("GET", url, expected)
                 tee = tee_for(expected) if tee_for is not None else None
                 with temp.open("wb") as out:
                     size = await _write_body(url, resp, out, tee, self.max_file_size)
@@ -397,11 +401,7 @@ class Fetcher:
         _check_identity("HEAD", url, resp)
         if size is None:
             raise _Permanent(f"HEAD {url}: no Content-Length: the origin does not say the size")
-        limit = self.max_file_size
-        if limit is not None and size > limit:
-            raise _Permanent(
-                f"HEAD {url}: {size} bytes, more than the {limit} bytes allowed {MAX_SIZE_LIMIT}"
-            )
+        self._check_size("HEAD", url, size)
         headers = resp.headers
         return Head(size, headers.get("etag", ""), headers.get("last-modified", ""))
 
