@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -335,9 +336,7 @@ class Agent:
         torrent_path = path.with_name(path.name + TORRENT_SUFFIX)
         async with self._lock:
             await asyncio.to_thread(write_atomic, torrent_path, made.data)
-            old = self.state.find(data_path=str(path))
-            if old is not None and old.sha1 != made.sha1:
-                await self._stop(old.sha1)
+            await self._stop_other_owner(path, made.sha1)
             self.state.put(
                 TorrentRecord(
                     sha1=made.sha1,
@@ -416,9 +415,7 @@ class Agent:
             if self.engine.has(made.sha1):
                 return self._again(made.sha1, task, args, 0)
             _file_or_nothing(path)
-            old = self.state.find(data_path=str(path))
-            if old is not None and old.sha1 != made.sha1:
-                await self._stop(old.sha1)
+            await self._stop_other_owner(path, made.sha1)
             path.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(write_atomic, torrent_path, made.data)
             self.state.put(
@@ -558,8 +555,8 @@ class Agent:
                     end=min(end * piece_length, size),
                     size=size,
                     max_retries=FEED_RETRIES,
-                    tee_for=lambda first=first, end=end: PieceFeeder(  # type: ignore[misc]
-                        first, end, piece_length, size, _piece_hash(ti), deliver
+                    tee_for=functools.partial(
+                        PieceFeeder, first, end, piece_length, size, _piece_hash(ti), deliver
                     ),
                     chunk=piece_length,  # each piece on to libtorrent as soon as it is in
                 )
@@ -918,6 +915,12 @@ class Agent:
         return TaskResult({})
 
     # ---- helpers ---------------------------------------------------------------------
+
+    async def _stop_other_owner(self, path: Path, sha1: str) -> None:
+        """Stop the torrent whose data ``path`` is, unless it is ``sha1``: made anew."""
+        old = self.state.find(data_path=str(path))
+        if old is not None and old.sha1 != sha1:
+            await self._stop(old.sha1)
 
     async def _stop(self, sha1: str) -> None:
         self._arm(sha1, None)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -130,3 +131,19 @@ def random_file(path: Path, size: int) -> Path:
 
 def task(event: str, taskid: str = "t1", **args: Any) -> dict[str, Any]:
     return {"taskid": taskid, "event": event, "expire": "", "max_retries": "", "args": args}
+
+
+async def trade_to_completion(
+    nodes: Sequence[Node], sha1: str, source: Path, relpath: str, within: float = 60
+) -> None:
+    """Connect every node to those before it, wait until each has ``sha1`` complete,
+    and check each copy (``relpath`` under its wwwroot) against ``source``."""
+    for i, node in enumerate(nodes):
+        for before in nodes[:i]:
+            node.engine.connect_peer(sha1, (before.settings.ip, before.bt_port))
+    for node in nodes:
+        await node.engine.wait_complete(sha1, within)
+    want = await asyncio.to_thread(sha256, source)
+    for node in nodes:
+        local = node.agent.roots.wwwroot / relpath
+        assert await asyncio.to_thread(sha256, local) == want, node.settings.ip

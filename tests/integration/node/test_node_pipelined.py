@@ -7,6 +7,8 @@ sends each byte once. And what goes wrong is said clearly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,11 @@ import pytest
 
 from smartget.node.maker import make_torrent, piece_length_for
 from smartget.node.prefetch import stripe_pieces
-from smartget.origin import create_app
+from smartget.node.service import Node
+from smartget.origin import ByteCounter, create_app
 from tests.helpers import wait_until
 
-from .conftest import node_settings, random_file, serve, sha256, started, task
+from .conftest import node_settings, random_file, serve, started, task, trade_to_completion
 
 pytestmark = pytest.mark.asyncio
 
@@ -35,6 +38,26 @@ async def post(api: httpx.AsyncClient, event: str, taskid: str = "t", **args: An
     return reply.json()
 
 
+def big_file(tmp_path: Path) -> tuple[Path, ByteCounter]:
+    """The origin's file, and the origin's app (its count of bytes sent)."""
+    root = tmp_path / "origin"
+    return random_file(root / "media" / "big.bin", SIZE), create_app(root)
+
+
+@contextlib.asynccontextmanager
+async def three_nodes(
+    tmp_path: Path, origin: ByteCounter
+) -> AsyncIterator[tuple[str, tuple[Node, httpx.AsyncClient], ...]]:
+    """The origin served, and three nodes whose web seeds stay held (HOLD)."""
+    async with (
+        serve(origin, ORIGIN) as origin_url,
+        started(node_settings(tmp_path, NODES[0], webseed_fallback=HOLD)) as first,
+        started(node_settings(tmp_path, NODES[1], webseed_fallback=HOLD)) as second,
+        started(node_settings(tmp_path, NODES[2], webseed_fallback=HOLD)) as third,
+    ):
+        yield origin_url, first, second, third
+
+
 async def sources(api: httpx.AsyncClient, sha1: str) -> dict[str, Any]:
     status = (await api.get("/status")).json()
     (entry,) = [t for t in status["torrents"] if t["sha1"] == sha1]
@@ -44,15 +67,8 @@ async def sources(api: httpx.AsyncClient, sha1: str) -> dict[str, Any]:
 async def test_the_origins_torrent_makes_the_push_and_each_node_feeds_its_stripe(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "origin"
-    source = random_file(root / "media" / "big.bin", SIZE)
-    origin = create_app(root)
-    async with (
-        serve(origin, ORIGIN) as origin_url,
-        started(node_settings(tmp_path, NODES[0], webseed_fallback=HOLD)) as (n0, a0),
-        started(node_settings(tmp_path, NODES[1], webseed_fallback=HOLD)) as (n1, a1),
-        started(node_settings(tmp_path, NODES[2], webseed_fallback=HOLD)) as (n2, a2),
-    ):
+    source, origin = big_file(tmp_path)
+    async with three_nodes(tmp_path, origin) as (origin_url, (n0, a0), (n1, a1), (n2, a2)):
         nodes = (n0, n1, n2)
         fileurl = f"{origin_url}/media/big.bin"
         async with httpx.AsyncClient(timeout=10) as client:  # what the origin publishes
@@ -78,15 +94,7 @@ async def test_the_origins_torrent_makes_the_push_and_each_node_feeds_its_stripe
             )  # fmt: skip
             assert reply["result"] == "success", reply
             assert reply["args"]["fetching"] == list(runs[i])
-        for node in (n1, n2):
-            node.engine.connect_peer(sha1, (NODES[0], n0.bt_port))
-        n2.engine.connect_peer(sha1, (NODES[1], n1.bt_port))
-        for node in nodes:
-            await node.engine.wait_complete(sha1, 60)
-        want = sha256(source)
-        for node in nodes:
-            local = node.agent.roots.wwwroot / "media" / "big.bin"
-            assert await asyncio.to_thread(sha256, local) == want
+        await trade_to_completion(nodes, sha1, source, "media/big.bin")
         # Each byte about once from the origin (a node done first may help with another's
         # stripe: a segment twice where they meet), its torrent twice; no web seed used.
         torrents = len(published.content) * 2
@@ -103,15 +111,8 @@ async def test_the_origins_torrent_makes_the_push_and_each_node_feeds_its_stripe
 async def test_a_stripe_nobody_fetches_is_fetched_by_the_others_once_their_own_is_in(
     tmp_path: Path,
 ) -> None:
-    root = tmp_path / "origin"
-    source = random_file(root / "media" / "big.bin", SIZE)
-    origin = create_app(root)
-    async with (
-        serve(origin, ORIGIN) as origin_url,
-        started(node_settings(tmp_path, NODES[0], webseed_fallback=HOLD)) as (n0, a0),
-        started(node_settings(tmp_path, NODES[1], webseed_fallback=HOLD)) as (n1, a1),
-        started(node_settings(tmp_path, NODES[2], webseed_fallback=HOLD)) as (n2, a2),
-    ):
+    source, origin = big_file(tmp_path)
+    async with three_nodes(tmp_path, origin) as (origin_url, (n0, a0), (n1, a1), (n2, a2)):
         fileurl = f"{origin_url}/media/big.bin"
         made = await post(
             a0, "maketorrent", "m", fileurl=fileurl, origin_torrent=f"{fileurl}.torrent",
@@ -126,13 +127,7 @@ async def test_a_stripe_nobody_fetches_is_fetched_by_the_others_once_their_own_i
             a2, "download", "d2", torrentfileurl=url, stripe=2, stripes=3, fetch_from=fileurl
         )
         assert reply["result"] == "success", reply
-        for node in (n1, n2):
-            node.engine.connect_peer(sha1, (NODES[0], n0.bt_port))
-        n2.engine.connect_peer(sha1, (NODES[1], n1.bt_port))
-        for node in (n0, n1, n2):
-            await node.engine.wait_complete(sha1, 60)
-            local = node.agent.roots.wwwroot / "media" / "big.bin"
-            assert await asyncio.to_thread(sha256, local) == sha256(source)
+        await trade_to_completion((n0, n1, n2), sha1, source, "media/big.bin")
         # Stripe 1 came from the origin through nodes 0 and 2, about once.
         assert SIZE <= origin.bytes_sent <= 1.1 * SIZE + 2 * (64 << 10)
         assert (await sources(a1, sha1))["web"] == 0

@@ -22,7 +22,15 @@ from smartget.node.service import Node
 from smartget.origin import create_app
 from tests.helpers import wait_until
 
-from .conftest import node_settings, random_file, serve, sha256, started, task
+from .conftest import (
+    node_settings,
+    random_file,
+    serve,
+    sha256,
+    started,
+    task,
+    trade_to_completion,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -136,15 +144,8 @@ async def test_three_stripes_make_one_torrent_and_the_origin_sends_each_byte_onc
             )
 
         # They trade the rest.
-        for node in (n1, n2):
-            node.engine.connect_peer(sha1, (NODES[0], n0.bt_port))
-        n2.engine.connect_peer(sha1, (NODES[1], n1.bt_port))
-        for node in nodes:
-            await node.engine.wait_complete(sha1, 60)
+        await trade_to_completion(nodes, sha1, source, "media/big.bin")
         want = sha256(source)
-        for node in nodes:
-            local = node.agent.roots.wwwroot / "media" / "big.bin"
-            assert await asyncio.to_thread(sha256, local) == want
         assert origin.bytes_sent == SIZE  # nothing more: not a byte from the web seeds
 
         # The hub sends the prefetch again: the torrent's own data, hashed, not written.

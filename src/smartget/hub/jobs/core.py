@@ -719,21 +719,8 @@ class JobBook:
         commands: list[Command] = []
         seed = job.nodes[0]
         for index, f in enumerate(job.files):
-            if f.state is FileState.PENDING and now >= f.retry_at and f.pipelined:
-                f.state, f.command_deadline = FileState.MAKING, now + MAKE_TIMEOUT
-                commands.append(
-                    MakeTorrent(
-                        job.id,
-                        index,
-                        seed.info,
-                        f.url,
-                        f.command_deadline,
-                        origin_torrent=torrent_url_of(f.url),
-                        fetch=(0, len(job.nodes)),
-                    )
-                )
-                self._dirty.add(job.id)
-            elif f.state is FileState.PENDING and now >= f.retry_at and f.striped and not f.pieces:
+            due = f.state is FileState.PENDING and now >= f.retry_at
+            if due and f.striped and not f.pipelined and not f.pieces:
                 f.state, f.command_deadline = FileState.STRIPING, now + MAKE_TIMEOUT
                 f.filesize = f.piece_length = 0
                 for node in job.nodes:
@@ -742,9 +729,11 @@ class JobBook:
                 nodes = tuple(n.info for n in job.nodes)
                 commands.append(FetchStripes(job.id, index, f.url, nodes, f.command_deadline))
                 self._dirty.add(job.id)
-            elif f.state is FileState.PENDING and now >= f.retry_at:
+            elif due:
                 f.state, f.command_deadline = FileState.MAKING, now + MAKE_TIMEOUT
-                f.attempts += 1
+                if not f.pipelined:  # the origin's torrent is a try, not an attempt
+                    f.attempts += 1
+                striped = bool(f.pieces)  # made from the stripes' digests
                 commands.append(
                     MakeTorrent(
                         job.id,
@@ -754,8 +743,10 @@ class JobBook:
                         f.command_deadline,
                         pieces=f.pieces,
                         piece_length=f.piece_length,
-                        filesize=f.filesize if f.pieces else 0,
-                        have=seed.copies[index].stripe if f.pieces else None,
+                        filesize=f.filesize if striped else 0,
+                        have=seed.copies[index].stripe if striped else None,
+                        origin_torrent=torrent_url_of(f.url) if f.pipelined else "",
+                        fetch=(0, len(job.nodes)) if f.pipelined else None,
                     )
                 )
                 self._dirty.add(job.id)
