@@ -121,6 +121,9 @@ class TorrentMaker:
         self._kept: OrderedDict[tuple[str, int, int, str], bytes] = OrderedDict()
         self._lock = asyncio.Lock()
 
+    def __len__(self) -> int:
+        return len(self._kept)
+
     async def torrent(self, path: Path, web_seed: str) -> tuple[bytes, float]:
         """The torrent of ``path``, and the file's mtime it was made at."""
         from smartget.node.maker import make_torrent  # libtorrent: only when asked
@@ -147,11 +150,17 @@ class TorrentMaker:
             return data, stat.st_mtime
 
 
-def create_app(root: Path, upload_limit: float = 0, *, torrents: bool = True) -> ByteCounter:
+def create_app(
+    root: Path,
+    upload_limit: float = 0,
+    *,
+    torrents: bool = True,
+    maker: TorrentMaker | None = None,
+) -> ByteCounter:
     """The origin's ASGI app; ``upload_limit`` bytes/s for all responses (0: none);
-    ``torrents``: answer ``NAME.torrent`` for a file NAME."""
+    ``torrents``: answer ``NAME.torrent`` for a file NAME (made by ``maker``)."""
     root = root.resolve()
-    maker = TorrentMaker()
+    maker = TorrentMaker() if maker is None else maker
 
     async def stats(request: Request) -> Response:
         return JSONResponse({"bytes_sent": counter.bytes_sent, "requests": counter.requests})
