@@ -112,6 +112,7 @@ class PushRun:
     origin_bytes: int = 0
     nodes: list[Progress] = field(default_factory=list)
     striped: bool = False  # every node fetched its stripe from the origin first
+    started_at: float = 0.0  # UNIX time of the start: nodes say when they completed in it
 
     def copy_path(self, node: NodeProc) -> Path:
         rel = unquote(urlsplit(self.torrent_url).path).lstrip("/").removesuffix(".torrent")
@@ -403,7 +404,7 @@ class ProcFleet:
         striped = striped or pipelined
         run = PushRun(f"{self.origin_url}/{name}", size, striped=striped)
         before = await self.origin_sent()
-        started = time.monotonic()
+        started, run.started_at = time.monotonic(), time.time()
         trackers = [f"{self.hub_url}/announce"] if self.hub_host is not None else []
         args: dict[str, Any] = {"fileurl": run.fileurl, "trackers": trackers}
         haves: dict[str, list[int]] = {}
@@ -480,8 +481,9 @@ class ProcFleet:
             p.percent, p.status = float(entry["percent"]), str(entry["status"])
             p.downtotal, p.uptotal = int(entry["downtotal"]), int(entry["uptotal"])
             p.error = str(entry.get("error") or "")
-            if entry["complete"]:
-                p.done_at = time.monotonic() - started
+            if entry["complete"]:  # when the node saw it complete, not when a poll did
+                completed_at = entry.get("completed_at") or time.time()
+                p.done_at = max(0.0, completed_at - run.started_at)
 
         deadline = started + within
         while True:  # a poll every ``poll`` s (not wait_until's 20 ms: N nodes answer each)

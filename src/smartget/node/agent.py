@@ -229,6 +229,7 @@ class Agent:
         self._paths: dict[str, str] = {}  # data path or .torrent of complete torrents -> sha1
         self._uploaded: dict[str, int] = {}  # sha1 -> upload total at the cache's last look
         self._restored_used: dict[str, float] = {}  # sha1 -> last use saved before a restart
+        self._completed_at: dict[str, float] = {}  # sha1 -> UNIX time this node saw it complete
         self.stripes = StripeTable()  # what the last prefetches wrote, by data path
         self._feeds: dict[str, asyncio.Task[None]] = {}  # sha1 -> its stripe's fetch
         self._handlers: dict[str, Callable[[Task], Awaitable[TaskResult]]] = {
@@ -1072,7 +1073,15 @@ class Agent:
             record = self.state.get(sha1)
             torrentfile = record.torrentfile if record else ""
             sources = self.byte_sources.totals(sha1) if self.byte_sources else None
-            torrents.append({**st.__dict__, "torrentfile": torrentfile, "sources": sources})
+            completed_at = self._completed_at.get(sha1) if st.complete else None
+            torrents.append(
+                {
+                    **st.__dict__,
+                    "torrentfile": torrentfile,
+                    "sources": sources,
+                    "completed_at": completed_at,
+                }
+            )
         # Stopped at their deadline: no longer in the engine, still the node's business.
         for record in self.state.torrents():
             if record.expired and (shown := self.report_status(record.sha1)) is not None:
@@ -1114,7 +1123,9 @@ class Agent:
     def _completed(
         self, sha1: str, data_path: str, torrentfile: str, size: int, *, used: float | None = None
     ) -> None:
-        self.cache.completed(sha1, size, time.time(), used=used)
+        now = time.time()
+        self.cache.completed(sha1, size, now, used=used)
+        self._completed_at.setdefault(sha1, now)
         self._paths[data_path] = self._paths[torrentfile] = sha1
         self._cache_wake.set()
 
@@ -1132,6 +1143,7 @@ class Agent:
         self.cache.forget(sha1)
         self._uploaded.pop(sha1, None)
         self._restored_used.pop(sha1, None)
+        self._completed_at.pop(sha1, None)
         for key in [k for k, v in self._paths.items() if v == sha1]:
             del self._paths[key]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -58,16 +59,21 @@ async def three_nodes(
         yield origin_url, first, second, third
 
 
-async def sources(api: httpx.AsyncClient, sha1: str) -> dict[str, Any]:
+async def status_entry(api: httpx.AsyncClient, sha1: str) -> dict[str, Any]:
     status = (await api.get("/status")).json()
     (entry,) = [t for t in status["torrents"] if t["sha1"] == sha1]
-    return dict(entry["sources"])
+    return dict(entry)
+
+
+async def sources(api: httpx.AsyncClient, sha1: str) -> dict[str, Any]:
+    return dict((await status_entry(api, sha1))["sources"])
 
 
 async def test_the_origins_torrent_makes_the_push_and_each_node_feeds_its_stripe(
     tmp_path: Path,
 ) -> None:
     source, origin = big_file(tmp_path)
+    began = time.time()
     async with three_nodes(tmp_path, origin) as (origin_url, (n0, a0), (n1, a1), (n2, a2)):
         nodes = (n0, n1, n2)
         fileurl = f"{origin_url}/media/big.bin"
@@ -106,6 +112,8 @@ async def test_the_origins_torrent_makes_the_push_and_each_node_feeds_its_stripe
             assert got["fallback"] == ""
             fed += got["stripe"]
         assert fed == origin.bytes_sent - torrents  # every byte fetched was counted
+        for api in (a0, a1, a2):  # when each node saw it complete (the lab times pushes so)
+            assert began <= (await status_entry(api, sha1))["completed_at"] <= time.time()
 
 
 async def test_a_stripe_nobody_fetches_is_fetched_by_the_others_once_their_own_is_in(
