@@ -26,6 +26,14 @@ origin (its link capped like the nodes'), a hub, a standalone DHT node and N nod
 4. with ``--http`` (N <= --http-max): N plain HTTP downloads of the file from the origin
    at once, through the same links; for larger N the figure is N*F/u (marked est.).
 
+Every row says what the CPU did meanwhile: the share of the machine's cores busy
+(``/proc/stat``; the kernel's work for the emulated links included) and the node
+processes' core-seconds. At N = 32 on two cores the CPU is the bottleneck, not the
+links: a push needs more core-seconds than two cores give in the bound's time, most of
+it moving packets through 34 namespaces' stacks, bridge and ``tbf`` qdiscs. ``--mtu
+9000`` (jumbo frames) has the kernel emulate a sixth of the packets, to show what the
+swarm does where the machine is less in the way; the default is the Internet's 1500.
+
 With every link at u, the seed's own fetch of the whole file takes F/u, which is the
 bound itself: a push that fetches, hashes and then shares cannot finish in less than
 about twice the bound (efficiency near 0.5 whatever the swarm does). Striped, the
@@ -33,7 +41,8 @@ origin's bytes flow to all nodes at once, but they trade only once every stripe 
 (about F/u_origin, the bound again); pipelined, they trade while the origin sends.
 
 Usage: python benchmarks/fleet.py [--nodes 8,16,32] [--size 64MiB] [--link 4MiB/s]
-    [--striped] [--whole] [--no-hub-kill] [--http] [--http-max 8]  (root; ip, tc, nft)
+    [--striped] [--whole] [--no-hub-kill] [--http] [--http-max 8] [--mtu 1500]
+    (root; ip, tc, nft)
 """
 
 from __future__ import annotations
@@ -57,12 +66,68 @@ from smartget.config import parse_size
 MiB = 1 << 20
 
 
+HZ = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+def _machine_busy() -> float:
+    """Core-seconds this machine has been busy (user, system, interrupts, steal)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields) - idle - iowait) / HZ
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
+
+
+@dataclass
+class Cpu:
+    """What the CPU did during one push: the machine's busy core-seconds and the fleet's
+    processes' (their system calls included; the kernel's packet work for the emulated
+    links mostly runs as softirq, in neither)."""
+
+    elapsed: float
+    busy: float
+    nodes: float
+
+    @property
+    def load(self) -> float:
+        return self.busy / max(1e-9, self.elapsed * CORES)
+
+
+class CpuMeter:
+    def __init__(self, fleet: ProcFleet) -> None:
+        self.fleet = fleet
+        self.started = time.monotonic()
+        self.busy = _machine_busy()
+        self.nodes = self._nodes()
+
+    def _nodes(self) -> float:
+        procs = self.fleet.procs
+        return sum(_process_cpu(p.pid) for name, p in procs.items() if name.startswith("node"))
+
+    def read(self) -> Cpu:
+        return Cpu(
+            time.monotonic() - self.started,
+            _machine_busy() - self.busy,
+            self._nodes() - self.nodes,
+        )
+
+
 @dataclass
 class Row:
     n: int
     case: str
     run: PushRun
     bound: float
+    cpu: Cpu
     http: float | None = None
     http_estimated: bool = False
 
@@ -95,7 +160,10 @@ async def http_all(lab: Lab, fleet: ProcFleet, name: str) -> float:
 
 async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Row]:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="smartget-fleet-") as tmp, Lab() as lab:
+    with (
+        tempfile.TemporaryDirectory(prefix="smartget-fleet-") as tmp,
+        Lab(mtu=args.mtu) as lab,
+    ):
         workdir = Path(tmp)
         origin, hub = lab.add_host("origin"), lab.add_host("hub")
         nodes = [lab.add_host(f"n{i}") for i in range(n)]
@@ -111,20 +179,27 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
             await fleet.wait_dht(fleet.nodes, at_least=1, within=120)
             within = 60 + 20 * size / link
             receivers = fleet.nodes[1:]
+            meter = CpuMeter(fleet)
             run = await fleet.push("a.bin", receivers, within=within, poll=1.0, pipelined=True)
+            cpu = meter.read()
             fleet.verify(run, sums["a.bin"])
-            rows.append(Row(n, "pipelined, hub up", run, run.lower_bound(link, link, None, link)))
+            bound = run.lower_bound(link, link, None, link)
+            rows.append(Row(n, "pipelined, hub up", run, bound, cpu))
             print(f"N={n} pipelined, hub up: {run.makespan:.1f} s", file=sys.stderr)
             if args.striped:
+                meter = CpuMeter(fleet)
                 run = await fleet.push("d.bin", receivers, within=within, poll=1.0, striped=True)
+                cpu = meter.read()
                 fleet.verify(run, sums["d.bin"])
                 bound = run.lower_bound(link, link, None, link)
-                rows.append(Row(n, "striped, hub up", run, bound))
+                rows.append(Row(n, "striped, hub up", run, bound, cpu))
                 print(f"N={n} striped, hub up: {run.makespan:.1f} s", file=sys.stderr)
             if args.whole:
+                meter = CpuMeter(fleet)
                 run = await fleet.push("c.bin", receivers, within=within, poll=1.0)
+                cpu = meter.read()
                 fleet.verify(run, sums["c.bin"])
-                rows.append(Row(n, "whole, hub up", run, run.lower_bound(link, link)))
+                rows.append(Row(n, "whole, hub up", run, run.lower_bound(link, link), cpu))
                 print(f"N={n} whole, hub up: {run.makespan:.1f} s", file=sys.stderr)
             if not args.no_hub_kill:
                 killed: list[float] = []
@@ -134,12 +209,14 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
                         fleet.kill("hub")
                         killed.append(elapsed)
 
+                meter = CpuMeter(fleet)
                 run = await fleet.push(
                     "b.bin", receivers, within=within, poll=1.0, during=kill, pipelined=True
                 )
+                cpu = meter.read()
                 fleet.verify(run, sums["b.bin"])
                 bound = run.lower_bound(link, link, None, link)
-                rows.append(Row(n, "hub killed at 30 %", run, bound))
+                rows.append(Row(n, "hub killed at 30 %", run, bound, cpu))
                 print(f"N={n} hub killed: {run.makespan:.1f} s", file=sys.stderr)
             if args.http and n <= args.http_max:
                 rows[0].http = await http_all(lab, fleet, "a.bin")
@@ -150,22 +227,30 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
     return rows
 
 
-def table(rows: list[Row], size: int, link: int) -> str:
+def table(rows: list[Row], size: int, link: int, mtu: int) -> str:
     head = (
         f"{'N':>3} {'case':<19} {'makespan s':>10} {'made at':>10} {'bound s':>8} "
-        f"{'efficiency':>10} {'distrib.':>8} {'origin/F':>8} {'HTTP s':>10}"
+        f"{'efficiency':>10} {'distrib.':>8} {'origin/F':>8} {'CPU busy':>8} "
+        f"{'nodes CPU s':>11} {'HTTP s':>10}"
     )
-    lines = [f"F = {size / MiB:g} MiB, every link {link / MiB:g} MiB/s both ways", head]
+    lines = [
+        f"F = {size / MiB:g} MiB, every link {link / MiB:g} MiB/s both ways, MTU {mtu}, "
+        f"{CORES} cores",
+        head,
+    ]
     for r in rows:
         http = "" if r.http is None else f"{r.http:.1f}" + (" est." if r.http_estimated else "")
         lines.append(
             f"{r.n:>3} {r.case:<19} {r.run.makespan:>10.1f} {r.run.seed_ready:>10.1f} "
             f"{r.bound:>8.1f} {r.efficiency:>10.2f} {r.distribution:>8.2f} "
-            f"{r.run.origin_bytes / size:>8.2f} {http:>10}"
+            f"{r.run.origin_bytes / size:>8.2f} {r.cpu.load:>8.0%} {r.cpu.nodes:>11.1f} "
+            f"{http:>10}"
         )
     lines.append(
         "targets (issue 14): efficiency >= 0.85 at N = 32, origin <= 1.1 F; >= 0.7 with "
-        "the hub killed at 30 % (the whole-file rows: see the docstring)"
+        "the hub killed at 30 % (the whole-file rows: see the docstring). CPU busy: the "
+        "machine's cores busy from the push's start to its end (the emulated links' packets "
+        "included); nodes CPU s: the node processes' core-seconds meanwhile"
     )
     return "\n".join(lines)
 
@@ -182,14 +267,20 @@ async def main() -> None:
     parser.add_argument("--no-hub-kill", action="store_true")
     parser.add_argument("--http", action="store_true", help="measure plain HTTP downloads")
     parser.add_argument("--http-max", type=int, default=8)
+    parser.add_argument(
+        "--mtu",
+        type=int,
+        default=1500,
+        help="the links' MTU (9000: a sixth of the packets for the kernel to emulate)",
+    )
     args = parser.parse_args()
     size, link = parse_size(args.size), parse_size(args.link.removesuffix("/s"))
     rows: list[Row] = []
     load = os.getloadavg()
     for n in (int(x) for x in args.nodes.split(",")):
         rows += await one(n, size, link, args)
-        print(table(rows, size, link), file=sys.stderr)
-    print(table(rows, size, link))
+        print(table(rows, size, link, args.mtu), file=sys.stderr)
+    print(table(rows, size, link, args.mtu))
     print(f"load average before: {load[0]:.2f}; after: {os.getloadavg()[0]:.2f} (2 cores)")
 
 

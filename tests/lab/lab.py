@@ -176,6 +176,9 @@ class Lab:
     """A lab of hosts on one bridge. ``with Lab() as lab:`` or call :meth:`close`."""
 
     prefix: str = ""
+    # The links' MTU. 1500 as on the Internet; 9000 (jumbo frames) cuts the packets the
+    # kernel emulates six-fold, where 30 hosts share two cores (benchmarks/fleet.py).
+    mtu: int = 1500
     hosts: dict[str, Host] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _veth: dict[str, str] = field(default_factory=dict)  # host name -> bridge-side veth
@@ -197,7 +200,7 @@ class Lab:
         with contextlib.suppress(ValueError):  # not in the main thread: atexit only
             signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            _run("ip", "link", "add", self.bridge, "mtu", str(self.mtu), "type", "bridge")
             _run("ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
         except BaseException:
@@ -227,7 +230,10 @@ class Lab:
         netns = f"{self.prefix}-{name}"
         veth = f"{self.prefix}v{index}"
         _run("ip", "netns", "add", netns)
-        _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _run(
+            "ip", "link", "add", veth, "mtu", str(self.mtu), "type", "veth",
+            "peer", "name", "eth0", "mtu", str(self.mtu), "netns", netns,
+        )  # fmt: skip
         _run("ip", "link", "set", veth, "master", self.bridge, "up")
         ns = ("ip", "netns", "exec", netns)
         _run(*ns, "ip", "addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0")

@@ -97,3 +97,36 @@ def test_a_lab_whose_owner_died_is_swept(tmp_path: Path) -> None:
     assert leftovers(prefix)  # kill -9: no cleanup ran
     assert prefix in sweep()
     assert leftovers(prefix) == []
+
+
+def test_jumbo_frames_cross_the_lab_whole() -> None:
+    with Lab(mtu=9000) as lab:
+        a, b = lab.add_host("a"), lab.add_host("b")
+        for argv, mark in (
+            (a.argv("ip", "-o", "link", "show", "eth0"), "eth0"),
+            (["ip", "-o", "link", "show"], lab.prefix),  # the bridge and its veths
+        ):
+            shown = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            ours = [line for line in shown.splitlines() if mark in line]
+            assert ours
+            assert all(" mtu 9000 " in line for line in ours), ours
+        # 8972 bytes of UDP fill a 9000-byte packet; sent "do not fragment", they arrive whole
+        receive = (
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('0.0.0.0', 9999)); s.settimeout(10); print(len(s.recv(65536)))"
+        )
+        sink = subprocess.Popen(b.argv(sys.executable, "-c", receive), stdout=subprocess.PIPE)
+        send = (
+            "import socket, sys, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.setsockopt(socket.IPPROTO_IP, 10, 2)\n"  # IP_MTU_DISCOVER: IP_PMTUDISC_DO
+            "for _ in range(50):\n"
+            "    s.sendto(b'x' * 8972, (sys.argv[1], 9999)); time.sleep(0.1)"
+        )
+        sender = subprocess.Popen(a.argv(sys.executable, "-c", send, b.ip))
+        try:
+            out, _ = sink.communicate(timeout=20)
+        finally:
+            for proc in (sink, sender):
+                proc.kill()
+                proc.wait(timeout=10)
+        assert out.strip() == b"8972"
