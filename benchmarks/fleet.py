@@ -103,22 +103,42 @@ class Cpu:
 
 
 class CpuMeter:
+    """Reads the CPU at the push's start and at each poll while a node is still at it
+    (``during``): the push's figures are those of the last such poll, so the seconds
+    after the last copy completed (the origin's count read, the hub restarting) are
+    left out."""
+
     def __init__(self, fleet: ProcFleet) -> None:
         self.fleet = fleet
         self.started = time.monotonic()
         self.busy = _machine_busy()
         self.nodes = self._nodes()
+        self.last = Cpu(0.0, 0.0, 0.0)
 
     def _nodes(self) -> float:
         procs = self.fleet.procs
         return sum(_process_cpu(p.pid) for name, p in procs.items() if name.startswith("node"))
 
-    def read(self) -> Cpu:
-        return Cpu(
-            time.monotonic() - self.started,
-            _machine_busy() - self.busy,
-            self._nodes() - self.nodes,
-        )
+    async def during(self, run: PushRun, elapsed: float) -> None:
+        if any(p.done_at is None for p in run.nodes):
+            self.last = Cpu(
+                time.monotonic() - self.started,
+                _machine_busy() - self.busy,
+                self._nodes() - self.nodes,
+            )
+
+
+async def settle(n: int, within: float = 90.0, quiet: float = 0.25) -> None:
+    """Wait (at most ``within`` s) until the machine is quiet: less than ``quiet`` of its
+    cores busy for a second. N nodes just started still import, bootstrap their DHT and
+    register; a fleet is up long before its pushes, and their start is no part of one."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        before = _machine_busy()
+        await asyncio.sleep(1.0)
+        if _machine_busy() - before < quiet * CORES:
+            break
+    print(f"N={n}: quiet after {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 
 @dataclass
@@ -177,27 +197,34 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
             sums = {name: make_file(workdir / "origin" / name, size) for name in names}
             await fleet.start_all()
             await fleet.wait_dht(fleet.nodes, at_least=1, within=120)
+            await settle(n)
             within = 60 + 20 * size / link
             receivers = fleet.nodes[1:]
             meter = CpuMeter(fleet)
-            run = await fleet.push("a.bin", receivers, within=within, poll=1.0, pipelined=True)
-            cpu = meter.read()
+            run = await fleet.push(
+                "a.bin", receivers, within=within, poll=1.0, pipelined=True, during=meter.during
+            )
+            cpu = meter.last
             fleet.verify(run, sums["a.bin"])
             bound = run.lower_bound(link, link, None, link)
             rows.append(Row(n, "pipelined, hub up", run, bound, cpu))
             print(f"N={n} pipelined, hub up: {run.makespan:.1f} s", file=sys.stderr)
             if args.striped:
                 meter = CpuMeter(fleet)
-                run = await fleet.push("d.bin", receivers, within=within, poll=1.0, striped=True)
-                cpu = meter.read()
+                run = await fleet.push(
+                    "d.bin", receivers, within=within, poll=1.0, striped=True, during=meter.during
+                )
+                cpu = meter.last
                 fleet.verify(run, sums["d.bin"])
                 bound = run.lower_bound(link, link, None, link)
                 rows.append(Row(n, "striped, hub up", run, bound, cpu))
                 print(f"N={n} striped, hub up: {run.makespan:.1f} s", file=sys.stderr)
             if args.whole:
                 meter = CpuMeter(fleet)
-                run = await fleet.push("c.bin", receivers, within=within, poll=1.0)
-                cpu = meter.read()
+                run = await fleet.push(
+                    "c.bin", receivers, within=within, poll=1.0, during=meter.during
+                )
+                cpu = meter.last
                 fleet.verify(run, sums["c.bin"])
                 rows.append(Row(n, "whole, hub up", run, run.lower_bound(link, link), cpu))
                 print(f"N={n} whole, hub up: {run.makespan:.1f} s", file=sys.stderr)
@@ -205,6 +232,7 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
                 killed: list[float] = []
 
                 async def kill(run: PushRun, elapsed: float) -> None:
+                    await meter.during(run, elapsed)
                     if not killed and any(p.percent >= 30 for p in run.nodes):
                         fleet.kill("hub")
                         killed.append(elapsed)
@@ -213,7 +241,7 @@ async def one(n: int, size: int, link: int, args: argparse.Namespace) -> list[Ro
                 run = await fleet.push(
                     "b.bin", receivers, within=within, poll=1.0, during=kill, pipelined=True
                 )
-                cpu = meter.read()
+                cpu = meter.last
                 fleet.verify(run, sums["b.bin"])
                 bound = run.lower_bound(link, link, None, link)
                 rows.append(Row(n, "hub killed at 30 %", run, bound, cpu))
