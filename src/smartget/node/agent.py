@@ -459,7 +459,8 @@ class Agent:
         if old is not None:
             old.cancel()
         feed = asyncio.create_task(
-            self._feed(sha1, torrent.info, url, range(first, end)), name=f"stripe {sha1}"
+            self._feed(sha1, torrent.info, url, range(first, end), stripes),
+            name=f"stripe {sha1}",
         )
         self._feeds[sha1] = feed
         feed.add_done_callback(
@@ -467,9 +468,10 @@ class Agent:
         )
         return [first, end]
 
-    async def _feed(self, sha1: str, ti: Any, url: str, pieces: range) -> None:
-        """Fetch ``pieces`` of ``url`` into the torrent, then help with the pieces still to
-        come from the origin, at most as many bytes again (node/prefetch.py)."""
+    async def _feed(self, sha1: str, ti: Any, url: str, pieces: range, stripes: int) -> None:
+        """Fetch ``pieces`` (this node's stripe of ``stripes``) of ``url`` into the torrent,
+        then help with the pieces still to come from the origin, at most as many bytes
+        again (node/prefetch.py)."""
         piece_length = _layout(ti)[2]
         began = time.monotonic()
         fed = await self._fetch_pieces(sha1, ti, url, pieces)
@@ -499,7 +501,11 @@ class Agent:
             # being fetched from their start: helped from a point in their second part.
             since = {r.start: since.get(r.start, now) for r in unsourced}
             stalled = [r for r in unsourced if now - since[r.start] >= HELP_STALLED]
-            runs = stalled or [r for r in unsourced if len(r) >= HELP_MIN_RUN]
+            # Connected to fewer peers than the push has other nodes (SWARM_CONNECTIONS),
+            # "no peer has it" means none of ours: a run still being fetched may be had
+            # by peers out of sight, and helping would fetch it again. Stalled runs only.
+            seen_all = engine.status(sha1).numpeers >= stripes - 1
+            runs = stalled or ([r for r in unsourced if len(r) >= HELP_MIN_RUN] if seen_all else [])
             if not runs:
                 await asyncio.sleep(HELP_POLL)
                 continue

@@ -63,6 +63,7 @@ from smartget.errors import TorrentError
 from smartget.node.policy import (
     DEFAULT_PRIORITY,
     REQUEST_QUEUE,
+    SWARM_CONNECTIONS,
     SWARM_UNCHOKE_SLOTS,
     UNCAPPED_REQUEST_QUEUE,
     YOUNG_CHECK,
@@ -329,6 +330,7 @@ class Engine:
                 had = True
         atp.ti = ti
         atp.save_path = str(save_path)
+        atp.max_connections = SWARM_CONNECTIONS
         flags = atp.flags if resume else lt.torrent_flags.default_flags
         flags &= ~lt.torrent_flags.auto_managed
         flags &= ~lt.torrent_flags.paused
@@ -380,6 +382,7 @@ class Engine:
         atp.info_hashes = lt.info_hash_t(lt.sha1_hash(bytes.fromhex(sha1)))
         atp.trackers = list(trackers)
         atp.save_path = str(save_path)
+        atp.max_connections = SWARM_CONNECTIONS
         if rename_to:
             atp.name = rename_to
         flags = lt.torrent_flags.default_flags

@@ -10,6 +10,7 @@ import pytest
 
 from smartget.node.engine import load_torrent
 from smartget.node.maker import make_torrent
+from smartget.node.policy import SWARM_CONNECTIONS
 
 from .conftest import node_settings, random_file, sha256, started, task
 
@@ -39,6 +40,9 @@ async def test_upload_limit_applies_to_loopback_peers(tmp_path: Path) -> None:
         elapsed = time.monotonic() - start
         # 2 MiB at 512 KiB/s: about 4 s; unlimited on loopback it takes well under 1 s.
         assert elapsed > 2.5, f"the upload limit did not apply: {elapsed:.2f} s"
+        # Each torrent keeps at most SWARM_CONNECTIONS peers (a made one and a downloaded).
+        for node in (seed, leech):
+            assert node.engine.handles[sha1].max_connections() == SWARM_CONNECTIONS
 
 
 async def test_multi_file_torrent_lands_at_the_url_path(
