@@ -74,6 +74,7 @@ from smartget.node.maker import (
     write_atomic,
 )
 from smartget.node.paths import Roots, prune_empty_dirs, remove_file, url_relpath
+from smartget.node.policy import SWARM_CONNECTIONS
 from smartget.node.prefetch import (
     Digests,
     PieceFeeder,
@@ -501,11 +502,11 @@ class Agent:
             # being fetched from their start: helped from a point in their second part.
             since = {r.start: since.get(r.start, now) for r in unsourced}
             stalled = [r for r in unsourced if now - since[r.start] >= HELP_STALLED]
-            # Connected to fewer peers than the push has other nodes (SWARM_CONNECTIONS),
-            # "no peer has it" means none of ours: a run still being fetched may be had
-            # by peers out of sight, and helping would fetch it again. Stalled runs only.
-            seen_all = engine.status(sha1).numpeers >= stripes - 1
-            runs = stalled or ([r for r in unsourced if len(r) >= HELP_MIN_RUN] if seen_all else [])
+            # A push of more nodes than a torrent keeps peers (SWARM_CONNECTIONS): "no
+            # peer has it" means none of ours; a run still being fetched may be had by
+            # peers out of sight, and helping would fetch it again. Stalled runs only.
+            sees_all = stripes - 1 <= SWARM_CONNECTIONS
+            runs = stalled or ([r for r in unsourced if len(r) >= HELP_MIN_RUN] if sees_all else [])
             if not runs:
                 await asyncio.sleep(HELP_POLL)
                 continue
