@@ -136,8 +136,10 @@ async def test_a_stripe_nobody_fetches_is_fetched_by_the_others_once_their_own_i
         )
         assert reply["result"] == "success", reply
         await trade_to_completion((n0, n1, n2), sha1, source, "media/big.bin")
-        # Stripe 1 came from the origin through nodes 0 and 2, about once.
-        assert SIZE <= origin.bytes_sent <= 1.1 * SIZE + 2 * (64 << 10)
+        # Stripe 1 came from the origin through nodes 0 and 2, about once: both may take
+        # the stalled stripe from its start at the same moment and fetch its first
+        # segments twice (seen: 1.14 x SIZE once in ~100 runs), as in the lab's faults.
+        assert SIZE <= origin.bytes_sent <= 1.2 * SIZE + 2 * (64 << 10)
         assert (await sources(a1, sha1))["web"] == 0
 
 
