@@ -422,12 +422,30 @@ class Engine:
             head = b"8:announce%d:%s13:announce-listl%se" % (len(first), first, tiers)
         return b"d" + head + b"4:info" + info + b"e"
 
+    async def checked(self, sha1: str, within: float) -> bool:
+        """Wait (at most ``within`` s) until libtorrent has checked the torrent: it drops
+        pieces handed to a torrent still checking (add_piece). True once checked."""
+        handle = self.handles.get(sha1)
+        if handle is None:
+            return False
+        if handle.status().state not in CHECKING:
+            return True
+        future = self._wait_for("checked", sha1)
+        try:
+            await asyncio.wait_for(future, within)
+        except TimeoutError:
+            self._forget_waiter("checked", sha1, future)  # removed meanwhile, maybe
+            return False
+        return True
+
     def add_piece(self, sha1: str, index: int, data: bytes) -> bool:
         """Hand libtorrent one piece fetched outside it (a pipelined push's stripe): it
         checks the piece, writes it and offers it to the peers. False if ``sha1`` does not
-        run. Safe from any thread (libtorrent's handle calls are)."""
+        run or is being checked (libtorrent would drop the piece: see :meth:`checked`).
+        Safe from any thread (libtorrent's handle calls are)."""
         handle = self.handles.get(sha1)
-        if handle is None:
+        # status(0): the state alone, not the optional fields (once a piece)
+        if handle is None or handle.status(0).state in CHECKING:
             return False
         handle.add_piece(index, data, 0)
         return True
@@ -769,6 +787,13 @@ class Engine:
         self._waiters.setdefault((kind, sha1), []).append(future)
         return future
 
+    def _forget_waiter(self, kind: str, sha1: str, future: asyncio.Future[Any]) -> None:
+        waiting = self._waiters.get((kind, sha1), [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._waiters.pop((kind, sha1), None)
+
     def _resolve(self, kind: str, sha1: str, value: Any = None) -> None:
         for future in self._waiters.pop((kind, sha1), []):
             if not future.done():
@@ -813,6 +838,8 @@ class Engine:
             if sha1 not in self.handles:
                 return
             st = alert.handle.status()
+            if st.state not in CHECKING:
+                self._resolve("checked", sha1)
             finished = st.state in (
                 lt.torrent_status.states.finished,
                 lt.torrent_status.states.seeding,
@@ -866,6 +893,11 @@ class Engine:
             log.warning("torrent: %s", alert.message())
 
 
+# libtorrent's states before a torrent takes pieces (add_piece drops them meanwhile)
+CHECKING = (
+    lt.torrent_status.states.checking_files,
+    lt.torrent_status.states.checking_resume_data,
+)
 FAILED = "failed"  # the collector's status of a download libtorrent stopped on an error
 DHT_ANNOUNCE_INTERVAL = 60  # seconds between announces of all torrents (libtorrent: 900)
 DHT_STATS_TICKS = 20  # count the DHT's nodes every 20 ticks (2 s)

@@ -80,3 +80,29 @@ async def test_multi_file_torrent_lands_at_the_url_path(
         ).json()
         assert body["result"] == "success", body
         assert list(node.settings.wwwroot.iterdir()) == []
+
+
+async def test_a_piece_is_never_dropped_while_the_torrent_is_checked(tmp_path: Path) -> None:
+    """libtorrent drops some pieces handed to it (add_piece) while a torrent checks its
+    resume data, the first 10-100 ms after it is added: the engine refuses them, and
+    ``checked`` waits until they are taken."""
+    source = random_file(tmp_path / "src" / "p.bin", 1 << 20)
+    made = await asyncio.to_thread(make_torrent, source)
+    length = load_torrent(made.data).piece_length()
+    data = source.read_bytes()
+    pieces = [data[i : i + length] for i in range(0, len(data), length)]
+    trials, refused = 20, 0
+    async with started(node_settings(tmp_path, "127.0.3.64")) as (node, _):
+        engine = node.engine
+        for trial in range(trials):
+            sha1 = engine.add(load_torrent(made.data), tmp_path / f"dst{trial}")
+            early = [engine.add_piece(sha1, index, pieces[index]) for index in range(4)]
+            refused += early.count(False)
+            assert await engine.checked(sha1, within=10)
+            for index, piece in enumerate(pieces):
+                if index >= len(early) or not early[index]:
+                    assert engine.add_piece(sha1, index, piece)
+            # every piece taken is had: the torrent completes from them alone
+            await engine.wait_complete(sha1, 10)
+            assert await engine.remove(sha1)
+    print(f"{refused} of {4 * trials} early pieces refused while the torrent was checked")
