@@ -105,6 +105,9 @@ MAX_TIMER = 60.0
 EXPIRE_RETRY = 10.0
 CACHE_TICK = 5.0  # seconds between the cache's looks at upload totals and its saves
 EVICTIONS_SHOWN = 100  # the last evictions GET /status lists
+# Seconds a stripe's fetch waits for libtorrent to check a torrent just added (some
+# 10-100 ms; the pieces of a fetch started sooner were dropped: demo 0.83 -> 0.31).
+CHECK_WAIT = 10.0
 FEED_RETRIES = 3  # tries of a pipelined stripe's GET before peers and web seeds bring it
 HELP_POLL = 0.5  # seconds between a helper's looks for pieces nobody has
 # A node helps no sooner than this after its stripe began: its peers must have joined
@@ -149,6 +152,8 @@ class TorrentEngine(Protocol):
     ) -> str: ...
 
     def torrent_bytes(self, sha1: str) -> bytes | None: ...
+
+    async def checked(self, sha1: str, within: float) -> bool: ...
 
     def add_piece(self, sha1: str, index: int, data: bytes) -> bool: ...
 
@@ -379,12 +384,15 @@ class Agent:
         url = task.arg("origin_torrent")
         if not fileurl:
             raise TaskError("args.origin_torrent needs args.fileurl, the file it describes")
-        fetched = await self.fetcher.fetch_small(url, max_retries=task.max_retries)
+        # Both at once: a push waits for them (one round trip to the origin less).
+        fetched, head = await asyncio.gather(
+            self.fetcher.fetch_small(url, max_retries=task.max_retries),
+            self.fetcher.head(fileurl, max_retries=task.max_retries),
+        )
         ti = self.engine.load(fetched.body).info
         files, size, piece_length = _layout(ti)
         if files != 1:
             raise TorrentError(f"{url} is a torrent of {files} files, not of one file")
-        head = await self.fetcher.head(fileurl, max_retries=task.max_retries)
         if head.size != size:
             raise TorrentError(
                 f"{url} describes {size:,} bytes; {fileurl} has {head.size:,} "
@@ -475,6 +483,15 @@ class Agent:
         again (node/prefetch.py)."""
         piece_length = _layout(ti)[2]
         began = time.monotonic()
+        if not await self.engine.checked(sha1, within=CHECK_WAIT):
+            if self.engine.has(sha1):  # libtorrent would drop every piece handed to it
+                log.warning(
+                    "torrent %s: still being checked after %.0f s; its stripe is left to "
+                    "peers and web seeds",
+                    sha1,
+                    CHECK_WAIT,
+                )
+            return
         fed = await self._fetch_pieces(sha1, ti, url, pieces)
         if fed is None:
             return
@@ -491,6 +508,10 @@ class Agent:
         rng = random.Random()
         await asyncio.sleep(max(0.0, began + HELP_AFTER - time.monotonic()))
         until = time.monotonic() + HELP_FOR
+        # A push of more nodes than a torrent keeps peers (SWARM_CONNECTIONS): "no peer
+        # has it" means none of ours; a run still being fetched may be had by peers out
+        # of sight, and helping would fetch it again. Stalled runs only.
+        sees_all = stripes - 1 <= SWARM_CONNECTIONS
         engine = self.engine
         since: dict[int, float] = {}  # where a run nobody has begins -> since when
         while budget >= piece_length and time.monotonic() < until:
@@ -502,10 +523,6 @@ class Agent:
             # being fetched from their start: helped from a point in their second part.
             since = {r.start: since.get(r.start, now) for r in unsourced}
             stalled = [r for r in unsourced if now - since[r.start] >= HELP_STALLED]
-            # A push of more nodes than a torrent keeps peers (SWARM_CONNECTIONS): "no
-            # peer has it" means none of ours; a run still being fetched may be had by
-            # peers out of sight, and helping would fetch it again. Stalled runs only.
-            sees_all = stripes - 1 <= SWARM_CONNECTIONS
             runs = stalled or ([r for r in unsourced if len(r) >= HELP_MIN_RUN] if sees_all else [])
             if not runs:
                 await asyncio.sleep(HELP_POLL)
