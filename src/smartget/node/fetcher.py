@@ -334,7 +334,7 @@ class Fetcher:
             )
             raise cls(f"{method} {url} answered HTTP {resp.status_code}")
         length = resp.headers.get("content-length")
-        if length is not None and length.isdigit():
+        if length is not None and length.isascii() and length.isdigit():
             return int(length)
         return None
 

@@ -225,9 +225,10 @@ class HubClient:
         if lines[0].startswith("400") and "exists" in " ".join(lines[1:]).lower():
             await self._text(f"deregister {self.info.port}")
             lines = await self._text(f"register {self.info.port}")
-        if not lines[0].startswith("200") or len(lines) < 2 or not lines[1].isdigit():
+        number = lines[1] if len(lines) > 1 else ""
+        if not lines[0].startswith("200") or not (number.isascii() and number.isdigit()):
             raise HubError(f"hub refused register: {' / '.join(lines)[:200]}")
-        return int(lines[1])
+        return int(number)
 
     async def _text(self, command: str, *, forgotten_ok: bool = True) -> list[str]:
         address = self.text_address

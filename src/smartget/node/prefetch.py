@@ -86,7 +86,7 @@ def stripe_pieces(size: int, piece_length: int, stripe: int, stripes: int) -> tu
 def _whole(args: Mapping[str, Any], name: str, low: int, high: int) -> int:
     """``args[name]``: a whole number (or its decimal string) from ``low`` to ``high``."""
     value = args.get(name)
-    if isinstance(value, str) and value.strip().isdigit() and len(value) < 20:
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit() and len(value) < 20:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         shown = "missing" if value is None else f"{type(value).__name__} {str(value)[:32]!r}"

@@ -162,7 +162,7 @@ def _parse_retries(value: Any) -> int:
     if isinstance(value, bool):
         raise TaskError(f"max_retries must be a whole number, got {value}")
     if isinstance(value, str):
-        if not value.strip().isdigit():
+        if not (value.isascii() and value.strip().isdigit()):
             raise TaskError(f"max_retries must be a whole number, got {value[:32]!r}")
         value = int(value)
     if not isinstance(value, int) or value < 0:

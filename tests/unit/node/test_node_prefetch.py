@@ -90,6 +90,7 @@ def test_stripe_args() -> None:
         ({"stripe": True, "stripes": 2}, "args.stripe must be a whole number .* got bool"),
         ({"stripe": 1.0, "stripes": 2}, "got float"),
         ({"stripe": "-1", "stripes": 2}, "got str '-1'"),
+        ({"stripe": 0, "stripes": "\u00b2"}, "got str '\u00b2'"),  # isdigit, not int()'s
     ],
 )
 def test_bad_stripe_args(args: dict[str, Any], match: str) -> None:

@@ -73,6 +73,12 @@ def test_max_retries(value: object, expected: int) -> None:
     assert parse_task({"event": "shutdownall", "max_retries": value}, NOW).max_retries == expected
 
 
+@pytest.mark.parametrize("value", ["-1", "2.5", "\u00b2", "\u0663"])  # superscript, Arabic 3
+def test_bad_max_retries(value: str) -> None:
+    with pytest.raises(TaskError, match="max_retries must be a whole number"):
+        parse_task({"event": "shutdownall", "max_retries": value}, NOW)
+
+
 def test_route_event() -> None:
     assert parse_task(b'{"args": {}}', NOW, event="download").event == "download"
     with pytest.raises(TaskError, match="sent to the /download route"):
