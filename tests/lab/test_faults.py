@@ -132,9 +132,10 @@ async def test_a_striped_push_completes_with_its_hub_killed_at_30_percent(
     assert done
     assert all(p.done_at is not None for p in run.nodes)  # the seed downloads too
     fleet.verify(run, expected)
-    # Each stripe crossed the origin's link about once (pipelined: a segment twice where
-    # a helper met a stripe's own fetch); striped, no node took its stripe from peers.
-    assert SIZE <= run.origin_bytes <= 1.1 * SIZE
+    # Each stripe crossed the origin's link about once; striped, no node took its stripe
+    # from peers. Pipelined, a segment twice where a helper met a stripe's own fetch: of
+    # 8 MiB, 1.00-1.06 F in 6 runs and 1.14 F once in a whole-suite run.
+    assert SIZE <= run.origin_bytes <= (1.1 if mode == "striped" else 1.2) * SIZE
     if mode == "striped":
         assert all(p.downtotal <= SIZE - SIZE // 5 // 2 for p in run.nodes), run.nodes
     assert run.makespan < 90
