@@ -228,6 +228,7 @@ class Engine:
             "active_limit": -1,
             "active_seeds": -1,
             "active_downloads": -1,
+            "aio_threads": s.disk_threads,
         } | swarm_tuning(s)
 
     async def start(self) -> None:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_upload_limit_applies_to_loopback_peers(tmp_path: Path) -> None:
-    settings = node_settings(tmp_path, "127.0.3.60", upload_limit=512 << 10)
+    settings = node_settings(tmp_path, "127.0.3.60", upload_limit=512 << 10, disk_threads=3)
     async with (
         started(settings) as (seed, seed_api),
         started(node_settings(tmp_path, "127.0.3.61")) as (leech, leech_api),
@@ -43,6 +43,9 @@ async def test_upload_limit_applies_to_loopback_peers(tmp_path: Path) -> None:
         # Each torrent keeps at most SWARM_CONNECTIONS peers (a made one and a downloaded).
         for node in (seed, leech):
             assert node.engine.handles[sha1].max_connections() == SWARM_CONNECTIONS
+        # --disk-threads is libtorrent's aio_threads (2 by default, libtorrent's 10)
+        assert seed.engine._session.get_settings()["aio_threads"] == 3
+        assert leech.engine._session.get_settings()["aio_threads"] == 2
 
 
 async def test_multi_file_torrent_lands_at_the_url_path(
