@@ -180,23 +180,28 @@ def test_jobs_and_events_are_bounded() -> None:
 def test_a_pipelined_file_is_made_from_the_origins_torrent_and_each_node_fetches_a_stripe() -> None:
     book = JobBook()
     job = book.submit(parse_spec(urls=["http://o/a?v=1"], nodes=3), "j", 0.0)
-    (make,) = book.poll(0.0, fleet)
+    make, *starts = [c for c in book.poll(0.0, fleet) if not isinstance(c, PingNode)]
     assert isinstance(make, MakeTorrent)
     assert make.node.nodeid == job.nodes[0].nodeid
     assert (make.origin_torrent, make.fetch, make.pieces) == ("http://o/a.torrent?v=1", (0, 3), "")
     assert job.files[0].pipelined
     assert job.files[0].striped
+    # The other nodes make the same torrent from the origin's at once, not after the seed.
+    assert [(s.node.nodeid, s.fetch, s.origin_torrent, s.url, s.sha1) for s in starts] == [
+        (job.nodes[1].nodeid, (1, 3), "http://o/a.torrent?v=1", "http://o/a?v=1", ""),
+        (job.nodes[2].nodeid, (2, 3), "http://o/a.torrent?v=1", "http://o/a?v=1", ""),
+    ]
+    assert all(isinstance(s, StartDownload) for s in starts)
+    book.started("j", job.nodes[1].nodeid, 0, "", 0.9, sha1=SHA1)  # before the seed's answer
     book.made("j", 0, 1.0, sha1=SHA1, filesize=1000, torrent_url="u0")
     assert job.nodes[0].copies[0].state.value == "downloading"
     (made,) = [e for e in book.events["j"] if e.kind == "made"]
     assert "made from the origin's" in made.text
-    starts = [c for c in book.poll(1.0, fleet) if isinstance(c, StartDownload)]
-    assert [(s.node.nodeid, s.fetch, s.have, s.url) for s in starts] == [
-        (job.nodes[1].nodeid, (1, 3), None, "http://o/a?v=1"),
-        (job.nodes[2].nodeid, (2, 3), None, "http://o/a?v=1"),
-    ]
+    assert not [c for c in book.poll(1.0, fleet) if isinstance(c, StartDownload)]
+    book.started("j", job.nodes[2].nodeid, 0, "", 1.1, sha1=SHA1)  # after it
+    assert [n.copies[0].state.value for n in job.nodes] == ["downloading"] * 3
+    assert [n.copies[0].attempts for n in job.nodes] == [1, 1, 1]
     for node in job.nodes:
-        book.started("j", node.nodeid, 0, "downloading", 1.5)
         book.progress("j", node.nodeid, 0, 2.0, percent=100.0, status="seeding")
     (first,) = [c for c in book.poll(2.0, fleet) if isinstance(c, VerifyCopy)]
     assert not book.settles_file("j", first.node.nodeid, 0)
@@ -219,9 +224,10 @@ def test_without_a_torrent_at_the_origin_the_stripes_are_fetched_first() -> None
     book.poll(0.0, fleet)
     restored = JobBook()  # a hub killed while the seed made it asks again
     restored.restore([Job.from_dict(job.to_dict())], {})
-    (again,) = restored.poll(1.0, fleet)
-    assert isinstance(again, MakeTorrent)
-    assert again.origin_torrent
+    again = [c for c in restored.poll(1.0, fleet) if not isinstance(c, PingNode)]
+    assert [type(c) for c in again] == [MakeTorrent, StartDownload]
+    assert all(c.origin_torrent for c in again)  # type: ignore[union-attr]
+    book.start_failed("j", job.nodes[1].nodeid, 0, "HTTP 404", 1.0)  # its early start
     book.make_failed("j", 0, "GET http://o/a.torrent answered HTTP 404", 1.0)
     assert not job.files[0].pipelined
     assert job.files[0].striped
@@ -230,6 +236,59 @@ def test_without_a_torrent_at_the_origin_the_stripes_are_fetched_first() -> None
     assert "stripe first" in event.text
     assert [type(c) for c in book.poll(1.0, fleet)] == [FetchStripes]
     assert job.files[0].attempts == 0  # not a failed attempt at making it
+    assert [n.copies[0].attempts for n in job.nodes] == [0, 0]  # nor at starting a copy
+    assert [n.copies[0].state.value for n in job.nodes] == ["pending"] * 2
+
+
+def test_a_copy_started_early_is_started_again_when_the_seeds_make_fails_first() -> None:
+    """The seed's answer (no torrent at the origin) before the node's: the early copy
+    waits for the stripes, with no attempt spent and nothing to stop."""
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)
+    book.poll(0.0, fleet)
+    book.make_failed("j", 0, "HTTP 404", 1.0)
+    book.start_failed("j", job.nodes[1].nodeid, 0, "HTTP 404", 1.1)  # too late: ignored
+    copy = job.nodes[1].copies[0]
+    assert (copy.state.value, copy.attempts, copy.history) == ("pending", 0, [])
+    assert not job.stops
+
+
+def test_a_copy_started_early_whose_torrent_is_not_the_seeds_fails_and_is_stopped() -> None:
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=3), "j", 0.0)
+    book.poll(0.0, fleet)
+    other = "b" * 40
+    book.started("j", job.nodes[1].nodeid, 0, "", 0.5, sha1=other)  # before the seed's
+    book.made("j", 0, 1.0, sha1=SHA1, filesize=1000, torrent_url="u0")
+    book.started("j", job.nodes[2].nodeid, 0, "", 1.5, sha1=other)  # after it
+    for node in job.nodes[1:]:
+        copy = node.copies[0]
+        assert copy.state.value == "pending"  # tried again the usual way
+        assert f"the torrent it made from the origin's is {other}, the seed's {SHA1}" in (
+            copy.reason
+        )
+    assert sorted(job.stops) == sorted((n.nodeid, other) for n in job.nodes[1:])
+    starts = [c for c in book.poll(10.0, fleet) if isinstance(c, StartDownload)]
+    assert [(s.torrent_url, s.sha1, s.origin_torrent) for s in starts] == [("u0", SHA1, "")] * 2
+
+
+def test_a_copy_that_could_not_start_early_starts_once_the_torrent_is_made() -> None:
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)
+    book.poll(0.0, fleet)
+    book.start_failed("j", job.nodes[1].nodeid, 0, "no space left on device", 0.5)
+    (event,) = [e for e in book.events["j"] if e.kind == "early-start-failed"]
+    assert "no space left on device" in event.text
+    assert job.nodes[1].copies[0].attempts == 0
+    assert not [c for c in book.poll(0.6, fleet) if isinstance(c, StartDownload)]
+    book.made("j", 0, 1.0, sha1=SHA1, filesize=1000, torrent_url="u0")
+    (start,) = [c for c in book.poll(1.0, fleet) if isinstance(c, StartDownload)]
+    assert (start.node.nodeid, start.torrent_url, start.origin_torrent) == (
+        job.nodes[1].nodeid,
+        "u0",
+        "",
+    )
+    assert job.nodes[1].copies[0].attempts == 1
 
 
 # -- striped files: every node fetches its stripe, the seed makes the torrent from them ----

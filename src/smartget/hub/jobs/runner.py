@@ -431,6 +431,8 @@ class JobRunner:
                 await self._fetch_stripes(client, command)
             case MakeTorrent():
                 await self._make(client, command)
+            case StartDownload(origin_torrent=str(o)) if o:
+                await self._start_made(client, command)
             case StartDownload(job_id=job_id, file=file, node=node):
                 args: dict[str, Any] = {
                     "torrentfileurl": command.torrent_url,
@@ -504,11 +506,7 @@ class JobRunner:
         before = self._origin_before.pop((job_id, file), None)
         if not command.pieces:
             before = await origin_stats(client, url)
-        public = (self.settings.public_url or self.host.http_url).rstrip("/")
-        args: dict[str, Any] = {
-            "fileurl": url,
-            "trackers": announce_urls(public, self._udp_port()) + await self._other_hubs(),
-        }
+        args = await self._make_args(job_id, url)
         if command.pieces:  # striped: made from the stripes' digests, no fetch
             args["pieces"] = command.pieces
             args["piece_length"] = command.piece_length
@@ -519,11 +517,6 @@ class JobRunner:
             args["origin_torrent"] = command.origin_torrent
         if command.fetch is not None:
             args["stripe"], args["stripes"] = command.fetch
-        spec = self.book.get(job_id).spec
-        if spec.pin:  # the job's deadline bounds its end: pin s after it at least
-            args["pin"] = spec.pin + spec.deadline
-        if spec.upload_limit:  # the seed too sends at most the job's cap
-            args["upload_limit"] = spec.upload_limit
         made = await client.task(
             node, "maketorrent", args, seconds=max(1.0, command.deadline - time.time())
         )
@@ -544,6 +537,39 @@ class JobRunner:
         after = await origin_stats(client, url)
         if before is not None and after is not None:
             self.book.set_origin_bytes(job_id, file, after - before)
+
+    async def _make_args(self, job_id: str, url: str) -> dict[str, Any]:
+        """A maketorrent's arguments every node of a job gets alike (so the torrents that
+        nodes make from the origin's are the same, trackers included)."""
+        public = (self.settings.public_url or self.host.http_url).rstrip("/")
+        args: dict[str, Any] = {
+            "fileurl": url,
+            "trackers": announce_urls(public, self._udp_port()) + await self._other_hubs(),
+        }
+        spec = self.book.get(job_id).spec
+        if spec.pin:  # the job's deadline bounds its end: pin s after it at least
+            args["pin"] = spec.pin + spec.deadline
+        if spec.upload_limit:  # the seed too sends at most the job's cap
+            args["upload_limit"] = spec.upload_limit
+        return args
+
+    async def _start_made(self, client: Any, command: StartDownload) -> None:
+        """A copy started with its file's MakeTorrent (pipelined): the node makes the
+        torrent from the origin's, as the seed does, and fetches its stripe meanwhile."""
+        args = await self._make_args(command.job_id, command.url)
+        args["origin_torrent"] = command.origin_torrent
+        if command.fetch is not None:
+            args["stripe"], args["stripes"] = command.fetch
+        made = await client.task(
+            command.node,
+            "maketorrent",
+            args,
+            seconds=max(1.0, command.deadline - time.time()),
+        )
+        sha1 = str(made["sha1"]).lower()
+        self.book.started(
+            command.job_id, command.node.nodeid, command.file, "", time.time(), sha1=sha1
+        )
 
     def _keep_origin_count(self, job_id: str, file: int, count: int | None) -> None:
         while len(self._origin_before) >= MAX_ORIGIN_COUNTS:  # jobs that never settled
