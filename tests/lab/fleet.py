@@ -394,8 +394,8 @@ class ProcFleet:
         every node first fetches its own stripe from the origin (``prefetch``), the seed
         makes the torrent from their digests and all of them, the seed too, download the
         rest with their stripe had. ``pipelined`` (striped too): as a hub's job does
-        where the origin publishes the file's torrent, the seed makes the torrent from
-        it and every node downloads it while fetching its stripe.
+        where the origin publishes the file's torrent, every node makes the torrent from
+        it at once and downloads it while fetching its stripe.
         ``during(run, elapsed)`` is awaited after every poll (faults go there). Returns
         when every receiver is complete or failed; raises AssertionError at ``within``.
         """
@@ -429,7 +429,14 @@ class ProcFleet:
                 "filesize": size,
                 "have": haves[seed.nodeid],
             }
-        made = await self.task(seed, "maketorrent", args)
+        if pipelined:  # every node makes it from the origin's at once (hub/jobs/core.py)
+            everyone_made = await asyncio.gather(
+                *(self.task(n, "maketorrent", args | stripe_of[n.nodeid]) for n in everyone)
+            )
+            made = everyone_made[0]
+            assert {str(m["sha1"]).lower() for m in everyone_made} == {made["sha1"].lower()}
+        else:
+            made = await self.task(seed, "maketorrent", args)
         run.sha1, run.torrent_url = str(made["sha1"]).lower(), str(made["torrentfileurl"])
         run.seed_ready = time.monotonic() - started
         if self.hub_host is not None:
@@ -451,13 +458,12 @@ class ProcFleet:
 
         def download_args(node: NodeProc) -> dict[str, Any]:
             have: dict[str, Any] = {"have": haves[node.nodeid]} if node.nodeid in haves else {}
-            if pipelined:
-                have = {**stripe_of[node.nodeid], "fetch_from": run.fileurl}
             return {"torrentfileurl": run.torrent_url, **have}
 
-        await asyncio.gather(
-            *(self.task(p.node, "download", download_args(p.node), 60) for p in run.nodes[1:])
-        )
+        if not pipelined:
+            await asyncio.gather(
+                *(self.task(p.node, "download", download_args(p.node), 60) for p in run.nodes[1:])
+            )
         await self.follow(run, started, within=within, during=during, poll=poll)
         run.makespan = max(p.done_at or 0.0 for p in run.nodes)
         run.origin_bytes = await self.origin_sent() - before

@@ -25,10 +25,11 @@ manifest's, or the seed's copy's). A striped file (the default, with two nodes o
 is fetched from the origin by every node at once, node i its stripe i of the pieces, so
 the origin sends each byte once without a whole file passing through one seed first:
 
-* pipelined, tried first: the seed makes the torrent from the one the origin publishes
-  of the file (``<url>.torrent``: ``maketorrent`` with ``origin_torrent``), and every
-  node downloads it while fetching its stripe, each piece offered to the peers as it
-  arrives (``stripe`` of ``stripes``);
+* pipelined, tried first: every node makes the torrent from the one the origin
+  publishes of the file (``<url>.torrent``: ``maketorrent`` with ``origin_torrent``), the
+  seed's answer first in the book, the others' sent with it and checked against it (the
+  same sha1); each downloads it while fetching its stripe, each piece offered to the
+  peers as it arrives (``stripe`` of ``stripes``);
 * where the origin has no torrent of it, each node fetches its stripe first
   (``prefetch``: the node hashes what it fetched); the seed makes the torrent from the
   stripes' digests, and each node starts with its stripe had, trading the rest. If a
