@@ -314,7 +314,11 @@ class Fetcher:
                 self.failures += 1
                 if tried == max_retries:
                     raise FetchError(f"{exc} (after {tried + 1} tries)") from exc
-                delay = min(10.0, 0.5 * 2**tried)
+                # A kept-alive connection the server closed while it was idle fails the
+                # next request at once: asked again on a new connection without a wait
+                # (a push's node started 0.5 s late so). Once; then the usual backoff.
+                stale = tried == 0 and _stale_connection(exc.__cause__)
+                delay = 0.0 if stale else min(10.0, 0.5 * 2**tried)
                 log.info("fetch %s failed (%s); retrying in %.1f s", url, exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
@@ -526,6 +530,11 @@ def _flush(out: BinaryIO | None) -> None:
     if out is not None:
         out.flush()
         os.fsync(out.fileno())
+
+
+def _stale_connection(exc: BaseException | None) -> bool:
+    """httpx's error for a request on a kept-alive connection the server had closed."""
+    return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
 
 
 def _describe(exc: httpx.HTTPError) -> str:
