@@ -429,7 +429,7 @@ class Engine:
         handle = self.handles.get(sha1)
         if handle is None:
             return False
-        if handle.status().state not in CHECKING:
+        if handle.status(0).state not in CHECKING:
             return True
         future = self._wait_for("checked", sha1)
         try:

@@ -491,12 +491,11 @@ class JobBook:
             made = job.files[file].sha1
             if not made:
                 self._early[key] = sha1  # checked when the seed's answer comes (made)
-            elif self._early.pop(key) is not None and sha1 != made:
-                reason = f"the torrent it made from the origin's is {sha1}, the seed's {made}"
-                self._failed(job, node, copy, file, reason, now)
-                if sha1:
-                    job.stops.append((nodeid, sha1))
-                return
+            else:
+                del self._early[key]
+                if sha1 != made:
+                    self._not_the_seeds(job, node, copy, file, sha1, now)
+                    return
         if status in ("seeding", "download success"):
             self._complete(job, node, file, copy, now)
             return
@@ -870,9 +869,17 @@ class JobBook:
             made = self._early.pop(key)
             copy = node.copies[file]
             if made != sha1 and copy.state in _WATCHED:
-                reason = f"the torrent it made from the origin's is {made}, the seed's {sha1}"
-                self._failed(job, node, copy, file, reason, now)
-                job.stops.append((node.nodeid, made))
+                self._not_the_seeds(job, node, copy, file, made, now)
+
+    def _not_the_seeds(
+        self, job: Job, node: NodeRecord, copy: CopyRecord, file: int, made: str, now: float
+    ) -> None:
+        """A copy started early made another torrent than the seed's: failed, stopped."""
+        seeds = job.files[file].sha1
+        reason = f"the torrent it made from the origin's is {made}, the seed's {seeds}"
+        self._failed(job, node, copy, file, reason, now)
+        if made:
+            job.stops.append((node.nodeid, made))
 
     def _unstart_early(self, job: Job, file: int) -> None:
         """The origin has no usable torrent: the copies started early start again the

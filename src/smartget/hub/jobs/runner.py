@@ -506,17 +506,15 @@ class JobRunner:
         before = self._origin_before.pop((job_id, file), None)
         if not command.pieces:
             before = await origin_stats(client, url)
-        args = await self._make_args(job_id, url)
+        args = await self._make_args(
+            job_id, url, origin_torrent=command.origin_torrent, fetch=command.fetch
+        )
         if command.pieces:  # striped: made from the stripes' digests, no fetch
             args["pieces"] = command.pieces
             args["piece_length"] = command.piece_length
             args["filesize"] = command.filesize
             if command.have is not None:
                 args["have"] = list(command.have)
-        if command.origin_torrent:  # pipelined: the origin's torrent, a stripe meanwhile
-            args["origin_torrent"] = command.origin_torrent
-        if command.fetch is not None:
-            args["stripe"], args["stripes"] = command.fetch
         made = await client.task(
             node, "maketorrent", args, seconds=max(1.0, command.deadline - time.time())
         )
@@ -538,14 +536,26 @@ class JobRunner:
         if before is not None and after is not None:
             self.book.set_origin_bytes(job_id, file, after - before)
 
-    async def _make_args(self, job_id: str, url: str) -> dict[str, Any]:
-        """A maketorrent's arguments every node of a job gets alike (so the torrents that
-        nodes make from the origin's are the same, trackers included)."""
+    async def _make_args(
+        self,
+        job_id: str,
+        url: str,
+        *,
+        origin_torrent: str = "",
+        fetch: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
+        """A maketorrent's arguments, alike for every node of a job (so the torrents that
+        nodes make from the origin's are the same, trackers included) but the stripe.
+        Pipelined (``origin_torrent``): the origin's torrent, stripe ``fetch`` meanwhile."""
         public = (self.settings.public_url or self.host.http_url).rstrip("/")
         args: dict[str, Any] = {
             "fileurl": url,
             "trackers": announce_urls(public, self._udp_port()) + await self._other_hubs(),
         }
+        if origin_torrent:
+            args["origin_torrent"] = origin_torrent
+        if fetch is not None:
+            args["stripe"], args["stripes"] = fetch
         spec = self.book.get(job_id).spec
         if spec.pin:  # the job's deadline bounds its end: pin s after it at least
             args["pin"] = spec.pin + spec.deadline
@@ -556,10 +566,9 @@ class JobRunner:
     async def _start_made(self, client: Any, command: StartDownload) -> None:
         """A copy started with its file's MakeTorrent (pipelined): the node makes the
         torrent from the origin's, as the seed does, and fetches its stripe meanwhile."""
-        args = await self._make_args(command.job_id, command.url)
-        args["origin_torrent"] = command.origin_torrent
-        if command.fetch is not None:
-            args["stripe"], args["stripes"] = command.fetch
+        args = await self._make_args(
+            command.job_id, command.url, origin_torrent=command.origin_torrent, fetch=command.fetch
+        )
         made = await client.task(
             command.node,
             "maketorrent",
