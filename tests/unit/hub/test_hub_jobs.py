@@ -272,6 +272,25 @@ def test_a_copy_started_early_whose_torrent_is_not_the_seeds_fails_and_is_stoppe
     assert [(s.torrent_url, s.sha1, s.origin_torrent) for s in starts] == [("u0", SHA1, "")] * 2
 
 
+@pytest.mark.parametrize("answer", ["", "x" * 100_000, "\u00b2" * 40, SHA1 + "0"])
+def test_a_node_answering_an_early_start_with_no_sha1_is_started_the_usual_way(
+    answer: str,
+) -> None:
+    """A fleet node's answer is kept only as an info-hash: anything else (empty, huge,
+    not hex) ends its early start like a refusal, shown in a bounded event."""
+    book = JobBook()
+    job = book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)
+    book.poll(0.0, fleet)
+    book.started("j", job.nodes[1].nodeid, 0, "", 0.5, sha1=answer)
+    copy = job.nodes[1].copies[0]
+    assert (copy.state.value, copy.attempts) == ("pending", 0)
+    (event,) = [e for e in book.events["j"] if e.kind == "early-start-failed"]
+    assert "its answer is no torrent" in event.text
+    assert len(event.text) < 400
+    assert not book._early
+    assert not job.stops
+
+
 def test_a_copy_that_could_not_start_early_starts_once_the_torrent_is_made() -> None:
     book = JobBook()
     job = book.submit(parse_spec(urls=["http://o/a"], nodes=2), "j", 0.0)

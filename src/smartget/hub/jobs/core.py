@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from smartget.errors import JobError, JobNotFoundError
+from smartget.errors import JobError, JobNotFoundError, MagnetError
 from smartget.hub.jobs.model import (
     SOURCES,
     CopyRecord,
@@ -68,6 +68,7 @@ from smartget.hub.jobs.model import (
     NodeInfo,
     NodeRecord,
 )
+from smartget.node.magnet import parse_info_hash  # pure; no libtorrent
 
 __all__ = [
     "Command",
@@ -488,6 +489,11 @@ class JobBook:
         job, node, copy = found
         key = (job_id, nodeid, file)
         if key in self._early:
+            try:  # a fleet node's answer: kept and shown only once it is an info-hash
+                sha1 = parse_info_hash(sha1)
+            except MagnetError as exc:
+                self.start_failed(job_id, nodeid, file, f"its answer is no torrent: {exc}", now)
+                return
             made = job.files[file].sha1
             if not made:
                 self._early[key] = sha1  # checked when the seed's answer comes (made)
